@@ -1,0 +1,41 @@
+"""Reproducible Lambda zip: the same source always gives the same bytes (and CodeSha256).
+
+Sorted entries, a fixed timestamp and fixed permissions, so re-running bootstrap on unchanged
+code never redeploys a function.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+from ecom.config import PROJECT_ROOT
+
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+# The handler package plus the one config module it reads the environment through.
+PACKAGED = [("handlers", "*.py"), ("ecom", "__init__.py"), ("ecom", "config.py")]
+
+
+def lambda_sources(root: Path = PROJECT_ROOT) -> list[Path]:
+    files: set[Path] = set()
+    for folder, pattern in PACKAGED:
+        files.update(p for p in (root / folder).glob(pattern) if p.is_file())
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def build_zip(root: Path = PROJECT_ROOT) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in lambda_sources(root):
+            info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=FIXED_DATE)
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def code_sha256(blob: bytes) -> str:
+    """The form Lambda reports as CodeSha256: base64 of the SHA-256 digest."""
+    return base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii")

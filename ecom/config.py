@@ -1,0 +1,127 @@
+"""The one place that reads the environment.
+
+Everything else (CLI, bootstrap, handlers, ETL, tests) asks this module. It is standard
+library only because it also ships inside the Lambda zip. On Lambda the same variables are
+set by bootstrap as function environment; locally they come from the shell or defaults.
+
+Local-development defaults (API key, warehouse password, token secret) are marked as such:
+they protect nothing and exist so a fresh clone runs with zero set-up.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Names of the cloud resources. Identical on every target (embedded, compose, AWS)."""
+
+    raw_bucket: str = field(default_factory=lambda: _env("ECOM_RAW_BUCKET", "batch-process-ecom"))
+    staging_bucket: str = field(default_factory=lambda: _env("ECOM_STAGING_BUCKET", "staging-bucket-ecom"))
+    dead_letter_bucket: str = field(default_factory=lambda: _env("ECOM_DEAD_LETTER_BUCKET", "dead-letter-ecom"))
+    dead_letter_queue: str = field(default_factory=lambda: _env("ECOM_DEAD_LETTER_QUEUE", "kinesis-trigger-dlq"))
+    stream: str = field(default_factory=lambda: _env("ECOM_STREAM", "event-ingest"))
+    stream_shards: int = field(default_factory=lambda: _env_int("ECOM_STREAM_SHARDS", 2))
+    customer_table: str = field(default_factory=lambda: _env("ECOM_CUSTOMER_TABLE", "customer"))
+    invoice_table: str = field(default_factory=lambda: _env("ECOM_INVOICE_TABLE", "invoice"))
+    glue_database: str = field(default_factory=lambda: _env("ECOM_GLUE_DATABASE", "ecom"))
+    glue_table: str = field(default_factory=lambda: _env("ECOM_GLUE_TABLE", "staging_events"))
+    ingestion_function: str = "data-ingestion"
+    trigger_function: str = "kinesis-trigger"
+    api_name: str = "ecom-api"
+    api_stage: str = "test"
+    api_key_name: str = "ecom-local-key"
+    usage_plan_name: str = "ecom-usage-plan"
+    # Local-development default, not a secret: real deployments let API Gateway generate one.
+    api_key_value: str = field(default_factory=lambda: _env("ECOM_API_KEY", "ecom-local-dev-key-0000000000"))
+    trigger_batch_size: int = field(default_factory=lambda: _env_int("ECOM_TRIGGER_BATCH_SIZE", 1000))
+
+    # Key layout inside the buckets.
+    raw_prefix: str = "raw/"
+    processed_prefix: str = "processed/"
+    staging_prefix: str = "csv/"
+    dead_letter_prefix: str = "kinesis-trigger/"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_events_per_request: int = field(default_factory=lambda: _env_int("ECOM_MAX_EVENTS_PER_REQUEST", 500))
+    # API Gateway accepts 10 MB and Lambda 6 MB; 500 Kaggle rows are ~130 KB, so 1 MiB is generous
+    # and keeps one request well inside a single PutRecords call (5 MB).
+    max_body_bytes: int = field(default_factory=lambda: _env_int("ECOM_MAX_BODY_BYTES", 1_048_576))
+    put_records_attempts: int = field(default_factory=lambda: _env_int("ECOM_PUT_RECORDS_ATTEMPTS", 8))
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the embedded stack lives and listens. Not used by the handlers."""
+
+    # embedded (MiniStack + private Postgres), compose (LocalStack + Postgres in Docker), aws (real).
+    target: str = field(default_factory=lambda: _env("ECOM_TARGET", "embedded"))
+    data_dir: Path = field(default_factory=lambda: Path(_env("ECOM_DATA_DIR", str(PROJECT_ROOT / ".data"))).resolve())
+    # "Endpoint unset" means real AWS. The embedded stack sets it to the emulator.
+    aws_endpoint_url: str | None = field(default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL") or None)
+    aws_port: int = field(default_factory=lambda: _env_int("ECOM_AWS_PORT", 4566))
+    pg_port: int = field(default_factory=lambda: _env_int("ECOM_PG_PORT", 5433))
+    region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
+    # Local-development default credentials for the private Postgres cluster.
+    pg_user: str = "ecom"
+    pg_password: str = field(default_factory=lambda: _env("ECOM_PG_PASSWORD", "ecom-local-dev"))
+    pg_database: str = "ecom"
+    warehouse_dsn_override: str | None = field(default_factory=lambda: os.environ.get("WAREHOUSE_DSN") or None)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def local_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """Where boto3 talks to: the emulator locally; unset (real AWS) for the aws target."""
+        if self.aws_endpoint_url:
+            return self.aws_endpoint_url
+        return None if self.target == "aws" else self.local_endpoint_url
+
+    @property
+    def warehouse_dsn(self) -> str:
+        if self.warehouse_dsn_override:
+            return self.warehouse_dsn_override
+        return (f"postgresql://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/{self.pg_database}")
+
+
+TARGETS = ("embedded", "compose", "aws")
+
+
+def resources() -> Resources:
+    return Resources()
+
+
+def limits() -> Limits:
+    return Limits()
+
+
+def stack() -> Stack:
+    return Stack()
+

@@ -1,0 +1,317 @@
+"""The embedded stack: MiniStack (AWS emulator) + a private PostgreSQL 15 cluster, no Docker.
+
+Both run as background processes owned by this project, on 127.0.0.1, with their state, pid
+files and logs under the data directory (`.data/` by default, ECOM_DATA_DIR to move it):
+
+    .data/stack.json        what is running: pids and ports
+    .data/ministack/        emulator state (saved on a graceful stop) and S3 objects
+    .data/pg/               the Postgres cluster
+    .data/logs/             ministack.log, postgres.log
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from ecom import config
+
+# What the platform uses; loading fewer services makes the emulator start faster and smaller.
+MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs"
+PG_SERVICE_USER = "postgres"
+
+
+class StackError(RuntimeError):
+    """A problem the user can fix; the message says how."""
+
+
+@dataclass
+class Status:
+    ministack_up: bool
+    postgres_up: bool
+
+    @property
+    def up(self) -> bool:
+        return self.ministack_up and self.postgres_up
+
+
+def _state_file(cfg: config.Stack) -> Path:
+    return cfg.data_dir / "stack.json"
+
+
+def read_state(cfg: config.Stack) -> dict:
+    try:
+        return json.loads(_state_file(cfg).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_state(cfg: config.Stack, state: dict) -> None:
+    _state_file(cfg).write_text(json.dumps(state, indent=2))
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- MiniStack
+
+def ministack_healthy(cfg: config.Stack) -> bool:
+    try:
+        return requests.get(f"{cfg.local_endpoint_url}/_localstack/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
+    if port_open(cfg.aws_port):
+        raise StackError(f"port {cfg.aws_port} on 127.0.0.1 is already taken by another process; "
+                         f"set ECOM_AWS_PORT to a free port")
+    root = cfg.data_dir / "ministack"
+    for sub in ("state", "s3", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(cfg.aws_port),
+        "BIND_HOST": "127.0.0.1",  # loopback only: the emulator has no authentication
+        "PERSIST_STATE": "1", "STATE_DIR": str(root / "state"),
+        "S3_PERSIST": "1", "S3_DATA_DIR": str(root / "s3"),
+        "TMPDIR": str(root / "tmp"),  # its pid file and Lambda scratch space
+        "SERVICES": MINISTACK_SERVICES,
+        "LOG_LEVEL": os.environ.get("ECOM_MINISTACK_LOG_LEVEL", "WARNING"),
+        "MINISTACK_REGION": cfg.region,
+    }
+    env.pop("AWS_ENDPOINT_URL", None)
+    log = open(cfg.logs_dir / "ministack.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "ministack"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(root))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"MiniStack exited with code {proc.returncode}; see {cfg.logs_dir / 'ministack.log'}")
+        if ministack_healthy(cfg):
+            return proc.pid
+        time.sleep(0.1)
+    proc.kill()
+    raise StackError(f"MiniStack did not become healthy in {timeout:.0f}s; see {cfg.logs_dir / 'ministack.log'}")
+
+
+def stop_process(pid: int | None, timeout: float = 30) -> None:
+    """SIGINT first (lets the emulator save its state), then SIGTERM, then SIGKILL."""
+    if not _pid_alive(pid):
+        return
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done == pid:
+                    return
+            except ChildProcessError:
+                pass  # not our child: poll instead
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+def find_pg_bindir() -> Path:
+    """PATH, then `pg_config --bindir`, then Debian's /usr/lib/postgresql/*/bin (newest first)."""
+    candidates: list[Path] = []
+    if explicit := os.environ.get("ECOM_PG_BINDIR"):
+        candidates.append(Path(explicit))
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                candidates.append(Path(out.stdout.strip()))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                      key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)
+    candidates.extend(Path(p) for p in versions)
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists() and (bindir / "postgres").exists():
+            return bindir
+    raise StackError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH, via pg_config, or in "
+        "/usr/lib/postgresql/*/bin.\n  Install them: `apt-get install postgresql-15` (Debian/Ubuntu) or "
+        "`brew install postgresql@15` (macOS), or set ECOM_PG_BINDIR to their directory;\n  or use an existing "
+        "Postgres: export WAREHOUSE_DSN=postgresql://user:password@host:5432/dbname")
+
+
+def _as_service_user() -> list[str]:
+    """initdb and postgres refuse to run as root: run them as an unprivileged user."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam(PG_SERVICE_USER)
+    except KeyError:
+        raise StackError(f"running as root, but there is no '{PG_SERVICE_USER}' user to run PostgreSQL as; "
+                         f"create one (useradd -r {PG_SERVICE_USER}) or run as a normal user") from None
+    return ["runuser", "-u", PG_SERVICE_USER, "--"]
+
+
+def _chown_for_service(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(PG_SERVICE_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _make_traversable(path: Path) -> None:
+    """The service user must be able to reach the data directory through its parents."""
+    if os.geteuid() != 0:
+        return
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            raise StackError(f"{parent} is not searchable by other users, so PostgreSQL (running as "
+                             f"'{PG_SERVICE_USER}') cannot reach {path}; set ECOM_DATA_DIR elsewhere "
+                             f"or chmod o+x {parent}")
+
+
+def postgres_ready(cfg: config.Stack, bindir: Path) -> bool:
+    out = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-q"],
+                         capture_output=True)
+    return out.returncode == 0
+
+
+def start_postgres(cfg: config.Stack, timeout: float = 60) -> None:
+    bindir = find_pg_bindir()
+    pgdata = cfg.data_dir / "pg"
+    run_as = _as_service_user()
+    if port_open(cfg.pg_port):
+        raise StackError(f"port {cfg.pg_port} on 127.0.0.1 is already taken by another process; "
+                         f"set ECOM_PG_PORT to a free port")
+    _make_traversable(cfg.data_dir)
+    log_file = cfg.logs_dir / "postgres.log"
+    log_file.touch()
+    _chown_for_service(log_file)
+    fresh = not (pgdata / "PG_VERSION").exists()
+    if fresh:
+        pgdata.mkdir(parents=True, exist_ok=True)
+        _chown_for_service(pgdata)
+        pwfile = cfg.data_dir / ".pgpass-init"
+        pwfile.write_text(cfg.pg_password + "\n")
+        _chown_for_service(pwfile)
+        try:
+            out = subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(pgdata), "-U", cfg.pg_user,
+                                           f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
+                                           "--locale=C"], capture_output=True, text=True)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if out.returncode != 0:
+            raise StackError(f"initdb failed:\n{out.stdout}{out.stderr}")
+    options = (f"-p {cfg.pg_port} -h 127.0.0.1 -k {pgdata} -c fsync=on "
+               f"-c shared_buffers=256MB -c max_connections=100")
+    out = subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log_file), "-o", options,
+                                   "-w", "-t", str(int(timeout)), "start"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise StackError(f"PostgreSQL did not start:\n{out.stdout}{out.stderr}\nsee {log_file}")
+    if fresh:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=cfg.pg_port, user=cfg.pg_user, password=cfg.pg_password,
+                                dbname="postgres")
+        try:
+            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{cfg.pg_database}"')
+        finally:
+            conn.close()
+
+
+def stop_postgres(cfg: config.Stack) -> None:
+    pgdata = cfg.data_dir / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    bindir = find_pg_bindir()
+    subprocess.run(_as_service_user() + [str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                   capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- the stack
+
+def status(cfg: config.Stack | None = None) -> Status:
+    cfg = cfg or config.stack()
+    state = read_state(cfg)
+    ministack = _pid_alive(state.get("ministack_pid")) and ministack_healthy(cfg)
+    if cfg.warehouse_dsn_override:
+        postgres = True
+    else:
+        try:
+            postgres = (cfg.data_dir / "pg" / "postmaster.pid").exists() and postgres_ready(cfg, find_pg_bindir())
+        except StackError:
+            postgres = False
+    return Status(ministack_up=ministack, postgres_up=postgres)
+
+
+def up(cfg: config.Stack | None = None) -> bool:
+    """Start what is not running. Returns False when everything was already up (a no-op)."""
+    cfg = cfg or config.stack()
+    cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+    current = status(cfg)
+    if current.up:
+        return False
+    state = read_state(cfg)
+    if not current.postgres_up and not cfg.warehouse_dsn_override:
+        start_postgres(cfg)
+    if not current.ministack_up:
+        state["ministack_pid"] = start_ministack(cfg)
+    state.update(aws_port=cfg.aws_port, pg_port=cfg.pg_port)
+    _write_state(cfg, state)
+    return True
+
+
+def down(cfg: config.Stack | None = None) -> bool:
+    """Stop gracefully (the emulator saves its state). Returns False when nothing was running."""
+    cfg = cfg or config.stack()
+    state = read_state(cfg)
+    was_running = _pid_alive(state.get("ministack_pid")) or (cfg.data_dir / "pg" / "postmaster.pid").exists()
+    stop_process(state.get("ministack_pid"))
+    if not cfg.warehouse_dsn_override:
+        stop_postgres(cfg)
+    state.pop("ministack_pid", None)
+    if cfg.data_dir.exists():
+        _write_state(cfg, state)
+    return was_running

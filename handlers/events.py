@@ -1,0 +1,210 @@
+"""The order-line event: validation and normalisation (pure functions, no AWS).
+
+Accepts what clients really send: the Kaggle row as pandas serialises it (CustomerID as a float
+like 17850.0 or null, InvoiceNo/StockCode as numbers when a slice happens to be all digits) and
+ISO 8601 from newer producers. Emits one canonical shape on the stream:
+
+    {"event_id": str, "InvoiceNo": str, "StockCode": str, "Description": str | None,
+     "Quantity": int, "InvoiceDate": "YYYY-MM-DDTHH:MM:SS", "UnitPrice": number,
+     "CustomerID": int | None, "Country": str}
+"""
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+FIELDS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
+EVENT_FIELDS = ("event_id",) + FIELDS
+REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
+NULLABLE = ("Description", "CustomerID")
+
+KAGGLE_DATE_FORMAT = "%m/%d/%Y %H:%M"
+_KAGGLE_DATE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+MAX_TEXT = {"InvoiceNo": 32, "StockCode": 32, "Description": 1000, "Country": 64}
+MAX_ABS_QUANTITY = 10**9
+MAX_ABS_PRICE = 10**9
+MAX_CUSTOMER_ID = 10**12
+
+
+@dataclass(frozen=True)
+class FieldError:
+    index: int | None  # position in the request body; None for a single-object body
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "error": self.message}
+
+    def __str__(self) -> str:
+        where = "event" if self.index is None else f"event {self.index}"
+        return f"{where}: {self.field}: {self.message}"
+
+
+class InvalidEvent(ValueError):
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _code(value: Any, field: str, index: int | None, errors: list[FieldError]) -> str | None:
+    """InvoiceNo / StockCode: text, or a whole number that pandas turned into one."""
+    if isinstance(value, str):
+        text = value.strip()
+    elif _is_number(value) and math.isfinite(value) and float(value).is_integer():
+        text = str(int(value))
+    else:
+        errors.append(FieldError(index, field, f"must be a non-empty string, got {type(value).__name__}"))
+        return None
+    if not text:
+        errors.append(FieldError(index, field, "must not be empty"))
+        return None
+    if len(text) > MAX_TEXT[field]:
+        errors.append(FieldError(index, field, f"longer than {MAX_TEXT[field]} characters"))
+        return None
+    return text
+
+
+def parse_invoice_date(value: str) -> datetime:
+    """Kaggle `M/D/YYYY H:MM` (month first, no padding) or ISO 8601 (naive or with an offset)."""
+    if _KAGGLE_DATE.match(value):
+        return datetime.strptime(value, KAGGLE_DATE_FORMAT)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is not None:
+        # Stored naive like the source (UK local time); an offset is converted to UTC first.
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = True) -> dict[str, Any]:
+    """Validate one event and return it in canonical form; raise InvalidEvent naming every bad field."""
+    if not isinstance(raw, dict):
+        raise InvalidEvent([FieldError(index, "(event)", f"must be a JSON object, got {type(raw).__name__}")])
+    errors: list[FieldError] = []
+    unknown = sorted(set(raw) - set(EVENT_FIELDS))
+    for name in unknown:
+        errors.append(FieldError(index, str(name)[:64], "unknown field"))
+    for name in REQUIRED:
+        if raw.get(name) is None:
+            errors.append(FieldError(index, name, "is required"))
+
+    out: dict[str, Any] = {}
+
+    event_id = raw.get("event_id")
+    if event_id is None:
+        if not assign_id:
+            errors.append(FieldError(index, "event_id", "is required"))
+        else:
+            out["event_id"] = str(uuid.uuid4())
+    elif isinstance(event_id, str) and _EVENT_ID.match(event_id):
+        out["event_id"] = event_id
+    else:
+        errors.append(FieldError(index, "event_id", "must be 1-128 characters of letters, digits and _.:-"))
+
+    for name in ("InvoiceNo", "StockCode"):
+        if raw.get(name) is not None:
+            out[name] = _code(raw[name], name, index, errors)
+
+    description = raw.get("Description")
+    if description is None:
+        out["Description"] = None
+    elif not isinstance(description, str):
+        errors.append(FieldError(index, "Description", f"must be a string or null, got {type(description).__name__}"))
+    elif len(description) > MAX_TEXT["Description"]:
+        errors.append(FieldError(index, "Description", f"longer than {MAX_TEXT['Description']} characters"))
+    else:
+        # Kept byte for byte (trailing spaces included): the warehouse decides how to clean it.
+        out["Description"] = description
+
+    quantity = raw.get("Quantity")
+    if quantity is not None:
+        if isinstance(quantity, int) and not isinstance(quantity, bool):
+            value = quantity
+        elif isinstance(quantity, float) and math.isfinite(quantity) and quantity.is_integer():
+            value = int(quantity)
+        else:
+            errors.append(FieldError(index, "Quantity", f"must be an integer, got {quantity!r}"[:120]))
+            value = None
+        if value is not None and abs(value) > MAX_ABS_QUANTITY:
+            errors.append(FieldError(index, "Quantity", f"out of range (|Quantity| <= {MAX_ABS_QUANTITY})"))
+        elif value is not None:
+            out["Quantity"] = value
+
+    invoice_date = raw.get("InvoiceDate")
+    if invoice_date is not None:
+        if not isinstance(invoice_date, str):
+            errors.append(FieldError(index, "InvoiceDate", "must be a string (M/D/YYYY H:MM or ISO 8601)"))
+        else:
+            try:
+                out["InvoiceDate"] = parse_invoice_date(invoice_date.strip()).isoformat(timespec="seconds")
+            except ValueError:
+                errors.append(FieldError(index, "InvoiceDate",
+                                         f"{invoice_date[:40]!r} is not M/D/YYYY H:MM or ISO 8601"))
+
+    price = raw.get("UnitPrice")
+    if price is not None:
+        if not _is_number(price) or not math.isfinite(price):
+            errors.append(FieldError(index, "UnitPrice", f"must be a number, got {price!r}"[:120]))
+        elif abs(price) > MAX_ABS_PRICE:
+            errors.append(FieldError(index, "UnitPrice", f"out of range (|UnitPrice| <= {MAX_ABS_PRICE})"))
+        else:
+            out["UnitPrice"] = price
+
+    customer = raw.get("CustomerID")
+    if customer is None:
+        out["CustomerID"] = None
+    elif _is_number(customer) and math.isfinite(customer) and float(customer).is_integer() \
+            and 0 < customer < MAX_CUSTOMER_ID:
+        out["CustomerID"] = int(customer)
+    else:
+        errors.append(FieldError(index, "CustomerID", f"must be a positive integer or null, got {customer!r}"[:120]))
+
+    country = raw.get("Country")
+    if country is not None:
+        if not isinstance(country, str) or not country.strip():
+            errors.append(FieldError(index, "Country", "must be a non-empty string"))
+        elif len(country) > MAX_TEXT["Country"]:
+            errors.append(FieldError(index, "Country", f"longer than {MAX_TEXT['Country']} characters"))
+        else:
+            out["Country"] = country
+
+    if errors:
+        raise InvalidEvent(errors)
+    return {name: out[name] for name in EVENT_FIELDS}
+
+
+def normalize_batch(body: Any, max_events: int) -> list[dict[str, Any]]:
+    """One event object or a JSON array of up to `max_events`. All or nothing."""
+    if isinstance(body, dict):
+        return [normalize_event(body, None)]
+    if not isinstance(body, list):
+        raise InvalidEvent([FieldError(None, "(body)", "must be an event object or an array of events")])
+    if not body:
+        raise InvalidEvent([FieldError(None, "(body)", "the array is empty")])
+    if len(body) > max_events:
+        raise InvalidEvent([FieldError(None, "(body)", f"{len(body)} events; at most {max_events} per request")])
+    events: list[dict[str, Any]] = []
+    errors: list[FieldError] = []
+    for index, raw in enumerate(body):
+        try:
+            events.append(normalize_event(raw, index))
+        except InvalidEvent as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidEvent(errors)
+    seen: set[str] = set()
+    for index, event in enumerate(events):
+        if event["event_id"] in seen:
+            errors.append(FieldError(index, "event_id", "appears twice in this request"))
+        seen.add(event["event_id"])
+    if errors:
+        raise InvalidEvent(errors)
+    return events

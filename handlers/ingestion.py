@@ -1,0 +1,114 @@
+"""Lambda `data-ingestion`: POST /events -> validated, normalised events on the Kinesis stream.
+
+The handler is a thin adapter: parse the HTTP shape, call `ingest`, shape the answer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import boto3
+
+from ecom import config
+from handlers.events import InvalidEvent, normalize_batch
+from handlers.http import Request, error, parse_request, response
+
+RESOURCES = config.resources()
+LIMITS = config.limits()
+_kinesis = None
+
+
+def kinesis_client():
+    global _kinesis
+    if _kinesis is None:
+        _kinesis = boto3.client("kinesis")
+    return _kinesis
+
+
+class PutFailed(RuntimeError):
+    def __init__(self, accepted: list[dict[str, Any]], failed: list[tuple[dict[str, Any], str]]):
+        self.accepted = accepted
+        self.failed = failed
+        super().__init__(f"{len(failed)} records could not be put after retries")
+
+
+def encode_record(event: dict[str, Any]) -> dict[str, Any]:
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return {"Data": data, "PartitionKey": event["InvoiceNo"]}
+
+
+def put_events(events: list[dict[str, Any]], client=None, *, attempts: int | None = None,
+               sleep: Callable[[float], None] = time.sleep) -> dict[str, str]:
+    """PutRecords, retrying only the records that failed (throttling is per record).
+
+    Returns the highest sequence number written per shard, which lets a producer wait for
+    the consumer to catch up. Raises PutFailed naming what could not be written.
+    """
+    client = client or kinesis_client()
+    attempts = attempts or LIMITS.put_records_attempts
+    pending = list(events)
+    high_water: dict[str, str] = {}
+    last_errors: dict[str, str] = {}
+    for attempt in range(attempts):
+        result = client.put_records(StreamName=RESOURCES.stream, Records=[encode_record(e) for e in pending])
+        retry: list[dict[str, Any]] = []
+        for event, outcome in zip(pending, result["Records"]):
+            if "SequenceNumber" in outcome and not outcome.get("ErrorCode"):
+                shard, seq = outcome["ShardId"], outcome["SequenceNumber"]
+                if shard not in high_water or int(seq) > int(high_water[shard]):
+                    high_water[shard] = seq
+            else:
+                retry.append(event)
+                last_errors[event["event_id"]] = f"{outcome.get('ErrorCode')}: {outcome.get('ErrorMessage')}"
+        if not retry:
+            return high_water
+        pending = retry
+        sleep(min(0.05 * 2 ** attempt, 1.0))
+    accepted_ids = {e["event_id"] for e in events} - {e["event_id"] for e in pending}
+    raise PutFailed([e for e in events if e["event_id"] in accepted_ids],
+                    [(e, last_errors.get(e["event_id"], "unknown")) for e in pending])
+
+
+def ingest(request: Request) -> dict[str, Any]:
+    if request.method != "POST":
+        return error(405, f"method {request.method} not allowed; use POST")
+    if request.passthrough:
+        body = request.parsed_body
+    else:
+        if request.body is None or not request.body.strip():
+            return error(400, "request body is empty; send an event object or an array of events")
+        if len(request.body) > LIMITS.max_body_bytes:
+            return error(413, f"request body is {len(request.body)} bytes; the limit is {LIMITS.max_body_bytes}")
+        try:
+            body = json.loads(request.body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return error(400, f"request body is not valid JSON: {exc}")
+    try:
+        events = normalize_batch(body, LIMITS.max_events_per_request)
+    except InvalidEvent as exc:
+        return error(400, "invalid events; nothing was accepted",
+                     errors=[e.as_dict() for e in exc.errors[:1000]], error_count=len(exc.errors))
+    try:
+        high_water = put_events(events)
+    except PutFailed as exc:
+        # Records already on the stream stay there; a retry of the whole request is safe
+        # because every event keeps its event_id and all downstream writes are keyed by it.
+        return error(503, "the stream did not accept every event; retry the request",
+                     accepted=[e["event_id"] for e in exc.accepted],
+                     failed=[{"event_id": e["event_id"], "error": why} for e, why in exc.failed])
+    return response(200, {"accepted": len(events), "event_ids": [e["event_id"] for e in events],
+                          "shards": high_water})
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    request = parse_request(event)
+    result = ingest(request)
+    # One log line per invocation (the emulator also waits for output before returning).
+    print(json.dumps({"fn": "data-ingestion", "status": result["statusCode"],
+                      "request_id": request.request_id,
+                      "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    if request.passthrough:
+        result = {**result, "body": json.loads(result["body"])}
+    return result

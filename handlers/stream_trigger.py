@@ -1,0 +1,202 @@
+"""Lambda `kinesis-trigger`: a Kinesis batch -> DynamoDB (OLTP) + one raw JSON Lines object in S3.
+
+Delivery is at least once and a raising handler is retried (forever on MiniStack, which ignores
+the mapping's retry limit), so:
+- every write is idempotent: DynamoDB items are keyed by event id, the raw object's key comes from
+  the shard and the batch's first/last sequence numbers;
+- a record that can never succeed (bad JSON, bad fields) is quarantined with its reason and never
+  raises; only transient errors (throttling, the emulator restarting) raise, and the retry is safe.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable, Iterable
+
+import boto3
+
+from ecom import config
+from handlers.events import InvalidEvent, normalize_event
+
+RESOURCES = config.resources()
+BATCH_WRITE_LIMIT = 25
+_clients: dict[str, Any] = {}
+
+
+def client(name: str):
+    if name not in _clients:
+        _clients[name] = boto3.client(name)
+    return _clients[name]
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    shard_id: str
+    sequence_number: str
+    data: bytes
+    arrival: float | None
+
+    @classmethod
+    def from_lambda(cls, record: dict[str, Any]) -> "StreamRecord":
+        kinesis = record["kinesis"]
+        event_id = str(record.get("eventID", ""))
+        shard_id = event_id.split(":", 1)[0] if ":" in event_id else "shardId-unknown"
+        return cls(shard_id=shard_id, sequence_number=str(kinesis["sequenceNumber"]),
+                   data=base64.b64decode(kinesis["data"]),
+                   arrival=kinesis.get("approximateArrivalTimestamp"))
+
+
+@dataclass
+class DeadLetter:
+    record: StreamRecord
+    reason: str
+
+    def key(self) -> str:
+        return f"{RESOURCES.dead_letter_prefix}{self.record.shard_id}/{self.record.sequence_number}.json"
+
+    def body(self) -> bytes:
+        try:
+            text, b64 = self.record.data.decode("utf-8"), None
+        except UnicodeDecodeError:
+            text, b64 = None, base64.b64encode(self.record.data).decode("ascii")
+        return json.dumps({
+            "reason": self.reason,
+            "source": {"stream": RESOURCES.stream, "shard_id": self.record.shard_id,
+                       "sequence_number": self.record.sequence_number,
+                       "approximate_arrival": self.record.arrival},
+            "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": text, "data_base64": b64, "size": len(self.record.data),
+        }, ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class Batch:
+    shard_id: str
+    first_sequence: str
+    last_sequence: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    duplicates: int = 0
+
+    def raw_key(self) -> str:
+        return f"{RESOURCES.raw_prefix}{self.shard_id}/{self.first_sequence}-{self.last_sequence}.jsonl"
+
+
+def decode_batch(records: list[StreamRecord]) -> Batch:
+    """Split a batch into usable events (deduplicated by event id) and dead letters."""
+    batch = Batch(shard_id=records[0].shard_id, first_sequence=records[0].sequence_number,
+                  last_sequence=records[-1].sequence_number)
+    seen: set[str] = set()
+    for record in records:
+        try:
+            payload = json.loads(record.data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            batch.dead_letters.append(DeadLetter(record, f"not JSON: {exc}"[:500]))
+            continue
+        try:
+            event = normalize_event(payload, assign_id=False)
+        except InvalidEvent as exc:
+            batch.dead_letters.append(DeadLetter(record, f"invalid event: {exc}"[:1000]))
+            continue
+        if event["event_id"] in seen:
+            batch.duplicates += 1  # the producer retried; the first copy wins, the effect is the same
+            continue
+        seen.add(event["event_id"])
+        batch.events.append(event)
+    return batch
+
+
+def _number(value: int | float) -> Decimal:
+    # repr() of a float is its shortest round-tripping text: 2.55 stays 2.55, not 2.54999...
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def invoice_item(event: dict[str, Any]) -> dict[str, Any]:
+    """One invoice line. SK = event id, so repeated (InvoiceNo, StockCode) lines never collide."""
+    item = {
+        "InvoiceNo": event["InvoiceNo"], "LineId": event["event_id"], "StockCode": event["StockCode"],
+        "Quantity": _number(event["Quantity"]), "UnitPrice": _number(event["UnitPrice"]),
+        "InvoiceDate": event["InvoiceDate"], "Country": event["Country"],
+    }
+    if event["Description"] is not None:
+        item["Description"] = event["Description"]
+    if event["CustomerID"] is not None:
+        item["CustomerID"] = event["CustomerID"]
+    return item
+
+
+def customer_items(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (customer, invoice); guests (no CustomerID) have none."""
+    entries: dict[tuple[int, str], dict[str, Any]] = {}
+    for event in events:
+        if event["CustomerID"] is None:
+            continue
+        key = (event["CustomerID"], event["InvoiceNo"])
+        current = entries.get(key)
+        # An invoice can span two minutes; its entry carries the earliest one.
+        if current is None or event["InvoiceDate"] < current["InvoiceDate"]:
+            entries[key] = {"CustomerID": event["CustomerID"], "InvoiceNo": event["InvoiceNo"],
+                            "InvoiceDate": event["InvoiceDate"], "Country": event["Country"]}
+    return list(entries.values())
+
+
+def batch_write(table: str, items: list[dict[str, Any]], dynamodb=None, *, attempts: int = 10,
+                sleep: Callable[[float], None] = time.sleep) -> None:
+    """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff; raises if they persist."""
+    dynamodb = dynamodb or _resource_client()
+    for start in range(0, len(items), BATCH_WRITE_LIMIT):
+        requests = {table: [{"PutRequest": {"Item": item}} for item in items[start:start + BATCH_WRITE_LIMIT]]}
+        for attempt in range(attempts):
+            result = dynamodb.batch_write_item(RequestItems=requests)
+            requests = result.get("UnprocessedItems") or {}
+            if not requests:
+                break
+            sleep(min(0.05 * 2 ** attempt, 2.0))
+        else:
+            raise RuntimeError(f"DynamoDB left {sum(len(v) for v in requests.values())} items unprocessed in {table}")
+
+
+def _resource_client():
+    # The resource-level client serialises plain Python values (Decimal, int, str) for us.
+    if "dynamodb" not in _clients:
+        _clients["dynamodb"] = boto3.resource("dynamodb").meta.client
+    return _clients["dynamodb"]
+
+
+def write_jsonl(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+                    for e in events)
+
+
+def process_batch(records: list[StreamRecord]) -> dict[str, Any]:
+    batch = decode_batch(records)
+    s3 = client("s3")
+    # Order matters for observers: the raw object is written last, so once it exists every
+    # DynamoDB write and dead letter of its batch exists too.
+    batch_write(RESOURCES.invoice_table, [invoice_item(e) for e in batch.events])
+    batch_write(RESOURCES.customer_table, customer_items(batch.events))
+    for dead in batch.dead_letters:
+        s3.put_object(Bucket=RESOURCES.dead_letter_bucket, Key=dead.key(), Body=dead.body(),
+                      ContentType="application/json")
+    if batch.events:
+        s3.put_object(Bucket=RESOURCES.raw_bucket, Key=batch.raw_key(), Body=write_jsonl(batch.events),
+                      ContentType="application/x-ndjson")
+    return {"shard": batch.shard_id, "records": len(records), "written": len(batch.events),
+            "quarantined": len(batch.dead_letters), "duplicates": batch.duplicates,
+            "raw_key": batch.raw_key() if batch.events else None}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    records = [StreamRecord.from_lambda(r) for r in event.get("Records", [])]
+    if not records:
+        print(json.dumps({"fn": "kinesis-trigger", "records": 0}))
+        return {"records": 0}
+    summary = process_batch(records)
+    summary["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    print(json.dumps({"fn": "kinesis-trigger", **summary}))
+    return summary
