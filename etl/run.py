@@ -1,0 +1,56 @@
+"""One ETL run: transform -> catalog -> load, recorded in dw.etl_run."""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ecom import config
+from etl import catalog, load, transform
+from warehouse import db
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    transform: transform.TransformResult
+    catalog: catalog.CatalogResult
+    load: load.LoadResult
+    seconds: float
+
+
+def _record(run_id: str, started: datetime, outcome: str, message: str = "",
+            t: transform.TransformResult | None = None, l: load.LoadResult | None = None,
+            staging_files: int = 0, dsn: str | None = None) -> None:
+    with db.connection(dsn) as conn:
+        db.ensure_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute('DELETE FROM dw.etl_run WHERE "run_id" = %s', (run_id,))
+            cur.execute('INSERT INTO dw.etl_run ("run_id", "started_at", "finished_at", "outcome", "raw_objects", '
+                        '"staging_files", "files_loaded", "rows_inserted", "message") '
+                        'VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)',
+                        (run_id, started.replace(tzinfo=None), datetime.now(timezone.utc).replace(tzinfo=None),
+                         outcome, t.objects if t else 0, staging_files, l.files_loaded if l else 0,
+                         l.rows_inserted if l else 0, message[:2000]))
+        conn.commit()
+
+
+def run_once(cfg: config.Stack | None = None, dsn: str | None = None) -> RunResult:
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    started = datetime.now(timezone.utc)
+    clock = time.perf_counter()
+    t = l = None
+    try:
+        t = transform.transform(cfg)
+        with db.connection(dsn) as conn:
+            db.ensure_schema(conn)
+            pending = [o["Key"] for o in load.pending_keys(conn, cfg)]
+        c = catalog.crawl(cfg, keys=pending)
+        l = load.load(cfg, dsn)
+    except Exception as exc:
+        _record(run_id, started, "failed", f"{type(exc).__name__}: {exc}", t, l, dsn=dsn)
+        raise
+    outcome = "succeeded" if not t.errors else "partial"
+    _record(run_id, started, outcome, "; ".join(t.errors), t, l, staging_files=c.files, dsn=dsn)
+    return RunResult(run_id, t, c, l, time.perf_counter() - clock)

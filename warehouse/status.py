@@ -1,0 +1,111 @@
+"""Counts in every store, and waiting for the stream consumer to catch up."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ecom import aws, config
+from warehouse import db
+
+
+def count_keys(s3, bucket: str, prefix: str) -> int:
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        total += page.get("KeyCount", len(page.get("Contents", [])))
+    return total
+
+
+def count_items(dynamodb, table: str) -> int:
+    total = 0
+    kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        total += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def count_stream_records(kinesis, stream: str) -> int:
+    """Records currently retained on the stream (every shard read from TRIM_HORIZON)."""
+    total = 0
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            total += len(page["Records"])
+            if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = page.get("NextShardIterator")
+    return total
+
+
+def store_counts(cfg: config.Stack | None = None, *, include_stream: bool = True) -> dict[str, Any]:
+    r = config.resources()
+    s3 = aws.client("s3", cfg)
+    dynamodb = aws.client("dynamodb", cfg)
+    counts: dict[str, Any] = {}
+    if include_stream:
+        counts["stream_records"] = count_stream_records(aws.client("kinesis", cfg), r.stream)
+    counts["invoice_lines"] = count_items(dynamodb, r.invoice_table)
+    counts["customer_invoices"] = count_items(dynamodb, r.customer_table)
+    counts["raw_objects_pending"] = count_keys(s3, r.raw_bucket, r.raw_prefix)
+    counts["raw_objects_processed"] = count_keys(s3, r.raw_bucket, r.processed_prefix)
+    counts["staging_files"] = count_keys(s3, r.staging_bucket, r.staging_prefix)
+    counts["quarantined"] = count_keys(s3, r.dead_letter_bucket, r.dead_letter_prefix)
+    with db.connection() as conn:
+        db.ensure_schema(conn)
+        counts["warehouse_rows"] = db.count(conn, db.FACT_TABLE)
+        counts["files_loaded"] = db.count(conn, db.MANIFEST_TABLE)
+        with conn.cursor() as cur:
+            cur.execute('SELECT "run_id", "outcome", "finished_at", "files_loaded", "rows_inserted", "message" '
+                        'FROM dw.etl_run ORDER BY "started_at" DESC LIMIT 1')
+            row = cur.fetchone()
+        counts["last_etl_run"] = None if row is None else {
+            "run_id": row[0], "outcome": row[1], "finished_at": row[2].isoformat() if row[2] else None,
+            "files_loaded": row[3], "rows_inserted": row[4], "message": row[5]}
+    counts["staging_files_unloaded"] = counts["staging_files"] - counts["files_loaded"]
+    return counts
+
+
+def _last_sequence(key: str) -> int | None:
+    # .../<shard>/<first>-<last>.jsonl  or  .../<shard>/<seq>.json
+    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    try:
+        return int(stem.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def consumed_up_to(cfg: config.Stack | None = None) -> dict[str, int]:
+    """Per shard, the highest sequence number the consumer has finished (raw objects and dead letters)."""
+    r = config.resources()
+    s3 = aws.client("s3", cfg)
+    high: dict[str, int] = {}
+    sources = [(r.raw_bucket, r.raw_prefix), (r.raw_bucket, r.processed_prefix),
+               (r.dead_letter_bucket, r.dead_letter_prefix)]
+    for bucket, prefix in sources:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                parts = obj["Key"][len(prefix):].split("/")
+                if len(parts) != 2:
+                    continue
+                seq = _last_sequence(obj["Key"])
+                if seq is not None and seq > high.get(parts[0], -1):
+                    high[parts[0]] = seq
+    return high
+
+
+def wait_for_drain(high_water: dict[str, str], cfg: config.Stack | None = None, timeout: float = 600,
+                   poll: float = 0.5) -> bool:
+    """Wait until the consumer has processed every shard up to `high_water`. False on timeout."""
+    targets = {shard: int(seq) for shard, seq in high_water.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        done = consumed_up_to(cfg)
+        if all(done.get(shard, -1) >= seq for shard, seq in targets.items()):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
