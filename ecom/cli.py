@@ -119,10 +119,13 @@ def replay(
     cfg = config.stack()
     info = _endpoints(cfg)
     sender = Sender(info["api_url"], info["api_key"])
+    from warehouse.reconcile import open_ledger
+
     bar = tqdm(total=rows, unit="ev", disable=not progress, desc="replay", smoothing=0.1)
     try:
-        result = run_replay(read_rows(file, rows), sender, batch_size=batch_size, concurrency=concurrency,
-                            one_by_one=one_by_one, progress=bar.update)
+        with open_ledger(cfg, file) as ledger:
+            result = run_replay(read_rows(file, rows), sender, batch_size=batch_size, concurrency=concurrency,
+                                one_by_one=one_by_one, progress=bar.update, ledger=ledger)
     except (SourceError, ReplayError) as exc:
         bar.close()
         fail(str(exc))
@@ -207,24 +210,52 @@ def etl_run(every: Optional[float] = typer.Option(None, "--every", help="repeat 
             return
 
 
+def _components(cfg: config.Stack) -> dict[str, bool]:
+    """Whether each part answers: the emulator, Postgres, both functions, the API."""
+    from ecom import aws, stack
+
+    up: dict[str, bool] = {}
+    if cfg.target == "embedded":
+        health = stack.status(cfg)
+        up["ministack"], up["postgres"] = health.ministack_up, health.postgres_up
+    try:
+        from warehouse import db
+
+        with db.connection():
+            up["warehouse"] = True
+    except Exception:
+        up["warehouse"] = False
+    r = config.resources()
+    try:
+        lam = aws.client("lambda", cfg, read_timeout=5)
+        for name in (r.ingestion_function, r.trigger_function):
+            up[f"lambda {name}"] = lam.get_function_configuration(FunctionName=name).get("State", "Active") == "Active"
+    except Exception:
+        up["lambda"] = False
+    return up
+
+
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-           stream: bool = typer.Option(True, "--stream/--no-stream", help="also count records on the stream")) -> None:
-    """Counts in every store: stream, DynamoDB, raw and staging buckets, warehouse, dead letters."""
-    from ecom import stack
+           stream: bool = typer.Option(True, "--stream/--no-stream", help="also read the stream (shard lag)")) -> None:
+    """The operator's view: components, counts per store, shard lag, dead letters, the last ETL run."""
+    from ecom.deadletters import top_reasons
     from warehouse.status import store_counts
 
     cfg = config.stack()
-    health = stack.status(cfg) if cfg.target == "embedded" else None
-    if health is not None and not health.up:
-        report = {"ministack_up": health.ministack_up, "postgres_up": health.postgres_up}
+    components = _components(cfg)
+    if not all(components.values()):
         if as_json:
-            typer.echo(json.dumps(report, indent=2))
-        fail("the stack is not up (`ecom up`)")
+            typer.echo(json.dumps({"components": components}, indent=2))
+        down = ", ".join(name for name, ok in components.items() if not ok)
+        fail(f"not up: {down} (start the stack with `ecom up`)")
     counts = store_counts(cfg, include_stream=stream)
+    quarantined, reasons = top_reasons(cfg)
+    report = {"components": components, **counts, "dead_letter_reasons": reasons}
     if as_json:
-        typer.echo(json.dumps(counts, indent=2, default=str))
+        typer.echo(json.dumps(report, indent=2, default=str))
         return
+    typer.echo("components: " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in components.items()))
     labels = [("stream_records", "events on the stream"), ("invoice_lines", "DynamoDB invoice lines"),
               ("customer_invoices", "DynamoDB customer->invoice entries"),
               ("raw_objects_pending", "raw objects waiting for the ETL"),
@@ -234,9 +265,86 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     for key, label in labels:
         if key in counts:
             typer.echo(f"  {label:38} {counts[key]:>10,}")
+    for shard, info in counts.get("shards", {}).items():
+        typer.echo(f"  {shard}: {info['records']:,} records, consumer behind by {info['behind']:,}")
+    for reason, n in reasons:
+        typer.echo(f"  dead letters: {n:,} x {reason}")
     last = counts.get("last_etl_run")
-    typer.echo(f"  last ETL run: {last['run_id']} {last['outcome']} at {last['finished_at']}" if last
-               else "  last ETL run: none")
+    typer.echo(f"  last ETL run: {last['run_id']} {last['outcome']} at {last['finished_at']}"
+               + (f" ({last['message']})" if last and last.get("message") else "") if last else "  last ETL run: none")
+
+
+@app.command()
+def reconcile(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+              limit: int = typer.Option(20, help="ids to print per stage and kind")) -> None:
+    """Prove where every accepted event is: per stage counts, missing and duplicated ids. Exit 1 unless exact."""
+    from warehouse.reconcile import reconcile as run_reconcile
+
+    result = run_reconcile(config.stack())
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(limit=limit), indent=2))
+    else:
+        typer.echo(f"accepted by the API (replay ledgers): {len(result.accepted):,}; "
+                   f"dead-lettered: {len(result.dead_lettered):,}")
+        typer.echo(f"  {'stage':10} {'events':>10} {'rows':>10} {'missing':>8} {'dup':>6} {'unexpected':>10}")
+        for stage in result.stages:
+            typer.echo(f"  {stage.name:10} {len(stage.ids):>10,} {stage.rows:>10,} {len(stage.missing):>8,} "
+                       f"{len(stage.duplicated):>6,} {len(stage.unexpected):>10,}")
+            for kind, ids in (("missing", stage.missing), ("duplicated", stage.duplicated)):
+                for event_id in ids[:limit]:
+                    typer.echo(f"      {kind}: {event_id}")
+        typer.echo("exact" if result.exact else "NOT exact")
+    if not result.exact:
+        raise typer.Exit(1)
+
+
+dlq_app = typer.Typer(help="Dead letters: records the stream consumer quarantined, with their reasons.",
+                      no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every dead letter: key, reason, shard, sequence number, time."""
+    from ecom.deadletters import letters
+
+    rows = [l.summary() for l in letters(config.stack())]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['key']}  {row['quarantined_at']}  {row['size']}B  {row['reason']}")
+    typer.echo(f"{len(rows)} dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(key: str = typer.Argument(..., help="the letter's key or its sequence number")) -> None:
+    """One dead letter in full (reason, source, the record's data)."""
+    from ecom.deadletters import get
+
+    try:
+        typer.echo(json.dumps(get(key, config.stack()).body, indent=2, ensure_ascii=False))
+    except KeyError as exc:
+        fail(str(exc.args[0]))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(keys: list[str] = typer.Argument(None, help="keys or sequence numbers; none with --all"),
+                all_letters: bool = typer.Option(False, "--all", help="redrive every dead letter")) -> None:
+    """Re-submit dead letters to the stream (after fixing the cause); each moves to redriven/."""
+    from ecom.deadletters import get, letters, redrive
+
+    cfg = config.stack()
+    if not keys and not all_letters:
+        fail("name the letters to redrive (keys or sequence numbers) or pass --all")
+    try:
+        chosen = list(letters(cfg)) if all_letters else [get(k, cfg) for k in keys]
+    except KeyError as exc:
+        fail(str(exc.args[0]))
+    for letter in chosen:
+        sequence = redrive(letter, cfg)
+        typer.echo(f"redrove {letter.key} -> sequence {sequence}")
+    typer.echo(f"{len(chosen)} redriven")
 
 
 def main() -> None:  # pragma: no cover

@@ -125,3 +125,11 @@ def limits() -> Limits:
 def stack() -> Stack:
     return Stack()
 
+
+
+def faults() -> str:
+    """Fault injection spec (off by default; tests switch it on): 'point=rate[:action],...'.
+
+    See handlers/faults.py for the points and actions.
+    """
+    return _env("ECOM_FAULTS", "")

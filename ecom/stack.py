@@ -303,6 +303,22 @@ def up(cfg: config.Stack | None = None) -> bool:
     return True
 
 
+def restart_ministack(cfg: config.Stack | None = None) -> None:
+    """Graceful stop (state saved) and start again, Postgres untouched."""
+    cfg = cfg or config.stack()
+    state = read_state(cfg)
+    stop_process(state.get("ministack_pid"))
+    state["ministack_pid"] = start_ministack(cfg)
+    _write_state(cfg, state)
+
+
+def restart_postgres(cfg: config.Stack | None = None) -> None:
+    """Fast shutdown (open connections are cut, as in a crash of the server) and start again."""
+    cfg = cfg or config.stack()
+    stop_postgres(cfg)
+    start_postgres(cfg)
+
+
 def down(cfg: config.Stack | None = None) -> bool:
     """Stop gracefully (the emulator saves its state). Returns False when nothing was running."""
     cfg = cfg or config.stack()

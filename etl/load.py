@@ -19,6 +19,7 @@ import psycopg2.extensions
 from ecom import aws, config
 from etl.contract import COLUMNS, CSV_HEADER, SchemaDrift
 from etl.transform import list_keys
+from handlers.faults import maybe_fail
 from warehouse import db
 
 STAGE = "stage_sales_line"
@@ -92,6 +93,7 @@ def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: b
         merged = cur.rowcount
         cur.execute(f'INSERT INTO {db.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", '
                     f'"rows_updated") VALUES (%s, %s, %s, %s, %s)', (key, etag, rows, inserted, merged - inserted))
+        maybe_fail("load.after_copy")
     conn.commit()
     return rows, inserted, merged - inserted
 

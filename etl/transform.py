@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from ecom import aws, config
 from etl.contract import COLUMNS, CSV_HEADER
+from handlers.faults import maybe_fail
 
 
 @dataclass
@@ -77,6 +78,7 @@ def transform(cfg: config.Stack | None = None) -> TransformResult:
             continue
         staging_key = staging_key_for(raw_key, r)
         s3.put_object(Bucket=r.staging_bucket, Key=staging_key, Body=data, ContentType="text/csv; charset=utf-8")
+        maybe_fail("transform.after_csv")
         processed_key = r.processed_prefix + raw_key[len(r.raw_prefix):]
         s3.copy_object(Bucket=r.raw_bucket, Key=processed_key, CopySource={"Bucket": r.raw_bucket, "Key": raw_key})
         s3.delete_object(Bucket=r.raw_bucket, Key=raw_key)

@@ -21,6 +21,7 @@ import boto3
 
 from ecom import config
 from handlers.events import InvalidEvent, normalize_event
+from handlers.faults import maybe_fail
 
 RESOURCES = config.resources()
 BATCH_WRITE_LIMIT = 25
@@ -53,7 +54,8 @@ class StreamRecord:
 @dataclass
 class DeadLetter:
     record: StreamRecord
-    reason: str
+    kind: str     # short and stable, for counting: "not UTF-8", "not JSON", "invalid event (Quantity)"
+    reason: str   # the full explanation
 
     def key(self) -> str:
         return f"{RESOURCES.dead_letter_prefix}{self.record.shard_id}/{self.record.sequence_number}.json"
@@ -64,6 +66,7 @@ class DeadLetter:
         except UnicodeDecodeError:
             text, b64 = None, base64.b64encode(self.record.data).decode("ascii")
         return json.dumps({
+            "kind": self.kind,
             "reason": self.reason,
             "source": {"stream": RESOURCES.stream, "shard_id": self.record.shard_id,
                        "sequence_number": self.record.sequence_number,
@@ -93,14 +96,21 @@ def decode_batch(records: list[StreamRecord]) -> Batch:
     seen: set[str] = set()
     for record in records:
         try:
-            payload = json.loads(record.data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            batch.dead_letters.append(DeadLetter(record, f"not JSON: {exc}"[:500]))
+            text = record.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            batch.dead_letters.append(DeadLetter(record, "not UTF-8", f"not UTF-8: {exc}"[:500]))
+            continue
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            batch.dead_letters.append(DeadLetter(record, "not JSON", f"not JSON: {exc}"[:500]))
             continue
         try:
             event = normalize_event(payload, assign_id=False)
         except InvalidEvent as exc:
-            batch.dead_letters.append(DeadLetter(record, f"invalid event: {exc}"[:1000]))
+            fields = ", ".join(sorted({e.field for e in exc.errors}))
+            batch.dead_letters.append(DeadLetter(record, f"invalid event ({fields})"[:200],
+                                                 f"invalid event: {exc}"[:2000]))
             continue
         if event["event_id"] in seen:
             batch.duplicates += 1  # the producer retried; the first copy wins, the effect is the same
@@ -148,8 +158,11 @@ def batch_write(table: str, items: list[dict[str, Any]], dynamodb=None, *, attem
                 sleep: Callable[[float], None] = time.sleep) -> None:
     """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff; raises if they persist."""
     dynamodb = dynamodb or _resource_client()
+    middle = (len(items) // BATCH_WRITE_LIMIT // 2) * BATCH_WRITE_LIMIT
     for start in range(0, len(items), BATCH_WRITE_LIMIT):
         requests = {table: [{"PutRequest": {"Item": item}} for item in items[start:start + BATCH_WRITE_LIMIT]]}
+        if start and start == middle:
+            maybe_fail("trigger.mid_dynamodb")  # once per batch write, with half of it written
         for attempt in range(attempts):
             result = dynamodb.batch_write_item(RequestItems=requests)
             requests = result.get("UnprocessedItems") or {}
@@ -177,8 +190,10 @@ def process_batch(records: list[StreamRecord]) -> dict[str, Any]:
     s3 = client("s3")
     # Order matters for observers: the raw object is written last, so once it exists every
     # DynamoDB write and dead letter of its batch exists too.
+    maybe_fail("trigger.before_dynamodb")
     batch_write(RESOURCES.invoice_table, [invoice_item(e) for e in batch.events])
     batch_write(RESOURCES.customer_table, customer_items(batch.events))
+    maybe_fail("trigger.after_dynamodb")
     for dead in batch.dead_letters:
         s3.put_object(Bucket=RESOURCES.dead_letter_bucket, Key=dead.key(), Body=dead.body(),
                       ContentType="application/json")

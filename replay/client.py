@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import requests
 
@@ -87,7 +87,7 @@ class Sender:
             delay = min(delay * 2, 5)
         raise AssertionError("unreachable")
 
-    def send_batch(self, rows: list[Row], single: bool = False) -> tuple[int, list[Rejection], dict[str, str], int]:
+    def send_batch(self, rows: list[Row], single: bool = False) -> tuple[list[str], list[Rejection], dict[str, str], int]:
         """Send rows; on a 400, set the named bad events aside and resend the rest (all or nothing per request)."""
         pending = rows
         rejected: list[Rejection] = []
@@ -99,7 +99,8 @@ class Sender:
             retries += used
             requests_made += 1
             if response.status_code == 200:
-                return len(pending), rejected, response.json().get("shards", {}), retries
+                answer = response.json()
+                return answer["event_ids"], rejected, answer.get("shards", {}), retries
             if response.status_code == 400:
                 errors = response.json().get("errors", [])
                 bad = {e.get("index") if e.get("index") is not None else 0 for e in errors}
@@ -111,12 +112,17 @@ class Sender:
                 pending = [r for i, r in enumerate(pending) if i not in bad]
                 continue
             raise ReplayError(f"POST answered {response.status_code}: {response.text[:300]}")
-        return 0, rejected, {}, retries
+        return [], rejected, {}, retries
 
 
 def replay(rows: Iterable[Row], sender: Sender, *, batch_size: int = 500, concurrency: int = 4,
-           one_by_one: bool = False, progress: Callable[[int], None] | None = None) -> ReplayResult:
-    """Stream rows through the API with at most `concurrency` requests in flight (bounded memory)."""
+           one_by_one: bool = False, progress: Callable[[int], None] | None = None,
+           ledger: TextIO | None = None) -> ReplayResult:
+    """Stream rows through the API with at most `concurrency` requests in flight (bounded memory).
+
+    Accepted event ids are appended to `ledger` as each request is answered, so that
+    `ecom reconcile` can later prove where every accepted event went.
+    """
     result = ReplayResult()
     size = 1 if one_by_one else batch_size
     started = time.perf_counter()
@@ -125,12 +131,14 @@ def replay(rows: Iterable[Row], sender: Sender, *, batch_size: int = 500, concur
     def collect(done: Iterable[Future]) -> None:
         for future in done:
             accepted, rejected, shards, retries = future.result()
-            result.accepted += accepted
+            result.accepted += len(accepted)
+            if ledger is not None and accepted:
+                ledger.write("\n".join(accepted) + "\n")
             result.rejected.extend(rejected)
             result.retries += retries
             result.merge_high_water(shards)
             if progress:
-                progress(accepted + len(rejected))
+                progress(len(accepted) + len(rejected))
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         try:

@@ -1,6 +1,7 @@
 """Test helpers that drive the real stack (no fakes)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +10,7 @@ from ecom import aws, config
 from replay.client import Sender, replay
 from replay.source import read_rows
 from warehouse import db
+from warehouse.reconcile import ledger_dir, open_ledger
 from warehouse.status import store_counts, wait_for_drain
 
 
@@ -38,6 +40,7 @@ def empty_stores(cfg: config.Stack) -> None:
         glue.delete_table(DatabaseName=r.glue_database, Name=r.glue_table)
     except glue.exceptions.EntityNotFoundException:
         pass
+    shutil.rmtree(ledger_dir(cfg), ignore_errors=True)
     with db.connection() as conn:
         db.ensure_schema(conn)
         with conn.cursor() as cur:
@@ -51,7 +54,8 @@ def counts(cfg: config.Stack) -> dict:
 
 def replay_file(stack_env: dict, path: Path, rows: int | None = None, **kwargs):
     sender = Sender(stack_env["api_url"], stack_env["api_key"])
-    result = replay(read_rows(path, rows), sender, **kwargs)
+    with open_ledger(stack_env["cfg"], path) as ledger:
+        result = replay(read_rows(path, rows), sender, ledger=ledger, **kwargs)
     assert wait_for_drain(result.high_water, stack_env["cfg"], timeout=300), "stream consumer did not catch up"
     return result
 

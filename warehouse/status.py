@@ -26,19 +26,34 @@ def count_items(dynamodb, table: str) -> int:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def count_stream_records(kinesis, stream: str) -> int:
-    """Records currently retained on the stream (every shard read from TRIM_HORIZON)."""
-    total = 0
+def shard_positions(kinesis, stream: str, consumed: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """Per shard: records retained, the last sequence number, and how many records the consumer
+    has not finished yet (`behind`, when `consumed` gives the consumer's position). On AWS the
+    mapping's IteratorAge metric says the same in milliseconds; the emulator has no such metric."""
+    shards: dict[str, dict[str, Any]] = {}
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+        shard_id = shard["ShardId"]
+        done = (consumed or {}).get(shard_id, -1)
+        info = {"records": 0, "last_sequence": None, "behind": 0}
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id,
                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         while iterator:
             page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            total += len(page["Records"])
+            for record in page["Records"]:
+                info["records"] += 1
+                info["last_sequence"] = record["SequenceNumber"]
+                if int(record["SequenceNumber"]) > done:
+                    info["behind"] += 1
             if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
                 break
             iterator = page.get("NextShardIterator")
-    return total
+        shards[shard_id] = info
+    return shards
+
+
+def count_stream_records(kinesis, stream: str) -> int:
+    """Records currently retained on the stream (every shard read from TRIM_HORIZON)."""
+    return sum(s["records"] for s in shard_positions(kinesis, stream).values())
 
 
 def store_counts(cfg: config.Stack | None = None, *, include_stream: bool = True) -> dict[str, Any]:
@@ -47,7 +62,9 @@ def store_counts(cfg: config.Stack | None = None, *, include_stream: bool = True
     dynamodb = aws.client("dynamodb", cfg)
     counts: dict[str, Any] = {}
     if include_stream:
-        counts["stream_records"] = count_stream_records(aws.client("kinesis", cfg), r.stream)
+        shards = shard_positions(aws.client("kinesis", cfg), r.stream, consumed_up_to(cfg))
+        counts["stream_records"] = sum(s["records"] for s in shards.values())
+        counts["shards"] = shards
     counts["invoice_lines"] = count_items(dynamodb, r.invoice_table)
     counts["customer_invoices"] = count_items(dynamodb, r.customer_table)
     counts["raw_objects_pending"] = count_keys(s3, r.raw_bucket, r.raw_prefix)

@@ -1,0 +1,289 @@
+"""Faults, poison records and restarts lose nothing and duplicate nothing (on the embedded stack).
+
+Fault injection is configuration (ECOM_FAULTS, see handlers/faults.py): for kinesis-trigger it is
+set in the deployed function's environment; for the ETL in the environment of the ETL process.
+Every test ends with a per-event reconciliation that must be exact.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from ecom import aws, config, stack
+from etl.run import run_once
+from handlers.faults import FaultInjected
+from tests.helpers import counts, replay_file
+from warehouse.reconcile import reconcile
+from warehouse.status import wait_for_drain
+
+pytestmark = pytest.mark.stack
+FULL = config.PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"
+
+
+def _wait_updated(lam, name: str) -> None:
+    for _ in range(200):
+        conf = lam.get_function_configuration(FunctionName=name)
+        if conf.get("LastUpdateStatus", "Successful") != "InProgress":
+            return
+        time.sleep(0.1)
+
+
+@contextmanager
+def trigger_faults(stack_env, spec: str, batch_size: int | None = None):
+    """kinesis-trigger with ECOM_FAULTS=spec (and optionally a smaller mapping batch: more invocations)."""
+    r = config.resources()
+    lam = aws.client("lambda", stack_env["cfg"])
+    original = lam.get_function_configuration(FunctionName=r.trigger_function)["Environment"]["Variables"]
+    mapping = lam.list_event_source_mappings(FunctionName=r.trigger_function)["EventSourceMappings"][0]
+    lam.update_function_configuration(FunctionName=r.trigger_function,
+                                      Environment={"Variables": {**original, "ECOM_FAULTS": spec}})
+    _wait_updated(lam, r.trigger_function)
+    if batch_size:
+        lam.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=batch_size)
+    try:
+        yield
+    finally:
+        lam.update_function_configuration(FunctionName=r.trigger_function, Environment={"Variables": original})
+        _wait_updated(lam, r.trigger_function)
+        if batch_size:
+            lam.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=mapping["BatchSize"])
+
+
+def injected_faults(stack_env, point: str) -> int:
+    """How often the emulator saw kinesis-trigger fail at `point` (its log names each failed batch)."""
+    log = stack_env["data_dir"] / "logs" / "ministack.log"
+    return log.read_text(errors="replace").count(f"errorMessage=injected fault at {point}")
+
+
+def assert_exact(stack_env, accepted: int):
+    result = reconcile(stack_env["cfg"])
+    summary = result.as_dict(limit=5)
+    assert result.exact, summary
+    assert len(result.accepted) == accepted
+    for stage in ("dynamodb", "warehouse"):
+        assert summary["stages"][stage]["distinct_events"] == accepted
+        assert summary["stages"][stage]["rows"] == accepted, stage  # one row each, none twice
+    return summary
+
+
+@pytest.mark.parametrize("point", ["trigger.before_dynamodb", "trigger.mid_dynamodb", "trigger.after_dynamodb"])
+def test_trigger_faults_at_each_point_reconcile_exactly(stack_env, clean_stores, point):
+    before = injected_faults(stack_env, point)
+    with trigger_faults(stack_env, f"{point}=0.05", batch_size=100):
+        result = replay_file(stack_env, FULL, rows=20000, concurrency=4)
+    assert result.accepted == 20000
+    faults = injected_faults(stack_env, point) - before
+    assert faults >= 1, "no fault was injected: the test proved nothing"
+    run_once(stack_env["cfg"])
+    summary = assert_exact(stack_env, 20000)
+    print(f"{point}: {faults} injected faults; reconcile {summary['stages']['warehouse']}")
+
+
+def _put(kinesis, stream, records):
+    out = kinesis.put_records(StreamName=stream, Records=records)
+    assert out["FailedRecordCount"] == 0
+    high: dict[str, str] = {}
+    for r in out["Records"]:
+        high[r["ShardId"]] = max(high.get(r["ShardId"], "0"), r["SequenceNumber"], key=int)
+    return high
+
+
+GOOD = {"InvoiceNo": "999001", "StockCode": "85123A", "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+        "Quantity": 6, "InvoiceDate": "2010-12-01T08:26:00", "UnitPrice": 2.55, "CustomerID": 17850,
+        "Country": "United Kingdom"}
+
+
+def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, clean_stores):
+    r = config.resources()
+    kinesis = aws.client("kinesis", stack_env["cfg"])
+    poison = {
+        "not json": b"{this is not json",
+        "not utf-8": b"\xff\xfe\xa3 not text",
+        "array": json.dumps([GOOD]).encode(),
+        "missing fields": json.dumps({"event_id": "poison-missing", "InvoiceNo": "999001"}).encode(),
+        "wrong types": json.dumps(dict(GOOD, event_id="poison-types", Quantity="six", UnitPrice=None)).encode(),
+        "900 KB": json.dumps(dict(GOOD, event_id="poison-big", Description="x" * 900_000)).encode(),
+        "no event id": json.dumps(GOOD).encode(),
+    }
+    records = []
+    for i in range(10):  # good and bad interleaved, one partition key: the same shard and batches
+        records.append({"Data": json.dumps(dict(GOOD, event_id=f"good-{i}")).encode(), "PartitionKey": "999001"})
+        if i < len(poison):
+            records.append({"Data": list(poison.values())[i], "PartitionKey": "999001"})
+    high = _put(kinesis, r.stream, records)
+    assert wait_for_drain(high, stack_env["cfg"], timeout=120)
+
+    c = counts(stack_env["cfg"])
+    assert c["quarantined"] == len(poison)
+    assert c["invoice_lines"] == 10  # every good record of the same batches was written
+    letters = {}
+    from ecom.deadletters import letters as all_letters
+
+    for letter in all_letters(stack_env["cfg"]):
+        letters[letter.body["data"] if letter.body["data"] is not None else letter.body["data_base64"]] = letter
+        assert letter.body["source"]["shard_id"].startswith("shardId-")
+        assert letter.body["source"]["sequence_number"].isdigit() and letter.body["quarantined_at"]
+    reasons = {name: letters[data.decode("utf-8") if name != "not utf-8" else base64.b64encode(data).decode()].reason
+               for name, data in poison.items()}
+    assert reasons["not json"].startswith("not JSON")
+    assert reasons["not utf-8"].startswith("not UTF-8")
+    assert "must be a JSON object" in reasons["array"]
+    assert "Quantity: is required" in reasons["missing fields"] and "Country: is required" in reasons["missing fields"]
+    assert "Quantity: must be an integer" in reasons["wrong types"] and "UnitPrice: is required" in reasons["wrong types"]
+    assert "Description: longer than 1000 characters" in reasons["900 KB"]
+    assert "event_id: is required" in reasons["no event id"]
+    assert letters[poison["900 KB"].decode()].body["size"] == len(poison["900 KB"])
+
+    # The shard keeps moving: records after the poison are processed too.
+    high = _put(kinesis, r.stream, [{"Data": json.dumps(dict(GOOD, event_id="after-poison")).encode(),
+                                     "PartitionKey": "999001"}])
+    assert wait_for_drain(high, stack_env["cfg"], timeout=60)
+    assert counts(stack_env["cfg"])["invoice_lines"] == 11
+
+    # dlq: list, show, redrive (still invalid, so it comes back as a new letter; the old one is kept aside).
+    env = {**os.environ, **stack_env["env"]}
+    ecom = [sys.executable, "-m", "ecom"]
+    listing = json.loads(subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True,
+                                        text=True, check=True).stdout)
+    assert len(listing) == len(poison)
+    target = next(l for l in listing if "Quantity: must be an integer" in l["reason"])
+    shown = json.loads(subprocess.run(ecom + ["dlq", "show", target["sequence_number"]], env=env,
+                                      capture_output=True, text=True, check=True).stdout)
+    assert json.loads(shown["data"])["event_id"] == "poison-types"
+    out = subprocess.run(ecom + ["dlq", "redrive", target["key"]], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "1 redriven" in out.stdout
+    new_sequence = out.stdout.split("sequence ")[1].split()[0]
+    assert wait_for_drain({target["shard_id"]: new_sequence}, stack_env["cfg"], timeout=60)
+    after = json.loads(subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True,
+                                      text=True, check=True).stdout)
+    assert len(after) == len(poison)
+    assert target["key"] not in {l["key"] for l in after}
+    assert any(l["sequence_number"] == new_sequence for l in after)
+    status = json.loads(subprocess.run(ecom + ["status", "--json"], env=env, capture_output=True, text=True,
+                                       check=True).stdout)
+    assert status["quarantined"] == len(poison)
+    assert sorted(map(tuple, status["dead_letter_reasons"])) == sorted([
+        ("invalid event ((event))", 1), ("invalid event (Country, InvoiceDate, Quantity, StockCode, UnitPrice)", 1),
+        ("invalid event (Description)", 1), ("invalid event (Quantity, UnitPrice)", 1),
+        ("invalid event (event_id)", 1), ("not JSON", 1), ("not UTF-8", 1)])
+
+
+def _etl(stack_env, faults: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": faults}
+    return subprocess.run([sys.executable, "-m", "ecom", "etl", "run"], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_etl_killed_between_copy_and_commit_loads_each_file_once(stack_env, clean_stores):
+    replay_file(stack_env, FULL, rows=6000)
+    first = _etl(stack_env, "load.after_copy=1:kill")
+    assert first.returncode == -9, first.stderr
+    c = counts(stack_env["cfg"])
+    assert c["warehouse_rows"] == 0 and c["files_loaded"] == 0  # the killed transaction left nothing
+    # Keep killing about half the loads until a run gets through: every run commits a few files.
+    for attempt in range(30):
+        run = _etl(stack_env, "load.after_copy=0.4:kill")
+        if run.returncode == 0:
+            break
+        assert run.returncode == -9, run.stderr
+    else:
+        pytest.fail("the ETL never got through")
+    assert attempt >= 1 or counts(stack_env["cfg"])["files_loaded"] > 0
+    c = counts(stack_env["cfg"])
+    assert c["files_loaded"] == c["staging_files"] > 1
+    assert_exact(stack_env, 6000)
+
+
+def test_etl_killed_between_csv_and_raw_move_loses_nothing(stack_env, clean_stores):
+    replay_file(stack_env, FULL, rows=6000)
+    pending = counts(stack_env["cfg"])["raw_objects_pending"]
+    assert pending > 1
+    run = _etl(stack_env, "transform.after_csv=1:kill")
+    assert run.returncode == -9
+    c = counts(stack_env["cfg"])
+    assert c["staging_files"] == 1 and c["raw_objects_pending"] == pending  # CSV written, raw not yet moved
+    run = _etl(stack_env)
+    assert run.returncode == 0, run.stderr
+    c = counts(stack_env["cfg"])
+    assert c["raw_objects_pending"] == 0 and c["raw_objects_processed"] == c["staging_files"] == pending
+    assert c["files_loaded"] == pending
+    assert_exact(stack_env, 6000)
+
+
+def test_emulator_and_postgres_restarts_lose_nothing(stack_env, clean_stores):
+    cfg = stack_env["cfg"]
+    outcome: dict = {}
+
+    def run_replay():
+        try:
+            outcome["result"] = replay_file(stack_env, FULL, rows=15000, concurrency=2, batch_size=250)
+        except BaseException as exc:  # surfaced below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run_replay)
+    thread.start()
+    time.sleep(1.5)                      # mid-replay
+    stack.restart_ministack(cfg)         # graceful stop (state saved), start again
+    thread.join(timeout=600)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].accepted == 15000
+
+    # Postgres restarted while a load is in the middle of its transactions.
+    env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": "load.after_copy=1:sleep=0.5"}
+    etl = subprocess.Popen([sys.executable, "-m", "ecom", "etl", "run"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    stack.restart_postgres(cfg)
+    _, err = etl.communicate(timeout=300)
+    assert etl.returncode != 0, "the load should have lost its connection"
+    assert "connection" in err.lower() or "terminat" in err.lower(), err[-500:]
+    loaded_before = counts(cfg)["files_loaded"]
+    run_once(cfg)
+    c = counts(cfg)
+    assert c["files_loaded"] == c["staging_files"] and c["files_loaded"] > loaded_before
+    assert_exact(stack_env, 15000)
+
+
+def test_soak_with_random_faults_and_a_concurrent_etl_loop(stack_env, clean_stores):
+    rows = int(os.environ.get("ECOM_SOAK_ROWS", "100000"))
+    cfg = stack_env["cfg"]
+    stop = threading.Event()
+    etl_runs = {"ok": 0, "faulted": 0}
+
+    def etl_loop():
+        # The ETL in this process fails at 1% of its fault points too.
+        os.environ["ECOM_FAULTS"] = "transform.after_csv=0.01,load.after_copy=0.01"
+        try:
+            while not stop.is_set():
+                try:
+                    run_once(cfg)
+                    etl_runs["ok"] += 1
+                except FaultInjected:
+                    etl_runs["faulted"] += 1
+                stop.wait(1.0)
+        finally:
+            os.environ.pop("ECOM_FAULTS", None)
+
+    spec = "trigger.before_dynamodb=0.01,trigger.mid_dynamodb=0.01,trigger.after_dynamodb=0.01"
+    loop = threading.Thread(target=etl_loop)
+    with trigger_faults(stack_env, spec, batch_size=200):
+        loop.start()
+        try:
+            result = replay_file(stack_env, FULL, rows=rows, concurrency=4)
+        finally:
+            stop.set()
+            loop.join(timeout=600)
+    assert result.accepted == rows
+    run_once(cfg)
+    summary = assert_exact(stack_env, rows)
+    faults = sum(injected_faults(stack_env, p) for p in spec.replace("=0.01", "").split(","))
+    print(f"soak: {rows} rows, {faults} trigger faults (cumulative), ETL runs {etl_runs}, {summary['stages']}")
+    assert etl_runs["ok"] + etl_runs["faulted"] >= 2

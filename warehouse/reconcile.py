@@ -1,0 +1,198 @@
+"""Per-event reconciliation across every stage: what was accepted, and where each event is now.
+
+Accepted events come from the replay ledgers (`<data dir>/ledger/*.ids`, one event id per line,
+written as the API accepts each batch). Each store is read in full and compared by event id:
+    missing     accepted, not in the store, and not in the dead letters
+    duplicated  more than one row for one event id where there must be one (warehouse)
+    unexpected  in the store but in no ledger (e.g. sent by another client): reported, not a failure
+Stream and raw/staging copies of one event are normal under at-least-once delivery; they are
+counted ("copies") but are not failures: the stores keyed by event id are what must be exact.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ecom import aws, config
+from warehouse import db
+
+# The stages in data-path order; the ones whose exactness is the platform's promise are marked.
+EXACT_STAGES = ("dynamodb", "warehouse")
+
+
+@dataclass
+class Stage:
+    name: str
+    ids: set[str] = field(default_factory=set)
+    rows: int = 0                 # rows/records/items read, copies included
+    unreadable: int = 0           # records that carry no event id (poison)
+    duplicated: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def as_dict(self, limit: int = 100) -> dict:
+        return {"distinct_events": len(self.ids), "rows": self.rows, "unreadable": self.unreadable,
+                "missing": len(self.missing), "duplicated": len(self.duplicated),
+                "unexpected": len(self.unexpected), "missing_ids": sorted(self.missing)[:limit],
+                "duplicated_ids": sorted(self.duplicated)[:limit], "unexpected_ids": sorted(self.unexpected)[:limit]}
+
+
+@dataclass
+class Reconciliation:
+    accepted: set[str]
+    stages: list[Stage]
+    dead_lettered: set[str]
+
+    @property
+    def exact(self) -> bool:
+        return all(not s.missing for s in self.stages) and \
+            all(not s.duplicated for s in self.stages if s.name in EXACT_STAGES)
+
+    def as_dict(self, limit: int = 100) -> dict:
+        return {"exact": self.exact, "accepted": len(self.accepted), "dead_lettered": len(self.dead_lettered),
+                "stages": {s.name: s.as_dict(limit) for s in self.stages}}
+
+
+def ledger_dir(cfg: config.Stack | None = None) -> Path:
+    return (cfg or config.stack()).data_dir / "ledger"
+
+
+def open_ledger(cfg: config.Stack | None, source: Path):
+    """A new ledger file for one replay run (append-only, one accepted event id per line)."""
+    from datetime import datetime, timezone
+
+    directory = ledger_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return open(directory / f"{stamp}-{Path(source).name}.ids", "a", encoding="utf-8")
+
+
+def read_ledgers(cfg: config.Stack | None = None) -> set[str]:
+    ids: set[str] = set()
+    for path in sorted(ledger_dir(cfg).glob("*.ids")):
+        with open(path, encoding="utf-8") as handle:
+            ids.update(line.strip() for line in handle if line.strip())
+    return ids
+
+
+def _event_id_of(data: bytes | str) -> str | None:
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return payload.get("event_id") if isinstance(payload, dict) and isinstance(payload.get("event_id"), str) else None
+
+
+def stream_stage(cfg, r: config.Resources) -> Stage:
+    kinesis = aws.client("kinesis", cfg)
+    stage = Stage("stream")
+    for shard in kinesis.list_shards(StreamName=r.stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=r.stream, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            for record in page["Records"]:
+                stage.rows += 1
+                event_id = _event_id_of(record["Data"])
+                if event_id is None:
+                    stage.unreadable += 1
+                else:
+                    stage.ids.add(event_id)
+            if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = page.get("NextShardIterator")
+    return stage
+
+
+def dynamodb_stage(cfg, r: config.Resources) -> Stage:
+    client = aws.client("dynamodb", cfg)
+    stage = Stage("dynamodb")
+    kwargs = {"TableName": r.invoice_table, "ProjectionExpression": "LineId"}
+    while True:
+        page = client.scan(**kwargs)
+        for item in page["Items"]:
+            stage.rows += 1
+            stage.ids.add(item["LineId"]["S"])
+        if "LastEvaluatedKey" not in page:
+            return stage
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _objects(s3, bucket: str, prefixes: Iterable[str]) -> Iterator[bytes]:
+    for prefix in prefixes:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+
+
+def raw_stage(cfg, r: config.Resources) -> Stage:
+    s3 = aws.client("s3", cfg)
+    stage = Stage("raw")
+    for body in _objects(s3, r.raw_bucket, (r.raw_prefix, r.processed_prefix)):
+        for line in body.splitlines():
+            if line.strip():
+                stage.rows += 1
+                event_id = _event_id_of(line)
+                if event_id is None:
+                    stage.unreadable += 1
+                else:
+                    stage.ids.add(event_id)
+    return stage
+
+
+def staging_stage(cfg, r: config.Resources) -> Stage:
+    s3 = aws.client("s3", cfg)
+    stage = Stage("staging")
+    for body in _objects(s3, r.staging_bucket, (r.staging_prefix,)):
+        reader = csv.reader(io.StringIO(body.decode("utf-8")))
+        header = next(reader, [])
+        column = header.index("event_id") if "event_id" in header else 0
+        for row in reader:
+            stage.rows += 1
+            stage.ids.add(row[column])
+    return stage
+
+
+def warehouse_stage(dsn: str | None = None) -> Stage:
+    stage = Stage("warehouse")
+    with db.connection(dsn) as conn:
+        db.ensure_schema(conn)
+        with conn.cursor(name="reconcile") as cur:  # server-side cursor: constant memory on the client
+            cur.itersize = 50_000
+            cur.execute(f'SELECT "event_id", count(*) FROM {db.FACT_TABLE} GROUP BY "event_id"')
+            for event_id, copies in cur:
+                stage.rows += copies
+                stage.ids.add(event_id)
+                if copies > 1:
+                    stage.duplicated.append(event_id)
+    return stage
+
+
+def dead_letter_ids(cfg, r: config.Resources) -> tuple[set[str], int]:
+    s3 = aws.client("s3", cfg)
+    ids, total = set(), 0
+    for body in _objects(s3, r.dead_letter_bucket, (r.dead_letter_prefix,)):
+        total += 1
+        letter = json.loads(body)
+        event_id = _event_id_of(letter.get("data") or "")
+        if event_id:
+            ids.add(event_id)
+    return ids, total
+
+
+def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None) -> Reconciliation:
+    cfg = cfg or config.stack()
+    r = config.resources()
+    accepted = read_ledgers(cfg) if accepted is None else accepted
+    dead, _ = dead_letter_ids(cfg, r)
+    stages = [stream_stage(cfg, r), dynamodb_stage(cfg, r), raw_stage(cfg, r), staging_stage(cfg, r),
+              warehouse_stage()]
+    for stage in stages:
+        stage.missing = sorted(accepted - stage.ids - dead)
+        stage.unexpected = sorted(stage.ids - accepted)
+    return Reconciliation(accepted=accepted, stages=stages, dead_lettered=dead)
