@@ -6,14 +6,15 @@ BIN := $(VENV)/bin
 ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
 
-.PHONY: help install up down demo test unit replay etl status endpoints clean
+.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints clean
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
 	@echo "make test     the test suite (starts its own stack on free ports in a temp dir)"
 	@echo "make up/down  start/stop the embedded stack (state in .data/)"
 	@echo "make replay   replay the full file (ROWS=N for the first N rows)"
-	@echo "make etl      run the ETL once;  make status  counts in every store"
+	@echo "make etl      run the ETL once;  make status  the operator's view;  make reconcile  per-event proof"
+	@echo "make soak     reliability soak with random faults (SOAK_ROWS=N, default the full file)"
 
 $(BIN)/ecom: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,10 @@ test: install
 unit: install
 	$(BIN)/python -m pytest -m "not stack"
 
+# The reliability soak on more rows than CI uses (SOAK_ROWS, default the full file).
+soak: install
+	ECOM_SOAK_ROWS=$(or $(SOAK_ROWS),541909) $(BIN)/python -m pytest tests/test_reliability.py -k soak -s
+
 replay: install
 	$(ECOM) replay $(if $(ROWS),--rows $(ROWS),)
 
@@ -50,6 +55,9 @@ etl: install
 
 status: install
 	$(ECOM) status
+
+reconcile: install
+	$(ECOM) reconcile
 
 endpoints: install
 	$(ECOM) endpoints
