@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from ecom import aws, config
 from warehouse import db
+from warehouse.status import stream_records
 
 # The stages in data-path order; the ones whose exactness is the platform's promise are marked.
 EXACT_STAGES = ("dynamodb", "warehouse")
@@ -89,23 +89,14 @@ def _event_id_of(data: bytes | str) -> str | None:
 
 
 def stream_stage(cfg, r: config.Resources) -> Stage:
-    kinesis = aws.client("kinesis", cfg)
     stage = Stage("stream")
-    for shard in kinesis.list_shards(StreamName=r.stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=r.stream, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            for record in page["Records"]:
-                stage.rows += 1
-                event_id = _event_id_of(record["Data"])
-                if event_id is None:
-                    stage.unreadable += 1
-                else:
-                    stage.ids.add(event_id)
-            if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
-                break
-            iterator = page.get("NextShardIterator")
+    for _, record in stream_records(aws.client("kinesis", cfg), r.stream):
+        stage.rows += 1
+        event_id = _event_id_of(record["Data"])
+        if event_id is None:
+            stage.unreadable += 1
+        else:
+            stage.ids.add(event_id)
     return stage
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from ecom import aws, config
 from warehouse import db
@@ -26,34 +26,33 @@ def count_items(dynamodb, table: str) -> int:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def shard_positions(kinesis, stream: str, consumed: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
-    """Per shard: records retained, the last sequence number, and how many records the consumer
-    has not finished yet (`behind`, when `consumed` gives the consumer's position). On AWS the
-    mapping's IteratorAge metric says the same in milliseconds; the emulator has no such metric."""
-    shards: dict[str, dict[str, Any]] = {}
+def stream_records(kinesis, stream: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every record retained on the stream, shard by shard, from TRIM_HORIZON to the tip."""
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        shard_id = shard["ShardId"]
-        done = (consumed or {}).get(shard_id, -1)
-        info = {"records": 0, "last_sequence": None, "behind": 0}
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id,
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         while iterator:
             page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
             for record in page["Records"]:
-                info["records"] += 1
-                info["last_sequence"] = record["SequenceNumber"]
-                if int(record["SequenceNumber"]) > done:
-                    info["behind"] += 1
+                yield shard["ShardId"], record
             if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
                 break
             iterator = page.get("NextShardIterator")
-        shards[shard_id] = info
+
+
+def shard_positions(kinesis, stream: str, consumed: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """Per shard: records retained, the last sequence number, and how many records the consumer
+    has not finished yet (`behind`, when `consumed` gives the consumer's position). On AWS the
+    mapping's IteratorAge metric says the same in milliseconds; the emulator has no such metric."""
+    shards = {shard["ShardId"]: {"records": 0, "last_sequence": None, "behind": 0}
+              for shard in kinesis.list_shards(StreamName=stream)["Shards"]}
+    for shard_id, record in stream_records(kinesis, stream):
+        info = shards[shard_id]
+        info["records"] += 1
+        info["last_sequence"] = record["SequenceNumber"]
+        if int(record["SequenceNumber"]) > (consumed or {}).get(shard_id, -1):
+            info["behind"] += 1
     return shards
-
-
-def count_stream_records(kinesis, stream: str) -> int:
-    """Records currently retained on the stream (every shard read from TRIM_HORIZON)."""
-    return sum(s["records"] for s in shard_positions(kinesis, stream).values())
 
 
 def store_counts(cfg: config.Stack | None = None, *, include_stream: bool = True) -> dict[str, Any]:
