@@ -1,0 +1,129 @@
+"""The embedded stack, bootstrap, CLI and catalog behave as documented."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bootstrap.deploy import deploy
+from bootstrap.package import build_zip, code_sha256
+from ecom import aws, config, stack
+from etl.catalog import crawl, infer
+from tests.conftest import SAMPLE_FILE
+from tests.helpers import counts, replay_file
+
+ECOM = [sys.executable, "-m", "ecom"]
+
+
+def test_pg_binaries_missing_says_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("ECOM_PG_BINDIR", str(tmp_path))
+    monkeypatch.setattr(stack.shutil, "which", lambda name: None)
+    monkeypatch.setattr(stack.glob, "glob", lambda pattern: [])
+    with pytest.raises(stack.StackError) as info:
+        stack.find_pg_bindir()
+    message = str(info.value)
+    assert "apt-get install postgresql-15" in message and "WAREHOUSE_DSN" in message
+
+
+def test_lambda_zip_is_reproducible():
+    first, second = build_zip(), build_zip()
+    assert first == second and code_sha256(first) == code_sha256(second)
+    import io
+    import zipfile
+
+    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
+    assert names == sorted(names)
+    assert {"handlers/ingestion.py", "handlers/stream_trigger.py", "ecom/config.py"} <= set(names)
+    assert not any(n.startswith(("etl/", "tests/", "replay/")) for n in names)
+
+
+def test_catalog_keeps_codes_as_strings_and_only_widens():
+    all_digits = b"event_id,invoice_no,stock_code,quantity,unit_price,customer_id\ne1,536365,22423,6,2.55,17850\n"
+    columns = dict(infer([all_digits]))
+    assert columns == {"event_id": "string", "invoice_no": "string", "stock_code": "string",
+                       "quantity": "bigint", "unit_price": "decimal(14,3)", "customer_id": "bigint"}
+    widened = dict(infer([b"quantity,unit_price\n1,3\n"], previous={"quantity": "bigint", "unit_price": "decimal(14,3)"}))
+    assert widened == {"quantity": "bigint", "unit_price": "decimal(14,3)"}  # never narrowed back
+
+
+@pytest.mark.stack
+def test_second_bootstrap_changes_nothing(stack_env):
+    report = deploy(stack_env["cfg"])
+    assert report.changed == []
+    assert report.outputs["api_url"] == stack_env["api_url"]
+    names = {resource for resource, _ in report.actions}
+    for expected in ("s3 bucket batch-process-ecom", "s3 bucket staging-bucket-ecom", "kinesis stream event-ingest",
+                     "dynamodb table invoice", "dynamodb table customer", "glue database ecom",
+                     "lambda data-ingestion", "lambda kinesis-trigger", "route POST /events", "stage test",
+                     "event source mapping event-ingest -> kinesis-trigger"):
+        assert expected in names
+
+
+@pytest.mark.stack
+def test_resources_are_as_designed(stack_env):
+    cfg = stack_env["cfg"]
+    dynamodb = aws.client("dynamodb", cfg)
+    invoice = dynamodb.describe_table(TableName="invoice")["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in invoice["KeySchema"]] == [("InvoiceNo", "HASH"), ("LineId", "RANGE")]
+    customer = dynamodb.describe_table(TableName="customer")["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in customer["KeySchema"]] == [("CustomerID", "HASH"), ("InvoiceNo", "RANGE")]
+    assert aws.client("kinesis", cfg).describe_stream_summary(StreamName="event-ingest")[
+        "StreamDescriptionSummary"]["OpenShardCount"] == 2
+    mapping = aws.client("lambda", cfg).list_event_source_mappings(FunctionName="kinesis-trigger")["EventSourceMappings"]
+    assert len(mapping) == 1 and mapping[0]["StartingPosition"] == "TRIM_HORIZON"
+
+
+@pytest.mark.stack
+def test_cli_help_endpoints_and_up_is_a_no_op(stack_env):
+    env = {**os.environ, **stack_env["env"]}
+    help_text = subprocess.run(ECOM + ["--help"], env=env, capture_output=True, text=True, check=True).stdout
+    for command in ("up", "down", "endpoints", "bootstrap", "replay", "etl", "status", "reconcile", "dlq"):
+        assert f" {command} " in help_text
+    info = json.loads(subprocess.run(ECOM + ["endpoints", "--json"], env=env, capture_output=True, text=True,
+                                     check=True).stdout)
+    assert info["api_url"] == stack_env["api_url"] and info["api_key"] == stack_env["api_key"]
+    assert info["warehouse_dsn"].endswith(f":{stack_env['env']['ECOM_PG_PORT']}/ecom")
+    out = subprocess.run(ECOM + ["up"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "already up (nothing to do)" in out and info["events_url"] in out
+
+
+@pytest.mark.stack
+def test_catalog_records_the_staging_schema_in_glue(stack_env, clean_stores):
+    replay_file(stack_env, SAMPLE_FILE, rows=50)
+    from etl.transform import transform
+
+    transform(stack_env["cfg"])
+    result = crawl(stack_env["cfg"])
+    assert result.action == "created"
+    table = aws.client("glue", stack_env["cfg"]).get_table(DatabaseName="ecom", Name="staging_events")["Table"]
+    columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
+    # The sample's stock codes are all digits in these rows: the crawler must still say string.
+    assert columns == {"event_id": "string", "invoice_no": "string", "stock_code": "string",
+                       "description": "string", "quantity": "bigint", "invoice_date": "timestamp",
+                       "unit_price": "decimal(14,3)", "customer_id": "bigint", "country": "string"}
+    assert table["StorageDescriptor"]["Location"] == "s3://staging-bucket-ecom/csv/"
+    assert crawl(stack_env["cfg"]).action == "unchanged"
+
+
+@pytest.mark.stack
+def test_raw_objects_arriving_during_a_transform_are_kept(stack_env, clean_stores):
+    """The original sync-then-rm lost these; here only the objects a run listed are moved."""
+    replay_file(stack_env, SAMPLE_FILE, rows=200)
+    env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": "transform.after_csv=1:sleep=3"}
+    etl = subprocess.Popen(ECOM + ["etl", "transform"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    time.sleep(1.0)
+    replay_file(stack_env, SAMPLE_FILE)          # rows 201..417 arrive while the transform runs
+    out, err = etl.communicate(timeout=120)
+    assert etl.returncode == 0, err
+    c = counts(stack_env["cfg"])
+    assert c["raw_objects_pending"] >= 1         # the new arrivals wait for the next run
+    from etl.run import run_once
+
+    run_once(stack_env["cfg"])
+    c = counts(stack_env["cfg"])
+    assert c["raw_objects_pending"] == 0 and c["warehouse_rows"] == 417 and c["invoice_lines"] == 417
