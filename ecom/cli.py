@@ -328,13 +328,37 @@ def dlq_show(key: str = typer.Argument(..., help="the letter's key or its sequen
         fail(str(exc.args[0]))
 
 
+@dlq_app.command("batches")
+def dlq_batches(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Batches the mapping gave up on (AWS/LocalStack OnFailure queue): shard and sequence range."""
+    from dataclasses import asdict
+
+    from ecom.deadletters import failed_batches
+
+    batches = failed_batches(config.stack())
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in asdict(b).items() if k != "receipt_handle"} for b in batches],
+                              indent=2))
+        return
+    for b in batches:
+        typer.echo(f"{b.shard_id} {b.start_sequence}..{b.end_sequence} ({b.batch_size} records, {b.condition})")
+    typer.echo(f"{len(batches)} discarded batches")
+
+
 @dlq_app.command("redrive")
 def dlq_redrive(keys: list[str] = typer.Argument(None, help="keys or sequence numbers; none with --all"),
-                all_letters: bool = typer.Option(False, "--all", help="redrive every dead letter")) -> None:
+                all_letters: bool = typer.Option(False, "--all", help="redrive every dead letter"),
+                batches: bool = typer.Option(False, "--batches", help="redrive every discarded batch instead")) -> None:
     """Re-submit dead letters to the stream (after fixing the cause); each moves to redriven/."""
-    from ecom.deadletters import get, letters, redrive
+    from ecom.deadletters import failed_batches, get, letters, redrive, redrive_batch
 
     cfg = config.stack()
+    if batches:
+        # Hidden while we work on them (5 min), deleted once their records are back on the stream.
+        chosen_batches = failed_batches(cfg, visibility=300)
+        total = sum(redrive_batch(b, cfg) for b in chosen_batches)
+        typer.echo(f"{len(chosen_batches)} batches redriven ({total} records re-put)")
+        return
     if not keys and not all_letters:
         fail("name the letters to redrive (keys or sequence numbers) or pass --all")
     try:

@@ -98,3 +98,85 @@ def redrive(letter: Letter, cfg: config.Stack | None = None) -> str:
                   Body=json.dumps(moved, ensure_ascii=False).encode("utf-8"), ContentType="application/json")
     s3.delete_object(Bucket=r.dead_letter_bucket, Key=letter.key)
     return out["SequenceNumber"]
+
+
+# ---------------------------------------------------------------- discarded batches (AWS)
+# With bounded retries (AWS, LocalStack) the mapping gives up on a batch that keeps failing and
+# sends only its coordinates to the OnFailure queue (the records stay on the stream until they
+# expire). MiniStack retries forever and never sends these, but the platform must stay lossless
+# where retries are bounded: `ecom dlq batches` lists them and `redrive --batches` re-reads each
+# range from the stream and puts its records back. Redelivery is harmless (keys are event ids).
+
+@dataclass(frozen=True)
+class FailedBatch:
+    message_id: str
+    receipt_handle: str
+    shard_id: str
+    start_sequence: str
+    end_sequence: str
+    batch_size: int
+    condition: str
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> "FailedBatch":
+        body = json.loads(message["Body"])
+        info = body["KinesisBatchInfo"]
+        return cls(message_id=message["MessageId"], receipt_handle=message["ReceiptHandle"],
+                   shard_id=info["shardId"], start_sequence=info["startSequenceNumber"],
+                   end_sequence=info["endSequenceNumber"], batch_size=int(info.get("batchSize", 0)),
+                   condition=body.get("requestContext", {}).get("condition", ""))
+
+
+def _queue_url(sqs, r: config.Resources) -> str:
+    return sqs.get_queue_url(QueueName=r.dead_letter_queue)["QueueUrl"]
+
+
+def failed_batches(cfg: config.Stack | None = None, visibility: int = 0) -> list[FailedBatch]:
+    """Every OnFailure record in the queue. With visibility 0 (listing) nothing is hidden or consumed."""
+    r = config.resources()
+    sqs = aws.client("sqs", cfg)
+    url = _queue_url(sqs, r)
+    seen: dict[str, FailedBatch] = {}
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility,
+                                       WaitTimeSeconds=0).get("Messages", [])
+        fresh = [m for m in messages if m["MessageId"] not in seen]
+        if not fresh:
+            return list(seen.values())
+        for message in fresh:
+            seen[message["MessageId"]] = FailedBatch.from_message(message)
+
+
+def redrive_batch(batch: FailedBatch, cfg: config.Stack | None = None) -> int:
+    """Put the batch's records back on the stream, then delete its queue message. Returns records re-put."""
+    r = config.resources()
+    kinesis = aws.client("kinesis", cfg)
+    iterator = kinesis.get_shard_iterator(StreamName=r.stream, ShardId=batch.shard_id,
+                                          ShardIteratorType="AT_SEQUENCE_NUMBER",
+                                          StartingSequenceNumber=batch.start_sequence)["ShardIterator"]
+    end = int(batch.end_sequence)
+    pending: list[dict[str, Any]] = []
+    done = False
+    while iterator and not done:
+        page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+        for record in page["Records"]:
+            if int(record["SequenceNumber"]) > end:
+                done = True
+                break
+            pending.append({"Data": record["Data"], "PartitionKey": _partition_key(record["Data"], batch.shard_id)})
+        if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
+            break
+        iterator = page.get("NextShardIterator")
+    for start in range(0, len(pending), 500):
+        chunk = pending[start:start + 500]
+        for attempt in range(8):
+            out = kinesis.put_records(StreamName=r.stream, Records=chunk)
+            chunk = [rec for rec, res in zip(chunk, out["Records"]) if res.get("ErrorCode")]
+            if not chunk:
+                break
+        else:
+            raise RuntimeError(f"could not re-put {len(chunk)} records of batch {batch.message_id}; "
+                               f"its queue message is kept, run the redrive again")
+    sqs = aws.client("sqs", cfg)
+    sqs.delete_message(QueueUrl=_queue_url(sqs, r), ReceiptHandle=batch.receipt_handle)
+    return len(pending)

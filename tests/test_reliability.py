@@ -21,7 +21,7 @@ from ecom import aws, config, stack
 from etl.run import run_once
 from handlers.faults import FaultInjected
 from tests.helpers import counts, replay_file
-from warehouse.reconcile import reconcile
+from warehouse.reconcile import read_ledgers, reconcile
 from warehouse.status import wait_for_drain
 
 pytestmark = pytest.mark.stack
@@ -287,3 +287,56 @@ def test_soak_with_random_faults_and_a_concurrent_etl_loop(stack_env, clean_stor
     faults = sum(injected_faults(stack_env, p) for p in spec.replace("=0.01", "").split(","))
     print(f"soak: {rows} rows, {faults} trigger faults (cumulative), ETL runs {etl_runs}, {summary['stages']}")
     assert etl_runs["ok"] + etl_runs["faulted"] >= 2
+
+
+def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clean_stores):
+    """AWS gives up on a batch after MaximumRetryAttempts and sends only its coordinates to the
+    OnFailure queue (MiniStack never does). Simulate exactly that: records on the stream whose effects
+    are gone, plus the OnFailure record AWS would send; `dlq redrive --batches` must restore them."""
+    cfg = stack_env["cfg"]
+    r = config.resources()
+    result = replay_file(stack_env, FULL, rows=300)
+    assert result.accepted == 300
+    # Forget what the consumer did for one shard, as if its batch had been discarded.
+    from tests.helpers import empty_stores
+
+    kinesis = aws.client("kinesis", cfg)
+    shard = sorted(result.high_water)[0]
+    records = []
+    iterator = kinesis.get_shard_iterator(StreamName=r.stream, ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    while True:
+        page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+        records += page["Records"]
+        if not page["Records"]:
+            break
+        iterator = page["NextShardIterator"]
+    accepted = read_ledgers(cfg)  # the stream also holds earlier tests' records: keep this test's only
+    ours = [rec for rec in records if json.loads(rec["Data"]).get("event_id") in accepted]
+    assert 0 < len(ours) < 300
+    empty_stores(cfg)
+    sqs = aws.client("sqs", cfg)
+    url = sqs.get_queue_url(QueueName=r.dead_letter_queue)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({
+        "requestContext": {"requestId": "test", "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 51},
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"}, "version": "1.0",
+        "KinesisBatchInfo": {"shardId": shard, "startSequenceNumber": ours[0]["SequenceNumber"],
+                             "endSequenceNumber": ours[-1]["SequenceNumber"], "batchSize": len(ours),
+                             "streamArn": stack_env["stream_arn"]}}))
+    env = {**os.environ, **stack_env["env"]}
+    listed = json.loads(subprocess.run([sys.executable, "-m", "ecom", "dlq", "batches", "--json"], env=env,
+                                       capture_output=True, text=True, check=True).stdout)
+    assert [(b["shard_id"], b["batch_size"]) for b in listed] == [(shard, len(ours))]
+    out = subprocess.run([sys.executable, "-m", "ecom", "dlq", "redrive", "--batches"], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"1 batches redriven ({len(ours)} records re-put)" in out.stdout
+    from ecom.deadletters import failed_batches
+
+    assert failed_batches(cfg) == []
+    tip = max((rec["SequenceNumber"] for rec in kinesis.get_records(
+        ShardIterator=kinesis.get_shard_iterator(StreamName=r.stream, ShardId=shard,
+                                                 ShardIteratorType="TRIM_HORIZON")["ShardIterator"],
+        Limit=10000)["Records"]), key=int)
+    assert wait_for_drain({shard: tip}, cfg, timeout=60)
+    assert counts(cfg)["invoice_lines"] == len(ours)

@@ -11,7 +11,7 @@ import pytest
 
 from bootstrap.deploy import deploy
 from bootstrap.package import build_zip, code_sha256
-from ecom import aws, config, stack
+from ecom import aws, stack
 from etl.catalog import crawl, infer
 from tests.conftest import SAMPLE_FILE
 from tests.helpers import counts, replay_file
