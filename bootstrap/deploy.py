@@ -27,11 +27,17 @@ class Report:
 
     @property
     def changed(self) -> list[tuple[str, str]]:
-        return [(r, a) for r, a in self.actions if a != "unchanged"]
+        return [(r, a) for r, a in self.actions if a not in ("unchanged", "skipped")]
 
 
 def _error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
+
+
+def service_missing(exc: ClientError) -> bool:
+    """The target does not offer this service at all (LocalStack community has no Glue: HTTP 501)."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 501 or _error_code(exc) in ("InternalFailure", "NotImplemented", "NotImplementedException")
 
 
 LAMBDA_TRUST_POLICY = {
@@ -178,6 +184,10 @@ class Deployer:
             glue.get_database(Name=self.r.glue_database)
             self.report.add(f"glue database {self.r.glue_database}", "unchanged")
         except ClientError as exc:
+            if service_missing(exc):
+                # The ETL's catalog step says the same and carries on: the load does not need Glue.
+                self.report.add(f"glue database {self.r.glue_database} (Glue not offered by this target)", "skipped")
+                return
             if _error_code(exc) != "EntityNotFoundException":
                 raise
             glue.create_database(DatabaseInput={"Name": self.r.glue_database,

@@ -45,19 +45,34 @@ def _print_endpoints(info: dict[str, str]) -> None:
 
 
 @app.command()
-def up() -> None:
-    """Start the embedded stack (MiniStack + private Postgres), bootstrap it, print the endpoints."""
-    from bootstrap.deploy import deploy
-    from ecom import stack
+def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
+                                        help="embedded, compose, or auto (compose when a Docker engine answers)")) -> None:
+    """Start a stack (embedded: MiniStack + private Postgres; compose: LocalStack + Postgres), bootstrap it,
+    print the endpoints."""
+    import dataclasses
 
-    cfg = config.stack()
+    from bootstrap.deploy import deploy
+    from ecom import compose, stack
+
     try:
-        started = stack.up(cfg)
-    except stack.StackError as exc:
+        chosen, why = compose.choose(stack_choice)
+    except compose.ComposeError as exc:
         fail(str(exc))
+    typer.echo(f"stack: {chosen} ({why})")
+    cfg = dataclasses.replace(config.stack(), target=chosen)
+    try:
+        if chosen == "compose":
+            compose.up()
+            started = True
+        else:
+            started = stack.up(cfg)
+    except (stack.StackError, compose.ComposeError) as exc:
+        fail(str(exc))
+    stack.record_target(cfg, chosen)
     if started:
-        typer.echo(f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port} "
-                   f"(data in {cfg.data_dir}, logs in {cfg.logs_dir})")
+        if chosen == "embedded":
+            typer.echo(f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port} "
+                       f"(data in {cfg.data_dir}, logs in {cfg.logs_dir})")
         report = deploy(cfg)
         typer.echo(f"bootstrap: {len(report.changed)} created or updated, "
                    f"{len(report.actions) - len(report.changed)} unchanged")
@@ -69,10 +84,19 @@ def up() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop the embedded stack gracefully (the emulator saves its state under the data directory)."""
-    from ecom import stack
+    """Stop the stack `ecom up` started (embedded: gracefully, the emulator saves its state in the data dir)."""
+    from ecom import compose, stack
 
-    if stack.down():
+    cfg = config.stack()
+    if cfg.target == "compose":
+        try:
+            compose.down()
+        except compose.ComposeError as exc:
+            fail(str(exc))
+        stack.record_target(cfg, "embedded")
+        typer.echo("compose stack stopped (volumes kept)")
+        return
+    if stack.down(cfg):
         typer.echo("stack stopped")
     else:
         typer.echo("stack was not running (nothing to do)")

@@ -71,12 +71,25 @@ class Limits:
     put_records_attempts: int = field(default_factory=lambda: _env_int("ECOM_PUT_RECORDS_ATTEMPTS", 8))
 
 
+def _recorded_target() -> str | None:
+    """The stack `ecom up` chose (written to <data dir>/stack.json), so later commands follow it."""
+    import json
+
+    state = Path(_env("ECOM_DATA_DIR", str(PROJECT_ROOT / ".data"))) / "stack.json"
+    try:
+        target = json.loads(state.read_text()).get("target")
+    except (OSError, ValueError):
+        return None
+    return target if target in TARGETS else None
+
+
 @dataclass(frozen=True)
 class Stack:
     """Where the embedded stack lives and listens. Not used by the handlers."""
 
     # embedded (MiniStack + private Postgres), compose (LocalStack + Postgres in Docker), aws (real).
-    target: str = field(default_factory=lambda: _env("ECOM_TARGET", "embedded"))
+    # ECOM_TARGET wins; otherwise the stack `ecom up` last started here; otherwise embedded.
+    target: str = field(default_factory=lambda: _env("ECOM_TARGET", "") or _recorded_target() or "embedded")
     data_dir: Path = field(default_factory=lambda: Path(_env("ECOM_DATA_DIR", str(PROJECT_ROOT / ".data"))).resolve())
     # "Endpoint unset" means real AWS. The embedded stack sets it to the emulator.
     aws_endpoint_url: str | None = field(default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL") or None)

@@ -303,6 +303,14 @@ def up(cfg: config.Stack | None = None) -> bool:
     return True
 
 
+def record_target(cfg: config.Stack, target: str) -> None:
+    """Remember which stack `ecom up` started, so later commands (status, replay, down) follow it."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    state = read_state(cfg)
+    state["target"] = target
+    _write_state(cfg, state)
+
+
 def restart_ministack(cfg: config.Stack | None = None) -> None:
     """Graceful stop (state saved) and start again, Postgres untouched."""
     cfg = cfg or config.stack()
