@@ -43,6 +43,7 @@ def ensure_schema(conn: psycopg2.extensions.connection) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(74311)")
         cur.execute(schema_sql())
         _add_star_columns(cur)
+        cur.execute(importlib_resources.files("warehouse").joinpath("postgres_indexes.sql").read_text(encoding="utf-8"))
         _ensure_analytics_views(cur)
     conn.commit()
 

@@ -38,6 +38,16 @@ VIEWS: list[tuple[str, str, str, int]] = [
 ]
 
 
+# Row order in the page and the CSV: the same as the views' ORDER BY.
+VIEW_ORDER = {
+    "top_products": '"quantity_rank"', "top_products_all_codes": '"revenue_rank"', "revenue_by_month": '"month"',
+    "revenue_by_country": '"revenue" DESC, "country"', "cancellation_rate_by_month": '"month"',
+    "cancellation_rate_by_product": '"cancelled_quantity" DESC, "stock_code"', "customer_rfm": '"monetary_rank"',
+    "rfm_segments": '"monetary" DESC, "segment"', "invoice_size_distribution": '"bucket_order"',
+    "data_quality": '"measure_order"',
+}
+
+
 @dataclass(frozen=True)
 class Chart:
     chart_id: str
@@ -116,6 +126,11 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _number(value: float) -> str:
+    """Chart text: whole numbers with separators, small ratios with their significant digits."""
+    return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:,.4g}"
+
+
 def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) -> str:
     """Bars from a zero line that sits between the smallest and largest value (negatives go left/down)."""
     low, high = min(0.0, *values), max(0.0, *values)
@@ -132,9 +147,8 @@ def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) 
             x = zero - length if value < 0 else zero
             parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{esc(_short(label, 38))}</text>')
             parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{max(length, 0.5):.1f}" height="{row_h - 6}" '
-                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {value:,.4g}</title></rect>')
-            parts.append(f'<text x="{label_w + plot_w + 6}" y="{y + 14}">{value:,.2f}</text>'
-                         if value % 1 else f'<text x="{label_w + plot_w + 6}" y="{y + 14}">{value:,.0f}</text>')
+                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {_number(value)}</title></rect>')
+            parts.append(f'<text x="{label_w + plot_w + 6}" y="{y + 14}">{_number(value)}</text>')
         parts.append(f'<line x1="{zero:.1f}" y1="{top}" x2="{zero:.1f}" y2="{height - top}" class="axis"/>')
     else:
         left, plot_h, bottom, top = 80, 220, 70, 10
@@ -146,12 +160,12 @@ def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) 
             length = plot_h * abs(value) / span
             y = zero if value < 0 else zero - length
             parts.append(f'<rect x="{x + 2}" y="{y:.1f}" width="{bar_w - 4}" height="{max(length, 0.5):.1f}" '
-                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {value:,.4g}</title></rect>')
+                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {_number(value)}</title></rect>')
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 14}" text-anchor="end" '
                          f'transform="rotate(-45 {x + bar_w / 2:.1f} {top + plot_h + 14})">{esc(_short(label, 12))}</text>')
         for value in (high, low) if low < 0 else (high,):
             y = zero - plot_h * value / span
-            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:,.4g}</text>')
+            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_number(value)}</text>')
         parts.append(f'<line x1="{left}" y1="{zero:.1f}" x2="{width - 10}" y2="{zero:.1f}" class="axis"/>')
     return (f'<svg class="chart" id="{chart.chart_id}" data-view="{chart.view}" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(chart.title)}">' + "".join(parts) + "</svg>")
@@ -188,7 +202,11 @@ def build_report(out_dir: Path, dsn: str | None = None) -> ReportResult:
         db.ensure_schema(conn)
         with conn.cursor() as cur:
             # One snapshot for the whole report: every table and chart agrees with every other.
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # Each view is computed once (into a temp table, dropped with the session); the charts
+            # read the same rows as the tables.
+            for view, *_ in VIEWS:
+                cur.execute(f'CREATE TEMPORARY TABLE "report_{view}" AS SELECT * FROM analytics."{view}"')
             cur.execute('SELECT count(*), COALESCE(sum("amount"), 0), count(DISTINCT "invoice_no"), '
                         'count(DISTINCT "customer_id"), min("invoice_ts"), max("invoice_ts") FROM dw."fact_sales_line"')
             lines, revenue, invoices, customers, first_ts, last_ts = cur.fetchone()
@@ -196,7 +214,7 @@ def build_report(out_dir: Path, dsn: str | None = None) -> ReportResult:
             files = cur.fetchone()[0]
             charts_by_view: dict[str, list[str]] = {}
             for chart in CHARTS:
-                _, rows = _query(cur, f'SELECT "{chart.label_column}", "{chart.value_column}" FROM analytics."{chart.view}" '
+                _, rows = _query(cur, f'SELECT "{chart.label_column}", "{chart.value_column}" FROM "report_{chart.view}" '
                                       f'{chart.where} ORDER BY {chart.order_by} LIMIT {chart.limit}')
                 rows = [r for r in rows if r[1] is not None]
                 if not rows:
@@ -206,7 +224,8 @@ def build_report(out_dir: Path, dsn: str | None = None) -> ReportResult:
                 charts_by_view.setdefault(chart.view, []).append(f"<h3>{html.escape(chart.title)}</h3>{svg}")
                 result.charts.append(chart.chart_id)
             for view, title, note, shown in VIEWS:
-                columns, rows = _query(cur, f'SELECT * FROM analytics."{view}"')
+                # Views end in ORDER BY; a temp table does not keep it, so order by the view's own columns.
+                columns, rows = _query(cur, f'SELECT * FROM "report_{view}" ORDER BY {VIEW_ORDER[view]}')
                 csv_path = out_dir / f"{view}.csv"
                 with open(csv_path, "w", encoding="utf-8", newline="") as handle:
                     writer = csv.writer(handle)
