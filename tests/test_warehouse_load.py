@@ -165,3 +165,26 @@ def test_a_warehouse_from_before_the_star_schema_is_upgraded_in_place(stack_env,
         db.ensure_schema(conn)
     assert state() == fresh
     assert warehouse_rows("SELECT count(*) FROM analytics.sales_line") == [(1500,)]
+
+
+def test_a_redelivered_event_that_changed_re_evaluates_the_group_it_left(stack_env, clean_stores):
+    """Two identical rows: one is flagged. If one of them is redelivered with another stock code, the
+    group it left has one member, which must no longer be flagged (and the new group has none)."""
+    from warehouse import db
+
+    def body(*events):
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        writer.writerows([[e[c] for c in CSV_HEADER] for e in events])
+        return out.getvalue().encode("utf-8")
+
+    first, second = dict(LINE, event_id="same-a"), dict(LINE, event_id="same-b")
+    flags = 'SELECT "event_id", "stock_code", "is_duplicate_row" FROM dw.fact_sales_line ORDER BY 1'
+    with db.connection() as conn:
+        db.ensure_schema(conn)
+        assert load.load_file(conn, "csv/redelivery/1.csv", "", body(first, second)) == (2, 2, 0)
+        assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123A", True)]
+        assert load.load_file(conn, "csv/redelivery/2.csv", "", body(dict(second, stock_code="85123B"))) == (1, 0, 1)
+    assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123B", False)]
+    assert warehouse_rows('SELECT "product_code" FROM dw.dim_product ORDER BY 1') == [("85123A",), ("85123B",)]
