@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
 
-.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints clean
+.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints report clean
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
@@ -15,6 +15,7 @@ help:
 	@echo "make replay   replay the full file (ROWS=N for the first N rows)"
 	@echo "make etl      run the ETL once;  make status  the operator's view;  make reconcile  per-event proof"
 	@echo "make soak     reliability soak with random faults (SOAK_ROWS=N, default the full file)"
+	@echo "make report   HTML report + CSV of the analytics views of the running stack (OUT=dir, default reports/)"
 
 $(BIN)/ecom: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,9 @@ reconcile: install
 
 endpoints: install
 	$(ECOM) endpoints
+
+report: install
+	$(ECOM) report $(if $(OUT),--out $(OUT),)
 
 clean: down
 	rm -rf .data

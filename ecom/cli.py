@@ -260,6 +260,22 @@ def _components(cfg: config.Stack) -> dict[str, bool]:
 
 
 @app.command()
+def report(out: Path = typer.Option(config.PROJECT_ROOT / "reports", "--out", "-o",
+                                    help="directory for index.html and one CSV per view")) -> None:
+    """Write the warehouse report: self-contained HTML with charts (opens offline) + every view as CSV."""
+    import psycopg2
+
+    from warehouse.report import build_report
+
+    try:
+        result = build_report(out)
+    except psycopg2.OperationalError as exc:
+        fail(f"cannot reach the warehouse: {str(exc).strip()}. Is the stack up? (`ecom up`)")
+    typer.echo(f"report: {result.html_path} ({len(result.charts)} charts, {len(result.csv_paths)} tables as CSV: "
+               + ", ".join(f"{view} {rows}" for view, rows in result.rows.items()) + ")")
+
+
+@app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
            stream: bool = typer.Option(True, "--stream/--no-stream", help="also read the stream (shard lag)")) -> None:
     """The operator's view: components, counts per store, shard lag, dead letters, the last ETL run."""

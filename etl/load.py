@@ -3,10 +3,13 @@
 Per file, in one transaction (the aws-sdk-pandas staging-table + merge pattern):
   1. skip it if the load manifest already has it;
   2. COPY it into a temporary staging table;
-  3. MERGE into the fact table on event_id (duplicates inside the file collapse first);
-  4. record it in the manifest.
+  3. MERGE into the fact table on event_id (duplicates inside the file collapse first, derived
+     columns such as amount and the cancellation/guest flags are computed on the way);
+  4. recompute the duplicate-row flags of the groups the file touched, upsert the dimensions;
+  5. record it in the manifest.
 A crash anywhere before COMMIT leaves nothing behind; a rerun loads the file once. MERGE, not
-ON CONFLICT, so the same statements run on Redshift (where COPY reads from S3 instead of STDIN).
+ON CONFLICT, so the same statements run on Redshift (where COPY reads from S3 instead of STDIN);
+see warehouse/star.py and docs/warehouse.md.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from ecom import aws, config
 from etl.contract import COLUMNS, CSV_HEADER, SchemaDrift
 from etl.transform import list_keys
 from handlers.faults import maybe_fail
-from warehouse import db
+from warehouse import db, star
 
 STAGE = "stage_sales_line"
 COLUMN_LIST = ", ".join(f'"{w}"' for _, _, w in COLUMNS)
@@ -54,19 +57,10 @@ def check_header(key: str, header_line: str) -> None:
                       f"warehouse/schema.sql and etl/contract.py, then rerun `ecom etl load`.")
 
 
-def merge_sql() -> str:
-    updates = ", ".join(f'"{w}" = s."{w}"' for _, _, w in COLUMNS if w != "event_id")
-    values = ", ".join(f's."{w}"' for _, _, w in COLUMNS)
-    return f"""
-        MERGE INTO dw."fact_sales_line" AS t
-        USING (SELECT {COLUMN_LIST}, %(source_file)s AS "source_file"
-               FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY "event_id" ORDER BY "event_id") AS rn
-                     FROM {STAGE}) AS d
-               WHERE d.rn = 1) AS s
-        ON t."event_id" = s."event_id"
-        WHEN MATCHED THEN UPDATE SET {updates}, "source_file" = s."source_file"
-        WHEN NOT MATCHED THEN INSERT ({COLUMN_LIST}, "source_file") VALUES ({values}, s."source_file")
-    """
+def record_in_manifest(cur, key: str, etag: str, rows: int, inserted: int, updated: int) -> None:
+    """The last statement before COMMIT: the file counts as loaded only together with its rows."""
+    cur.execute(f'INSERT INTO {db.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", '
+                f'"rows_updated") VALUES (%s, %s, %s, %s, %s)', (key, etag, rows, inserted, updated))
 
 
 def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: bytes) -> tuple[int, int, int] | None:
@@ -86,13 +80,12 @@ def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: b
         cur.copy_expert(f"COPY {STAGE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)", io.StringIO(text))
         cur.execute(f"SELECT count(*) FROM {STAGE}")
         rows = cur.fetchone()[0]
-        cur.execute(f'SELECT count(DISTINCT s."event_id") FROM {STAGE} s WHERE NOT EXISTS '
-                    f'(SELECT 1 FROM {db.FACT_TABLE} t WHERE t."event_id" = s."event_id")')
-        inserted = cur.fetchone()[0]
-        cur.execute(merge_sql(), {"source_file": key})
-        merged = cur.rowcount
-        cur.execute(f'INSERT INTO {db.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", '
-                    f'"rows_updated") VALUES (%s, %s, %s, %s, %s)', (key, etag, rows, inserted, merged - inserted))
+        star.stage_facts(cur, STAGE, key)
+        inserted = star.count_new_events(cur)
+        merged = star.merge_facts(cur)
+        star.refresh_duplicate_flags(cur)
+        star.upsert_dimensions(cur)
+        record_in_manifest(cur, key, etag, rows, inserted, merged - inserted)
         maybe_fail("load.after_copy")
     conn.commit()
     return rows, inserted, merged - inserted

@@ -44,7 +44,8 @@ def empty_stores(cfg: config.Stack) -> None:
     with db.connection() as conn:
         db.ensure_schema(conn)
         with conn.cursor() as cur:
-            cur.execute("TRUNCATE dw.fact_sales_line, dw.load_manifest, dw.etl_run")
+            cur.execute("TRUNCATE dw.fact_sales_line, dw.load_manifest, dw.etl_run, "
+                        "dw.dim_product, dw.dim_customer, dw.dim_country, dw.dim_date")
         conn.commit()
 
 
