@@ -289,13 +289,16 @@ def test_soak_with_random_faults_and_a_concurrent_etl_loop(stack_env, clean_stor
     assert etl_runs["ok"] + etl_runs["faulted"] >= 2
 
 
-def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clean_stores):
+def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clean_stores, tmp_path):
     """AWS gives up on a batch after MaximumRetryAttempts and sends only its coordinates to the
     OnFailure queue (MiniStack never does). Simulate exactly that: records on the stream whose effects
     are gone, plus the OnFailure record AWS would send; `dlq redrive --batches` must restore them."""
     cfg = stack_env["cfg"]
     r = config.resources()
-    result = replay_file(stack_env, FULL, rows=300)
+    from tests.conftest import write_slice
+
+    source = write_slice(1, 300, tmp_path / "discarded-batch.csv")  # its own file: event ids no other test uses
+    result = replay_file(stack_env, source)
     assert result.accepted == 300
     # Forget what the consumer did for one shard, as if its batch had been discarded.
     from tests.helpers import empty_stores
