@@ -11,7 +11,7 @@ SAMPLE := data/sample-data.csv
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
 	@echo "make test     the test suite (starts its own stack on free ports in a temp dir)"
-	@echo "make up/down  start/stop the embedded stack (state in .data/)"
+	@echo "make up/down  start/stop a stack: STACK=embedded|compose|auto (auto: compose if Docker answers)"
 	@echo "make replay   replay the full file (ROWS=N for the first N rows)"
 	@echo "make etl      run the ETL once;  make status  the operator's view;  make reconcile  per-event proof"
 	@echo "make soak     reliability soak with random faults (SOAK_ROWS=N, default the full file)"
@@ -25,13 +25,16 @@ $(BIN)/ecom: pyproject.toml
 
 install: $(BIN)/ecom
 
+# STACK=embedded | compose | auto (default: compose when a Docker engine answers, else embedded).
 up: install
-	$(ECOM) up
+	$(ECOM) up --stack $(or $(STACK),auto)
 
 down: install
 	$(ECOM) down
 
-demo: up
+# The demo runs on the embedded stack unless STACK says otherwise: no Docker needed.
+demo: install
+	$(ECOM) up --stack $(or $(STACK),embedded)
 	$(ECOM) replay $(SAMPLE)
 	$(ECOM) etl run
 	@echo "--- reconciliation: every store should hold the sample's 417 events ---"

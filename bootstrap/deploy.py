@@ -356,10 +356,11 @@ class Deployer:
         # On AWS the retry bound, bisection and the OnFailure destination hold. MiniStack ignores
         # them (it retries forever), which is why the handler quarantines bad records itself and
         # only raises for transient errors; see docs/emulator-notes.md.
+        m = self.p.mapping
         lam.create_event_source_mapping(
-            EventSourceArn=stream_arn, FunctionName=self.r.trigger_function, StartingPosition="TRIM_HORIZON",
-            BatchSize=self.r.trigger_batch_size, MaximumBatchingWindowInSeconds=1,
-            MaximumRetryAttempts=50, BisectBatchOnFunctionError=True,
+            EventSourceArn=stream_arn, FunctionName=self.r.trigger_function, StartingPosition=m.starting_position,
+            BatchSize=m.batch_size, MaximumBatchingWindowInSeconds=m.batching_window_s,
+            MaximumRetryAttempts=m.max_retry_attempts, BisectBatchOnFunctionError=m.bisect_on_error,
             DestinationConfig={"OnFailure": {"Destination": dlq_arn}}, Enabled=True)
         self.report.add(f"event source mapping {self.r.stream} -> {self.r.trigger_function}", "created")
 

@@ -31,12 +31,24 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Mapping:
+    """Kinesis -> kinesis-trigger. AWS honours every field; MiniStack only batch size and position
+    (it retries forever), which the handler's design tolerates (docs/emulator-notes.md)."""
+    batch_size: int
+    starting_position: str = "TRIM_HORIZON"
+    batching_window_s: int = 1
+    max_retry_attempts: int = 50
+    bisect_on_error: bool = True
+
+
+@dataclass(frozen=True)
 class Platform:
     resources: config.Resources
     buckets: list[str]
     tables: list[Table]
     functions: list[Function]
     routes: list[Route]
+    mapping: Mapping
     runtime: str = "python3.12"
     role_name: str = "ecom-lambda-role"
 
@@ -62,6 +74,7 @@ def platform(resources: config.Resources | None = None) -> Platform:
                      timeout=120, memory=512),
         ],
         routes=[Route("/events", "POST", r.ingestion_function, api_key_required=True)],
+        mapping=Mapping(batch_size=r.trigger_batch_size),
     )
 
 

@@ -113,11 +113,26 @@ def endpoints(as_json: bool = typer.Option(False, "--json", help="machine-readab
 
 
 @app.command()
-def bootstrap() -> None:
+def bootstrap(
+    target: Optional[str] = typer.Option(None, "--target", help="embedded, compose or aws (default: the configured target)"),
+    plan_only: bool = typer.Option(False, "--plan", help="print what would be created; call nothing"),
+    as_json: bool = typer.Option(False, "--json", help="with --plan: machine-readable"),
+) -> None:
     """Create every resource (idempotent: a second run creates nothing and changes nothing)."""
+    import dataclasses
+
+    if target is not None and target not in config.TARGETS:
+        fail(f"unknown target {target!r}; use one of {', '.join(config.TARGETS)}")
+    cfg = config.stack() if target is None else dataclasses.replace(config.stack(), target=target)
+    if plan_only:
+        from bootstrap.plan import plan, render
+
+        doc = plan(cfg.region)
+        typer.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+        return
     from bootstrap.deploy import deploy
 
-    report = deploy(config.stack())
+    report = deploy(cfg)
     for resource, action in report.actions:
         typer.echo(f"  {action:9} {resource}")
     typer.echo(f"{len(report.changed)} created or updated")

@@ -1,0 +1,145 @@
+"""The docker-compose path: file checks that run anywhere, and a LocalStack run where Docker is.
+
+No Docker engine runs on CI machines, so the integration test skips there (saying why); the file
+checks and the AWS plan are what can be verified here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from bootstrap.plan import plan
+from bootstrap.spec import platform
+from ecom import compose, config
+
+ROOT = config.PROJECT_ROOT
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_images_are_pinned():
+    assert SERVICES["localstack"]["image"] == "${LOCALSTACK_IMAGE:-localstack/localstack:4.14.0}"
+    assert SERVICES["postgres"]["image"] == "postgres:15"
+    for name, service in SERVICES.items():
+        image = service["image"].split(":-")[-1].rstrip("}")
+        assert ":" in image and not image.endswith(":latest"), f"{name} image is not pinned: {image}"
+
+
+def test_every_port_is_bound_to_loopback_only():
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    # The same ports as the embedded stack, so the same configuration reaches both.
+    assert "127.0.0.1:4566:4566" in SERVICES["localstack"]["ports"]
+    assert "127.0.0.1:5433:5432" in SERVICES["postgres"]["ports"]
+
+
+def test_healthchecks():
+    assert "/_localstack/health" in " ".join(SERVICES["localstack"]["healthcheck"]["test"])
+    assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
+    assert "/_localstack/health" in " ".join(SERVICES["ministack"]["healthcheck"]["test"])
+
+
+def test_localstack_environment_is_what_the_platform_needs():
+    env = SERVICES["localstack"]["environment"]
+    assert env["KINESIS_LATENCY"] == "0"
+    services = set(env["SERVICES"].split(","))
+    assert {"s3", "kinesis", "dynamodb", "lambda", "apigateway", "iam", "sts", "sqs"} <= services
+    assert env["LAMBDA_DOCKER_NETWORK"] == f"{COMPOSE['name']}_default"
+    assert "/var/run/docker.sock:/var/run/docker.sock" in SERVICES["localstack"]["volumes"]
+    # The optional MiniStack profile is opt-in, so `docker compose up` starts LocalStack only.
+    assert SERVICES["ministack"]["profiles"] == ["ministack"]
+
+
+def test_postgres_matches_the_dsn_the_platform_uses():
+    env = SERVICES["postgres"]["environment"]
+    cfg = config.Stack(target="compose", aws_endpoint_url=None, warehouse_dsn_override=None)
+    assert cfg.warehouse_dsn == (f"postgresql://{env['POSTGRES_USER']}:ecom-local-dev@127.0.0.1:5433/"
+                                 f"{env['POSTGRES_DB']}")
+    assert env["POSTGRES_PASSWORD"] == "${ECOM_PG_PASSWORD:-ecom-local-dev}"
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in SERVICES["postgres"]["volumes"])
+    assert cfg.endpoint_url == "http://127.0.0.1:4566"
+
+
+def test_stack_choice():
+    if compose.docker_engine_available():
+        pytest.skip("a Docker engine answers here; this checks the no-engine choice")
+    assert compose.choose("auto") == ("embedded", "no Docker engine answers")
+    assert compose.choose("embedded") == ("embedded", "asked for")
+    with pytest.raises(compose.ComposeError, match="needs a running Docker engine"):
+        compose.choose("compose")
+    with pytest.raises(compose.ComposeError, match="unknown stack"):
+        compose.choose("kubernetes")
+
+
+def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
+    import boto3.session
+
+    def no_calls(*args, **kwargs):
+        raise AssertionError("the plan must not create an AWS client")
+
+    monkeypatch.setattr(boto3.session.Session, "client", no_calls)
+    doc = plan("eu-west-1")
+    p = platform()
+    assert doc["account"] == "<account-id>" and doc["region"] == "eu-west-1"
+    assert [b["name"] for b in doc["s3_buckets"]] == ["batch-process-ecom", "staging-bucket-ecom", "dead-letter-ecom"]
+    assert doc["kinesis_stream"] == {"name": "event-ingest", "shards": 2, "retention_hours": 24}
+    tables = {t["name"]: t for t in doc["dynamodb_tables"]}
+    assert [(k["attribute"], k["role"]) for k in tables["invoice"]["key"]] == [("InvoiceNo", "HASH"), ("LineId", "RANGE")]
+    assert [(k["attribute"], k["role"]) for k in tables["customer"]["key"]] == [("CustomerID", "HASH"), ("InvoiceNo", "RANGE")]
+    mapping = doc["event_source_mapping"]
+    assert (mapping["starting_position"], mapping["batch_size"], mapping["maximum_retry_attempts"],
+            mapping["bisect_batch_on_function_error"], mapping["on_failure"]) == \
+        ("TRIM_HORIZON", p.mapping.batch_size, 50, True, "kinesis-trigger-dlq")
+    assert {f["name"] for f in doc["lambda_functions"]} >= {"data-ingestion", "kinesis-trigger"}
+    assert all(f["runtime"].startswith("python3.") for f in doc["lambda_functions"])
+
+    # Least privilege: no wildcard actions, every resource named, all in the plan's region/account.
+    policy = doc["iam_role"]["inline_policies"]["ecom-pipeline"]
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), statement
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert all(r != "*" for r in resources), statement
+        assert all(r.startswith("arn:aws:s3:::") or ":eu-west-1:<account-id>:" in r for r in resources), statement
+    assert doc["iam_role"]["trust_policy"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+
+def test_aws_plan_cli_needs_no_credentials(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                "ECOM_DATA_DIR": str(tmp_path)})
+    out = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--target", "aws", "--plan", "--json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["rest_api"]["routes"][0] == {"method": "POST", "path": "/events", "integration": "AWS_PROXY",
+                                            "function": "data-ingestion", "api_key_required": True}
+    text = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--target", "aws", "--plan"], env=env,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "nothing is created; no AWS call is made" in text and "kinesis stream       event-ingest: 2 shards" in text
+
+
+@pytest.mark.skipif(not compose.docker_engine_available(),
+                    reason="no Docker engine answers here (`docker info` fails): the LocalStack path needs one")
+def test_sample_through_localstack(tmp_path):  # pragma: no cover - runs only where Docker does
+    from testcontainers.compose import DockerCompose
+
+    with DockerCompose(str(ROOT), compose_file_name="docker-compose.yml", services=["localstack", "postgres"],
+                       wait=True):
+        env = {**os.environ, "ECOM_TARGET": "compose", "ECOM_DATA_DIR": str(tmp_path), "ECOM_AWS_PORT": "4566",
+               "ECOM_PG_PORT": "5433"}
+        ecom = [sys.executable, "-m", "ecom"]
+        for command in (["bootstrap"], ["replay", str(ROOT / "data" / "sample-data.csv"), "--no-progress"],
+                        ["etl", "run"]):
+            out = subprocess.run(ecom + command, env=env, capture_output=True, text=True, timeout=900)
+            assert out.returncode == 0, out.stderr
+        status = json.loads(subprocess.run(ecom + ["status", "--json"], env=env, capture_output=True, text=True,
+                                           timeout=300).stdout)
+        assert status["invoice_lines"] == 417 and status["warehouse_rows"] == 417
+        assert subprocess.run(ecom + ["reconcile"], env=env, capture_output=True, timeout=300).returncode == 0
