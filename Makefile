@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
 
-.PHONY: help install up down demo test unit replay etl status endpoints clean
+.PHONY: help install up down demo test unit replay etl status endpoints clean bench-read
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
@@ -14,6 +14,7 @@ help:
 	@echo "make up/down  start/stop the embedded stack (state in .data/)"
 	@echo "make replay   replay the full file (ROWS=N for the first N rows)"
 	@echo "make etl      run the ETL once;  make status  counts in every store"
+	@echo "make bench-read  read-API latency (own stack, >=100k rows; ROWS=N REQUESTS=N)"
 
 $(BIN)/ecom: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,10 @@ status: install
 
 endpoints: install
 	$(ECOM) endpoints
+
+# Read-API latency vs a bare DynamoDB Query (not a test; own stack on free ports, ~5-10 min).
+bench-read: install
+	$(BIN)/python -m bench.read_api $(if $(ROWS),--rows $(ROWS),) $(if $(REQUESTS),--requests $(REQUESTS),)
 
 clean: down
 	rm -rf .data
