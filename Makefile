@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
 
-.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints report clean
+.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints report bench-read clean
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
@@ -16,6 +16,7 @@ help:
 	@echo "make etl      run the ETL once;  make status  the operator's view;  make reconcile  per-event proof"
 	@echo "make soak     reliability soak with random faults (SOAK_ROWS=N, default the full file)"
 	@echo "make report   HTML report + CSV of the analytics views of the running stack (OUT=dir, default reports/)"
+	@echo "make bench-read  read-API latency (own stack, >=100k rows; ROWS=N REQUESTS=N)"
 
 $(BIN)/ecom: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,10 @@ endpoints: install
 
 report: install
 	$(ECOM) report $(if $(OUT),--out $(OUT),)
+
+# Read-API latency vs a bare DynamoDB Query (not a test; own stack on free ports, ~5-10 min).
+bench-read: install
+	$(BIN)/python -m bench.read_api $(if $(ROWS),--rows $(ROWS),) $(if $(REQUESTS),--requests $(REQUESTS),)
 
 clean: down
 	rm -rf .data

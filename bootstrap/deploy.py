@@ -63,6 +63,12 @@ def lambda_policy(p: Platform, account: str, region: str) -> dict[str, Any]:
             {"Sid": "WriteOltp", "Effect": "Allow", "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
              "Resource": [arn.format("dynamodb", f"table/{r.invoice_table}"),
                           arn.format("dynamodb", f"table/{r.customer_table}")]},
+            # The stream trigger recomputes a customer entry's line count and total from the invoice's
+            # lines; the read API queries both tables and the customer table's ByDate index.
+            {"Sid": "ReadOltp", "Effect": "Allow", "Action": ["dynamodb:Query"],
+             "Resource": [arn.format("dynamodb", f"table/{r.invoice_table}"),
+                          arn.format("dynamodb", f"table/{r.customer_table}"),
+                          arn.format("dynamodb", f"table/{r.customer_table}/index/*")]},
             {"Sid": "WriteRawAndDeadLetters", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": [f"arn:aws:s3:::{r.raw_bucket}/{r.raw_prefix}*",
                           f"arn:aws:s3:::{r.dead_letter_bucket}/{r.dead_letter_prefix}*"]},
@@ -209,9 +215,9 @@ class Deployer:
         lam = self.c("lambda")
         blob = build_zip()
         digest = code_sha256(blob)
-        environment = {"Variables": function_environment(self.r)}
         arns: dict[str, str] = {}
         for fn in self.p.functions:
+            environment = {"Variables": function_environment(self.r, fn)}
             wanted = {"Runtime": self.p.runtime, "Handler": fn.handler, "Timeout": fn.timeout,
                       "MemorySize": fn.memory, "Description": fn.description, "Environment": environment}
             try:
@@ -263,15 +269,18 @@ class Deployer:
             self.report.add(f"rest api {self.r.api_name}", "created")
             changed = True
         api_id = api["id"]
+        authorizer_ids, authorizers_changed = self.authorizers(api_id, function_arns)
+        changed = self.gateway_responses(api_id) or authorizers_changed or changed
         resources = {res["path"]: res for res in apigw.get_resources(restApiId=api_id, limit=500)["items"]}
         for route in self.p.routes:
+            route_changed = False
             parent = resources["/"]
             path_so_far = ""
             for part in route.path.strip("/").split("/"):
                 path_so_far += "/" + part
                 if path_so_far not in resources:
                     resources[path_so_far] = apigw.create_resource(restApiId=api_id, parentId=parent["id"], pathPart=part)
-                    changed = True
+                    route_changed = True
                 parent = resources[path_so_far]
             resource = resources[route.path]
             uri = (f"arn:aws:apigateway:{self.cfg.region}:lambda:path/2015-03-31/functions/"
@@ -282,20 +291,31 @@ class Deployer:
                 if _error_code(exc) != "NotFoundException":
                     raise
                 method = None
-            if method is None or bool(method.get("apiKeyRequired")) != route.api_key_required:
+            wanted: dict[str, Any] = {
+                "authorizationType": "CUSTOM" if route.authorizer else "NONE",
+                "apiKeyRequired": route.api_key_required,
+                # Path parameters ({customerId}) are declared required, as an OpenAPI import would.
+                "requestParameters": {f"method.request.path.{part[1:-1]}": True
+                                      for part in route.path.split("/") if part.startswith("{")},
+            }
+            if route.authorizer:
+                wanted["authorizerId"] = authorizer_ids[route.authorizer]
+            if method is None or any(
+                    (bool(method.get(k)) if k == "apiKeyRequired" else (method.get(k) or ({} if k == "requestParameters" else None))) != v
+                    for k, v in wanted.items()) or (not route.authorizer and method.get("authorizerId")):
                 if method is not None:
                     apigw.delete_method(restApiId=api_id, resourceId=resource["id"], httpMethod=route.method)
-                apigw.put_method(restApiId=api_id, resourceId=resource["id"], httpMethod=route.method,
-                                 authorizationType="NONE", apiKeyRequired=route.api_key_required)
+                apigw.put_method(restApiId=api_id, resourceId=resource["id"], httpMethod=route.method, **wanted)
                 method = {}
-                changed = True
+                route_changed = True
             integration = method.get("methodIntegration") or {}
             if integration.get("type") != "AWS_PROXY" or integration.get("uri") != uri:
                 apigw.put_integration(restApiId=api_id, resourceId=resource["id"], httpMethod=route.method,
                                       type="AWS_PROXY", integrationHttpMethod="POST", uri=uri)
-                changed = True
+                route_changed = True
             self._allow_invoke(lam, route.function, api_id)
-            self.report.add(f"route {route.method} {route.path}", "created" if changed else "unchanged")
+            changed = changed or route_changed
+            self.report.add(f"route {route.method} {route.path}", "updated" if route_changed else "unchanged")
         stages = {s["stageName"] for s in apigw.get_stages(restApiId=api_id)["item"]}
         if changed or self.r.api_stage not in stages:
             apigw.create_deployment(restApiId=api_id, stageName=self.r.api_stage)
@@ -304,8 +324,63 @@ class Deployer:
             self.report.add(f"stage {self.r.api_stage}", "unchanged")
         return api_id
 
-    def _allow_invoke(self, lam, function: str, api_id: str) -> None:
-        statement_id = f"apigateway-{api_id}"
+    def authorizers(self, api_id: str, function_arns: dict[str, str]) -> tuple[dict[str, str], bool]:
+        """Create or update the Lambda authorizers; returns their ids by name and whether any changed."""
+        apigw = self.c("apigateway")
+        existing = {a["name"]: a for a in apigw.get_authorizers(restApiId=api_id, limit=500).get("items", [])}
+        ids: dict[str, str] = {}
+        changed = False
+        for spec in self.p.authorizers:
+            uri = (f"arn:aws:apigateway:{self.cfg.region}:lambda:path/2015-03-31/functions/"
+                   f"{function_arns[spec.function]}/invocations")
+            wanted = {"type": "TOKEN", "authorizerUri": uri, "identitySource": spec.identity_source,
+                      "identityValidationExpression": spec.validation_expression,
+                      "authorizerResultTtlInSeconds": spec.ttl_seconds}
+            current = existing.get(spec.name)
+            if current is None:
+                current = apigw.create_authorizer(restApiId=api_id, name=spec.name, **wanted)
+                self.report.add(f"authorizer {spec.name}", "created")
+                changed = True
+            else:
+                # Compared as text: a PATCH stores values as strings.
+                drift = [k for k, v in wanted.items() if str(current.get(k)) != str(v)]
+                if drift:
+                    apigw.update_authorizer(restApiId=api_id, authorizerId=current["id"], patchOperations=[
+                        {"op": "replace", "path": f"/{k}", "value": str(wanted[k])} for k in drift])
+                    changed = True
+                self.report.add(f"authorizer {spec.name}", "updated" if drift else "unchanged")
+            ids[spec.name] = current["id"]
+            self._allow_invoke(self.c("lambda"), spec.function, api_id, statement_id=f"apigateway-{api_id}-authorizer",
+                               source_arn=(f"arn:aws:execute-api:{self.cfg.region}:{self.account_id()}:{api_id}"
+                                           f"/authorizers/{current['id']}"))
+        return ids, changed
+
+    # Gateway-generated errors (missing/invalid API key, 401/403 from the authorizer, unknown route)
+    # answer in the same JSON shape as the handlers: {"error": ..., "type": ...}.
+    GATEWAY_ERROR_TEMPLATE = '{"error":$context.error.messageString,"type":"$context.error.responseType"}'
+
+    def gateway_responses(self, api_id: str) -> bool:
+        apigw = self.c("apigateway")
+        changed = False
+        for response_type in ("DEFAULT_4XX", "DEFAULT_5XX"):
+            try:
+                current = apigw.get_gateway_response(restApiId=api_id, responseType=response_type)
+            except ClientError as exc:
+                if _error_code(exc) != "NotFoundException":
+                    raise
+                current = {}
+            if (current.get("responseTemplates") or {}).get("application/json") == self.GATEWAY_ERROR_TEMPLATE:
+                self.report.add(f"gateway response {response_type}", "unchanged")
+                continue
+            apigw.put_gateway_response(restApiId=api_id, responseType=response_type,
+                                       responseTemplates={"application/json": self.GATEWAY_ERROR_TEMPLATE})
+            self.report.add(f"gateway response {response_type}", "updated")
+            changed = True
+        return changed
+
+    def _allow_invoke(self, lam, function: str, api_id: str, *, statement_id: str | None = None,
+                      source_arn: str | None = None) -> None:
+        statement_id = statement_id or f"apigateway-{api_id}"
         try:
             policy = json.loads(lam.get_policy(FunctionName=function)["Policy"])
             if any(s.get("Sid") == statement_id for s in policy.get("Statement", [])):
@@ -314,7 +389,7 @@ class Deployer:
             pass
         lam.add_permission(FunctionName=function, StatementId=statement_id, Action="lambda:InvokeFunction",
                            Principal="apigateway.amazonaws.com",
-                           SourceArn=f"arn:aws:execute-api:{self.cfg.region}:{self.account_id()}:{api_id}/*/*/*")
+                           SourceArn=source_arn or f"arn:aws:execute-api:{self.cfg.region}:{self.account_id()}:{api_id}/*/*/*")
 
     def api_key(self, api_id: str) -> str:
         apigw = self.c("apigateway")

@@ -20,6 +20,8 @@ class Function:
     description: str
     timeout: int
     memory: int
+    # Gets the token settings (JWT secret, issuer, audience, operator key digest) as environment.
+    auth_env: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,18 @@ class Route:
     method: str
     function: str
     api_key_required: bool
+    authorizer: str | None = None   # name of a Lambda authorizer (authorizationType CUSTOM)
+
+
+@dataclass(frozen=True)
+class Authorizer:
+    """A TOKEN Lambda authorizer: API Gateway passes the `identity_source` header to `function`."""
+    name: str
+    function: str
+    identity_source: str = "method.request.header.Authorization"
+    # Checked by API Gateway before the Lambda runs: a malformed header is a 401 for free.
+    validation_expression: str = r"^(Bearer|Operator) [A-Za-z0-9._~+/=-]{1,4096}$"
+    ttl_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class Platform:
     functions: list[Function]
     routes: list[Route]
     mapping: Mapping
+    authorizers: list[Authorizer] = field(default_factory=list)
     runtime: str = "python3.12"
     role_name: str = "ecom-lambda-role"
 
@@ -72,18 +87,36 @@ def platform(resources: config.Resources | None = None) -> Platform:
             Function(r.trigger_function, "handlers.stream_trigger.handler",
                      "Kinesis batch -> DynamoDB lines and customer entries + raw JSON Lines in S3",
                      timeout=120, memory=512),
+            Function(r.reads_function, "handlers.reads.handler",
+                     "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
+                     timeout=30, memory=256, auth_env=True),
+            Function(r.authorizer_function, "handlers.authorizer.handler",
+                     "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
+                     timeout=10, memory=128, auth_env=True),
         ],
-        routes=[Route("/events", "POST", r.ingestion_function, api_key_required=True)],
+        routes=[Route("/events", "POST", r.ingestion_function, api_key_required=True),
+                Route("/customers/{customerId}/invoices", "GET", r.reads_function, api_key_required=False,
+                      authorizer=r.authorizer_name),
+                Route("/invoices/{invoiceNo}", "GET", r.reads_function, api_key_required=False,
+                      authorizer=r.authorizer_name)],
+        authorizers=[Authorizer(r.authorizer_name, r.authorizer_function,
+                                ttl_seconds=config.auth().authorizer_cache_seconds)],
         mapping=Mapping(batch_size=r.trigger_batch_size),
     )
 
 
-def function_environment(resources: config.Resources) -> dict[str, str]:
+def function_environment(resources: config.Resources, function: Function | None = None) -> dict[str, str]:
     """What the handlers read through ecom.config (explicit, so a deployment documents itself)."""
-    return {
+    env = {
         "ECOM_RAW_BUCKET": resources.raw_bucket,
         "ECOM_DEAD_LETTER_BUCKET": resources.dead_letter_bucket,
         "ECOM_STREAM": resources.stream,
         "ECOM_CUSTOMER_TABLE": resources.customer_table,
         "ECOM_INVOICE_TABLE": resources.invoice_table,
     }
+    if function is not None and function.auth_env:
+        auth = config.auth()
+        # Only the functions that verify credentials get these, and the operator key only as a digest.
+        env.update({"ECOM_JWT_SECRET": auth.jwt_secret, "ECOM_JWT_ISSUER": auth.jwt_issuer,
+                    "ECOM_JWT_AUDIENCE": auth.jwt_audience, "ECOM_OPERATOR_KEY_SHA256": auth.operator_key_sha256})
+    return env

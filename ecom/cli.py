@@ -15,6 +15,8 @@ app = typer.Typer(help="ecom-pipeline: a local, deploy-to-AWS-unchanged e-commer
                   no_args_is_help=True, add_completion=False)
 etl_app = typer.Typer(help="Batch ETL: raw JSON -> staging CSV -> Glue catalog -> warehouse.", no_args_is_help=True)
 app.add_typer(etl_app, name="etl")
+query_app = typer.Typer(help="Read the OLTP side through the API (GET routes) and print tables.", no_args_is_help=True)
+app.add_typer(query_app, name="query")
 
 DEFAULT_DATA = config.PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"
 
@@ -424,6 +426,97 @@ def dlq_redrive(keys: list[str] = typer.Argument(None, help="keys or sequence nu
         sequence = redrive(letter, cfg)
         typer.echo(f"redrove {letter.key} -> sequence {sequence}")
     typer.echo(f"{len(chosen)} redriven")
+
+
+@app.command()
+def token(customer_id: str = typer.Argument(..., help="the customer id the token speaks for (its `sub`)"),
+          ttl: int = typer.Option(3600, "--ttl", min=1, help="seconds until it expires")) -> None:
+    """Mint a local bearer token (HS256 JWT) for a customer: `Authorization: Bearer $(ecom token 14911)`."""
+    from handlers.auth import CUSTOMER_ID, mint
+
+    auth = config.auth()
+    if not CUSTOMER_ID.match(customer_id):
+        fail(f"customer id {customer_id!r} is not a positive integer")
+    if ttl > auth.max_token_ttl_seconds:
+        fail(f"--ttl {ttl} is longer than the allowed {auth.max_token_ttl_seconds} s (ECOM_JWT_MAX_TTL_SECONDS)")
+    typer.echo(mint(customer_id, ttl_seconds=ttl, auth=auth))
+
+
+def _read_api(path: str, params: dict, as_customer: Optional[str], bearer: Optional[str], follow: bool) -> list[dict]:
+    """GET a read route, following `next` when asked. Default credential: the operator key (local)."""
+    import requests
+
+    from handlers.auth import mint
+
+    info = _endpoints(config.stack())
+    if bearer:
+        authorization = f"Bearer {bearer}"
+    elif as_customer:
+        authorization = f"Bearer {mint(as_customer, ttl_seconds=300)}"
+    else:
+        authorization = f"Operator {config.auth().operator_key}"
+    pages: list[dict] = []
+    params = {k: v for k, v in params.items() if v is not None}
+    while True:
+        try:
+            response = requests.get(info["api_url"] + path, params=params, timeout=60,
+                                    headers={"Authorization": authorization})
+        except requests.RequestException as exc:
+            fail(f"cannot reach the API: {exc}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text[:300]}
+        if response.status_code != 200:
+            fail(f"{response.status_code}: {body.get('error', body)}")
+        pages.append(body)
+        if not follow or not body.get("next"):
+            return pages
+        params["next"] = body["next"]
+
+
+def _table(rows: list[list], headers: list[str], right: set[int]) -> None:
+    widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
+    fmt = lambda r: "  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
+                              for i, (v, w) in enumerate(zip(r, widths)))
+    typer.echo(fmt(headers))
+    typer.echo("  ".join("-" * w for w in widths))
+    for row in rows:
+        typer.echo(fmt(row))
+
+
+@query_app.command("customer")
+def query_customer(customer_id: str = typer.Argument(...),
+                   limit: Optional[int] = typer.Option(None, "--limit", help="invoices per page (1-100, default 20)"),
+                   follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
+                   as_customer: bool = typer.Option(False, "--as-customer", help="use a token for this customer instead of the operator key"),
+                   bearer: Optional[str] = typer.Option(None, "--token", help="send this bearer token")) -> None:
+    """A customer's invoices, newest first: number, date, country, kind, lines, total."""
+    pages = _read_api(f"/customers/{customer_id}/invoices", {"limit": limit},
+                      customer_id if as_customer else None, bearer, follow)
+    invoices = [i for p in pages for i in p["invoices"]]
+    _table([[i["invoiceNo"], i["invoiceDate"], i["country"] or "", i["kind"], i["lineCount"], f"{i['total']:.2f}"]
+            for i in invoices], ["invoice", "date", "country", "kind", "lines", "total"], right={4, 5})
+    typer.echo(f"{len(invoices)} invoices for customer {customer_id}"
+               + (" (more with --all)" if pages[-1].get("next") else ""))
+
+
+@query_app.command("invoice")
+def query_invoice(invoice_no: str = typer.Argument(...),
+                  limit: Optional[int] = typer.Option(None, "--limit", help="lines per page (1-100, default 20)"),
+                  follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
+                  as_customer: Optional[str] = typer.Option(None, "--as-customer", help="use a token for this customer id"),
+                  bearer: Optional[str] = typer.Option(None, "--token", help="send this bearer token")) -> None:
+    """An invoice: header, lines (stock code, description, quantity, unit price, amount) and total."""
+    pages = _read_api(f"/invoices/{invoice_no}", {"limit": limit}, as_customer, bearer, follow)
+    head = pages[0]
+    typer.echo(f"invoice {head['invoiceNo']} ({head['kind']})  customer {head['customerId'] or 'guest'}  "
+               f"{head['country']}  {head['invoiceDate']}")
+    lines = [l for p in pages for l in p["lines"]]
+    _table([[l["stockCode"], (l["description"] or "")[:40], l["quantity"], f"{l['unitPrice']:.2f}", f"{l['amount']:.2f}"]
+            for l in lines], ["stock code", "description", "qty", "unit price", "amount"], right={2, 3, 4})
+    typer.echo(f"{head['lineCount']} lines, total {head['total']:.2f}"
+               + (f" (shown {len(lines)}; more with --all)" if len(lines) < head["lineCount"] else ""))
 
 
 def main() -> None:  # pragma: no cover

@@ -47,6 +47,9 @@ class Resources:
     glue_table: str = field(default_factory=lambda: _env("ECOM_GLUE_TABLE", "staging_events"))
     ingestion_function: str = "data-ingestion"
     trigger_function: str = "kinesis-trigger"
+    reads_function: str = "customer-reads"
+    authorizer_function: str = "api-authorizer"
+    authorizer_name: str = "ecom-jwt-authorizer"
     api_name: str = "ecom-api"
     api_stage: str = "test"
     api_key_name: str = "ecom-local-key"
@@ -81,6 +84,41 @@ def _recorded_target() -> str | None:
     except (OSError, ValueError):
         return None
     return target if target in TARGETS else None
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Who may read what through the read API (see docs/read-api.md).
+
+    HS256 needs the same secret on the minting and the verifying side, so locally the token
+    secret travels to the Lambdas as function environment. On AWS prefer RS256/JWKS (the verifier
+    then holds only public keys) or at least keep the secret in Secrets Manager.
+    """
+
+    # Local-development default, NOT a secret: anyone with this string can mint any customer's token.
+    jwt_secret: str = field(default_factory=lambda: _env(
+        "ECOM_JWT_SECRET", "ecom-local-dev-jwt-secret-NOT-A-SECRET-000000000000"))
+    jwt_issuer: str = field(default_factory=lambda: _env("ECOM_JWT_ISSUER", "ecom-local"))
+    jwt_audience: str = field(default_factory=lambda: _env("ECOM_JWT_AUDIENCE", "ecom-api"))
+    # Local-development default, NOT a secret: the operator key reads every customer's data.
+    operator_key: str = field(default_factory=lambda: _env(
+        "ECOM_OPERATOR_KEY", "ecom-local-dev-operator-key-NOT-A-SECRET-0000"))
+    # The Lambdas get only this digest of the operator key, never the key itself.
+    operator_key_sha256_override: str | None = field(
+        default_factory=lambda: os.environ.get("ECOM_OPERATOR_KEY_SHA256") or None)
+    clock_leeway_seconds: int = field(default_factory=lambda: _env_int("ECOM_JWT_LEEWAY_SECONDS", 30))
+    max_token_ttl_seconds: int = field(default_factory=lambda: _env_int("ECOM_JWT_MAX_TTL_SECONDS", 86400))
+    # API Gateway caches an authorizer answer per token this long; the handler re-verifies every
+    # request, so an expired token is refused even while the gateway's answer is still cached.
+    authorizer_cache_seconds: int = field(default_factory=lambda: _env_int("ECOM_AUTHORIZER_CACHE_SECONDS", 60))
+
+    @property
+    def operator_key_sha256(self) -> str:
+        import hashlib
+
+        if self.operator_key_sha256_override:
+            return self.operator_key_sha256_override.lower()
+        return hashlib.sha256(self.operator_key.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -139,10 +177,14 @@ def stack() -> Stack:
     return Stack()
 
 
-
 def faults() -> str:
     """Fault injection spec (off by default; tests switch it on): 'point=rate[:action],...'.
 
     See handlers/faults.py for the points and actions.
     """
     return _env("ECOM_FAULTS", "")
+
+
+def auth() -> Auth:
+    return Auth()
+

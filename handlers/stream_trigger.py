@@ -139,19 +139,51 @@ def invoice_item(event: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def customer_items(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (customer, invoice); guests (no CustomerID) have none."""
-    entries: dict[tuple[int, str], dict[str, Any]] = {}
-    for event in events:
-        if event["CustomerID"] is None:
-            continue
-        key = (event["CustomerID"], event["InvoiceNo"])
-        current = entries.get(key)
-        # An invoice can span two minutes; its entry carries the earliest one.
-        if current is None or event["InvoiceDate"] < current["InvoiceDate"]:
-            entries[key] = {"CustomerID": event["CustomerID"], "InvoiceNo": event["InvoiceNo"],
-                            "InvoiceDate": event["InvoiceDate"], "Country": event["Country"]}
-    return list(entries.values())
+def customer_entries(events: Iterable[dict[str, Any]], dynamodb=None, *, workers: int = 8) -> list[dict[str, Any]]:
+    """The customer entries of every (customer, invoice) this batch touched, each with the line count
+    and total of ALL that customer's lines of the invoice, recomputed from the invoice table.
+
+    Exactly once under redelivery: the values are derived from the invoice lines (idempotent items
+    keyed by event id), never incremented, so reprocessing a batch rewrites the same entries. All
+    lines of an invoice share a shard (PartitionKey=InvoiceNo) and a shard's batches run in order,
+    so two batches never recompute one invoice concurrently. Call after the lines are written.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    invoices = sorted({e["InvoiceNo"] for e in events if e["CustomerID"] is not None})
+    if not invoices:
+        return []
+    dynamodb = dynamodb or _resource_client()
+
+    def lines_of(invoice_no: str) -> list[dict[str, Any]]:
+        # Strongly consistent: the lines this batch just wrote must be counted (AWS Query is
+        # eventually consistent by default).
+        kwargs: dict[str, Any] = {"TableName": RESOURCES.invoice_table, "KeyConditionExpression": "InvoiceNo = :n",
+                                  "ExpressionAttributeValues": {":n": invoice_no}, "ConsistentRead": True,
+                                  "ProjectionExpression": "CustomerID, InvoiceDate, Country, Quantity, UnitPrice, LineId"}
+        items: list[dict[str, Any]] = []
+        while True:
+            page = dynamodb.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(invoices)))) as pool:
+        all_lines = list(pool.map(lines_of, invoices))
+    entries: list[dict[str, Any]] = []
+    for invoice_no, lines in zip(invoices, all_lines):
+        by_customer: dict[int, list[dict[str, Any]]] = {}
+        for line in lines:
+            if line.get("CustomerID") is not None:
+                by_customer.setdefault(int(line["CustomerID"]), []).append(line)
+        for customer_id, own in sorted(by_customer.items()):
+            # The entry carries the invoice's earliest minute (an invoice can span two) and its country.
+            first = min(own, key=lambda l: (l["InvoiceDate"], l["LineId"]))
+            entries.append({"CustomerID": customer_id, "InvoiceNo": invoice_no, "InvoiceDate": first["InvoiceDate"],
+                            "Country": first["Country"], "LineCount": len(own),
+                            "Total": sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in own), Decimal(0))})
+    return entries
 
 
 def batch_write(table: str, items: list[dict[str, Any]], dynamodb=None, *, attempts: int = 10,
@@ -192,7 +224,7 @@ def process_batch(records: list[StreamRecord]) -> dict[str, Any]:
     # DynamoDB write and dead letter of its batch exists too.
     maybe_fail("trigger.before_dynamodb")
     batch_write(RESOURCES.invoice_table, [invoice_item(e) for e in batch.events])
-    batch_write(RESOURCES.customer_table, customer_items(batch.events))
+    batch_write(RESOURCES.customer_table, customer_entries(batch.events))
     maybe_fail("trigger.after_dynamodb")
     for dead in batch.dead_letters:
         s3.put_object(Bucket=RESOURCES.dead_letter_bucket, Key=dead.key(), Body=dead.body(),
