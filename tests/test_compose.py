@@ -119,7 +119,12 @@ def test_aws_plan_cli_needs_no_credentials(tmp_path):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["rest_api"]["routes"][0] == {"method": "POST", "path": "/events", "integration": "AWS_PROXY",
-                                            "function": "data-ingestion", "api_key_required": True}
+                                            "function": "data-ingestion", "api_key_required": True,
+                                            "authorizer": None}
+    reads = [r for r in doc["rest_api"]["routes"] if r["method"] == "GET"]
+    assert reads and all(r["authorizer"] and not r["api_key_required"] for r in reads)
+    assert all(v == "<from configuration>" for f in doc["lambda_functions"] for k, v in f["environment"].items()
+               if "SECRET" in k), "a plan must never print a secret"
     text = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--target", "aws", "--plan"], env=env,
                           capture_output=True, text=True, timeout=60).stdout
     assert "nothing is created; no AWS call is made" in text and "kinesis stream       event-ingest: 2 shards" in text
