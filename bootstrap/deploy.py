@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bootstrap.package import build_zip, code_sha256
-from bootstrap.spec import Platform, function_environment, platform
+from bootstrap.spec import Function, Platform, function_environment, platform
 from ecom import aws, config
 
 
@@ -47,13 +47,12 @@ LAMBDA_TRUST_POLICY = {
 }
 
 
-def lambda_policy(p: Platform, account: str, region: str) -> dict[str, Any]:
-    """Least privilege for both functions: exactly the actions and resources they use."""
+def lambda_policy(p: Platform, account: str, region: str, function: Function | None = None) -> dict[str, Any]:
+    """Least privilege: for `function`, exactly the statements its spec names (each a named action
+    on a named resource); without one, every statement the platform uses."""
     r = p.resources
     arn = f"arn:aws:{{}}:{region}:{account}:{{}}"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+    statements = [
             {"Sid": "PutToStream", "Effect": "Allow", "Action": ["kinesis:PutRecords", "kinesis:PutRecord"],
              "Resource": arn.format("kinesis", f"stream/{r.stream}")},
             {"Sid": "ReadStream", "Effect": "Allow",
@@ -76,9 +75,14 @@ def lambda_policy(p: Platform, account: str, region: str) -> dict[str, Any]:
              "Resource": arn.format("sqs", r.dead_letter_queue)},
             {"Sid": "Logs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-             "Resource": arn.format("logs", "log-group:/aws/lambda/*")},
-        ],
-    }
+             "Resource": arn.format("logs", f"log-group:/aws/lambda/{function.name if function else '*'}:*")},
+    ]
+    if function is not None:
+        unknown = set(function.permissions) - {s["Sid"] for s in statements}
+        if unknown:
+            raise ValueError(f"{function.name}: unknown permissions {sorted(unknown)}")
+        statements = [s for s in statements if s["Sid"] in function.permissions]
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 class Deployer:
@@ -99,10 +103,10 @@ class Deployer:
     def account_id(self) -> str:
         return self.c("sts").get_caller_identity()["Account"]
 
-    def role(self) -> str:
+    def role(self, fn: Function) -> str:
         iam = self.c("iam")
-        name = self.p.role_name
-        policy = json.dumps(lambda_policy(self.p, self.account_id(), self.cfg.region), sort_keys=True)
+        name = fn.role_name
+        policy = json.dumps(lambda_policy(self.p, self.account_id(), self.cfg.region, fn), sort_keys=True)
         try:
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
             action = "unchanged"
@@ -211,14 +215,15 @@ class Deployer:
             self.report.add(f"sqs queue {self.r.dead_letter_queue}", "created")
         return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
-    def functions(self, role_arn: str) -> dict[str, str]:
+    def functions(self) -> dict[str, str]:
         lam = self.c("lambda")
         blob = build_zip()
         digest = code_sha256(blob)
         arns: dict[str, str] = {}
         for fn in self.p.functions:
+            role_arn = self.role(fn)
             environment = {"Variables": function_environment(self.r, fn)}
-            wanted = {"Runtime": self.p.runtime, "Handler": fn.handler, "Timeout": fn.timeout,
+            wanted = {"Runtime": self.p.runtime, "Handler": fn.handler, "Timeout": fn.timeout, "Role": role_arn,
                       "MemorySize": fn.memory, "Description": fn.description, "Environment": environment}
             try:
                 current = lam.get_function_configuration(FunctionName=fn.name)
@@ -227,8 +232,7 @@ class Deployer:
                     raise
                 current = None
             if current is None:
-                created = lam.create_function(FunctionName=fn.name, Role=role_arn, Code={"ZipFile": blob},
-                                              Publish=False, **wanted)
+                created = lam.create_function(FunctionName=fn.name, Code={"ZipFile": blob}, Publish=False, **wanted)
                 arns[fn.name] = created["FunctionArn"]
                 self.report.add(f"lambda {fn.name}", "created")
                 self._wait_function(fn.name)
@@ -441,13 +445,12 @@ class Deployer:
 
     # ------------------------------------------------------------------ all
     def run(self) -> Report:
-        role_arn = self.role()
         self.buckets()
         stream_arn = self.stream()
         self.tables()
         self.glue_database()
         dlq_arn = self.dead_letter_queue()
-        arns = self.functions(role_arn)
+        arns = self.functions()
         api_id = self.rest_api(arns)
         key = self.api_key(api_id)
         self.event_source_mapping(stream_arn, dlq_arn)

@@ -42,14 +42,14 @@ def plan(region: str | None = None, p: Platform | None = None) -> dict[str, Any]
         "glue_database": r.glue_database,
         "sqs_queues": [{"name": r.dead_letter_queue, "purpose": "OnFailure destination of the mapping",
                         "retention_seconds": 1209600}],
-        "iam_role": {
-            "name": p.role_name,
-            "trust_policy": LAMBDA_TRUST_POLICY,
-            "inline_policies": {"ecom-pipeline": lambda_policy(p, ACCOUNT_PLACEHOLDER, region)},
-        },
+        # One role per function, each with only the statements that function's spec names.
+        "iam_roles": [
+            {"name": f.role_name, "function": f.name, "trust_policy": LAMBDA_TRUST_POLICY,
+             "inline_policies": {"ecom-pipeline": lambda_policy(p, ACCOUNT_PLACEHOLDER, region, f)}}
+            for f in p.functions],
         "lambda_functions": [
             {"name": f.name, "runtime": p.runtime, "handler": f.handler, "memory_mb": f.memory,
-             "timeout_s": f.timeout, "role": p.role_name, "environment": _redacted(function_environment(r, f)),
+             "timeout_s": f.timeout, "role": f.role_name, "environment": _redacted(function_environment(r, f)),
              "code_sha256": code_sha256(blob), "description": f.description}
             for f in p.functions],
         "rest_api": {
@@ -86,8 +86,9 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"  + glue database        {doc['glue_database']}")
     for q in doc["sqs_queues"]:
         lines.append(f"  + sqs queue            {q['name']} ({q['purpose']})")
-    role = doc["iam_role"]
-    lines.append(f"  + iam role             {role['name']} (assumed by lambda.amazonaws.com)")
+    for role in doc["iam_roles"]:
+        sids = [st["Sid"] for st in role["inline_policies"]["ecom-pipeline"]["Statement"]]
+        lines.append(f"  + iam role             {role['name']} for {role['function']}: {', '.join(sids)}")
     for f in doc["lambda_functions"]:
         lines.append(f"  + lambda function      {f['name']}: {f['runtime']}, {f['handler']}, {f['memory_mb']} MB, "
                      f"{f['timeout_s']} s, code {f['code_sha256']}")
@@ -105,6 +106,7 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"  + event source mapping {m['stream']} -> {m['function']}: {m['starting_position']}, batch "
                  f"{m['batch_size']}, window {m['maximum_batching_window_s']} s, {m['maximum_retry_attempts']} retries, "
                  f"bisect on error, on failure -> {m['on_failure']}")
-    lines += ["", "IAM policy of the functions (least privilege):",
-              json.dumps(role["inline_policies"]["ecom-pipeline"], indent=2)]
+    for role in doc["iam_roles"]:
+        lines += ["", f"IAM policy of {role['name']} (least privilege):",
+                  json.dumps(role["inline_policies"]["ecom-pipeline"], indent=2)]
     return "\n".join(lines)

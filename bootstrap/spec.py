@@ -22,6 +22,13 @@ class Function:
     memory: int
     # Gets the token settings (JWT secret, issuer, audience, operator key digest) as environment.
     auth_env: bool = False
+    # What it may do, by statement id of bootstrap.deploy.lambda_policy: each function gets its own
+    # role with exactly these (least privilege: the read API cannot write, ingestion cannot read).
+    permissions: tuple[str, ...] = ("Logs",)
+
+    @property
+    def role_name(self) -> str:
+        return f"ecom-{self.name}-role"
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,6 @@ class Platform:
     mapping: Mapping
     authorizers: list[Authorizer] = field(default_factory=list)
     runtime: str = "python3.12"
-    role_name: str = "ecom-lambda-role"
 
 
 def platform(resources: config.Resources | None = None) -> Platform:
@@ -83,16 +89,19 @@ def platform(resources: config.Resources | None = None) -> Platform:
         ],
         functions=[
             Function(r.ingestion_function, "handlers.ingestion.handler",
-                     "POST /events: validate, normalise, PutRecords to the stream", timeout=30, memory=256),
+                     "POST /events: validate, normalise, PutRecords to the stream", timeout=30, memory=256,
+                     permissions=("PutToStream", "Logs")),
             Function(r.trigger_function, "handlers.stream_trigger.handler",
                      "Kinesis batch -> DynamoDB lines and customer entries + raw JSON Lines in S3",
-                     timeout=120, memory=512),
+                     timeout=120, memory=512,
+                     permissions=("ReadStream", "WriteOltp", "ReadOltp", "WriteRawAndDeadLetters",
+                                  "OnFailureDestination", "Logs")),
             Function(r.reads_function, "handlers.reads.handler",
                      "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
-                     timeout=30, memory=256, auth_env=True),
+                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "Logs")),
             Function(r.authorizer_function, "handlers.authorizer.handler",
                      "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
-                     timeout=10, memory=128, auth_env=True),
+                     timeout=10, memory=128, auth_env=True, permissions=("Logs",)),
         ],
         routes=[Route("/events", "POST", r.ingestion_function, api_key_required=True),
                 Route("/customers/{customerId}/invoices", "GET", r.reads_function, api_key_required=False,

@@ -99,15 +99,26 @@ def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
     assert {f["name"] for f in doc["lambda_functions"]} >= {"data-ingestion", "kinesis-trigger"}
     assert all(f["runtime"].startswith("python3.") for f in doc["lambda_functions"])
 
-    # Least privilege: no wildcard actions, every resource named, all in the plan's region/account.
-    policy = doc["iam_role"]["inline_policies"]["ecom-pipeline"]
-    for statement in policy["Statement"]:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        assert all("*" not in action for action in actions), statement
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        assert all(r != "*" for r in resources), statement
-        assert all(r.startswith("arn:aws:s3:::") or ":eu-west-1:<account-id>:" in r for r in resources), statement
-    assert doc["iam_role"]["trust_policy"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    # Least privilege: a role per function with only what it uses; no wildcard actions; every
+    # resource named, in the plan's region and account.
+    roles = {role["function"]: role for role in doc["iam_roles"]}
+    assert set(roles) == {f["name"] for f in doc["lambda_functions"]}
+    actions_of = {}
+    for name, role in roles.items():
+        assert role["trust_policy"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+        actions_of[name] = set()
+        for statement in role["inline_policies"]["ecom-pipeline"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all("*" not in action for action in actions), statement
+            actions_of[name].update(actions)
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert all(r != "*" for r in resources), statement
+            assert all(r.startswith("arn:aws:s3:::") or ":eu-west-1:<account-id>:" in r for r in resources), statement
+    logs = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+    assert actions_of["data-ingestion"] == {"kinesis:PutRecords", "kinesis:PutRecord"} | logs
+    assert not any(a.startswith(("dynamodb:Batch", "dynamodb:Put", "s3:", "kinesis:Put")) for a in actions_of["customer-reads"])
+    assert actions_of["api-authorizer"] == logs
+    assert {"dynamodb:BatchWriteItem", "s3:PutObject", "kinesis:GetRecords", "sqs:SendMessage"} <= actions_of["kinesis-trigger"]
 
 
 def test_aws_plan_cli_needs_no_credentials(tmp_path):
