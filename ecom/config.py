@@ -69,6 +69,8 @@ class Limits:
     # and keeps one request well inside a single PutRecords call (5 MB).
     max_body_bytes: int = field(default_factory=lambda: _env_int("ECOM_MAX_BODY_BYTES", 1_048_576))
     put_records_attempts: int = field(default_factory=lambda: _env_int("ECOM_PUT_RECORDS_ATTEMPTS", 8))
+    # BatchWriteItem chunks the stream trigger keeps in flight (see handlers/stream_trigger.py).
+    trigger_write_threads: int = field(default_factory=lambda: _env_int("ECOM_TRIGGER_WRITE_THREADS", 4))
 
 
 @dataclass(frozen=True)
