@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
 
-.PHONY: help install up down demo test unit replay etl status endpoints clean
+.PHONY: help install up down demo test unit replay etl status endpoints clean bench
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
@@ -14,6 +14,7 @@ help:
 	@echo "make up/down  start/stop the embedded stack (state in .data/)"
 	@echo "make replay   replay the full file (ROWS=N for the first N rows)"
 	@echo "make etl      run the ETL once;  make status  counts in every store"
+	@echo "make bench    ceiling vs ours vs original design on a fresh stack (ROWS=N; default the full file)"
 
 $(BIN)/ecom: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,10 @@ status: install
 
 endpoints: install
 	$(ECOM) endpoints
+
+# A fresh stack of its own (temp dir, free ports); results go to bench/results/.
+bench: install
+	$(ECOM) bench $(if $(ROWS),--rows $(ROWS),)
 
 clean: down
 	rm -rf .data
