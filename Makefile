@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
 
-.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints report bench-read clean
+.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints report bench bench-read clean
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
@@ -17,6 +17,7 @@ help:
 	@echo "make soak     reliability soak with random faults (SOAK_ROWS=N, default the full file)"
 	@echo "make report   HTML report + CSV of the analytics views of the running stack (OUT=dir, default reports/)"
 	@echo "make bench-read  read-API latency (own stack, >=100k rows; ROWS=N REQUESTS=N)"
+	@echo "make bench    ceiling vs ours vs original design on a fresh stack (ROWS=N; default the full file)"
 
 $(BIN)/ecom: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,10 @@ report: install
 # Read-API latency vs a bare DynamoDB Query (not a test; own stack on free ports, ~5-10 min).
 bench-read: install
 	$(BIN)/python -m bench.read_api $(if $(ROWS),--rows $(ROWS),) $(if $(REQUESTS),--requests $(REQUESTS),)
+
+# A fresh stack of its own (temp dir, free ports); results go to bench/results/.
+bench: install
+	$(ECOM) bench $(if $(ROWS),--rows $(ROWS),)
 
 clean: down
 	rm -rf .data

@@ -430,7 +430,13 @@ class Deployer:
         existing = lam.list_event_source_mappings(FunctionName=self.r.trigger_function,
                                                   EventSourceArn=stream_arn)["EventSourceMappings"]
         if existing:
-            self.report.add(f"event source mapping {self.r.stream} -> {self.r.trigger_function}", "unchanged")
+            mapping = existing[0]
+            if mapping.get("BatchSize") != self.p.mapping.batch_size:
+                lam.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=self.p.mapping.batch_size)
+                self.report.add(f"event source mapping {self.r.stream} -> {self.r.trigger_function} "
+                                f"(batch size {self.p.mapping.batch_size})", "updated")
+            else:
+                self.report.add(f"event source mapping {self.r.stream} -> {self.r.trigger_function}", "unchanged")
             return
         # On AWS the retry bound, bisection and the OnFailure destination hold. MiniStack ignores
         # them (it retries forever), which is why the handler quarantines bad records itself and

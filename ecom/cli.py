@@ -293,6 +293,36 @@ def report(out: Path = typer.Option(config.PROJECT_ROOT / "reports", "--out", "-
 
 
 @app.command()
+def bench(
+    file: Path = typer.Argument(DEFAULT_DATA, help="Kaggle CSV, gzip or plain"),
+    rows: Optional[int] = typer.Option(None, "--rows", "-n", help="only the first N rows (default: the whole file)"),
+    original_rows: int = typer.Option(3000, "--original-rows", min=1, help="slice for the one-by-one original design"),
+    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=64, help="replay requests in flight"),
+    as_json: bool = typer.Option(False, "--json", help="print the full results as JSON instead of the table"),
+    save: bool = typer.Option(True, "--save/--no-save", help="write bench/results/<time>-<rows>rows.{json,md}"),
+    skip_ceiling: bool = typer.Option(False, "--skip-ceiling", help="do not measure the emulator's bare capacity"),
+    skip_original: bool = typer.Option(False, "--skip-original", help="do not run the one-by-one original design"),
+    keep: bool = typer.Option(False, "--keep", help="keep the temp data directory (logs) afterwards"),
+) -> None:
+    """Ceiling vs ours vs the original design on a fresh embedded stack; exact reconciliation."""
+    from ecom import bench as benchmark
+
+    def log(message: str) -> None:
+        typer.echo(f"[bench {time.strftime('%H:%M:%S')}] {message}", err=True)
+
+    try:
+        out = benchmark.run(file, rows, original_rows=original_rows, concurrency=concurrency, keep=keep,
+                            skip_ceiling=skip_ceiling, skip_original=skip_original, log=log)
+    except Exception as exc:  # the stack is down again by now (fresh_stack cleans up)
+        fail(f"{type(exc).__name__}: {exc}")
+    if save:
+        log(f"saved {benchmark.save(out)}")
+    typer.echo(json.dumps(out, indent=2, default=str) if as_json else benchmark.table(out))
+    if not out["reconciliation"]["exact"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
            stream: bool = typer.Option(True, "--stream/--no-stream", help="also read the stream (shard lag)")) -> None:
     """The operator's view: components, counts per store, shard lag, dead letters, the last ETL run."""

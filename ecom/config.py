@@ -56,7 +56,9 @@ class Resources:
     usage_plan_name: str = "ecom-usage-plan"
     # Local-development default, not a secret: real deployments let API Gateway generate one.
     api_key_value: str = field(default_factory=lambda: _env("ECOM_API_KEY", "ecom-local-dev-key-0000000000"))
-    trigger_batch_size: int = field(default_factory=lambda: _env_int("ECOM_TRIGGER_BATCH_SIZE", 1000))
+    # Records per trigger invocation. 5,000 x ~750 B per record in the event stays under the 6 MB
+    # invocation payload on AWS; fewer, larger batches cut per-invocation cost and S3 objects.
+    trigger_batch_size: int = field(default_factory=lambda: _env_int("ECOM_TRIGGER_BATCH_SIZE", 5000))
 
     # Key layout inside the buckets.
     raw_prefix: str = "raw/"
@@ -72,6 +74,8 @@ class Limits:
     # and keeps one request well inside a single PutRecords call (5 MB).
     max_body_bytes: int = field(default_factory=lambda: _env_int("ECOM_MAX_BODY_BYTES", 1_048_576))
     put_records_attempts: int = field(default_factory=lambda: _env_int("ECOM_PUT_RECORDS_ATTEMPTS", 8))
+    # BatchWriteItem chunks the stream trigger keeps in flight (see handlers/stream_trigger.py).
+    trigger_write_threads: int = field(default_factory=lambda: _env_int("ECOM_TRIGGER_WRITE_THREADS", 4))
 
 
 def _recorded_target() -> str | None:

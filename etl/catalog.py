@@ -11,6 +11,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from botocore.exceptions import ClientError
 
@@ -57,7 +58,7 @@ class CatalogResult:
     new_columns: list[str] = field(default_factory=list)
 
 
-def infer(csv_bodies: list[bytes], previous: dict[str, str] | None = None) -> list[tuple[str, str]]:
+def infer(csv_bodies: Iterable[bytes], previous: dict[str, str] | None = None) -> list[tuple[str, str]]:
     columns: list[str] = []
     types: dict[str, str | None] = dict(previous or {})
     for body in csv_bodies:
@@ -99,7 +100,8 @@ def crawl(cfg: config.Stack | None = None, keys: list[str] | None = None) -> Cat
     if not keys:
         return CatalogResult(files=0, columns=list(previous.items()))
     # Headers of every file (schema drift shows up in any one of them); values sampled per file.
-    bodies = [s3.get_object(Bucket=r.staging_bucket, Key=k)["Body"].read() for k in keys]
+    # A generator: one body in memory at a time, however many files are pending.
+    bodies = (s3.get_object(Bucket=r.staging_bucket, Key=k)["Body"].read() for k in keys)
     columns = infer(bodies, previous)
     result = CatalogResult(files=len(keys), columns=columns,
                            new_columns=[n for n, _ in columns if previous and n not in previous])

@@ -1,21 +1,26 @@
 """The "Glue job": staging CSV -> warehouse, exactly once per file and per event.
 
-Per file, in one transaction (the aws-sdk-pandas staging-table + merge pattern):
-  1. skip it if the load manifest already has it;
-  2. COPY it into a temporary staging table;
-  3. MERGE into the fact table on event_id (duplicates inside the file collapse first, derived
-     columns such as amount and the cancellation/guest flags are computed on the way);
-  4. recompute the duplicate-row flags of the groups the file touched, upsert the dimensions;
-  5. record it in the manifest.
-A crash anywhere before COMMIT leaves nothing behind; a rerun loads the file once. MERGE, not
-ON CONFLICT, so the same statements run on Redshift (where COPY reads from S3 instead of STDIN);
-see warehouse/star.py and docs/warehouse.md.
+Per group of files (up to FILES_PER_TRANSACTION), in one transaction (the aws-sdk-pandas
+staging-table + merge pattern):
+  1. skip the files the load manifest already has;
+  2. COPY each file into one temporary staging table, every row tagged with its file's number;
+  3. stage the facts: one row per event_id (the last file wins, as if the files had been loaded one
+     after another), derived columns such as amount and the cancellation/guest flags computed;
+  4. MERGE them into the fact table on event_id, recompute the duplicate-row flags of the groups
+     the files touched, upsert the dimensions (warehouse/star.py);
+  5. record every file in the manifest, with its own row counts.
+A crash anywhere before COMMIT leaves nothing behind; a rerun loads each file once. One MERGE per
+group instead of one per file: the per-file transactions, commits and index probes were most of
+the load time (docs/performance.md), and the manifest stays per file. MERGE from tables, not
+ON CONFLICT, so the statements carry to Redshift (where COPY reads from S3 instead of STDIN and the
+file number comes from a COPY per file into its own staging table); see docs/warehouse.md.
 """
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass, field
+from typing import Callable
 
 import psycopg2.extensions
 
@@ -26,6 +31,10 @@ from handlers.faults import maybe_fail
 from warehouse import db, star
 
 STAGE = "stage_sales_line"
+STAGE_FILES = "stage_files"
+# Files per transaction: large enough that commits and MERGE set-up are amortised, small enough
+# that a failed group is cheap to redo. (A Kinesis trigger batch of 5,000 records is one file.)
+FILES_PER_TRANSACTION = 100
 COLUMN_LIST = ", ".join(f'"{w}"' for _, _, w in COLUMNS)
 
 
@@ -58,37 +67,95 @@ def check_header(key: str, header_line: str) -> None:
 
 
 def record_in_manifest(cur, key: str, etag: str, rows: int, inserted: int, updated: int) -> None:
-    """The last statement before COMMIT: the file counts as loaded only together with its rows."""
+    """The file counts as loaded only together with its rows: same transaction, before COMMIT."""
     cur.execute(f'INSERT INTO {db.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", '
                 f'"rows_updated") VALUES (%s, %s, %s, %s, %s)', (key, etag, rows, inserted, updated))
 
 
-def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: bytes) -> tuple[int, int, int] | None:
-    """Load one staging file in one transaction. Returns (rows, inserted, updated), or None if already loaded."""
-    text = body.decode("utf-8")
-    check_header(key, text.split("\n", 1)[0])
+# Per file: rows, distinct events, and events new to the warehouse (each counted in the first
+# file of the group that has it, as sequential per-file loads would have counted it).
+FILE_STATS_SQL = f"""
+    SELECT f."file_no", coalesce(r.rows, 0), coalesce(r.events, 0), coalesce(n.new_events, 0)
+    FROM {STAGE_FILES} f
+    LEFT JOIN (SELECT "file_no", count(*) AS rows, count(DISTINCT "event_id") AS events
+               FROM {STAGE} GROUP BY "file_no") r ON r."file_no" = f."file_no"
+    LEFT JOIN (SELECT first_file AS "file_no", count(*) AS new_events
+               FROM (SELECT s."event_id", min(s."file_no") AS first_file FROM {STAGE} s
+                     WHERE NOT EXISTS (SELECT 1 FROM {db.FACT_TABLE} t WHERE t."event_id" = s."event_id")
+                     GROUP BY s."event_id") x
+               GROUP BY first_file) n ON n."file_no" = f."file_no"
+"""
+
+StagedFile = tuple[str, str, Callable[[], bytes]]  # (key, etag, fetch the body)
+
+
+def load_files(conn: psycopg2.extensions.connection,
+               files: list[StagedFile]) -> list[tuple[str, tuple[int, int, int] | None]]:
+    """Load a group of staging files in one transaction.
+
+    Returns, per file in order, (key, (rows, inserted, updated)) or (key, None) if it was already
+    loaded. Bodies are fetched one at a time, right before their COPY (bounded memory).
+    """
+    outcomes: dict[str, tuple[int, int, int]] = {}
     with conn.cursor() as cur:
         # Loaders running at the same time serialise here; the manifest check is then reliable.
         cur.execute(f'LOCK TABLE {db.MANIFEST_TABLE} IN EXCLUSIVE MODE')
-        cur.execute(f'SELECT 1 FROM {db.MANIFEST_TABLE} WHERE "file_key" = %s', (key,))
-        if cur.fetchone():
+        keys = [key for key, _, _ in files]
+        cur.execute(f'SELECT "file_key" FROM {db.MANIFEST_TABLE} WHERE "file_key" = ANY(%s)', (keys,))
+        done = {row[0] for row in cur.fetchall()}
+        todo, seen = [], set(done)
+        for file in files:
+            if file[0] not in seen:  # a key listed twice is loaded once
+                seen.add(file[0])
+                todo.append(file)
+        if not todo:
             conn.rollback()
-            return None
-        # Same column types as the fact table, none of its constraints (CTAS works on Redshift too).
+            return [(key, None) for key in keys]
+        # Same column types as the fact table, none of its constraints (CTAS works on Redshift too),
+        # plus the number of the file each row came from, filled in by COPY from a setting.
         cur.execute(f"DROP TABLE IF EXISTS {STAGE}")
+        cur.execute(f"DROP TABLE IF EXISTS {STAGE_FILES}")
         cur.execute(f"CREATE TEMPORARY TABLE {STAGE} AS SELECT {COLUMN_LIST} FROM {db.FACT_TABLE} WHERE 1 = 0")
-        cur.copy_expert(f"COPY {STAGE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)", io.StringIO(text))
-        cur.execute(f"SELECT count(*) FROM {STAGE}")
-        rows = cur.fetchone()[0]
-        star.stage_facts(cur, STAGE, key)
-        inserted = star.count_new_events(cur)
-        merged = star.merge_facts(cur)
+        cur.execute("SELECT set_config('ecom.load_file_no', '-1', true)")  # must exist when the column is added
+        cur.execute(f"ALTER TABLE {STAGE} ADD COLUMN \"file_no\" integer "
+                    f"DEFAULT current_setting('ecom.load_file_no')::integer")
+        cur.execute(f'CREATE TEMPORARY TABLE {STAGE_FILES} ("file_no" integer NOT NULL, '
+                    f'"file_key" varchar(512) NOT NULL, "etag" varchar(128))')
+        for number, (key, etag, fetch) in enumerate(todo):
+            text = fetch().decode("utf-8")
+            check_header(key, text.split("\n", 1)[0])
+            cur.execute("SELECT set_config('ecom.load_file_no', %s, true)", (str(number),))
+            cur.copy_expert(f"COPY {STAGE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+                            io.StringIO(text))
+            del text
+            cur.execute(f'INSERT INTO {STAGE_FILES} ("file_no", "file_key", "etag") VALUES (%s, %s, %s)',
+                        (number, key, etag))
+        cur.execute(f"ANALYZE {STAGE}")
+        cur.execute(FILE_STATS_SQL)
+        stats = {row[0]: row[1:] for row in cur.fetchall()}
+        star.stage_facts(cur, STAGE, STAGE_FILES)
+        star.merge_facts(cur)
         star.refresh_duplicate_flags(cur)
         star.upsert_dimensions(cur)
-        record_in_manifest(cur, key, etag, rows, inserted, merged - inserted)
+        for number, (key, etag, _) in enumerate(todo):
+            rows, events, inserted = stats[number]
+            outcomes[key] = (rows, inserted, events - inserted)
+            record_in_manifest(cur, key, etag, rows, inserted, events - inserted)
+        cur.execute(f"DROP TABLE {STAGE}")
+        cur.execute(f"DROP TABLE {STAGE_FILES}")
         maybe_fail("load.after_copy")
     conn.commit()
-    return rows, inserted, merged - inserted
+    reported: set[str] = set()
+    answer = []
+    for key in keys:
+        answer.append((key, outcomes.get(key) if key not in done and key not in reported else None))
+        reported.add(key)
+    return answer
+
+
+def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: bytes) -> tuple[int, int, int] | None:
+    """Load one staging file in one transaction. Returns (rows, inserted, updated), or None if already loaded."""
+    return load_files(conn, [(key, etag, lambda: body)])[0][1]
 
 
 def loaded_keys(conn: psycopg2.extensions.connection) -> set[str]:
@@ -110,19 +177,25 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None) -> LoadResult:
     r = config.resources()
     s3 = aws.client("s3", cfg)
     result = LoadResult()
+
+    def fetcher(key: str) -> Callable[[], bytes]:
+        return lambda: s3.get_object(Bucket=r.staging_bucket, Key=key)["Body"].read()
+
     with db.connection(dsn) as conn:
         db.ensure_schema(conn)
-        for obj in sorted(pending_keys(conn, cfg), key=lambda o: o["Key"]):
-            result.files_seen += 1
-            response = s3.get_object(Bucket=r.staging_bucket, Key=obj["Key"])
-            outcome = load_file(conn, obj["Key"], response.get("ETag", "").strip('"'), response["Body"].read())
-            if outcome is None:
-                result.files_skipped += 1
-                continue
-            rows, inserted, updated = outcome
-            result.files_loaded += 1
-            result.rows_in_files += rows
-            result.rows_inserted += inserted
-            result.rows_updated += updated
-            result.loaded_keys.append(obj["Key"])
+        pending = sorted(pending_keys(conn, cfg), key=lambda o: o["Key"])
+        for start in range(0, len(pending), FILES_PER_TRANSACTION):
+            group = [(o["Key"], o.get("ETag", "").strip('"'), fetcher(o["Key"]))
+                     for o in pending[start:start + FILES_PER_TRANSACTION]]
+            for key, outcome in load_files(conn, group):
+                result.files_seen += 1
+                if outcome is None:
+                    result.files_skipped += 1
+                    continue
+                rows, inserted, updated = outcome
+                result.files_loaded += 1
+                result.rows_in_files += rows
+                result.rows_inserted += inserted
+                result.rows_updated += updated
+                result.loaded_keys.append(key)
     return result

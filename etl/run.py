@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ecom import config
@@ -18,6 +18,8 @@ class RunResult:
     catalog: catalog.CatalogResult
     load: load.LoadResult
     seconds: float
+    # Wall seconds per step (transform, catalog, load), for `ecom bench` and the run log.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _record(run_id: str, started: datetime, outcome: str, message: str = "",
@@ -41,16 +43,23 @@ def run_once(cfg: config.Stack | None = None, dsn: str | None = None) -> RunResu
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     t = l = None
+    timings: dict[str, float] = {}
     try:
+        step = time.perf_counter()
         t = transform.transform(cfg)
+        timings["transform"] = time.perf_counter() - step
+        step = time.perf_counter()
         with db.connection(dsn) as conn:
             db.ensure_schema(conn)
             pending = [o["Key"] for o in load.pending_keys(conn, cfg)]
         c = catalog.crawl(cfg, keys=pending)
+        timings["catalog"] = time.perf_counter() - step
+        step = time.perf_counter()
         l = load.load(cfg, dsn)
+        timings["load"] = time.perf_counter() - step
     except Exception as exc:
         _record(run_id, started, "failed", f"{type(exc).__name__}: {exc}", t, l, dsn=dsn)
         raise
     outcome = "succeeded" if not t.errors else "partial"
     _record(run_id, started, outcome, "; ".join(t.errors), t, l, staging_files=c.files, dsn=dsn)
-    return RunResult(run_id, t, c, l, time.perf_counter() - clock)
+    return RunResult(run_id, t, c, l, time.perf_counter() - clock, timings)

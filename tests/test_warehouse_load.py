@@ -23,6 +23,7 @@ CRASH_ON_SECOND_FILE = textwrap.dedent("""
     from etl import load
 
     record = load.record_in_manifest
+    load.FILES_PER_TRANSACTION = 1  # one file per transaction, so the first file commits on its own
     seen = []
 
     def crash_before_commit(cur, key, *args):

@@ -88,19 +88,22 @@ def _merge(cur, target: str, target_name: str, source: str, key: str, columns: l
     return cur.rowcount
 
 
-def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, source_file: str) -> None:
-    """raw_stage (as COPYed) -> STAGE_FACT: one row per event_id, derived columns added.
+def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: str) -> None:
+    """raw_stage (as COPYed, rows tagged with "file_no") -> STAGE_FACT: one row per event_id (the
+    highest file number wins, as if the files had loaded one after another), its source file's key
+    from files_table ("file_no", "file_key"), derived columns added.
 
     Also records TOUCHED_KEYS *before* the fact MERGE, so that an event whose fields change on
     redelivery re-evaluates the duplicate group it leaves as well as the one it joins."""
     derived = ", ".join(f'{expr} AS "{name}"' for name, expr in DERIVED_COLUMNS.items())
-    # Events repeated inside one file (a redelivered batch) are the same event: keep one.
+    # Events repeated inside or across the files (a redelivered batch) are the same event: keep one.
     _temp_table(cur, STAGE_FACT, f"""
-        SELECT {_q(SOURCE_COLUMNS)}, CAST(%(source_file)s AS VARCHAR(512)) AS "source_file", {derived}
-        FROM (SELECT {_q(SOURCE_COLUMNS)},
-                     ROW_NUMBER() OVER (PARTITION BY "event_id" ORDER BY "event_id") AS "rn"
+        SELECT {_q(SOURCE_COLUMNS, "d.")}, CAST(f."file_key" AS VARCHAR(512)) AS "source_file", {derived}
+        FROM (SELECT {_q(SOURCE_COLUMNS)}, "file_no",
+                     ROW_NUMBER() OVER (PARTITION BY "event_id" ORDER BY "file_no" DESC) AS "rn"
               FROM {raw_stage}) AS d
-        WHERE "rn" = 1""", {"source_file": source_file})
+        JOIN {files_table} AS f ON f."file_no" = d."file_no"
+        WHERE d."rn" = 1""")
     _temp_table(cur, TOUCHED_KEYS, f"""
         SELECT "invoice_no", "stock_code", "invoice_ts" FROM {STAGE_FACT}
         UNION

@@ -1,0 +1,30 @@
+"""`ecom bench` on a small slice: it runs on its own fresh stack and reconciles exactly."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.stack
+def test_bench_small_slice_reconciles_exactly(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ECOM_DATA_DIR", "ECOM_AWS_PORT", "ECOM_PG_PORT", "AWS_ENDPOINT_URL", "WAREHOUSE_DSN")}
+    out = subprocess.run([sys.executable, "-m", "ecom", "bench", "--rows", "2000", "--original-rows", "100",
+                          "--json", "--no-save"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["rows"] == 2000
+    assert result["reconciliation"]["exact"], result["reconciliation"]
+    assert all(result["reconciliation"]["checks"].values())
+    assert result["ours"]["warehouse_rows_at_end"] == 2000
+    assert result["original"]["rows"] == 100
+    summary = result["summary"]
+    for key in ("speedup_vs_original", "ours_vs_ceiling", "load_vs_bare_copy"):
+        assert summary[key] > 0
+    assert result["ours"]["peak_memory_mib"]["emulator"] > 0
