@@ -56,9 +56,11 @@ def test_localstack_environment_is_what_the_platform_needs():
     assert SERVICES["ministack"]["profiles"] == ["ministack"]
 
 
-def test_postgres_matches_the_dsn_the_platform_uses():
+def test_postgres_matches_the_dsn_the_platform_uses(monkeypatch):
+    for name in ("ECOM_PG_PORT", "ECOM_AWS_PORT", "ECOM_PG_PASSWORD", "AWS_ENDPOINT_URL", "WAREHOUSE_DSN"):
+        monkeypatch.delenv(name, raising=False)  # the defaults are what compose must match
     env = SERVICES["postgres"]["environment"]
-    cfg = config.Stack(target="compose", aws_endpoint_url=None, warehouse_dsn_override=None)
+    cfg = config.Stack(target="compose")
     assert cfg.warehouse_dsn == (f"postgresql://{env['POSTGRES_USER']}:ecom-local-dev@127.0.0.1:5433/"
                                  f"{env['POSTGRES_DB']}")
     assert env["POSTGRES_PASSWORD"] == "${ECOM_PG_PASSWORD:-ecom-local-dev}"
