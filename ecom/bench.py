@@ -20,13 +20,10 @@ deployment has, except for the original's records already consumed on the stream
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -308,7 +305,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
         spool.write((",".join(_csv_header()) + "\n").encode())
         for number, batch in enumerate(chunks(canonical_events(path, rows), batch_size)):
             invoice = [stream_trigger.invoice_item(e) for e in batch]
-            customer = stream_trigger.customer_items(batch)
+            customer = _customer_entries_from_batch(batch)
             items["invoice"] += len(invoice)
             items["customer"] += len(customer)
             clock = time.perf_counter()
@@ -339,8 +336,10 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
             db.ensure_schema(conn)
             with conn.cursor() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {CEILING_COPY_TABLE}")
-                cur.execute(f"CREATE TABLE {CEILING_COPY_TABLE} (LIKE {db.FACT_TABLE} INCLUDING ALL)")
-                cur.execute(f"ALTER TABLE {CEILING_COPY_TABLE} ALTER COLUMN source_file SET DEFAULT 'bench'")
+                # The CSV's columns, their types and the key: the bare cost of landing these rows.
+                cur.execute(f"CREATE TABLE {CEILING_COPY_TABLE} AS SELECT {COLUMN_LIST} FROM {db.FACT_TABLE} "
+                            f"WHERE 1 = 0")
+                cur.execute(f'ALTER TABLE {CEILING_COPY_TABLE} ADD PRIMARY KEY ("event_id")')
             conn.commit()
             clock = time.perf_counter()
             with conn.cursor() as cur:
@@ -355,6 +354,25 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
             conn.commit()
     result["seconds"] = sum(result[k] for k in ("kinesis_put_seconds", "dynamodb_seconds", "s3_seconds", "copy_seconds"))
     return result
+
+
+def _customer_entries_from_batch(batch: list[dict]) -> list[dict]:
+    """The customer entries the trigger writes, computed from the batch alone. The trigger derives
+    them from the invoice table (a Query per touched invoice, so redelivery cannot double count);
+    the ceiling measures the bare writes, so it leaves those reads out (a slightly kinder ceiling)."""
+    from decimal import Decimal
+
+    entries: dict[tuple[int, str], dict] = {}
+    for e in batch:
+        if e["CustomerID"] is None:
+            continue
+        entry = entries.setdefault((e["CustomerID"], e["InvoiceNo"]), {
+            "CustomerID": e["CustomerID"], "InvoiceNo": e["InvoiceNo"], "InvoiceDate": e["InvoiceDate"],
+            "Country": e["Country"], "LineCount": 0, "Total": Decimal(0)})
+        entry["LineCount"] += 1
+        entry["Total"] += Decimal(str(e["Quantity"])) * Decimal(repr(e["UnitPrice"]))
+        entry["InvoiceDate"] = min(entry["InvoiceDate"], e["InvoiceDate"])
+    return list(entries.values())
 
 
 def _csv_header() -> list[str]:

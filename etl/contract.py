@@ -23,3 +23,7 @@ ALWAYS_STRING = {"event_id", "invoice_no", "stock_code", "description", "country
 
 class SchemaDrift(RuntimeError):
     """A staging file whose columns differ from the warehouse's. Never loaded misaligned."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key

@@ -63,7 +63,7 @@ def check_header(key: str, header_line: str) -> None:
     if not details:
         details.append(f"columns in a different order: {', '.join(header)}")
     raise SchemaDrift(f"{key}: {'; '.join(details)}. Nothing from this file was loaded; add the column to "
-                      f"warehouse/schema.sql and etl/contract.py, then rerun `ecom etl load`.")
+                      f"warehouse/schema.sql and etl/contract.py, then rerun `ecom etl load`.", key=key)
 
 
 def record_in_manifest(cur, key: str, etag: str, rows: int, inserted: int, updated: int) -> None:
@@ -187,15 +187,30 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None) -> LoadResult:
         for start in range(0, len(pending), FILES_PER_TRANSACTION):
             group = [(o["Key"], o.get("ETag", "").strip('"'), fetcher(o["Key"]))
                      for o in pending[start:start + FILES_PER_TRANSACTION]]
-            for key, outcome in load_files(conn, group):
-                result.files_seen += 1
-                if outcome is None:
-                    result.files_skipped += 1
-                    continue
-                rows, inserted, updated = outcome
-                result.files_loaded += 1
-                result.rows_in_files += rows
-                result.rows_inserted += inserted
-                result.rows_updated += updated
-                result.loaded_keys.append(key)
+            try:
+                outcomes = load_files(conn, group)
+            except SchemaDrift as drift:
+                # The group's transaction is void. Load the files before the drifted one (as a
+                # file-by-file load would have), then stop naming it: nothing after it is loaded.
+                conn.rollback()
+                keys = [key for key, _, _ in group]
+                before = group[:keys.index(drift.key)] if drift.key in keys else []
+                if before:
+                    _account(result, load_files(conn, before))
+                raise
+            _account(result, outcomes)
     return result
+
+
+def _account(result: LoadResult, outcomes: list[tuple[str, tuple[int, int, int] | None]]) -> None:
+    for key, outcome in outcomes:
+        result.files_seen += 1
+        if outcome is None:
+            result.files_skipped += 1
+            continue
+        rows, inserted, updated = outcome
+        result.files_loaded += 1
+        result.rows_in_files += rows
+        result.rows_inserted += inserted
+        result.rows_updated += updated
+        result.loaded_keys.append(key)

@@ -237,7 +237,9 @@ def test_emulator_and_postgres_restarts_lose_nothing(stack_env, clean_stores):
     assert outcome["result"].accepted == 15000
 
     # Postgres restarted while a load is in the middle of its transactions.
-    env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": "load.after_copy=1:sleep=0.5"}
+    # Loads commit a group of files at a time: hold the (first) group's transaction open for 6 s,
+    # after its COPY and MERGE, and restart Postgres inside that window.
+    env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": "load.after_copy=1:sleep=6"}
     etl = subprocess.Popen([sys.executable, "-m", "ecom", "etl", "run"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     time.sleep(2.5)
