@@ -1,52 +1,17 @@
 """Test helpers that drive the real stack (no fakes)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from ecom import aws, config
+from ecom.reset import empty_stores  # noqa: F401  (tests import it from here)
 from replay.client import Sender, replay
 from replay.source import read_rows
 from warehouse import db
-from warehouse.reconcile import ledger_dir, open_ledger
+from warehouse.reconcile import open_ledger
 from warehouse.status import store_counts, wait_for_drain
-
-
-def empty_stores(cfg: config.Stack) -> None:
-    r = config.resources()
-    dynamodb = aws.client("dynamodb", cfg)
-    for table, keys in ((r.invoice_table, ("InvoiceNo", "LineId")), (r.customer_table, ("CustomerID", "InvoiceNo"))):
-        kwargs = {"TableName": table, "ProjectionExpression": ", ".join(f"#k{i}" for i in range(len(keys))),
-                  "ExpressionAttributeNames": {f"#k{i}": k for i, k in enumerate(keys)}}
-        while True:
-            page = dynamodb.scan(**kwargs)
-            items = page["Items"]
-            for start in range(0, len(items), 25):
-                dynamodb.batch_write_item(RequestItems={table: [{"DeleteRequest": {"Key": item}}
-                                                                for item in items[start:start + 25]]})
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    s3 = aws.client("s3", cfg)
-    for bucket in (r.raw_bucket, r.staging_bucket, r.dead_letter_bucket):
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if objects:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
-    glue = aws.client("glue", cfg)
-    try:
-        glue.delete_table(DatabaseName=r.glue_database, Name=r.glue_table)
-    except glue.exceptions.EntityNotFoundException:
-        pass
-    shutil.rmtree(ledger_dir(cfg), ignore_errors=True)
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute("TRUNCATE dw.fact_sales_line, dw.load_manifest, dw.etl_run, "
-                        "dw.dim_product, dw.dim_customer, dw.dim_country, dw.dim_date")
-        conn.commit()
 
 
 def counts(cfg: config.Stack) -> dict:
