@@ -54,10 +54,15 @@ def batched(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
 
 
 class Sender:
-    def __init__(self, url: str, api_key: str, *, attempts: int = 8, timeout: float = 60):
+    # Retries stop after `attempts` AND `retry_seconds` are both used up: enough to ride out a
+    # restart of the emulator (a graceful stop saves its state first, which takes a while when it
+    # holds a lot), which replaying is safe across because event ids make every retry idempotent.
+    def __init__(self, url: str, api_key: str, *, attempts: int = 8, timeout: float = 60,
+                 retry_seconds: float = 180):
         self.url = url.rstrip("/") + "/events"
         self.api_key = api_key
         self.attempts = attempts
+        self.retry_seconds = retry_seconds
         self.timeout = timeout
         self._local = threading.local()
 
@@ -71,21 +76,25 @@ class Sender:
     def post(self, body: Any) -> tuple[requests.Response, int]:
         """POST with retries on connection errors, 429 and 5xx. Returns the response and the retries used."""
         delay = 0.2
-        for attempt in range(self.attempts):
+        deadline = time.monotonic() + self.retry_seconds
+        attempt = 0
+        while True:
+            last = attempt + 1 >= self.attempts and time.monotonic() >= deadline
             try:
                 response = self._session().post(self.url, json=body, timeout=self.timeout)
             except requests.RequestException as exc:
-                if attempt == self.attempts - 1:
-                    raise ReplayError(f"POST {self.url} failed after {self.attempts} attempts: {exc}") from exc
+                if last:
+                    raise ReplayError(f"POST {self.url} failed after {attempt + 1} attempts over "
+                                      f"{self.retry_seconds:.0f}s: {exc}") from exc
             else:
                 if response.status_code in (401, 403):
                     raise ReplayError(f"POST {self.url} answered {response.status_code}: {response.text[:200]} "
                                       f"(is the API key right? `ecom endpoints` prints it)")
-                if response.status_code not in (429, 500, 502, 503, 504) or attempt == self.attempts - 1:
+                if response.status_code not in (429, 500, 502, 503, 504) or last:
                     return response, attempt
             time.sleep(delay)
             delay = min(delay * 2, 5)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def send_batch(self, rows: list[Row], single: bool = False) -> tuple[list[str], list[Rejection], dict[str, str], int]:
         """Send rows; on a 400, set the named bad events aside and resend the rest (all or nothing per request)."""
