@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
+PACKAGES := ecom_core handlers replay warehouse etl bootstrap bench ecom
 
-.PHONY: help install up down demo test unit soak replay etl status reconcile endpoints report bench bench-read clean
+.PHONY: help install up down demo test lint unit soak replay etl status reconcile endpoints report bench bench-read clean
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
@@ -43,10 +44,15 @@ demo: install
 	$(ECOM) status
 	@echo "The stack is still up. Try: $(ECOM) endpoints | $(ECOM) status | make down (to stop it)"
 
-test: install
+# The import contract (pyproject.toml [tool.importlinter]) and pyflakes, then the whole suite.
+test: lint
 	$(BIN)/python -m pytest
 
-unit: install
+lint: install
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/pyflakes $(PACKAGES) tests
+
+unit: lint
 	$(BIN)/python -m pytest -m "not stack"
 
 # The reliability soak on more rows than CI uses (SOAK_ROWS, default the full file).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -45,11 +44,11 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
     import boto3
     import requests
 
-    from ecom import aws, config
+    from ecom_core import aws, config
     from handlers.auth import mint
     from replay.client import Sender, replay
     from replay.source import read_rows
-    from tests.readapi_data import expectations, write_filtered
+    from bench.readapi_data import expectations, write_filtered
     from warehouse.status import store_counts, wait_for_drain
     from bootstrap.deploy import find_api
 
@@ -92,10 +91,9 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
                        KeyConditionExpression="CustomerID = :c", ExpressionAttributeValues={":c": c})
 
     def bare_invoice(n):
-        kwargs = {"TableName": r.invoice_table, "KeyConditionExpression": "InvoiceNo = :n",
-                  "ExpressionAttributeValues": {":n": n}}
-        while "LastEvaluatedKey" in (page := dynamodb.query(**kwargs)):
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for _ in aws.pages(dynamodb.query, TableName=r.invoice_table, KeyConditionExpression="InvoiceNo = :n",
+                           ExpressionAttributeValues={":n": n}):
+            pass
 
     pool = ThreadPoolExecutor(max_workers=8)
 
@@ -158,28 +156,13 @@ def main() -> None:
                         help="use the stack of the current environment (ECOM_*) instead of a private one")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
-    data_dir = None
-    if not args.use_running:
-        from ecom import stack
-
-        data_dir = Path(tempfile.mkdtemp(prefix="ecom-bench-"))
-        os.chmod(data_dir, 0o755)  # Postgres runs as an unprivileged user when we are root
-        os.environ.update({"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(stack.free_port()),
-                           "ECOM_PG_PORT": str(stack.free_port()), "ECOM_TARGET": "embedded"})
-        os.environ.pop("AWS_ENDPOINT_URL", None)
-    from bootstrap.deploy import deploy
-    from ecom import config, stack
-
-    cfg = config.stack()
-    try:
-        if data_dir is not None:
-            stack.up(cfg)
-            deploy(cfg)
+    if args.use_running:
         report = run(args.rows, args.requests, args.seed)
-    finally:
-        if data_dir is not None:
-            stack.down(cfg)
-            shutil.rmtree(data_dir, ignore_errors=True)
+    else:
+        from bootstrap import stack
+
+        with stack.temporary_stack("ecom-bench-"):
+            report = run(args.rows, args.requests, args.seed)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

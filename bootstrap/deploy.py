@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from bootstrap.package import build_zip, code_sha256
 from bootstrap.spec import Function, Platform, function_environment, platform
-from ecom import aws, config
+from ecom_core import aws, config
 
 
 @dataclass
@@ -28,16 +28,6 @@ class Report:
     @property
     def changed(self) -> list[tuple[str, str]]:
         return [(r, a) for r, a in self.actions if a not in ("unchanged", "skipped")]
-
-
-def _error_code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
-def service_missing(exc: ClientError) -> bool:
-    """The target does not offer this service at all (LocalStack community has no Glue: HTTP 501)."""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return status == 501 or _error_code(exc) in ("InternalFailure", "NotImplemented", "NotImplementedException")
 
 
 LAMBDA_TRUST_POLICY = {
@@ -111,7 +101,7 @@ class Deployer:
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
             action = "unchanged"
         except ClientError as exc:
-            if _error_code(exc) != "NoSuchEntity":
+            if aws.error_code(exc) != "NoSuchEntity":
                 raise
             arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY))["Role"]["Arn"]
             action = "created"
@@ -147,7 +137,7 @@ class Deployer:
             summary = kinesis.describe_stream_summary(StreamName=self.r.stream)["StreamDescriptionSummary"]
             self.report.add(f"kinesis stream {self.r.stream}", "unchanged")
         except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
+            if aws.error_code(exc) != "ResourceNotFoundException":
                 raise
             kinesis.create_stream(StreamName=self.r.stream, ShardCount=self.r.stream_shards)
             self.report.add(f"kinesis stream {self.r.stream} ({self.r.stream_shards} shards)", "created")
@@ -168,7 +158,7 @@ class Deployer:
                 self.report.add(f"dynamodb table {table.name}", "unchanged")
                 continue
             except ClientError as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if aws.error_code(exc) != "ResourceNotFoundException":
                     raise
             attributes = {name: typ for name, typ, _ in table.key}
             kwargs: dict[str, Any] = {
@@ -194,11 +184,11 @@ class Deployer:
             glue.get_database(Name=self.r.glue_database)
             self.report.add(f"glue database {self.r.glue_database}", "unchanged")
         except ClientError as exc:
-            if service_missing(exc):
+            if aws.service_missing(exc):
                 # The ETL's catalog step says the same and carries on: the load does not need Glue.
                 self.report.add(f"glue database {self.r.glue_database} (Glue not offered by this target)", "skipped")
                 return
-            if _error_code(exc) != "EntityNotFoundException":
+            if aws.error_code(exc) != "EntityNotFoundException":
                 raise
             glue.create_database(DatabaseInput={"Name": self.r.glue_database,
                                                 "Description": "ecom-pipeline staging CSV schemas"})
@@ -228,7 +218,7 @@ class Deployer:
             try:
                 current = lam.get_function_configuration(FunctionName=fn.name)
             except ClientError as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if aws.error_code(exc) != "ResourceNotFoundException":
                     raise
                 current = None
             if current is None:
@@ -292,7 +282,7 @@ class Deployer:
             try:
                 method = apigw.get_method(restApiId=api_id, resourceId=resource["id"], httpMethod=route.method)
             except ClientError as exc:
-                if _error_code(exc) != "NotFoundException":
+                if aws.error_code(exc) != "NotFoundException":
                     raise
                 method = None
             wanted: dict[str, Any] = {
@@ -370,7 +360,7 @@ class Deployer:
             try:
                 current = apigw.get_gateway_response(restApiId=api_id, responseType=response_type)
             except ClientError as exc:
-                if _error_code(exc) != "NotFoundException":
+                if aws.error_code(exc) != "NotFoundException":
                     raise
                 current = {}
             if (current.get("responseTemplates") or {}).get("application/json") == self.GATEWAY_ERROR_TEMPLATE:

@@ -12,7 +12,7 @@ from typing import Any
 from bootstrap.deploy import LAMBDA_TRUST_POLICY, lambda_policy
 from bootstrap.package import build_zip, code_sha256
 from bootstrap.spec import Platform, function_environment, platform
-from ecom import config
+from ecom_core import config
 
 ACCOUNT_PLACEHOLDER = "<account-id>"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ecom import config
+from ecom_core import config
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def platform(resources: config.Resources | None = None) -> Platform:
 
 
 def function_environment(resources: config.Resources, function: Function | None = None) -> dict[str, str]:
-    """What the handlers read through ecom.config (explicit, so a deployment documents itself)."""
+    """What the handlers read through ecom_core.config (explicit, so a deployment documents itself)."""
     env = {
         "ECOM_RAW_BUCKET": resources.raw_bucket,
         "ECOM_DEAD_LETTER_BUCKET": resources.dead_letter_bucket,

@@ -1,4 +1,1 @@
-"""ecom-pipeline: command line, configuration and the embedded stack.
-
-Kept import-light on purpose: `ecom.config` ships inside the Lambda zip.
-"""
+"""ecom-pipeline's command line (`ecom --help`): the top layer, imported by nobody."""

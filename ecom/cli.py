@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ecom import config
+from ecom_core import config
 
 app = typer.Typer(help="ecom-pipeline: a local, deploy-to-AWS-unchanged e-commerce data platform.",
                   no_args_is_help=True, add_completion=False)
@@ -54,7 +54,7 @@ def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
     import dataclasses
 
     from bootstrap.deploy import deploy
-    from ecom import compose, stack
+    from bootstrap import compose, stack
 
     try:
         chosen, why = compose.choose(stack_choice)
@@ -87,7 +87,7 @@ def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
 @app.command()
 def down() -> None:
     """Stop the stack `ecom up` started (embedded: gracefully, the emulator saves its state in the data dir)."""
-    from ecom import compose, stack
+    from bootstrap import compose, stack
 
     cfg = config.stack()
     if cfg.target == "compose":
@@ -213,7 +213,7 @@ def etl_catalog() -> None:
 @etl_app.command("load")
 def etl_load() -> None:
     """COPY each not-yet-loaded staging file and MERGE it into the warehouse, exactly once."""
-    from etl.contract import SchemaDrift
+    from ecom_core.contract import SchemaDrift
     from etl.load import load
 
     try:
@@ -227,7 +227,7 @@ def etl_load() -> None:
 @etl_app.command("run")
 def etl_run(every: Optional[float] = typer.Option(None, "--every", help="repeat every SECONDS until interrupted")) -> None:
     """transform, catalog and load in one go (optionally repeated)."""
-    from etl.contract import SchemaDrift
+    from ecom_core.contract import SchemaDrift
     from etl.run import run_once
 
     while True:
@@ -253,7 +253,8 @@ def etl_run(every: Optional[float] = typer.Option(None, "--every", help="repeat 
 
 def _components(cfg: config.Stack) -> dict[str, bool]:
     """Whether each part answers: the emulator, Postgres, both functions, the API."""
-    from ecom import aws, stack
+    from ecom_core import aws
+    from bootstrap import stack
 
     up: dict[str, bool] = {}
     if cfg.target == "embedded":
@@ -305,7 +306,7 @@ def bench(
     keep: bool = typer.Option(False, "--keep", help="keep the temp data directory (logs) afterwards"),
 ) -> None:
     """Ceiling vs ours vs the original design on a fresh embedded stack; exact reconciliation."""
-    from ecom import bench as benchmark
+    from bench import pipeline as benchmark
 
     def log(message: str) -> None:
         typer.echo(f"[bench {time.strftime('%H:%M:%S')}] {message}", err=True)
@@ -326,7 +327,7 @@ def bench(
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
            stream: bool = typer.Option(True, "--stream/--no-stream", help="also read the stream (shard lag)")) -> None:
     """The operator's view: components, counts per store, shard lag, dead letters, the last ETL run."""
-    from ecom.deadletters import top_reasons
+    from replay.deadletters import top_reasons
     from warehouse.status import store_counts
 
     cfg = config.stack()
@@ -393,7 +394,7 @@ app.add_typer(dlq_app, name="dlq")
 @dlq_app.command("list")
 def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every dead letter: key, reason, shard, sequence number, time."""
-    from ecom.deadletters import letters
+    from replay.deadletters import letters
 
     rows = [l.summary() for l in letters(config.stack())]
     if as_json:
@@ -407,7 +408,7 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @dlq_app.command("show")
 def dlq_show(key: str = typer.Argument(..., help="the letter's key or its sequence number")) -> None:
     """One dead letter in full (reason, source, the record's data)."""
-    from ecom.deadletters import get
+    from replay.deadletters import get
 
     try:
         typer.echo(json.dumps(get(key, config.stack()).body, indent=2, ensure_ascii=False))
@@ -420,7 +421,7 @@ def dlq_batches(as_json: bool = typer.Option(False, "--json")) -> None:
     """Batches the mapping gave up on (AWS/LocalStack OnFailure queue): shard and sequence range."""
     from dataclasses import asdict
 
-    from ecom.deadletters import failed_batches
+    from replay.deadletters import failed_batches
 
     batches = failed_batches(config.stack())
     if as_json:
@@ -437,7 +438,7 @@ def dlq_redrive(keys: list[str] = typer.Argument(None, help="keys or sequence nu
                 all_letters: bool = typer.Option(False, "--all", help="redrive every dead letter"),
                 batches: bool = typer.Option(False, "--batches", help="redrive every discarded batch instead")) -> None:
     """Re-submit dead letters to the stream (after fixing the cause); each moves to redriven/."""
-    from ecom.deadletters import failed_batches, get, letters, redrive, redrive_batch
+    from replay.deadletters import failed_batches, get, letters, redrive, redrive_batch
 
     cfg = config.stack()
     if batches:

@@ -15,9 +15,8 @@ from typing import Iterable
 
 from botocore.exceptions import ClientError
 
-from bootstrap.deploy import service_missing
-from ecom import aws, config
-from etl.contract import ALWAYS_STRING
+from ecom_core import aws, config
+from ecom_core.contract import ALWAYS_STRING
 from etl.transform import list_keys
 
 _INT = re.compile(r"^-?\d{1,18}$")
@@ -90,7 +89,7 @@ def crawl(cfg: config.Stack | None = None, keys: list[str] | None = None) -> Cat
         table = glue.get_table(DatabaseName=r.glue_database, Name=r.glue_table)["Table"]
         previous = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
     except ClientError as exc:
-        if service_missing(exc):
+        if aws.service_missing(exc):
             # LocalStack community has no Glue. The load checks every file's header against the
             # warehouse itself, so the pipeline stays correct without a catalog; say so and go on.
             return CatalogResult(action="skipped (Glue is not offered by this target)")

@@ -24,10 +24,10 @@ from typing import Callable
 
 import psycopg2.extensions
 
-from ecom import aws, config
-from etl.contract import COLUMNS, CSV_HEADER, SchemaDrift
+from ecom_core import aws, config
+from ecom_core.contract import COLUMNS, CSV_HEADER, SchemaDrift
 from etl.transform import list_keys
-from handlers.faults import maybe_fail
+from ecom_core.faults import maybe_fail
 from warehouse import db, star
 
 STAGE = "stage_sales_line"
@@ -63,7 +63,7 @@ def check_header(key: str, header_line: str) -> None:
     if not details:
         details.append(f"columns in a different order: {', '.join(header)}")
     raise SchemaDrift(f"{key}: {'; '.join(details)}. Nothing from this file was loaded; add the column to "
-                      f"warehouse/schema.sql and etl/contract.py, then rerun `ecom etl load`.", key=key)
+                      f"warehouse/schema.sql and ecom_core/contract.py, then rerun `ecom etl load`.", key=key)
 
 
 def record_in_manifest(cur, key: str, etag: str, rows: int, inserted: int, updated: int) -> None:

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ecom import config
+from ecom_core import config
 from etl import catalog, load, transform
 from warehouse import db
 

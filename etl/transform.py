@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ecom import aws, config
-from etl.contract import COLUMNS, CSV_HEADER
-from handlers.faults import maybe_fail
+from ecom_core import aws, config
+from ecom_core.contract import COLUMNS, CSV_HEADER
+from ecom_core.faults import maybe_fail
 
 
 @dataclass

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ecom import config
+from ecom_core import config
 
 MAX_TOKEN_CHARS = 4096
 CUSTOMER_ID = re.compile(r"^[1-9][0-9]{0,11}$")

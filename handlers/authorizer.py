@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from ecom import config
+from ecom_core import config
 from handlers.auth import OPERATOR, AuthError, Principal, authenticate
 
 RESOURCES = config.resources()

@@ -2,11 +2,7 @@
 
 Accepts what clients really send: the Kaggle row as pandas serialises it (CustomerID as a float
 like 17850.0 or null, InvoiceNo/StockCode as numbers when a slice happens to be all digits) and
-ISO 8601 from newer producers. Emits one canonical shape on the stream:
-
-    {"event_id": str, "InvoiceNo": str, "StockCode": str, "Description": str | None,
-     "Quantity": int, "InvoiceDate": "YYYY-MM-DDTHH:MM:SS", "UnitPrice": number,
-     "CustomerID": int | None, "Country": str}
+ISO 8601 from newer producers. Emits one canonical shape on the stream: `ecom_core.events.OrderLine`.
 """
 from __future__ import annotations
 
@@ -17,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-FIELDS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
-EVENT_FIELDS = ("event_id",) + FIELDS
+from ecom_core.events import EVENT_FIELDS, OrderLine
 REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
 NULLABLE = ("Description", "CustomerID")
 
@@ -84,7 +79,7 @@ def parse_invoice_date(value: str) -> datetime:
     return parsed
 
 
-def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = True) -> dict[str, Any]:
+def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = True) -> OrderLine:
     """Validate one event and return it in canonical form; raise InvalidEvent naming every bad field."""
     if not isinstance(raw, dict):
         raise InvalidEvent([FieldError(index, "(event)", f"must be a JSON object, got {type(raw).__name__}")])
@@ -178,10 +173,10 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
 
     if errors:
         raise InvalidEvent(errors)
-    return {name: out[name] for name in EVENT_FIELDS}
+    return OrderLine(**{name: out[name] for name in EVENT_FIELDS})  # type: ignore[typeddict-item]
 
 
-def normalize_batch(body: Any, max_events: int) -> list[dict[str, Any]]:
+def normalize_batch(body: Any, max_events: int) -> list[OrderLine]:
     """One event object or a JSON array of up to `max_events`. All or nothing."""
     if isinstance(body, dict):
         return [normalize_event(body, None)]
@@ -191,7 +186,7 @@ def normalize_batch(body: Any, max_events: int) -> list[dict[str, Any]]:
         raise InvalidEvent([FieldError(None, "(body)", "the array is empty")])
     if len(body) > max_events:
         raise InvalidEvent([FieldError(None, "(body)", f"{len(body)} events; at most {max_events} per request")])
-    events: list[dict[str, Any]] = []
+    events: list[OrderLine] = []
     errors: list[FieldError] = []
     for index, raw in enumerate(body):
         try:

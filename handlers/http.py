@@ -42,10 +42,12 @@ def parse_request(event: dict[str, Any]) -> Request:
                    request_id=str(context.get("requestId", "")))
 
 
-def response(status: int, payload: Any, request: Request | None = None) -> dict[str, Any]:
+def response(status: int, payload: Any) -> dict[str, Any]:
+    """The one JSON response shape of every route. Answers carry customer data or event ids:
+    no shared cache may keep them."""
     return {
         "statusCode": status,
-        "headers": {"Content-Type": "application/json"},
+        "headers": {"Content-Type": "application/json", "Cache-Control": "no-store"},
         "body": json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
     }
 

@@ -8,51 +8,40 @@ import json
 import time
 from typing import Any, Callable
 
-import boto3
-
-from ecom import config
+from ecom_core import aws, config
+from ecom_core.events import OrderLine
 from handlers.events import InvalidEvent, normalize_batch
 from handlers.http import Request, error, parse_request, response
 
 RESOURCES = config.resources()
 LIMITS = config.limits()
-_kinesis = None
-
-
-def kinesis_client():
-    global _kinesis
-    if _kinesis is None:
-        _kinesis = boto3.client("kinesis")
-    return _kinesis
-
-
 class PutFailed(RuntimeError):
-    def __init__(self, accepted: list[dict[str, Any]], failed: list[tuple[dict[str, Any], str]]):
+    def __init__(self, accepted: list[OrderLine], failed: list[tuple[dict[str, Any], str]]):
         self.accepted = accepted
         self.failed = failed
         super().__init__(f"{len(failed)} records could not be put after retries")
 
 
-def encode_record(event: dict[str, Any]) -> dict[str, Any]:
+def encode_record(event: OrderLine) -> dict[str, Any]:
     data = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return {"Data": data, "PartitionKey": event["InvoiceNo"]}
 
 
-def put_events(events: list[dict[str, Any]], client=None, *, attempts: int | None = None,
+def put_events(events: list[OrderLine], client=None, *, attempts: int | None = None,
                sleep: Callable[[float], None] = time.sleep) -> dict[str, str]:
     """PutRecords, retrying only the records that failed (throttling is per record).
 
     Returns the highest sequence number written per shard, which lets a producer wait for
     the consumer to catch up. Raises PutFailed naming what could not be written.
     """
-    client = client or kinesis_client()
+    client = client or aws.shared_client("kinesis")
     attempts = attempts or LIMITS.put_records_attempts
     pending = list(events)
     high_water: dict[str, str] = {}
     last_errors: dict[str, str] = {}
     for attempt in range(attempts):
         result = client.put_records(StreamName=RESOURCES.stream, Records=[encode_record(e) for e in pending])
-        retry: list[dict[str, Any]] = []
+        retry: list[OrderLine] = []
         for event, outcome in zip(pending, result["Records"]):
             if "SequenceNumber" in outcome and not outcome.get("ErrorCode"):
                 shard, seq = outcome["ShardId"], outcome["SequenceNumber"]

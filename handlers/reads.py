@@ -20,11 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
-import boto3
-
-from ecom import config
+from ecom_core import aws, config
 from handlers.auth import CUSTOMER_ID, OPERATOR, AuthError, Principal, authenticate, b64url_decode, b64url_encode
-from handlers.http import Request, parse_request
+from handlers.http import Request, parse_request, response
 
 RESOURCES = config.resources()
 DEFAULT_LIMIT = 20
@@ -34,7 +32,6 @@ INVOICE_NO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _LIMIT = re.compile(r"^[0-9]{1,4}$")
 CUSTOMERS_ROUTE = "/customers/{customerId}/invoices"
 INVOICE_ROUTE = "/invoices/{invoiceNo}"
-_clients: dict[str, Any] = {}
 
 
 class HttpError(Exception):
@@ -44,10 +41,8 @@ class HttpError(Exception):
 
 
 def dynamodb():
-    # The resource-level client (de)serialises plain Python values (Decimal, int, str) for us.
-    if "dynamodb" not in _clients:
-        _clients["dynamodb"] = boto3.resource("dynamodb").meta.client
-    return _clients["dynamodb"]
+    # The document client (de)serialises plain Python values (Decimal, int, str) for us.
+    return aws.shared_document_client("dynamodb")
 
 
 # ---------------------------------------------------------------- values and cursors
@@ -110,15 +105,8 @@ def query_page(kwargs: dict[str, Any], limit: int, client=None) -> tuple[list[di
 
 def invoice_lines(invoice_no: str, client=None, *, consistent: bool = False) -> list[dict[str, Any]]:
     client = client or dynamodb()
-    kwargs: dict[str, Any] = {"TableName": RESOURCES.invoice_table, "KeyConditionExpression": "InvoiceNo = :n",
-                              "ExpressionAttributeValues": {":n": invoice_no}, "ConsistentRead": consistent}
-    items: list[dict[str, Any]] = []
-    while True:
-        result = client.query(**kwargs)
-        items.extend(result.get("Items", []))
-        if "LastEvaluatedKey" not in result:
-            return items
-        kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+    return list(aws.items(client.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
+                          ExpressionAttributeValues={":n": invoice_no}, ConsistentRead=consistent))
 
 
 def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -227,13 +215,6 @@ def route(request: Request, event: dict[str, Any]) -> tuple[int, dict[str, Any],
     raise HttpError(404, f"no route for {request.method} {resource or '(unknown)'}")
 
 
-def respond(status: int, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status,
-            # Private data: no shared cache may keep it.
-            "headers": {"Content-Type": "application/json", "Cache-Control": "no-store"},
-            "body": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
-
-
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     principal = None
@@ -249,4 +230,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     print(json.dumps({"fn": RESOURCES.reads_function, "resource": event.get("resource"), "status": status,
                       "role": principal.role if principal else None,
                       "ms": round((time.perf_counter() - started) * 1000, 1)}))
-    return respond(status, payload)
+    return response(status, payload)

@@ -18,13 +18,12 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
-import boto3
 from boto3.dynamodb.types import TypeSerializer
-from botocore.config import Config
 
-from ecom import config
+from ecom_core import aws, config
+from ecom_core.events import OrderLine
 from handlers.events import InvalidEvent, normalize_event
-from handlers.faults import maybe_fail
+from ecom_core.faults import maybe_fail
 
 RESOURCES = config.resources()
 BATCH_WRITE_LIMIT = 25
@@ -32,15 +31,8 @@ BATCH_WRITE_LIMIT = 25
 # the network and half building requests; a few threads overlap the two (and on AWS they
 # overlap round trips). Small, because a batch has at most a few hundred chunks.
 WRITE_THREADS = config.limits().trigger_write_threads
-_clients: dict[str, Any] = {}
 _serializer = TypeSerializer()
 _write_pool: ThreadPoolExecutor | None = None
-
-
-def client(name: str):
-    if name not in _clients:
-        _clients[name] = boto3.client(name)
-    return _clients[name]
 
 
 @dataclass(frozen=True)
@@ -90,7 +82,7 @@ class Batch:
     shard_id: str
     first_sequence: str
     last_sequence: str
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[OrderLine] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
 
@@ -134,7 +126,7 @@ def _number(value: int | float) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-def invoice_item(event: dict[str, Any]) -> dict[str, Any]:
+def invoice_item(event: OrderLine) -> dict[str, Any]:
     """One invoice line. SK = event id, so repeated (InvoiceNo, StockCode) lines never collide."""
     item = {
         "InvoiceNo": event["InvoiceNo"], "LineId": event["event_id"], "StockCode": event["StockCode"],
@@ -148,7 +140,33 @@ def invoice_item(event: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def customer_entries(events: Iterable[dict[str, Any]], dynamodb=None, *, workers: int = 8) -> list[dict[str, Any]]:
+def customer_totals(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pure: the customer entry of every (customer, invoice) among `lines` (invoice items as
+    `invoice_item` builds them or DynamoDB returns them): line count, exact total, the invoice's
+    earliest minute (an invoice can span two) and that line's country. Guest lines make no entry."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for line in lines:
+        if line.get("CustomerID") is not None:
+            groups.setdefault((int(line["CustomerID"]), line["InvoiceNo"]), []).append(line)
+    entries: list[dict[str, Any]] = []
+    for (customer_id, invoice_no), own in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0])):
+        first = min(own, key=lambda l: (l["InvoiceDate"], l["LineId"]))
+        entries.append({"CustomerID": customer_id, "InvoiceNo": invoice_no, "InvoiceDate": first["InvoiceDate"],
+                        "Country": first["Country"], "LineCount": len(own),
+                        "Total": sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in own), Decimal(0))})
+    return entries
+
+
+def stored_invoice_lines(invoice_no: str, dynamodb=None) -> list[dict[str, Any]]:
+    """Every line of an invoice as stored, read strongly consistent: the lines this batch just
+    wrote must be counted (AWS Query is eventually consistent by default)."""
+    dynamodb = dynamodb or aws.shared_document_client("dynamodb")
+    return list(aws.items(dynamodb.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
+                          ExpressionAttributeValues={":n": invoice_no}, ConsistentRead=True,
+                          ProjectionExpression="InvoiceNo, CustomerID, InvoiceDate, Country, Quantity, UnitPrice, LineId"))
+
+
+def customer_entries(events: Iterable[OrderLine], dynamodb=None, *, workers: int = 8) -> list[dict[str, Any]]:
     """The customer entries of every (customer, invoice) this batch touched, each with the line count
     and total of ALL that customer's lines of the invoice, recomputed from the invoice table.
 
@@ -157,42 +175,13 @@ def customer_entries(events: Iterable[dict[str, Any]], dynamodb=None, *, workers
     lines of an invoice share a shard (PartitionKey=InvoiceNo) and a shard's batches run in order,
     so two batches never recompute one invoice concurrently. Call after the lines are written.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     invoices = sorted({e["InvoiceNo"] for e in events if e["CustomerID"] is not None})
     if not invoices:
         return []
-    dynamodb = dynamodb or _resource_client()
-
-    def lines_of(invoice_no: str) -> list[dict[str, Any]]:
-        # Strongly consistent: the lines this batch just wrote must be counted (AWS Query is
-        # eventually consistent by default).
-        kwargs: dict[str, Any] = {"TableName": RESOURCES.invoice_table, "KeyConditionExpression": "InvoiceNo = :n",
-                                  "ExpressionAttributeValues": {":n": invoice_no}, "ConsistentRead": True,
-                                  "ProjectionExpression": "CustomerID, InvoiceDate, Country, Quantity, UnitPrice, LineId"}
-        items: list[dict[str, Any]] = []
-        while True:
-            page = dynamodb.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
+    dynamodb = dynamodb or aws.shared_document_client("dynamodb")
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(invoices)))) as pool:
-        all_lines = list(pool.map(lines_of, invoices))
-    entries: list[dict[str, Any]] = []
-    for invoice_no, lines in zip(invoices, all_lines):
-        by_customer: dict[int, list[dict[str, Any]]] = {}
-        for line in lines:
-            if line.get("CustomerID") is not None:
-                by_customer.setdefault(int(line["CustomerID"]), []).append(line)
-        for customer_id, own in sorted(by_customer.items()):
-            # The entry carries the invoice's earliest minute (an invoice can span two) and its country.
-            first = min(own, key=lambda l: (l["InvoiceDate"], l["LineId"]))
-            entries.append({"CustomerID": customer_id, "InvoiceNo": invoice_no, "InvoiceDate": first["InvoiceDate"],
-                            "Country": first["Country"], "LineCount": len(own),
-                            "Total": sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in own), Decimal(0))})
-    return entries
+        all_lines = pool.map(lambda invoice_no: stored_invoice_lines(invoice_no, dynamodb), invoices)
+        return customer_totals(line for lines in all_lines for line in lines)
 
 
 def attribute_value(value: Any) -> dict[str, Any]:
@@ -232,7 +221,7 @@ def batch_write(table: str, items: list[dict[str, Any]], dynamodb=None, *, attem
     Plain puts keyed by event id: no read before write, and a redelivered batch rewrites the same
     items. Raises if any chunk still has unprocessed items after `attempts` (the batch is retried).
     """
-    dynamodb = dynamodb or _dynamodb_client()
+    dynamodb = dynamodb or writer_client()
     chunks = [items[start:start + BATCH_WRITE_LIMIT] for start in range(0, len(items), BATCH_WRITE_LIMIT)]
     # Fault injection point "mid_dynamodb": the first half of the chunks written, the rest not.
     halves = [chunks[:len(chunks) // 2], chunks[len(chunks) // 2:]] if len(chunks) > 1 else [chunks]
@@ -248,32 +237,22 @@ def batch_write(table: str, items: list[dict[str, Any]], dynamodb=None, *, attem
             future.result()  # every chunk is waited for; the first failure is raised
 
 
-def _resource_client():
-    # For reads (customer_entries): the resource-level client returns plain Python values.
-    if "dynamodb-resource" not in _clients:
-        _clients["dynamodb-resource"] = boto3.resource("dynamodb").meta.client
-    return _clients["dynamodb-resource"]
+def writer_client(cfg=None):
+    """Low-level DynamoDB client, items serialised by us: the resource layer's parameter
+    transformation and botocore's parameter validation were ~40% of the trigger's CPU in profiles,
+    and the items are built by this module in a fixed shape. The bench writes through the same."""
+    settings = dict(parameter_validation=False, max_pool_connections=max(10, WRITE_THREADS * 2))
+    return aws.client("dynamodb", cfg, **settings) if cfg else aws.shared_client("dynamodb", **settings)
 
 
-def _dynamodb_client():
-    # Low-level client, items serialised by us: the resource layer's parameter transformation
-    # and botocore's parameter validation were ~40% of the trigger's CPU in profiles, and the
-    # items are built by this module in a fixed shape.
-    if "dynamodb" not in _clients:
-        _clients["dynamodb"] = boto3.client("dynamodb", config=Config(
-            parameter_validation=False, max_pool_connections=max(10, WRITE_THREADS * 2),
-            retries={"max_attempts": 5, "mode": "standard"}))
-    return _clients["dynamodb"]
-
-
-def write_jsonl(events: list[dict[str, Any]]) -> bytes:
+def write_jsonl(events: list[OrderLine]) -> bytes:
     return b"".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
                     for e in events)
 
 
 def process_batch(records: list[StreamRecord]) -> dict[str, Any]:
     batch = decode_batch(records)
-    s3 = client("s3")
+    s3 = aws.shared_client("s3")
     # Order matters for observers: the raw object is written last, so once it exists every
     # DynamoDB write and dead letter of its batch exists too.
     maybe_fail("trigger.before_dynamodb")

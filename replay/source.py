@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ecom_core.events import SOURCE_FIELDS
+
 # Fixed namespace: event ids are a pure function of (file name, row number), forever.
 EVENT_NAMESPACE = uuid.UUID("6f1c9a52-2f4e-4b0b-9d59-0c7b5e2a8e31")
-HEADER = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+HEADER = list(SOURCE_FIELDS)
 ENCODING = "iso-8859-1"
 
 

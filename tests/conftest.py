@@ -3,47 +3,21 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FULL_FILE = ROOT / "data" / "ecommerce-data.csv.gz"
-SAMPLE_FILE = ROOT / "data" / "sample-data.csv"
+from bootstrap.reset import empty_stores
+from ecom_core.config import FULL_FILE
 
 
 @pytest.fixture(scope="session")
 def stack_env():
     """Start MiniStack + Postgres on free ports in a temp dir, bootstrap, and yield the endpoints."""
-    from ecom import stack
+    from bootstrap import stack
 
-    data_dir = Path(tempfile.mkdtemp(prefix="ecom-test-"))
-    os.chmod(data_dir, 0o755)  # Postgres runs as an unprivileged user when we are root
-    env = {"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(stack.free_port()),
-           "ECOM_PG_PORT": str(stack.free_port()), "ECOM_TARGET": "embedded"}
-    saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL", "WAREHOUSE_DSN"]}
-    os.environ.update(env)
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    os.environ.pop("WAREHOUSE_DSN", None)
-    from bootstrap.deploy import deploy
-    from ecom import config
-
-    cfg = config.stack()
-    try:
-        stack.up(cfg)
-        report = deploy(cfg)
-        yield {"cfg": cfg, "env": env, "data_dir": data_dir, **report.outputs}
-    finally:
-        stack.down(cfg)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with stack.temporary_stack("ecom-test-") as env:
+        yield env
 
 
 @pytest.fixture
@@ -52,7 +26,7 @@ def clean_stores(stack_env):
     tests compare stream counts against the baseline this returns."""
     from tests import helpers
 
-    helpers.empty_stores(stack_env["cfg"])
+    empty_stores(stack_env["cfg"])
     return helpers.counts(stack_env["cfg"])
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ecom import aws, config
-from ecom.reset import empty_stores  # noqa: F401  (tests import it from here)
+from ecom_core import aws, config
+
 from replay.client import Sender, replay
 from replay.source import read_rows
 from warehouse import db
@@ -36,13 +36,7 @@ def dynamo_items(cfg: config.Stack, table: str) -> list[dict]:
     from boto3.dynamodb.types import TypeDeserializer
 
     deserialize = TypeDeserializer().deserialize
-    items, kwargs = [], {"TableName": table}
-    while True:
-        page = client.scan(**kwargs)
-        items.extend({k: deserialize(v) for k, v in item.items()} for item in page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return [{k: deserialize(v) for k, v in item.items()} for item in aws.items(client.scan, TableName=table)]
 
 
 def warehouse_rows(sql: str, params: tuple = ()) -> list[tuple]:

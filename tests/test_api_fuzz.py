@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecom import config
+from ecom_core import config
 from handlers.auth import mint
 from tests.helpers import counts
 from warehouse.status import wait_for_drain

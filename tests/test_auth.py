@@ -6,7 +6,7 @@ import time
 import jwt as pyjwt
 import pytest
 
-from ecom import config
+from ecom_core import config
 from handlers.auth import AuthError, authenticate, mint, verify_jwt
 from handlers.authorizer import policy_for
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from ecom_core.config import PROJECT_ROOT as ROOT
 
 
 @pytest.mark.stack

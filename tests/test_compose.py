@@ -15,7 +15,8 @@ import yaml
 
 from bootstrap.plan import plan
 from bootstrap.spec import platform
-from ecom import compose, config
+from ecom_core import config
+from bootstrap import compose
 
 ROOT = config.PROJECT_ROOT
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

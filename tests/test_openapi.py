@@ -7,9 +7,9 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from bootstrap.spec import platform
-from ecom import aws, config
+from ecom_core import aws, config
 from handlers.auth import mint
-from tests.conftest import ROOT
+from ecom_core.config import PROJECT_ROOT as ROOT
 
 pytestmark = pytest.mark.stack
 DOC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())

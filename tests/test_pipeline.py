@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 import requests
 
-from ecom import config
+from ecom_core import config
 from etl.run import run_once
-from tests.conftest import SAMPLE_FILE
+from ecom_core.config import SAMPLE_FILE
 from tests.helpers import counts, dynamo_items, read_csv, replay_file, warehouse_rows
 
 pytestmark = pytest.mark.stack
@@ -177,7 +177,7 @@ def test_bad_requests_get_clear_4xx_and_write_nothing(stack_env, clean_stores):
 
 def test_passthrough_shape_and_single_event(stack_env, clean_stores):
     """The original project's non-proxy body and a single object body both work."""
-    from ecom import aws
+    from ecom_core import aws
 
     lam = aws.client("lambda", stack_env["cfg"])
     payload = {"body-json": dict(GOOD, event_id="passthrough-1"), "context": {"http-method": "POST"}}

@@ -13,10 +13,12 @@ import jwt as pyjwt
 import pytest
 import requests
 
-from ecom import aws, config
+from bootstrap.reset import empty_stores
+
+from ecom_core import aws, config
 from handlers.auth import mint
 from tests import helpers
-from tests.readapi_data import (ADJUSTMENTS, BIG_CUSTOMER, BIG_CUSTOMER_INVOICES, BIG_INVOICE, BIG_INVOICE_LINES,
+from bench.readapi_data import (ADJUSTMENTS, BIG_CUSTOMER, BIG_CUSTOMER_INVOICES, BIG_INVOICE, BIG_INVOICE_LINES,
                                 OTHER_CUSTOMER, expectations, write_filtered)
 
 pytestmark = pytest.mark.stack
@@ -28,7 +30,7 @@ def data(stack_env, tmp_path_factory):
     replay redelivers every event id: counts and totals must not move)."""
     path = write_filtered(tmp_path_factory.mktemp("readapi") / "readapi.csv",
                           customers=(BIG_CUSTOMER, OTHER_CUSTOMER), invoices=(BIG_INVOICE, *ADJUSTMENTS))
-    helpers.empty_stores(stack_env["cfg"])
+    empty_stores(stack_env["cfg"])
     first = helpers.replay_file(stack_env, path)
     entries_once = sorted((int(i["CustomerID"]), i["InvoiceNo"], int(i["LineCount"]), i["Total"])
                           for i in helpers.dynamo_items(stack_env["cfg"], config.resources().customer_table))

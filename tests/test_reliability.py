@@ -17,15 +17,16 @@ from contextlib import contextmanager
 
 import pytest
 
-from ecom import aws, config, stack
+from ecom_core import aws, config
+from bootstrap import stack
 from etl.run import run_once
-from handlers.faults import FaultInjected
+from ecom_core.faults import FaultInjected
 from tests.helpers import counts, replay_file
 from warehouse.reconcile import read_ledgers, reconcile
 from warehouse.status import wait_for_drain
 
 pytestmark = pytest.mark.stack
-FULL = config.PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"
+FULL = config.FULL_FILE
 
 
 def _wait_updated(lam, name: str) -> None:
@@ -125,7 +126,7 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
     assert c["quarantined"] == len(poison)
     assert c["invoice_lines"] == 10  # every good record of the same batches was written
     letters = {}
-    from ecom.deadletters import letters as all_letters
+    from replay.deadletters import letters as all_letters
 
     for letter in all_letters(stack_env["cfg"]):
         letters[letter.body["data"] if letter.body["data"] is not None else letter.body["data_base64"]] = letter
@@ -303,7 +304,7 @@ def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clea
     result = replay_file(stack_env, source)
     assert result.accepted == 300
     # Forget what the consumer did for one shard, as if its batch had been discarded.
-    from tests.helpers import empty_stores
+    from bootstrap.reset import empty_stores
 
     kinesis = aws.client("kinesis", cfg)
     shard = sorted(result.high_water)[0]
@@ -336,7 +337,7 @@ def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clea
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"1 batches redriven ({len(ours)} records re-put)" in out.stdout
-    from ecom.deadletters import failed_batches
+    from replay.deadletters import failed_batches
 
     assert failed_batches(cfg) == []
     tip = max((rec["SequenceNumber"] for rec in kinesis.get_records(

@@ -10,9 +10,9 @@ import textwrap
 
 import pytest
 
-from ecom import aws, config
+from ecom_core import aws, config
 from etl import catalog, load, transform
-from etl.contract import CSV_HEADER, SchemaDrift
+from ecom_core.contract import CSV_HEADER, SchemaDrift
 from etl.run import run_once
 from tests.helpers import read_csv, replay_file, warehouse_rows
 

@@ -12,10 +12,11 @@ from html.parser import HTMLParser
 
 import pytest
 
+from bootstrap.reset import empty_stores
+
 from etl.run import run_once
-from tests import helpers
 from tests import warehouse_expectations as expect
-from tests.conftest import FULL_FILE
+from ecom_core.config import FULL_FILE
 from tests.helpers import replay_file, warehouse_rows
 
 pytestmark = pytest.mark.stack
@@ -31,7 +32,7 @@ def trap_slice(tmp_path_factory):
 def loaded(stack_env, trap_slice):
     """The slice replayed through the whole pipeline once for this module (API -> ... -> warehouse)."""
     path, df = trap_slice
-    helpers.empty_stores(stack_env["cfg"])
+    empty_stores(stack_env["cfg"])
     result = replay_file(stack_env, path, concurrency=3)
     assert result.accepted == len(df) and result.rejected == []
     run = run_once(stack_env["cfg"])

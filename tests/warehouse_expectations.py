@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-FIELDS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+from ecom_core.events import SOURCE_FIELDS
+
+FIELDS = list(SOURCE_FIELDS)
 # PROFILE.md's non-product codes, by type (upper-cased code).
 SERVICE_TYPES = {"POST": "postage", "DOT": "postage", "C2": "postage", "M": "manual", "D": "discount",
                  "S": "samples", "BANK CHARGES": "fee", "AMAZONFEE": "fee", "CRUK": "fee", "B": "adjustment"}

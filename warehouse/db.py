@@ -9,7 +9,7 @@ from typing import Iterator
 import psycopg2
 import psycopg2.extensions
 
-from ecom import config
+from ecom_core import config
 
 FACT_TABLE = "dw.fact_sales_line"
 MANIFEST_TABLE = "dw.load_manifest"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ecom import aws, config
+from ecom_core import aws, config
 from warehouse import db
 from warehouse.status import stream_records
 
@@ -103,15 +103,10 @@ def stream_stage(cfg, r: config.Resources) -> Stage:
 def dynamodb_stage(cfg, r: config.Resources) -> Stage:
     client = aws.client("dynamodb", cfg)
     stage = Stage("dynamodb")
-    kwargs = {"TableName": r.invoice_table, "ProjectionExpression": "LineId"}
-    while True:
-        page = client.scan(**kwargs)
-        for item in page["Items"]:
-            stage.rows += 1
-            stage.ids.add(item["LineId"]["S"])
-        if "LastEvaluatedKey" not in page:
-            return stage
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for item in aws.items(client.scan, TableName=r.invoice_table, ProjectionExpression="LineId"):
+        stage.rows += 1
+        stage.ids.add(item["LineId"]["S"])
+    return stage
 
 
 def _objects(s3, bucket: str, prefixes: Iterable[str]) -> Iterator[bytes]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import psycopg2.extensions
 
-from etl.contract import WAREHOUSE_COLUMNS
+from ecom_core.contract import WAREHOUSE_COLUMNS
 
 FACT = 'dw."fact_sales_line"'
 STAGE_FACT = "stage_fact"          # the file's events, deduplicated by event_id, with derived columns

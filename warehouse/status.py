@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
-from ecom import aws, config
+from ecom_core import aws, config
 from warehouse import db
 
 
@@ -16,14 +16,7 @@ def count_keys(s3, bucket: str, prefix: str) -> int:
 
 
 def count_items(dynamodb, table: str) -> int:
-    total = 0
-    kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
-    while True:
-        page = dynamodb.scan(**kwargs)
-        total += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return total
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return sum(page["Count"] for page in aws.pages(dynamodb.scan, TableName=table, Select="COUNT"))
 
 
 def stream_records(kinesis, stream: str) -> Iterator[tuple[str, dict[str, Any]]]:

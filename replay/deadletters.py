@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ecom import aws, config
+from ecom_core import aws, config
 
 REDRIVEN_PREFIX = "redriven/"
 

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import shutil
-from typing import Any
 
-from ecom import aws, config
+from ecom_core import aws, config
 
 
 def empty_stores(cfg: config.Stack) -> None:
@@ -18,17 +17,12 @@ def empty_stores(cfg: config.Stack) -> None:
     dynamodb = aws.client("dynamodb", cfg)
     for table in (r.invoice_table, r.customer_table):
         keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
-        kwargs: dict[str, Any] = {"TableName": table,
-                                  "ProjectionExpression": ", ".join(f"#k{i}" for i in range(len(keys))),
-                                  "ExpressionAttributeNames": {f"#k{i}": k for i, k in enumerate(keys)}}
-        while True:
-            page = dynamodb.scan(**kwargs)
+        for page in aws.pages(dynamodb.scan, TableName=table,
+                              ProjectionExpression=", ".join(f"#k{i}" for i in range(len(keys))),
+                              ExpressionAttributeNames={f"#k{i}": k for i, k in enumerate(keys)}):
             for start in range(0, len(page["Items"]), 25):
                 dynamodb.batch_write_item(RequestItems={table: [{"DeleteRequest": {"Key": item}}
                                                                 for item in page["Items"][start:start + 25]]})
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     s3 = aws.client("s3", cfg)
     for bucket in (r.raw_bucket, r.staging_bucket, r.dead_letter_bucket):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):

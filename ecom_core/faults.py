@@ -22,7 +22,7 @@ import random
 import signal
 import time
 
-from ecom import config
+from ecom_core import config
 
 POINTS = ("trigger.before_dynamodb", "trigger.mid_dynamodb", "trigger.after_dynamodb",
           "transform.after_csv", "load.after_copy")

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The Kaggle file (541,909 rows, ISO-8859-1) and the original project's 417-row sample.
+FULL_FILE = PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"
+SAMPLE_FILE = PROJECT_ROOT / "data" / "sample-data.csv"
 
 
 def _env(name: str, default: str) -> str:
@@ -157,6 +160,8 @@ class Stack:
         """Where boto3 talks to: the emulator locally; unset (real AWS) for the aws target."""
         if self.aws_endpoint_url:
             return self.aws_endpoint_url
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            return None  # inside a Lambda: the runtime's own endpoints (the emulators set AWS_ENDPOINT_URL)
         return None if self.target == "aws" else self.local_endpoint_url
 
     @property
@@ -184,7 +189,7 @@ def stack() -> Stack:
 def faults() -> str:
     """Fault injection spec (off by default; tests switch it on): 'point=rate[:action],...'.
 
-    See handlers/faults.py for the points and actions.
+    See ecom_core/faults.py for the points and actions.
     """
     return _env("ECOM_FAULTS", "")
 

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import tempfile
 import threading
 import time
@@ -34,8 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ecom import config
-from ecom.reset import empty_stores
+from ecom_core import config
+from bootstrap.reset import empty_stores
 
 RESULTS_DIR = config.PROJECT_ROOT / "bench" / "results"
 CEILING_STREAM = "bench-ceiling-stream"
@@ -156,32 +155,15 @@ def machine_description() -> dict[str, Any]:
 @contextmanager
 def fresh_stack(keep: bool = False) -> Iterator[dict[str, Any]]:
     """A new embedded stack on free ports in a temp dir; this process's environment points at it."""
-    from bootstrap.deploy import deploy
-    from ecom import stack
+    from bootstrap import stack
 
-    data_dir = Path(tempfile.mkdtemp(prefix="ecom-bench-"))
-    os.chmod(data_dir, 0o755)  # Postgres runs as an unprivileged user when we are root
-    env = {"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(stack.free_port()),
-           "ECOM_PG_PORT": str(stack.free_port()), "ECOM_TARGET": "embedded"}
-    os.environ.update(env)
-    for name in ("AWS_ENDPOINT_URL", "WAREHOUSE_DSN"):
-        os.environ.pop(name, None)
-    cfg = config.stack()
-    try:
-        clock = time.perf_counter()
-        stack.up(cfg)
-        report = deploy(cfg)
-        state = stack.read_state(cfg)
+    with stack.temporary_stack("ecom-bench-", keep=keep) as env:
+        state = stack.read_state(env["cfg"])
         try:
-            postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+            postmaster = int((env["data_dir"] / "pg" / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             postmaster = None
-        yield {"cfg": cfg, "data_dir": data_dir, "ministack_pid": state.get("ministack_pid"),
-               "postmaster_pid": postmaster, "startup_seconds": time.perf_counter() - clock, **report.outputs}
-    finally:
-        stack.down(cfg)
-        if not keep:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        yield {**env, "ministack_pid": state.get("ministack_pid"), "postmaster_pid": postmaster}
 
 
 # ------------------------------------------------------------------ source helpers
@@ -257,7 +239,7 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items, in_flight: int) -
 def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch_size: int) -> dict[str, Any]:
     from bootstrap.deploy import Deployer
     from bootstrap.spec import platform as spec_platform
-    from ecom import aws
+    from ecom_core import aws
     from handlers import stream_trigger
     from handlers.ingestion import encode_record
     from warehouse import db
@@ -272,7 +254,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     kinesis = aws.client("kinesis", cfg)
     s3 = aws.client("s3", cfg)
     s3.create_bucket(Bucket=CEILING_BUCKET)
-    dynamodb = _trigger_like_dynamodb_client(cfg)
+    dynamodb = stream_trigger.writer_client(cfg)
     result: dict[str, Any] = {}
 
     # Only the calls are timed: the records, items and bodies of each window are built first (from
@@ -306,7 +288,9 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
         spool.write((",".join(_csv_header()) + "\n").encode())
         for number, batch in enumerate(chunks(canonical_events(path, rows), batch_size)):
             invoice = [stream_trigger.invoice_item(e) for e in batch]
-            customer = _customer_entries_from_batch(batch)
+            # The trigger reads the invoice's stored lines first (redelivery-safe); the ceiling
+            # measures the bare writes, so it totals the batch alone (a slightly kinder ceiling).
+            customer = stream_trigger.customer_totals(invoice)
             items["invoice"] += len(invoice)
             items["customer"] += len(customer)
             clock = time.perf_counter()
@@ -357,41 +341,9 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     return result
 
 
-def _customer_entries_from_batch(batch: list[dict]) -> list[dict]:
-    """The customer entries the trigger writes, computed from the batch alone. The trigger derives
-    them from the invoice table (a Query per touched invoice, so redelivery cannot double count);
-    the ceiling measures the bare writes, so it leaves those reads out (a slightly kinder ceiling)."""
-    from decimal import Decimal
-
-    entries: dict[tuple[int, str], dict] = {}
-    for e in batch:
-        if e["CustomerID"] is None:
-            continue
-        entry = entries.setdefault((e["CustomerID"], e["InvoiceNo"]), {
-            "CustomerID": e["CustomerID"], "InvoiceNo": e["InvoiceNo"], "InvoiceDate": e["InvoiceDate"],
-            "Country": e["Country"], "LineCount": 0, "Total": Decimal(0)})
-        entry["LineCount"] += 1
-        entry["Total"] += Decimal(str(e["Quantity"])) * Decimal(repr(e["UnitPrice"]))
-        entry["InvoiceDate"] = min(entry["InvoiceDate"], e["InvoiceDate"])
-    return list(entries.values())
-
-
 def _csv_header() -> list[str]:
-    from etl.contract import CSV_HEADER
+    from ecom_core.contract import CSV_HEADER
     return CSV_HEADER
-
-
-def _trigger_like_dynamodb_client(cfg: config.Stack):
-    """A DynamoDB client configured like the trigger's (no parameter validation), at the emulator."""
-    from botocore.config import Config
-
-    from ecom import aws
-    from handlers import stream_trigger
-
-    session = aws._session(cfg.endpoint_url, cfg.region)
-    return session.client("dynamodb", endpoint_url=cfg.endpoint_url, config=Config(
-        parameter_validation=False, max_pool_connections=max(10, stream_trigger.WRITE_THREADS * 2),
-        retries={"max_attempts": 5, "mode": "standard"}))
 
 
 # ------------------------------------------------------------------ 2 and 3. through the pipeline
@@ -439,7 +391,7 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
     The invoice table is scanned once (count and event-id digest together): MiniStack's Scan
     pagination costs O(table size) per page, so every extra full scan is quadratic.
     """
-    from ecom import aws
+    from ecom_core import aws
     from warehouse import db
     from warehouse.status import count_items, count_keys
 
@@ -455,15 +407,9 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
         cur.execute(f"SELECT count(*) FROM {db.MANIFEST_TABLE}")
         files_loaded = cur.fetchone()[0]
     dynamo_digest = dynamo_items = 0
-    kwargs: dict[str, Any] = {"TableName": r.invoice_table, "ProjectionExpression": "LineId"}
-    while True:
-        page = dynamodb.scan(**kwargs)
-        for item in page["Items"]:
-            dynamo_items += 1
-            dynamo_digest = (dynamo_digest + _id_hash(item["LineId"]["S"])) % DIGEST_MODULUS
-        if "LastEvaluatedKey" not in page:
-            break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for item in aws.items(dynamodb.scan, TableName=r.invoice_table, ProjectionExpression="LineId"):
+        dynamo_items += 1
+        dynamo_digest = (dynamo_digest + _id_hash(item["LineId"]["S"])) % DIGEST_MODULUS
     found = {
         "warehouse_rows": rows, "warehouse_distinct_event_ids": distinct,
         "dynamodb_invoice_lines": dynamo_items,

@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
-from tests.conftest import FULL_FILE
+from ecom_core.config import FULL_FILE
 
 # 14911 has the most invoices (248, 47 of them cancellations); 573585 the most lines (1,114, a guest
 # invoice); A563185..7 are the file's only adjustments (guests); 12626 is a second, small customer.

@@ -19,13 +19,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import requests
 
-from ecom import config
+from ecom_core import config
 
 # What the platform uses; loading fewer services makes the emulator start faster and smaller.
 MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs"
@@ -339,3 +342,35 @@ def down(cfg: config.Stack | None = None) -> bool:
     if cfg.data_dir.exists():
         _write_state(cfg, state)
     return was_running
+
+
+@contextmanager
+def temporary_stack(prefix: str = "ecom-", *, keep: bool = False) -> Iterator[dict[str, Any]]:
+    """A new embedded stack on free ports in a temp dir, bootstrapped; this process's environment
+    points at it while it runs and is restored afterwards. Tests and benchmarks use it."""
+    from bootstrap.deploy import deploy
+
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(data_dir, 0o755)  # Postgres runs as an unprivileged user when we are root
+    env = {"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(free_port()),
+           "ECOM_PG_PORT": str(free_port()), "ECOM_TARGET": "embedded"}
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL", "WAREHOUSE_DSN"]}
+    os.environ.update(env)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.pop("WAREHOUSE_DSN", None)
+    cfg = config.stack()
+    try:
+        clock = time.perf_counter()
+        up(cfg)
+        report = deploy(cfg)
+        yield {"cfg": cfg, "env": env, "data_dir": data_dir, "startup_seconds": time.perf_counter() - clock,
+               **report.outputs}
+    finally:
+        down(cfg)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)

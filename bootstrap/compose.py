@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from ecom import config
+from ecom_core import config
 
 COMPOSE_FILE = config.PROJECT_ROOT / "docker-compose.yml"
 

@@ -1,0 +1,83 @@
+"""Unit tests of the stream trigger's pure logic: batch decoding, DynamoDB items, customer totals."""
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+from itertools import islice
+
+from ecom_core.config import SAMPLE_FILE
+from handlers.stream_trigger import StreamRecord, customer_totals, decode_batch, invoice_item, serialize_item
+from replay.source import read_rows
+
+
+def _sample_events(n: int) -> list[dict]:
+    return [row.event for row in islice(read_rows(SAMPLE_FILE), n)]
+
+
+def _record(seq: int, data: bytes) -> StreamRecord:
+    return StreamRecord(shard_id="shardId-000000000000", sequence_number=str(seq), data=data, arrival=None)
+
+
+def test_decode_batch_splits_events_duplicates_and_dead_letters():
+    events = _sample_events(3)
+    records = [_record(1, json.dumps(events[0]).encode()),
+               _record(2, b"\xff\xfe not utf-8"),
+               _record(3, b"{not json"),
+               _record(4, json.dumps(events[1]).encode()),
+               _record(5, json.dumps(events[0]).encode()),          # a producer retry: same event id
+               _record(6, json.dumps({**events[2], "Quantity": "six"}).encode())]
+    batch = decode_batch(records)
+    assert [e["event_id"] for e in batch.events] == [events[0]["event_id"], events[1]["event_id"]]
+    assert batch.duplicates == 1
+    assert [(d.record.sequence_number, d.kind) for d in batch.dead_letters] == [
+        ("2", "not UTF-8"), ("3", "not JSON"), ("6", "invalid event (Quantity)")]
+    assert batch.raw_key() == "raw/shardId-000000000000/1-6.jsonl"
+    body = json.loads(batch.dead_letters[0].body())
+    assert body["data"] is None and base64.b64decode(body["data_base64"]) == b"\xff\xfe not utf-8"
+
+
+def test_decode_batch_requires_event_ids_on_the_stream():
+    event = {k: v for k, v in _sample_events(1)[0].items() if k != "event_id"}
+    batch = decode_batch([_record(1, json.dumps(event).encode())])
+    assert batch.events == [] and batch.dead_letters[0].kind == "invalid event (event_id)"
+
+
+def test_invoice_item_keeps_exact_numbers_and_omits_nulls():
+    event = {"event_id": "e1", "InvoiceNo": "536365", "StockCode": "85123A", "Description": None,
+             "Quantity": 6, "InvoiceDate": "2010-12-01T08:26:00", "UnitPrice": 2.55, "CustomerID": None,
+             "Country": "United Kingdom"}
+    item = invoice_item(event)
+    assert item["UnitPrice"] == Decimal("2.55") and item["Quantity"] == Decimal(6)
+    assert "Description" not in item and "CustomerID" not in item and item["LineId"] == "e1"
+    assert serialize_item(item)["UnitPrice"] == {"N": "2.55"}
+
+
+def test_customer_totals_of_the_sample_match_the_file():
+    """The 417-row sample: per (customer, invoice) line count and exact total, recomputed with csv."""
+    import csv
+
+    events = _sample_events(417)
+    entries = customer_totals(invoice_item(e) for e in events)
+    expected: dict[tuple[int, str], list] = {}
+    with open(SAMPLE_FILE, encoding="iso-8859-1", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["CustomerID"]:
+                key = (int(float(row["CustomerID"])), row["InvoiceNo"])
+                acc = expected.setdefault(key, [0, Decimal(0)])
+                acc[0] += 1
+                acc[1] += Decimal(row["Quantity"]) * Decimal(row["UnitPrice"])
+    assert {(e["CustomerID"], e["InvoiceNo"]): [e["LineCount"], e["Total"]] for e in entries} == expected
+    assert [(e["InvoiceNo"], e["CustomerID"]) for e in entries] == sorted((i, c) for c, i in expected)
+
+
+def test_customer_totals_take_the_earliest_minute_and_skip_guests():
+    base = {"InvoiceNo": "536591", "CustomerID": Decimal(14606), "Country": "United Kingdom",
+            "Quantity": Decimal(2), "UnitPrice": Decimal("1.25")}
+    lines = [{**base, "LineId": "b", "InvoiceDate": "2010-12-01T16:58:00"},
+             {**base, "LineId": "a", "InvoiceDate": "2010-12-01T16:57:00", "Country": "EIRE"},
+             {**base, "LineId": "c", "InvoiceDate": "2010-12-01T16:57:00", "CustomerID": None}]
+    [entry] = customer_totals(lines)
+    assert entry == {"CustomerID": 14606, "InvoiceNo": "536591", "InvoiceDate": "2010-12-01T16:57:00",
+                     "Country": "EIRE", "LineCount": 2, "Total": Decimal("5.00")}
+    assert customer_totals([lines[2]]) == []
