@@ -6,6 +6,7 @@ a run is a list of (resource, action) with action in created / updated / unchang
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from botocore.exceptions import ClientError
 from bootstrap.package import build_zip, code_sha256
 from bootstrap.spec import Function, Platform, function_environment, platform
 from ecom_core import aws, config
+from ecom_core.faults import FaultInjectionRefused, refuse_on_aws
+from ecom_core.secrets import new_secret_value
 
 
 @dataclass
@@ -63,6 +66,10 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
                           f"arn:aws:s3:::{r.dead_letter_bucket}/{r.dead_letter_prefix}*"]},
             {"Sid": "OnFailureDestination", "Effect": "Allow", "Action": ["sqs:SendMessage"],
              "Resource": arn.format("sqs", r.dead_letter_queue)},
+            {"Sid": "ReadAuthSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+             # Secrets Manager appends a random 6-character suffix to a secret's ARN.
+             "Resource": [arn.format("secretsmanager", f"secret:{r.jwt_secret_name}-??????"),
+                          arn.format("secretsmanager", f"secret:{r.operator_secret_name}-??????")]},
             {"Sid": "Logs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": arn.format("logs", f"log-group:/aws/lambda/{function.name if function else '*'}:*")},
@@ -439,13 +446,50 @@ class Deployer:
             DestinationConfig={"OnFailure": {"Destination": dlq_arn}}, Enabled=True)
         self.report.add(f"event source mapping {self.r.stream} -> {self.r.trigger_function}", "created")
 
+    def secrets(self) -> None:
+        """The token key and the operator key in Secrets Manager, on every target (one code path).
+
+        Emulators: the configured values (local-development defaults unless set), so the CLI and
+        tests can mint tokens. AWS: a secret that exists is left alone (rotate with `ecom secrets
+        rotate`); a new one gets the value the user configured, or a random one. Never a default.
+        """
+        sm = self.c("secretsmanager")
+        auth = config.auth()
+        configured = {self.r.jwt_secret_name: ("ECOM_JWT_SECRET", auth.jwt_secret),
+                      self.r.operator_secret_name: ("ECOM_OPERATOR_KEY", auth.operator_key)}
+        for name, _ in self.p.secrets:
+            variable, value = configured[name]
+            try:
+                current = sm.get_secret_value(SecretId=name)["SecretString"]
+            except ClientError as exc:
+                if aws.error_code(exc) != "ResourceNotFoundException":
+                    raise
+                current = None
+            if not self.local:
+                explicit = os.environ.get(variable)
+                value = explicit if explicit else new_secret_value()
+                if current is not None:
+                    self.report.add(f"secret {name}", "unchanged")
+                    continue
+            if current is None:
+                sm.create_secret(Name=name, SecretString=value, Description=f"ecom-pipeline: {variable}")
+                self.report.add(f"secret {name}", "created")
+            elif current != value:
+                sm.put_secret_value(SecretId=name, SecretString=value)
+                self.report.add(f"secret {name}", "updated")
+            else:
+                self.report.add(f"secret {name}", "unchanged")
+
     # ------------------------------------------------------------------ all
     def run(self) -> Report:
+        if not self.local:
+            refuse_local_defaults()
         self.buckets()
         stream_arn = self.stream()
         self.tables()
         self.glue_database()
         dlq_arn = self.dead_letter_queue()
+        self.secrets()
         arns = self.functions()
         api_id = self.rest_api(arns)
         key = self.api_key(api_id)
@@ -453,6 +497,27 @@ class Deployer:
         self.report.outputs = {"api_id": api_id, "api_url": aws.api_url(api_id, self.cfg), "api_key": key,
                                "stream_arn": stream_arn}
         return self.report
+
+
+class RefusedForAws(RuntimeError):
+    """A setting that is fine on an emulator and unsafe on a real account."""
+
+
+def refuse_local_defaults(environ: dict[str, str] | None = None) -> None:
+    """Real AWS gets no local-development default (their values are printed in the README) and
+    no fault injection. Unset secrets are generated in Secrets Manager instead."""
+    environ = os.environ if environ is None else environ
+    problems = [f"{name} is set to the local-development default" for name, default in config.DEV_DEFAULTS.items()
+                if environ.get(name) == default]
+    if environ.get("WAREHOUSE_DSN") and config.DEV_PG_PASSWORD in environ["WAREHOUSE_DSN"]:
+        problems.append("WAREHOUSE_DSN holds the local-development password")
+    try:
+        refuse_on_aws(environ.get("ECOM_FAULTS", ""), config.Stack(target="aws", aws_endpoint_url=None))
+    except FaultInjectionRefused as exc:
+        problems.append(str(exc))
+    if problems:
+        raise RefusedForAws("refusing to deploy to AWS: " + "; ".join(problems)
+                            + ". Unset them: bootstrap generates secrets in Secrets Manager.")
 
 
 def deploy(cfg: config.Stack | None = None) -> Report:

@@ -20,7 +20,8 @@ class Function:
     description: str
     timeout: int
     memory: int
-    # Gets the token settings (JWT secret, issuer, audience, operator key digest) as environment.
+    # Gets the token settings as environment: issuer, audience, and the Secrets Manager names of the
+    # token key and the operator key (never their values), which it may read.
     auth_env: bool = False
     # What it may do, by statement id of bootstrap.deploy.lambda_policy: each function gets its own
     # role with exactly these (least privilege: the read API cannot write, ingestion cannot read).
@@ -73,6 +74,13 @@ class Platform:
     authorizers: list[Authorizer] = field(default_factory=list)
     runtime: str = "python3.12"
 
+    @property
+    def secrets(self) -> list[tuple[str, str]]:
+        """(Secrets Manager name, what it holds). Values: bootstrap writes them, never the spec."""
+        r = self.resources
+        return [(r.jwt_secret_name, "HS256 signing key of customer tokens (ECOM_JWT_SECRET)"),
+                (r.operator_secret_name, "operator key of the read API (ECOM_OPERATOR_KEY)")]
+
 
 def platform(resources: config.Resources | None = None) -> Platform:
     r = resources or config.resources()
@@ -98,10 +106,10 @@ def platform(resources: config.Resources | None = None) -> Platform:
                                   "OnFailureDestination", "Logs")),
             Function(r.reads_function, "handlers.reads.handler",
                      "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
-                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "Logs")),
+                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "ReadAuthSecrets", "Logs")),
             Function(r.authorizer_function, "handlers.authorizer.handler",
                      "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
-                     timeout=10, memory=128, auth_env=True, permissions=("Logs",)),
+                     timeout=10, memory=128, auth_env=True, permissions=("ReadAuthSecrets", "Logs")),
         ],
         routes=[Route("/events", "POST", r.ingestion_function, api_key_required=True),
                 Route("/customers/{customerId}/invoices", "GET", r.reads_function, api_key_required=False,
@@ -125,7 +133,11 @@ def function_environment(resources: config.Resources, function: Function | None 
     }
     if function is not None and function.auth_env:
         auth = config.auth()
-        # Only the functions that verify credentials get these, and the operator key only as a digest.
-        env.update({"ECOM_JWT_SECRET": auth.jwt_secret, "ECOM_JWT_ISSUER": auth.jwt_issuer,
-                    "ECOM_JWT_AUDIENCE": auth.jwt_audience, "ECOM_OPERATOR_KEY_SHA256": auth.operator_key_sha256})
+        # Only the functions that verify credentials get these; the keys themselves stay in Secrets
+        # Manager (ecom_core/secrets.py reads them at cold start).
+        env.update({"ECOM_JWT_ISSUER": auth.jwt_issuer, "ECOM_JWT_AUDIENCE": auth.jwt_audience,
+                    "ECOM_JWT_SECRET_ID": resources.jwt_secret_name,
+                    "ECOM_OPERATOR_KEY_SECRET_ID": resources.operator_secret_name,
+                    "ECOM_JWT_MAX_TTL_SECONDS": str(auth.max_token_ttl_seconds),
+                    "ECOM_SECRET_CACHE_SECONDS": str(auth.secret_cache_seconds)})
     return env

@@ -221,7 +221,8 @@ def etl_load() -> None:
     except SchemaDrift as exc:
         fail(str(exc))
     typer.echo(f"loaded {result.files_loaded} files ({result.rows_inserted} new rows, "
-               f"{result.rows_updated} already present), skipped {result.files_skipped}")
+               f"{result.rows_updated} already present, {result.rows_rejected} rejected), "
+               f"skipped {result.files_skipped}")
 
 
 @etl_app.command("run")
@@ -349,7 +350,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
               ("raw_objects_pending", "raw objects waiting for the ETL"),
               ("raw_objects_processed", "raw objects processed"), ("staging_files", "staging CSV files"),
               ("files_loaded", "files loaded (manifest)"), ("warehouse_rows", "warehouse rows"),
-              ("quarantined", "quarantined records (dead letters)")]
+              ("quarantined", "quarantined records (dead letters)"),
+              ("warehouse_rejects", "rows the warehouse set aside (rejects)")]
     for key, label in labels:
         if key in counts:
             typer.echo(f"  {label:38} {counts[key]:>10,}")
@@ -373,7 +375,7 @@ def reconcile(as_json: bool = typer.Option(False, "--json", help="machine-readab
         typer.echo(json.dumps(result.as_dict(limit=limit), indent=2))
     else:
         typer.echo(f"accepted by the API (replay ledgers): {len(result.accepted):,}; "
-                   f"dead-lettered: {len(result.dead_lettered):,}")
+                   f"dead-lettered: {len(result.dead_lettered):,}; warehouse rejects: {len(result.warehouse_rejected):,}")
         typer.echo(f"  {'stage':10} {'events':>10} {'rows':>10} {'missing':>8} {'dup':>6} {'unexpected':>10}")
         for stage in result.stages:
             typer.echo(f"  {stage.name:10} {len(stage.ids):>10,} {stage.rows:>10,} {len(stage.missing):>8,} "
@@ -393,16 +395,23 @@ app.add_typer(dlq_app, name="dlq")
 
 @dlq_app.command("list")
 def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Every dead letter: key, reason, shard, sequence number, time."""
+    """Every quarantined record: the stream consumer's dead letters (key, reason, shard, sequence
+    number, time) and the rows the warehouse load set aside (file, line, event id, reason)."""
     from replay.deadletters import letters
+    from warehouse.status import load_rejects
 
-    rows = [l.summary() for l in letters(config.stack())]
+    rows = [{"stage": "stream", **l.summary()} for l in letters(config.stack())]
+    rejects = load_rejects()
+    rows += [{"stage": "warehouse", "key": f"{r['file_key']}#{r['line_no']}", "kind": "warehouse reject",
+              "reason": r["reason"][:200], "event_id": r["event_id"], "quarantined_at": r["rejected_at"]}
+             for r in rejects]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['key']}  {row['quarantined_at']}  {row['size']}B  {row['reason']}")
-    typer.echo(f"{len(rows)} dead letters")
+        size = f"  {row['size']}B" if row.get("size") is not None else ""
+        typer.echo(f"{row['stage']:9} {row['key']}  {row['quarantined_at']}{size}  {row['reason']}")
+    typer.echo(f"{len(rows) - len(rejects)} dead letters, {len(rejects)} warehouse rejects")
 
 
 @dlq_app.command("show")
@@ -465,12 +474,51 @@ def token(customer_id: str = typer.Argument(..., help="the customer id the token
     """Mint a local bearer token (HS256 JWT) for a customer: `Authorization: Bearer $(ecom token 14911)`."""
     from handlers.auth import CUSTOMER_ID, mint
 
-    auth = config.auth()
-    if not CUSTOMER_ID.match(customer_id):
+    auth = _stored_auth()
+    if not CUSTOMER_ID.fullmatch(customer_id):
         fail(f"customer id {customer_id!r} is not a positive integer")
     if ttl > auth.max_token_ttl_seconds:
         fail(f"--ttl {ttl} is longer than the allowed {auth.max_token_ttl_seconds} s (ECOM_JWT_MAX_TTL_SECONDS)")
     typer.echo(mint(customer_id, ttl_seconds=ttl, auth=auth))
+
+
+def _stored_auth() -> config.Auth:
+    """Token settings whose keys come from the stack's Secrets Manager (what the deployed functions
+    verify with), or the configured values when the stack has no secrets yet."""
+    import dataclasses
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ecom_core import secrets
+
+    r = config.resources()
+    stored = dataclasses.replace(config.auth(), jwt_secret_id=r.jwt_secret_name,
+                                 operator_key_secret_id=r.operator_secret_name)
+    try:
+        secrets.jwt_secret(stored)
+        secrets.operator_key(stored)
+    except (BotoCoreError, ClientError):
+        return config.auth()
+    return stored
+
+
+secrets_app = typer.Typer(help="The token key and the operator key in Secrets Manager.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(which: str = typer.Argument(..., help="jwt (the token signing key) or operator (the operator key)")) -> None:
+    """Write a new random value. Deployed functions pick it up within ECOM_SECRET_CACHE_SECONDS; tokens
+    signed with the old key stop working then. (On the emulators `ecom bootstrap` restores the configured value.)"""
+    from ecom_core import aws
+    from ecom_core.secrets import new_secret_value
+
+    r = config.resources()
+    names = {"jwt": r.jwt_secret_name, "operator": r.operator_secret_name}
+    if which not in names:
+        fail(f"rotate what? {which!r}: say jwt or operator")
+    version = aws.client("secretsmanager").put_secret_value(SecretId=names[which], SecretString=new_secret_value())
+    typer.echo(f"rotated {names[which]} (version {version['VersionId']}); the value is in Secrets Manager only")
 
 
 def _read_api(path: str, params: dict, as_customer: Optional[str], bearer: Optional[str], follow: bool) -> list[dict]:
@@ -483,9 +531,11 @@ def _read_api(path: str, params: dict, as_customer: Optional[str], bearer: Optio
     if bearer:
         authorization = f"Bearer {bearer}"
     elif as_customer:
-        authorization = f"Bearer {mint(as_customer, ttl_seconds=300)}"
+        authorization = f"Bearer {mint(as_customer, ttl_seconds=300, auth=_stored_auth())}"
     else:
-        authorization = f"Operator {config.auth().operator_key}"
+        from ecom_core.secrets import operator_key
+
+        authorization = f"Operator {operator_key(_stored_auth())}"
     pages: list[dict] = []
     params = {k: v for k, v in params.items() if v is not None}
     while True:

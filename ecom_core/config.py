@@ -19,6 +19,16 @@ FULL_FILE = PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"
 SAMPLE_FILE = PROJECT_ROOT / "data" / "sample-data.csv"
 
 
+# Local-development defaults, NOT secrets: printed in the README so a fresh clone runs with zero
+# set-up. They protect nothing; a deployment to real AWS refuses them (bootstrap/deploy.py).
+DEV_API_KEY = "ecom-local-dev-key-0000000000"
+DEV_JWT_SECRET = "ecom-local-dev-jwt-secret-NOT-A-SECRET-000000000000"
+DEV_OPERATOR_KEY = "ecom-local-dev-operator-key-NOT-A-SECRET-0000"
+DEV_PG_PASSWORD = "ecom-local-dev"
+DEV_DEFAULTS = {"ECOM_API_KEY": DEV_API_KEY, "ECOM_JWT_SECRET": DEV_JWT_SECRET,
+                "ECOM_OPERATOR_KEY": DEV_OPERATOR_KEY, "ECOM_PG_PASSWORD": DEV_PG_PASSWORD}
+
+
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -58,7 +68,10 @@ class Resources:
     api_key_name: str = "ecom-local-key"
     usage_plan_name: str = "ecom-usage-plan"
     # Local-development default, not a secret: real deployments let API Gateway generate one.
-    api_key_value: str = field(default_factory=lambda: _env("ECOM_API_KEY", "ecom-local-dev-key-0000000000"))
+    api_key_value: str = field(default_factory=lambda: _env("ECOM_API_KEY", DEV_API_KEY))
+    # Secrets Manager names of the token key and the operator key (values never in Lambda env).
+    jwt_secret_name: str = field(default_factory=lambda: _env("ECOM_JWT_SECRET_NAME", "ecom/jwt-signing-key"))
+    operator_secret_name: str = field(default_factory=lambda: _env("ECOM_OPERATOR_SECRET_NAME", "ecom/operator-key"))
     # Records per trigger invocation. 5,000 x ~750 B per record in the event stays under the 6 MB
     # invocation payload on AWS; fewer, larger batches cut per-invocation cost and S3 objects.
     trigger_batch_size: int = field(default_factory=lambda: _env_int("ECOM_TRIGGER_BATCH_SIZE", 5000))
@@ -97,35 +110,29 @@ def _recorded_target() -> str | None:
 class Auth:
     """Who may read what through the read API (see docs/read-api.md).
 
-    HS256 needs the same secret on the minting and the verifying side, so locally the token
-    secret travels to the Lambdas as function environment. On AWS prefer RS256/JWKS (the verifier
-    then holds only public keys) or at least keep the secret in Secrets Manager.
+    HS256 needs the same secret on the minting and the verifying side. Both keys live in Secrets
+    Manager on every target (bootstrap writes them; on AWS it generates them); the Lambdas get only
+    the secrets' names (`*_secret_id`) and read the values at cold start (ecom_core/secrets.py).
+    Without a secret id (the CLI, unit tests) the values below are used directly.
     """
 
     # Local-development default, NOT a secret: anyone with this string can mint any customer's token.
-    jwt_secret: str = field(default_factory=lambda: _env(
-        "ECOM_JWT_SECRET", "ecom-local-dev-jwt-secret-NOT-A-SECRET-000000000000"))
+    jwt_secret: str = field(default_factory=lambda: _env("ECOM_JWT_SECRET", DEV_JWT_SECRET))
+    jwt_secret_id: str | None = field(default_factory=lambda: os.environ.get("ECOM_JWT_SECRET_ID") or None)
+    operator_key_secret_id: str | None = field(
+        default_factory=lambda: os.environ.get("ECOM_OPERATOR_KEY_SECRET_ID") or None)
+    # A rotated secret reaches warm Lambdas within this many seconds.
+    secret_cache_seconds: int = field(default_factory=lambda: _env_int("ECOM_SECRET_CACHE_SECONDS", 300))
     jwt_issuer: str = field(default_factory=lambda: _env("ECOM_JWT_ISSUER", "ecom-local"))
     jwt_audience: str = field(default_factory=lambda: _env("ECOM_JWT_AUDIENCE", "ecom-api"))
     # Local-development default, NOT a secret: the operator key reads every customer's data.
-    operator_key: str = field(default_factory=lambda: _env(
-        "ECOM_OPERATOR_KEY", "ecom-local-dev-operator-key-NOT-A-SECRET-0000"))
-    # The Lambdas get only this digest of the operator key, never the key itself.
-    operator_key_sha256_override: str | None = field(
-        default_factory=lambda: os.environ.get("ECOM_OPERATOR_KEY_SHA256") or None)
+    operator_key: str = field(default_factory=lambda: _env("ECOM_OPERATOR_KEY", DEV_OPERATOR_KEY))
     clock_leeway_seconds: int = field(default_factory=lambda: _env_int("ECOM_JWT_LEEWAY_SECONDS", 30))
     max_token_ttl_seconds: int = field(default_factory=lambda: _env_int("ECOM_JWT_MAX_TTL_SECONDS", 86400))
     # API Gateway caches an authorizer answer per token this long; the handler re-verifies every
     # request, so an expired token is refused even while the gateway's answer is still cached.
     authorizer_cache_seconds: int = field(default_factory=lambda: _env_int("ECOM_AUTHORIZER_CACHE_SECONDS", 60))
 
-    @property
-    def operator_key_sha256(self) -> str:
-        import hashlib
-
-        if self.operator_key_sha256_override:
-            return self.operator_key_sha256_override.lower()
-        return hashlib.sha256(self.operator_key.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ class Stack:
     region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
     # Local-development default credentials for the private Postgres cluster.
     pg_user: str = "ecom"
-    pg_password: str = field(default_factory=lambda: _env("ECOM_PG_PASSWORD", "ecom-local-dev"))
+    pg_password: str = field(default_factory=lambda: _env("ECOM_PG_PASSWORD", DEV_PG_PASSWORD))
     pg_database: str = "ecom"
     warehouse_dsn_override: str | None = field(default_factory=lambda: os.environ.get("WAREHOUSE_DSN") or None)
 

@@ -8,6 +8,9 @@ and readers see its fields.
 """
 from __future__ import annotations
 
+import json
+import uuid
+from decimal import Decimal
 from typing import TypedDict
 
 # The Kaggle file's columns, in its order: the header of the source CSV and the event's fields.
@@ -26,3 +29,28 @@ class OrderLine(TypedDict):
     UnitPrice: int | float
     CustomerID: int | None   # None for guest orders
     Country: str
+
+
+# Fixed forever: stored event ids are a pure function of (client's id, content).
+BOUND_ID_NAMESPACE = uuid.UUID("3c0f5a7e-8d4b-4f63-a1d2-9b7e6c5d4f10")
+
+
+def canonical_content(line: OrderLine) -> str:
+    """The event's content as one string: equal values give equal text (UnitPrice 2, 2.0 and
+    2.000 are one price; CustomerID 17850.0 was already normalised to 17850)."""
+    price = line["UnitPrice"]
+    exact = Decimal(repr(price)) if isinstance(price, float) else Decimal(price)
+    values = [line["InvoiceNo"], line["StockCode"], line["Description"], line["Quantity"], line["InvoiceDate"],
+              f"{exact:.3f}", line["CustomerID"], line["Country"]]
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=True)
+
+
+def bound_event_id(line: OrderLine) -> str:
+    """The id an accepted event is stored under: UUID5 of the client's id and the content.
+
+    Ids are guessable (the replay's come from the public file), and every store is keyed by event
+    id. Binding the id to the content means a POST can never change or remove a line another POST
+    created: the same id with the same content is the same event (idempotent, a replayed file stays
+    exactly-once); the same id with other content is another event, stored beside the first.
+    """
+    return str(uuid.uuid5(BOUND_ID_NAMESPACE, line["event_id"] + "\x1f" + canonical_content(line)))

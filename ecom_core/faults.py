@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import time
 
 from ecom_core import config
@@ -53,10 +54,29 @@ _parsed: dict[str, dict[str, tuple[float, str]]] = {}
 _random = random.Random()
 
 
+class FaultInjectionRefused(RuntimeError):
+    """ECOM_FAULTS is set where the target is real AWS."""
+
+
+def refuse_on_aws(spec: str, cfg: config.Stack | None = None) -> None:
+    """Fault injection is for the emulators: against real AWS (no emulator endpoint: the aws
+    target, or a Lambda running on AWS itself) it refuses to switch on."""
+    if spec and (cfg or config.stack()).endpoint_url is None:
+        raise FaultInjectionRefused("ECOM_FAULTS is set but the target is real AWS: fault injection stays off there")
+
+
 def _current_plan() -> dict[str, tuple[float, str]]:
     spec = config.faults()
     if spec not in _parsed:
-        _parsed[spec] = parse(spec)
+        try:
+            refuse_on_aws(spec)
+        except FaultInjectionRefused as exc:
+            # Refused, not raised: raising here would fail the very work it refuses to disturb.
+            print(f"ecom faults: {exc}", file=sys.stderr)
+            spec_plan: dict[str, tuple[float, str]] = {}
+        else:
+            spec_plan = parse(spec)
+        _parsed[spec] = spec_plan
     return _parsed[spec]
 
 

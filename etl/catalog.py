@@ -61,16 +61,21 @@ def infer(csv_bodies: Iterable[bytes], previous: dict[str, str] | None = None) -
     columns: list[str] = []
     types: dict[str, str | None] = dict(previous or {})
     for body in csv_bodies:
-        reader = csv.reader(io.StringIO(body.decode("utf-8")))
-        header = next(reader, [])
-        for name in header:
-            if name not in columns:
-                columns.append(name)
-        for number, row in enumerate(reader):
-            if number >= SAMPLE_ROWS_PER_FILE:
-                break
-            for name, value in zip(header, row):
-                types[name] = widen(types.get(name), value_type(value))
+        # The crawler only learns types: bytes that are not UTF-8 or not CSV are the load's to
+        # refuse (as rejects), so here they never stop a run.
+        reader = csv.reader(io.StringIO(body.decode("utf-8", errors="replace")))
+        try:
+            header = next(reader, [])
+            for name in header:
+                if name not in columns:
+                    columns.append(name)
+            for number, row in enumerate(reader):
+                if number >= SAMPLE_ROWS_PER_FILE:
+                    break
+                for name, value in zip(header, row):
+                    types[name] = widen(types.get(name), value_type(value))
+        except csv.Error:
+            continue
     for name in list(previous or {}):
         if name not in columns:
             columns.append(name)

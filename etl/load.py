@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
 import psycopg2.extensions
 
 from ecom_core import aws, config
-from ecom_core.contract import COLUMNS, CSV_HEADER, SchemaDrift
+from ecom_core.contract import COLUMNS, CSV_HEADER, SchemaDrift, csv_row_problem
 from etl.transform import list_keys
 from ecom_core.faults import maybe_fail
 from warehouse import db, star
@@ -46,6 +47,7 @@ class LoadResult:
     rows_in_files: int = 0
     rows_inserted: int = 0
     rows_updated: int = 0
+    rows_rejected: int = 0
     loaded_keys: list[str] = field(default_factory=list)
 
 
@@ -87,16 +89,130 @@ FILE_STATS_SQL = f"""
 """
 
 StagedFile = tuple[str, str, Callable[[], bytes]]  # (key, etag, fetch the body)
+# Per file: (rows, inserted, updated, rejected), or None when the manifest already had it.
+Outcome = tuple[int, int, int, int]
 
 
-def load_files(conn: psycopg2.extensions.connection,
-               files: list[StagedFile]) -> list[tuple[str, tuple[int, int, int] | None]]:
+@dataclass(frozen=True)
+class Reject:
+    file_key: str
+    line_no: int           # line in the staging CSV (header = 1); 0 for the whole file
+    event_id: str | None
+    reason: str
+    raw_line: str | None   # JSON, non-ASCII escaped: storable whatever the bytes were
+
+    def row(self) -> tuple:
+        return (self.file_key, self.line_no, self.event_id, self.reason[:1000],
+                None if self.raw_line is None else self.raw_line[:65535])
+
+
+def _safe(text: str, limit: int) -> str:
+    return json.dumps(text, ensure_ascii=True)[1:-1][:limit]
+
+
+def screen(key: str, body: bytes) -> tuple[str, list[Reject]]:
+    """The file's CSV with only the rows the warehouse can store, and the rest as rejects.
+
+    The slow path: the load first tries a group as it is (our transform writes only rows that
+    passed ingestion's rules) and screens only after the warehouse refused something.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ",".join(CSV_HEADER) + "\n", [Reject(key, 0, None, f"file is not UTF-8 ({exc.reason} at byte "
+                                                                    f"{exc.start})", None)]
+    header_line, _, rest = text.partition("\n")
+    check_header(key, header_line)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    rejects: list[Reject] = []
+    reader = csv.reader(io.StringIO(rest))
+    while True:
+        line_no = reader.line_num + 2  # the row about to be read starts on this line (header = 1)
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            rejects.append(Reject(key, line_no, None, f"not CSV: {exc}", None))
+            continue
+        row = dict(zip(CSV_HEADER, values))
+        problem = (f"{len(values)} fields, expected {len(CSV_HEADER)}" if len(values) != len(CSV_HEADER)
+                   else csv_row_problem(row))
+        if problem:
+            rejects.append(Reject(key, line_no, _safe(row.get("event_id") or "", 256) or None, problem,
+                                  json.dumps(values, ensure_ascii=True)))
+        else:
+            writer.writerow(values)
+    return out.getvalue(), rejects
+
+
+def record_rejects(cur, rejects: list[Reject]) -> None:
+    if rejects:
+        cur.executemany(f'INSERT INTO {db.REJECTS_TABLE} ("file_key", "line_no", "event_id", "reason", "raw_line") '
+                        f'VALUES (%s, %s, %s, %s, %s)', [r.row() for r in rejects])
+
+
+def load_group(conn: psycopg2.extensions.connection,
+               files: list[StagedFile]) -> list[tuple[str, Outcome | None]]:
+    """Load a group of staging files; no row the warehouse refuses ever stops the group.
+
+    1. The whole group in one transaction, as it is (the fast path: nearly always).
+    2. If the warehouse refused a value: again, every row screened first (`screen`); refused rows
+       go to the rejects table in the same transaction.
+    3. If it still refuses (something the screen does not know): file by file, screened; a file
+       that still fails has all its rows set aside with the warehouse's error, so the files
+       behind it load.
+    """
+    try:
+        return load_files(conn, files)
+    except (psycopg2.DataError, psycopg2.IntegrityError, UnicodeDecodeError):
+        conn.rollback()
+    try:
+        return load_files(conn, files, screened=True)
+    except (psycopg2.DataError, psycopg2.IntegrityError):
+        conn.rollback()
+    outcomes: list[tuple[str, Outcome | None]] = []
+    for file in files:
+        try:
+            outcomes += load_files(conn, [file], screened=True)
+        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+            conn.rollback()
+            outcomes += set_file_aside(conn, file, f"refused by the warehouse: {type(exc).__name__}: "
+                                                   f"{str(exc).strip()}"[:1000])
+    return outcomes
+
+
+def set_file_aside(conn: psycopg2.extensions.connection, file: StagedFile, reason: str) -> list[tuple[str, Outcome | None]]:
+    """Every data row of the file to the rejects table, and the file to the manifest (0 inserted)."""
+    key, etag, fetch = file
+    body = fetch()
+    lines = body.decode("utf-8", errors="replace").split("\n")[1:]
+    rejects = [Reject(key, number, _safe(line.split(",", 1)[0], 256) or None, reason, json.dumps(line, ensure_ascii=True))
+               for number, line in enumerate(lines, start=2) if line.strip()]
+    with conn.cursor() as cur:
+        cur.execute(f'LOCK TABLE {db.MANIFEST_TABLE} IN EXCLUSIVE MODE')
+        cur.execute(f'SELECT 1 FROM {db.MANIFEST_TABLE} WHERE "file_key" = %s', (key,))
+        if cur.fetchone():
+            conn.rollback()
+            return [(key, None)]
+        record_rejects(cur, rejects)
+        record_in_manifest(cur, key, etag, len(rejects), 0, 0)
+    conn.commit()
+    return [(key, (len(rejects), 0, 0, len(rejects)))]
+
+
+def load_files(conn: psycopg2.extensions.connection, files: list[StagedFile], *,
+               screened: bool = False) -> list[tuple[str, Outcome | None]]:
     """Load a group of staging files in one transaction.
 
-    Returns, per file in order, (key, (rows, inserted, updated)) or (key, None) if it was already
-    loaded. Bodies are fetched one at a time, right before their COPY (bounded memory).
+    Returns, per file in order, (key, (rows, inserted, updated, rejected)) or (key, None) if it was
+    already loaded. Bodies are fetched one at a time, right before their COPY (bounded memory).
+    `screened`: check every row first and set refused rows aside (see `load_group`).
     """
-    outcomes: dict[str, tuple[int, int, int]] = {}
+    outcomes: dict[str, Outcome] = {}
+    rejected: dict[str, int] = {}
     with conn.cursor() as cur:
         # Loaders running at the same time serialise here; the manifest check is then reliable.
         cur.execute(f'LOCK TABLE {db.MANIFEST_TABLE} IN EXCLUSIVE MODE')
@@ -122,8 +238,13 @@ def load_files(conn: psycopg2.extensions.connection,
         cur.execute(f'CREATE TEMPORARY TABLE {STAGE_FILES} ("file_no" integer NOT NULL, '
                     f'"file_key" varchar(512) NOT NULL, "etag" varchar(128))')
         for number, (key, etag, fetch) in enumerate(todo):
-            text = fetch().decode("utf-8")
-            check_header(key, text.split("\n", 1)[0])
+            if screened:
+                text, rejects = screen(key, fetch())
+                record_rejects(cur, rejects)
+                rejected[key] = len(rejects)
+            else:
+                text = fetch().decode("utf-8")
+                check_header(key, text.split("\n", 1)[0])
             cur.execute("SELECT set_config('ecom.load_file_no', %s, true)", (str(number),))
             cur.copy_expert(f"COPY {STAGE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)",
                             io.StringIO(text))
@@ -139,7 +260,9 @@ def load_files(conn: psycopg2.extensions.connection,
         star.upsert_dimensions(cur)
         for number, (key, etag, _) in enumerate(todo):
             rows, events, inserted = stats[number]
-            outcomes[key] = (rows, inserted, events - inserted)
+            # rows_in_file counts every data row, the rejected ones included.
+            rows += rejected.get(key, 0)
+            outcomes[key] = (rows, inserted, events - inserted, rejected.get(key, 0))
             record_in_manifest(cur, key, etag, rows, inserted, events - inserted)
         cur.execute(f"DROP TABLE {STAGE}")
         cur.execute(f"DROP TABLE {STAGE_FILES}")
@@ -153,9 +276,9 @@ def load_files(conn: psycopg2.extensions.connection,
     return answer
 
 
-def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: bytes) -> tuple[int, int, int] | None:
-    """Load one staging file in one transaction. Returns (rows, inserted, updated), or None if already loaded."""
-    return load_files(conn, [(key, etag, lambda: body)])[0][1]
+def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: bytes) -> Outcome | None:
+    """Load one staging file. Returns (rows, inserted, updated, rejected), or None if already loaded."""
+    return load_group(conn, [(key, etag, lambda: body)])[0][1]
 
 
 def loaded_keys(conn: psycopg2.extensions.connection) -> set[str]:
@@ -188,7 +311,7 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None) -> LoadResult:
             group = [(o["Key"], o.get("ETag", "").strip('"'), fetcher(o["Key"]))
                      for o in pending[start:start + FILES_PER_TRANSACTION]]
             try:
-                outcomes = load_files(conn, group)
+                outcomes = load_group(conn, group)
             except SchemaDrift as drift:
                 # The group's transaction is void. Load the files before the drifted one (as a
                 # file-by-file load would have), then stop naming it: nothing after it is loaded.
@@ -196,21 +319,22 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None) -> LoadResult:
                 keys = [key for key, _, _ in group]
                 before = group[:keys.index(drift.key)] if drift.key in keys else []
                 if before:
-                    _account(result, load_files(conn, before))
+                    _account(result, load_group(conn, before))
                 raise
             _account(result, outcomes)
     return result
 
 
-def _account(result: LoadResult, outcomes: list[tuple[str, tuple[int, int, int] | None]]) -> None:
+def _account(result: LoadResult, outcomes: list[tuple[str, Outcome | None]]) -> None:
     for key, outcome in outcomes:
         result.files_seen += 1
         if outcome is None:
             result.files_skipped += 1
             continue
-        rows, inserted, updated = outcome
+        rows, inserted, updated, rejected = outcome
         result.files_loaded += 1
         result.rows_in_files += rows
         result.rows_inserted += inserted
         result.rows_updated += updated
+        result.rows_rejected += rejected
         result.loaded_keys.append(key)

@@ -5,8 +5,10 @@ Verification is deliberately strict and small:
   refused before any key is looked at, so an attacker cannot choose the algorithm (the classic
   `alg: none` and RS256->HS256 key-confusion attacks);
 - the signature is compared in constant time over the exact bytes received;
-- `exp` is required, `nbf`/`iat` are honoured, `iss` and `aud` must match configuration;
-- a customer token's `sub` must be a customer id (positive integer, as text).
+- `exp` and `iat` are required, `nbf` is honoured, and a token may not live longer than
+  `max_token_ttl_seconds` (exp - iat), whoever minted it; `iss` and `aud` must match configuration;
+- a customer token's `sub` must be a customer id (positive integer, as text, matched whole);
+- anything malformed (a list where a string belongs, JSON nested too deeply) is a 401, never an error.
 
 RS256/JWKS-ready: `verify` looks the key up through `KeyResolver.key_for(header)`. For RS256 a
 resolver would fetch the issuer's JWKS (cached, selected by `kid`) and `_ALGORITHMS` would gain an
@@ -26,11 +28,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ecom_core import config
+from ecom_core import config, secrets
 
 MAX_TOKEN_CHARS = 4096
-CUSTOMER_ID = re.compile(r"^[1-9][0-9]{0,11}$")
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+CUSTOMER_ID = re.compile(r"[1-9][0-9]{0,11}")   # always matched whole (fullmatch: "$" would let "\n" in)
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 OPERATOR = "operator"
 CUSTOMER = "customer"
 
@@ -64,7 +66,7 @@ def b64url_encode(raw: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    if not _B64URL.match(text) or len(text) % 4 == 1:
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise AuthError("token is not base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -87,7 +89,7 @@ class KeyResolver:
         self.auth = auth
 
     def key_for(self, header: dict[str, Any]) -> bytes:
-        return self.auth.jwt_secret.encode("utf-8")
+        return secrets.jwt_secret(self.auth).encode("utf-8")
 
 
 def mint(subject: str | int, *, ttl_seconds: int = 3600, role: str = CUSTOMER, now: float | None = None,
@@ -100,15 +102,15 @@ def mint(subject: str | int, *, ttl_seconds: int = 3600, role: str = CUSTOMER, n
     header = {"alg": "HS256", "typ": "JWT"}
     signing_input = (b64url_encode(json.dumps(header, separators=(",", ":")).encode()) + "."
                      + b64url_encode(json.dumps(claims, separators=(",", ":")).encode()))
-    signature = _hs256(auth.jwt_secret.encode("utf-8"), signing_input.encode("ascii"))
+    signature = _hs256(secrets.jwt_secret(auth).encode("utf-8"), signing_input.encode("ascii"))
     return signing_input + "." + b64url_encode(signature)
 
 
 def _json_segment(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(b64url_decode(text).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise AuthError(f"token {what} is not JSON") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise AuthError(f"token {what} is not JSON") from None
     if not isinstance(value, dict):
         raise AuthError(f"token {what} is not a JSON object")
     return value
@@ -135,9 +137,9 @@ def verify_jwt(token: str, *, auth: config.Auth | None = None, now: float | None
         raise AuthError("token is not a JWT (header.payload.signature)")
     header = _json_segment(parts[0], "header")
     alg = header.get("alg")
-    if alg not in _ALGORITHMS:
+    if not isinstance(alg, str) or alg not in _ALGORITHMS:
         # Checked before anything else: `none` and any algorithm we did not issue are refused.
-        raise AuthError(f"token algorithm {str(alg)[:20]!r} is not accepted; use HS256")
+        raise AuthError(f"token algorithm {ascii(alg)[:20]} is not accepted; use HS256")
     if "crit" in header:
         raise AuthError("token header has critical extensions we do not understand")
     key = (resolver or KeyResolver(auth)).key_for(header)
@@ -153,16 +155,18 @@ def verify_jwt(token: str, *, auth: config.Auth | None = None, now: float | None
     nbf = _int_claim(claims, "nbf", required=False)
     if nbf is not None and clock + leeway < nbf:
         raise AuthError("token is not valid yet")
-    iat = _int_claim(claims, "iat", required=False)
-    if iat is not None and clock + leeway < iat:
+    iat = _int_claim(claims, "iat", required=True)
+    if clock + leeway < iat:
         raise AuthError("token was issued in the future")
+    if exp - iat > auth.max_token_ttl_seconds:
+        raise AuthError(f"token lives longer than {auth.max_token_ttl_seconds} seconds (exp - iat)")
     if claims.get("iss") != auth.jwt_issuer:
         raise AuthError("token issuer is not accepted")
     aud = claims.get("aud")
     if not (aud == auth.jwt_audience or (isinstance(aud, list) and auth.jwt_audience in aud)):
         raise AuthError("token audience is not accepted")
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not CUSTOMER_ID.match(subject):
+    if not isinstance(subject, str) or not CUSTOMER_ID.fullmatch(subject):
         raise AuthError("token subject is not a customer id")
     if claims.get("role", CUSTOMER) != CUSTOMER:
         # Operators use the operator key; a token cannot promote itself.
@@ -175,7 +179,7 @@ def verify_operator_key(key: str, *, auth: config.Auth | None = None) -> Princip
     if len(key) > MAX_TOKEN_CHARS:
         raise AuthError("operator key is too long")
     digest = hashlib.sha256(key.encode("utf-8", errors="surrogatepass")).hexdigest()
-    if not hmac.compare_digest(digest, auth.operator_key_sha256):
+    if not hmac.compare_digest(digest, secrets.operator_key_sha256(auth)):
         raise AuthError("operator key is not valid")
     return Principal(role=OPERATOR, subject=OPERATOR)
 

@@ -15,6 +15,8 @@ import json
 import time
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ecom_core import config
 from handlers.auth import OPERATOR, AuthError, Principal, authenticate
 
@@ -52,9 +54,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         result = policy_for(principal, str(event.get("methodArn") or ""))
         outcome.update(allowed=True, role=principal.role)
         return result
-    except (AuthError, ValueError) as exc:
+    except (BotoCoreError, ClientError):
+        outcome.update(allowed=False, reason="secret store unavailable")
+        raise  # our failure, not the client's: API Gateway answers 500 and the client may retry
+    except Exception as exc:  # noqa: BLE001 - whatever the credential does to us, the answer is a 401
         # The reason is logged (never the token); the caller gets API Gateway's plain 401.
-        outcome.update(allowed=False, reason=str(exc)[:200])
+        reason = str(exc) if isinstance(exc, (AuthError, ValueError)) else f"unreadable credential ({type(exc).__name__})"
+        outcome.update(allowed=False, reason=ascii(reason)[:200])
         raise Exception("Unauthorized") from None  # the exact message API Gateway maps to 401
     finally:
         outcome["ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -11,19 +11,19 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
-from ecom_core.events import EVENT_FIELDS, OrderLine
+from ecom_core import contract
+from ecom_core.events import EVENT_FIELDS, OrderLine, bound_event_id
 REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
 NULLABLE = ("Description", "CustomerID")
 
 KAGGLE_DATE_FORMAT = "%m/%d/%Y %H:%M"
-_KAGGLE_DATE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$")
-_EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-MAX_TEXT = {"InvoiceNo": 32, "StockCode": 32, "Description": 1000, "Country": 64}
-MAX_ABS_QUANTITY = 10**9
-MAX_ABS_PRICE = 10**9
-MAX_CUSTOMER_ID = 10**12
+_KAGGLE_DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}")
+_EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+# What the read API's route accepts, so every stored invoice can be looked up again.
+INVOICE_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -62,31 +62,46 @@ def _code(value: Any, field: str, index: int | None, errors: list[FieldError]) -
     if not text:
         errors.append(FieldError(index, field, "must not be empty"))
         return None
-    if len(text) > MAX_TEXT[field]:
-        errors.append(FieldError(index, field, f"longer than {MAX_TEXT[field]} characters"))
+    return _text(text, field, index, errors)
+
+
+def _text(value: str, field: str, index: int | None, errors: list[FieldError]) -> str | None:
+    problem = contract.text_problem(value, contract.TEXT_BYTES[field])
+    if problem is None and field == "InvoiceNo" and not INVOICE_NO.fullmatch(value):
+        problem = "must be 1-32 letters, digits and ._- starting with a letter or digit (e.g. 536365, C536379)"
+    if problem:
+        errors.append(FieldError(index, field, problem))
         return None
-    return text
+    return value
 
 
 def parse_invoice_date(value: str) -> datetime:
     """Kaggle `M/D/YYYY H:MM` (month first, no padding) or ISO 8601 (naive or with an offset)."""
-    if _KAGGLE_DATE.match(value):
+    if _KAGGLE_DATE.fullmatch(value):
         return datetime.strptime(value, KAGGLE_DATE_FORMAT)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is not None:
         # Stored naive like the source (UK local time); an offset is converted to UTC first.
+        # Near year 1 or 9999 that conversion leaves the calendar: OverflowError, a client error.
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed
 
 
 def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = True) -> OrderLine:
-    """Validate one event and return it in canonical form; raise InvalidEvent naming every bad field."""
+    """Validate one event and return it in canonical form; raise InvalidEvent naming every bad field.
+
+    Every limit is the tightest type downstream (ecom_core/contract.py): an event this accepts can
+    be stored by DynamoDB, the raw and staging files and the warehouse, on Postgres and Redshift.
+    The stream trigger applies the same function to what it reads, so a record from another
+    producer that breaks a limit is quarantined there instead of failing a later stage.
+    """
     if not isinstance(raw, dict):
         raise InvalidEvent([FieldError(index, "(event)", f"must be a JSON object, got {type(raw).__name__}")])
     errors: list[FieldError] = []
-    unknown = sorted(set(raw) - set(EVENT_FIELDS))
+    unknown = sorted(set(raw) - set(EVENT_FIELDS), key=str)
     for name in unknown:
-        errors.append(FieldError(index, str(name)[:64], "unknown field"))
+        shown = name if name.isascii() and name.isprintable() else ascii(name)
+        errors.append(FieldError(index, shown[:64], "unknown field"))
     for name in REQUIRED:
         if raw.get(name) is None:
             errors.append(FieldError(index, name, "is required"))
@@ -99,7 +114,7 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
             errors.append(FieldError(index, "event_id", "is required"))
         else:
             out["event_id"] = str(uuid.uuid4())
-    elif isinstance(event_id, str) and _EVENT_ID.match(event_id):
+    elif isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id):
         out["event_id"] = event_id
     else:
         errors.append(FieldError(index, "event_id", "must be 1-128 characters of letters, digits and _.:-"))
@@ -113,11 +128,9 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
         out["Description"] = None
     elif not isinstance(description, str):
         errors.append(FieldError(index, "Description", f"must be a string or null, got {type(description).__name__}"))
-    elif len(description) > MAX_TEXT["Description"]:
-        errors.append(FieldError(index, "Description", f"longer than {MAX_TEXT['Description']} characters"))
     else:
         # Kept byte for byte (trailing spaces included): the warehouse decides how to clean it.
-        out["Description"] = description
+        out["Description"] = _text(description, "Description", index, errors)
 
     quantity = raw.get("Quantity")
     if quantity is not None:
@@ -126,10 +139,11 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
         elif isinstance(quantity, float) and math.isfinite(quantity) and quantity.is_integer():
             value = int(quantity)
         else:
-            errors.append(FieldError(index, "Quantity", f"must be an integer, got {quantity!r}"[:120]))
+            errors.append(FieldError(index, "Quantity", f"must be an integer, got {_short(quantity)}"))
             value = None
-        if value is not None and abs(value) > MAX_ABS_QUANTITY:
-            errors.append(FieldError(index, "Quantity", f"out of range (|Quantity| <= {MAX_ABS_QUANTITY})"))
+        problem = contract.quantity_problem(value) if value is not None else None
+        if problem:
+            errors.append(FieldError(index, "Quantity", problem))
         elif value is not None:
             out["Quantity"] = value
 
@@ -139,47 +153,72 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
             errors.append(FieldError(index, "InvoiceDate", "must be a string (M/D/YYYY H:MM or ISO 8601)"))
         else:
             try:
-                out["InvoiceDate"] = parse_invoice_date(invoice_date.strip()).isoformat(timespec="seconds")
-            except ValueError:
+                moment = parse_invoice_date(invoice_date.strip())
+            except (ValueError, OverflowError):
                 errors.append(FieldError(index, "InvoiceDate",
-                                         f"{invoice_date[:40]!r} is not M/D/YYYY H:MM or ISO 8601"))
+                                         f"{ascii(invoice_date[:40])} is not M/D/YYYY H:MM or ISO 8601"))
+            else:
+                problem = contract.date_problem(moment)
+                if problem:
+                    errors.append(FieldError(index, "InvoiceDate", problem))
+                else:
+                    out["InvoiceDate"] = moment.isoformat(timespec="seconds")
 
     price = raw.get("UnitPrice")
     if price is not None:
         if not _is_number(price) or not math.isfinite(price):
-            errors.append(FieldError(index, "UnitPrice", f"must be a number, got {price!r}"[:120]))
-        elif abs(price) > MAX_ABS_PRICE:
-            errors.append(FieldError(index, "UnitPrice", f"out of range (|UnitPrice| <= {MAX_ABS_PRICE})"))
+            errors.append(FieldError(index, "UnitPrice", f"must be a number, got {_short(price)}"))
         else:
-            out["UnitPrice"] = price
+            # repr() of a float is its shortest round-tripping text: 2.55 is checked as 2.55.
+            exact = Decimal(repr(price)) if isinstance(price, float) else Decimal(price)
+            problem = contract.price_problem(exact)
+            if problem is None and "Quantity" in out:
+                problem = contract.amount_problem(out["Quantity"], exact)
+            if problem:
+                errors.append(FieldError(index, "UnitPrice", problem))
+            else:
+                out["UnitPrice"] = price
 
     customer = raw.get("CustomerID")
     if customer is None:
         out["CustomerID"] = None
     elif _is_number(customer) and math.isfinite(customer) and float(customer).is_integer() \
-            and 0 < customer < MAX_CUSTOMER_ID:
+            and contract.customer_problem(int(customer)) is None:
         out["CustomerID"] = int(customer)
     else:
-        errors.append(FieldError(index, "CustomerID", f"must be a positive integer or null, got {customer!r}"[:120]))
+        errors.append(FieldError(index, "CustomerID",
+                                 f"must be a positive integer below {contract.MAX_CUSTOMER_ID} or null, "
+                                 f"got {_short(customer)}"))
 
     country = raw.get("Country")
     if country is not None:
         if not isinstance(country, str) or not country.strip():
             errors.append(FieldError(index, "Country", "must be a non-empty string"))
-        elif len(country) > MAX_TEXT["Country"]:
-            errors.append(FieldError(index, "Country", f"longer than {MAX_TEXT['Country']} characters"))
         else:
-            out["Country"] = country
+            out["Country"] = _text(country, "Country", index, errors)
 
     if errors:
         raise InvalidEvent(errors)
     return OrderLine(**{name: out[name] for name in EVENT_FIELDS})  # type: ignore[typeddict-item]
 
 
+def _short(value: Any) -> str:
+    """A client's value quoted in an error: ASCII only (no control or invalid characters echoed), short."""
+    return ascii(value)[:80]
+
+
+def accept_event(raw: Any, index: int | None = None) -> OrderLine:
+    """What ingestion puts on the stream for one client event: validated, normalised, and stored
+    under the id bound to its content (ecom_core.events.bound_event_id)."""
+    event = normalize_event(raw, index)
+    event["event_id"] = bound_event_id(event)
+    return event
+
+
 def normalize_batch(body: Any, max_events: int) -> list[OrderLine]:
     """One event object or a JSON array of up to `max_events`. All or nothing."""
     if isinstance(body, dict):
-        return [normalize_event(body, None)]
+        return [accept_event(body, None)]
     if not isinstance(body, list):
         raise InvalidEvent([FieldError(None, "(body)", "must be an event object or an array of events")])
     if not body:
@@ -202,4 +241,6 @@ def normalize_batch(body: Any, max_events: int) -> list[OrderLine]:
         seen.add(event["event_id"])
     if errors:
         raise InvalidEvent(errors)
+    for event in events:
+        event["event_id"] = bound_event_id(event)
     return events

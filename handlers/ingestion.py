@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from ecom_core import aws, config
 from ecom_core.events import OrderLine
-from handlers.events import InvalidEvent, normalize_batch
+from handlers.events import FieldError, InvalidEvent, normalize_batch
 from handlers.http import Request, error, parse_request, response
 
 RESOURCES = config.resources()
@@ -59,25 +59,42 @@ def put_events(events: list[OrderLine], client=None, *, attempts: int | None = N
                     [(e, last_errors.get(e["event_id"], "unknown")) for e in pending])
 
 
-def ingest(request: Request) -> dict[str, Any]:
-    if request.method != "POST":
-        return error(405, f"method {request.method} not allowed; use POST")
+def read_events(request: Request) -> list[OrderLine]:
+    """The request's events, validated and normalised; raises InvalidEvent (400) or BodyTooLarge (413)."""
     if request.passthrough:
         body = request.parsed_body
     else:
         if request.body is None or not request.body.strip():
-            return error(400, "request body is empty; send an event object or an array of events")
+            raise InvalidEvent([FieldError(None, "(body)", "is empty; send an event object or an array of events")])
         if len(request.body) > LIMITS.max_body_bytes:
-            return error(413, f"request body is {len(request.body)} bytes; the limit is {LIMITS.max_body_bytes}")
+            raise BodyTooLarge(f"request body is {len(request.body)} bytes; the limit is {LIMITS.max_body_bytes}")
         try:
             body = json.loads(request.body)
+        except RecursionError:
+            raise InvalidEvent([FieldError(None, "(body)", "is nested too deeply")]) from None
         except (UnicodeDecodeError, ValueError) as exc:
-            return error(400, f"request body is not valid JSON: {exc}")
+            raise InvalidEvent([FieldError(None, "(body)", f"is not valid JSON ({ascii(str(exc))[:120]})")]) from None
+    return normalize_batch(body, LIMITS.max_events_per_request)
+
+
+class BodyTooLarge(ValueError):
+    pass
+
+
+def ingest(request: Request) -> dict[str, Any]:
+    if request.method != "POST":
+        return error(405, f"method {ascii(request.method)[:20]} not allowed; use POST")
     try:
-        events = normalize_batch(body, LIMITS.max_events_per_request)
+        events = read_events(request)
+    except BodyTooLarge as exc:
+        return error(413, str(exc))
     except InvalidEvent as exc:
-        return error(400, "invalid events; nothing was accepted",
-                     errors=[e.as_dict() for e in exc.errors[:1000]], error_count=len(exc.errors))
+        body_level = exc.errors[0].field == "(body)"
+        summary = f"request body {exc.errors[0].message}" if body_level else "invalid events; nothing was accepted"
+        return error(400, summary, errors=[e.as_dict() for e in exc.errors[:1000]], error_count=len(exc.errors))
+    except Exception as exc:  # noqa: BLE001 - client bytes never get a 5xx; the type is logged for us
+        print(json.dumps({"fn": RESOURCES.ingestion_function, "unreadable_request": type(exc).__name__}))
+        return error(400, "the request could not be read as events; nothing was accepted")
     try:
         high_water = put_events(events)
     except PutFailed as exc:
@@ -92,8 +109,13 @@ def ingest(request: Request) -> dict[str, Any]:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    request = parse_request(event)
-    result = ingest(request)
+    try:
+        request = parse_request(event)
+    except Exception:  # noqa: BLE001 - e.g. a body flagged base64 that is not: the client's bytes
+        request = Request(method="POST", body=None)
+        result = error(400, "the request body could not be decoded")
+    else:
+        result = ingest(request)
     # One log line per invocation (the emulator also waits for output before returning).
     print(json.dumps({"fn": "data-ingestion", "status": result["statusCode"],
                       "request_id": request.request_id,

@@ -20,16 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ecom_core import aws, config
 from handlers.auth import CUSTOMER_ID, OPERATOR, AuthError, Principal, authenticate, b64url_decode, b64url_encode
+from handlers.events import INVOICE_NO
 from handlers.http import Request, parse_request, response
 
 RESOURCES = config.resources()
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_CURSOR_CHARS = 512
-INVOICE_NO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
-_LIMIT = re.compile(r"^[0-9]{1,4}$")
+_LIMIT = re.compile(r"[0-9]{1,4}")
 CUSTOMERS_ROUTE = "/customers/{customerId}/invoices"
 INVOICE_ROUTE = "/invoices/{invoiceNo}"
 
@@ -68,11 +70,11 @@ def decode_cursor(token: str, scope: str, parts: int) -> list[str]:
         raise HttpError(400, "next token is too long")
     try:
         value = json.loads(b64url_decode(token).decode("utf-8"))
-    except (AuthError, UnicodeDecodeError, ValueError):
+    except (AuthError, UnicodeDecodeError, ValueError, RecursionError):
         raise HttpError(400, "next token is not valid; pass the `next` value of the previous page unchanged") from None
     if (not isinstance(value, dict) or value.get("v") != 1 or value.get("s") != scope
             or not isinstance(value.get("k"), list) or len(value["k"]) != parts
-            or not all(isinstance(k, str) and 0 < len(k) <= 128 for k in value["k"])):
+            or not all(isinstance(k, str) and 0 < len(k) <= 128 and k.isprintable() for k in value["k"])):
         raise HttpError(400, "next token does not belong to this listing")
     return value["k"]
 
@@ -81,7 +83,7 @@ def page_limit(query: dict[str, str]) -> int:
     raw = query.get("limit")
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not _LIMIT.match(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise HttpError(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -189,7 +191,7 @@ def principal_for(request: Request, event: dict[str, Any]) -> Principal:
 
 def route(request: Request, event: dict[str, Any]) -> tuple[int, dict[str, Any], Principal | None]:
     if request.method != "GET":
-        raise HttpError(405, f"method {request.method} not allowed; use GET")
+        raise HttpError(405, f"method {ascii(request.method)[:20]} not allowed; use GET")
     resource = event.get("resource") or ""
     params = request.path_parameters or {}
     query = request.query or {}
@@ -197,11 +199,15 @@ def route(request: Request, event: dict[str, Any]) -> tuple[int, dict[str, Any],
         principal = principal_for(request, event)
     except AuthError as exc:
         raise HttpError(exc.status, str(exc)) from None
+    except (BotoCoreError, ClientError):
+        raise  # the secret store failed: ours, a 500
+    except Exception:  # noqa: BLE001 - a credential we cannot even read is the client's, never a 5xx
+        raise HttpError(401, "credential could not be read") from None
     limit = page_limit(query)
     cursor = query.get("next") or None
     if resource == CUSTOMERS_ROUTE:
         raw = str(params.get("customerId", ""))
-        if not CUSTOMER_ID.match(raw):
+        if not CUSTOMER_ID.fullmatch(raw):
             raise HttpError(400, "customerId must be a positive integer (at most 12 digits, no leading zero)")
         customer_id = int(raw)
         if not principal.can_read_customer(customer_id):
@@ -209,10 +215,10 @@ def route(request: Request, event: dict[str, Any]) -> tuple[int, dict[str, Any],
         return 200, list_customer_invoices(customer_id, limit, cursor), principal
     if resource == INVOICE_ROUTE:
         invoice_no = str(params.get("invoiceNo", ""))
-        if not INVOICE_NO.match(invoice_no):
+        if not INVOICE_NO.fullmatch(invoice_no):
             raise HttpError(400, "invoiceNo must be 1-32 characters of letters, digits and ._- (e.g. 536365, C536379)")
         return 200, get_invoice(invoice_no, principal, limit, cursor), principal
-    raise HttpError(404, f"no route for {request.method} {resource or '(unknown)'}")
+    raise HttpError(404, f"no route for {ascii(request.method)[:20]} {ascii(resource)[:80] if resource else '(unknown)'}")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
 
 from ecom_core import aws, config
 from ecom_core.events import OrderLine
@@ -83,6 +84,8 @@ class Batch:
     first_sequence: str
     last_sequence: str
     events: list[OrderLine] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)          # events[i] as its DynamoDB item
+    records: list[StreamRecord] = field(default_factory=list)          # the record events[i] came from
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
 
@@ -103,21 +106,33 @@ def decode_batch(records: list[StreamRecord]) -> Batch:
             continue
         try:
             payload = json.loads(text)
+        except RecursionError:
+            batch.dead_letters.append(DeadLetter(record, "not JSON", "not JSON: nested too deeply"))
+            continue
         except ValueError as exc:
             batch.dead_letters.append(DeadLetter(record, "not JSON", f"not JSON: {exc}"[:500]))
             continue
         try:
             event = normalize_event(payload, assign_id=False)
+            # Serialised here, per record, so that a value DynamoDB's types cannot hold is this
+            # record's dead letter, not a failure of the whole batch retried forever.
+            item = serialize_item(invoice_item(event))
         except InvalidEvent as exc:
             fields = ", ".join(sorted({e.field for e in exc.errors}))
             batch.dead_letters.append(DeadLetter(record, f"invalid event ({fields})"[:200],
                                                  f"invalid event: {exc}"[:2000]))
+            continue
+        except Exception as exc:  # noqa: BLE001 - any per-record failure is the record's, not the batch's
+            batch.dead_letters.append(DeadLetter(record, "not storable",
+                                                 f"not storable: {type(exc).__name__}: {exc}"[:2000]))
             continue
         if event["event_id"] in seen:
             batch.duplicates += 1  # the producer retried; the first copy wins, the effect is the same
             continue
         seen.add(event["event_id"])
         batch.events.append(event)
+        batch.items.append(item)
+        batch.records.append(record)
     return batch
 
 
@@ -196,15 +211,33 @@ def serialize_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_chunk(table: str, chunk: list[dict[str, Any]], dynamodb, attempts: int,
-                 sleep: Callable[[float], None]) -> None:
-    requests = {table: [{"PutRequest": {"Item": serialize_item(item)}} for item in chunk]}
-    for attempt in range(attempts):
-        result = dynamodb.batch_write_item(RequestItems=requests)
-        requests = result.get("UnprocessedItems") or {}
-        if not requests:
-            return
-        sleep(min(0.05 * 2 ** attempt, 2.0))
+                 sleep: Callable[[float], None]) -> list[int]:
+    """Write wire-format items; returns the positions DynamoDB refused as invalid (nothing else is
+    refused: throttling is retried here, other errors raise and the batch is redelivered)."""
+    requests = {table: [{"PutRequest": {"Item": item}} for item in chunk]}
+    try:
+        for attempt in range(attempts):
+            result = dynamodb.batch_write_item(RequestItems=requests)
+            requests = result.get("UnprocessedItems") or {}
+            if not requests:
+                return []
+            sleep(min(0.05 * 2 ** attempt, 2.0))
+    except ClientError as exc:
+        if aws.error_code(exc) != "ValidationException":
+            raise
+        # One item spoils the whole request: put them one by one to find it.
+        return [position for position, item in enumerate(chunk) if not _put_valid(table, item, dynamodb)]
     raise RuntimeError(f"DynamoDB left {sum(len(v) for v in requests.values())} items unprocessed in {table}")
+
+
+def _put_valid(table: str, item: dict[str, Any], dynamodb) -> bool:
+    try:
+        dynamodb.put_item(TableName=table, Item=item)
+        return True
+    except ClientError as exc:
+        if aws.error_code(exc) != "ValidationException":
+            raise
+        return False
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -215,26 +248,36 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def batch_write(table: str, items: list[dict[str, Any]], dynamodb=None, *, attempts: int = 10,
-                sleep: Callable[[float], None] = time.sleep) -> None:
-    """BatchWriteItem in chunks of 25 (a few in parallel), retrying UnprocessedItems with backoff.
+                sleep: Callable[[float], None] = time.sleep) -> list[int]:
+    """Python-valued items: serialise, then `write_items`."""
+    return write_items(table, [serialize_item(item) for item in items], dynamodb, attempts=attempts, sleep=sleep)
+
+
+def write_items(table: str, items: list[dict[str, Any]], dynamodb=None, *, attempts: int = 10,
+                sleep: Callable[[float], None] = time.sleep) -> list[int]:
+    """BatchWriteItem of wire-format items in chunks of 25 (a few in parallel), retrying
+    UnprocessedItems with backoff. Returns the positions of items DynamoDB refused as invalid.
 
     Plain puts keyed by event id: no read before write, and a redelivered batch rewrites the same
     items. Raises if any chunk still has unprocessed items after `attempts` (the batch is retried).
     """
     dynamodb = dynamodb or writer_client()
-    chunks = [items[start:start + BATCH_WRITE_LIMIT] for start in range(0, len(items), BATCH_WRITE_LIMIT)]
+    starts = list(range(0, len(items), BATCH_WRITE_LIMIT))
     # Fault injection point "mid_dynamodb": the first half of the chunks written, the rest not.
-    halves = [chunks[:len(chunks) // 2], chunks[len(chunks) // 2:]] if len(chunks) > 1 else [chunks]
+    halves = [starts[:len(starts) // 2], starts[len(starts) // 2:]] if len(starts) > 1 else [starts]
+    refused: list[int] = []
     for number, half in enumerate(halves):
         if number:
             maybe_fail("trigger.mid_dynamodb")
         if len(half) <= 1 or WRITE_THREADS <= 1:
-            for chunk in half:
-                _write_chunk(table, chunk, dynamodb, attempts, sleep)
-            continue
-        futures = [_pool().submit(_write_chunk, table, chunk, dynamodb, attempts, sleep) for chunk in half]
-        for future in futures:
-            future.result()  # every chunk is waited for; the first failure is raised
+            outcomes = [_write_chunk(table, items[start:start + BATCH_WRITE_LIMIT], dynamodb, attempts, sleep)
+                        for start in half]
+        else:
+            futures = [_pool().submit(_write_chunk, table, items[start:start + BATCH_WRITE_LIMIT], dynamodb,
+                                      attempts, sleep) for start in half]
+            outcomes = [future.result() for future in futures]  # every chunk waited for; first failure raised
+        refused.extend(start + position for start, outcome in zip(half, outcomes) for position in outcome)
+    return refused
 
 
 def writer_client(cfg=None):
@@ -256,8 +299,18 @@ def process_batch(records: list[StreamRecord]) -> dict[str, Any]:
     # Order matters for observers: the raw object is written last, so once it exists every
     # DynamoDB write and dead letter of its batch exists too.
     maybe_fail("trigger.before_dynamodb")
-    batch_write(RESOURCES.invoice_table, [invoice_item(e) for e in batch.events])
-    batch_write(RESOURCES.customer_table, customer_entries(batch.events))
+    refused = set(write_items(RESOURCES.invoice_table, batch.items))
+    if refused:
+        for position in sorted(refused):
+            batch.dead_letters.append(DeadLetter(batch.records[position], "refused by DynamoDB",
+                                                 "refused by DynamoDB: ValidationException on PutItem"))
+        batch.events = [e for position, e in enumerate(batch.events) if position not in refused]
+    entries = customer_entries(batch.events)
+    for position in batch_write(RESOURCES.customer_table, entries):
+        # Cannot happen for validated lines (totals stay far inside DynamoDB's number range); said
+        # loudly rather than retried forever: the lines themselves are stored.
+        print(json.dumps({"fn": "kinesis-trigger", "customer_entry_refused": {
+            "CustomerID": entries[position]["CustomerID"], "InvoiceNo": entries[position]["InvoiceNo"]}}))
     maybe_fail("trigger.after_dynamodb")
     for dead in batch.dead_letters:
         s3.put_object(Bucket=RESOURCES.dead_letter_bucket, Key=dead.key(), Body=dead.body(),

@@ -50,7 +50,7 @@ def test_localstack_environment_is_what_the_platform_needs():
     env = SERVICES["localstack"]["environment"]
     assert env["KINESIS_LATENCY"] == "0"
     services = set(env["SERVICES"].split(","))
-    assert {"s3", "kinesis", "dynamodb", "lambda", "apigateway", "iam", "sts", "sqs"} <= services
+    assert {"s3", "kinesis", "dynamodb", "lambda", "apigateway", "iam", "sts", "sqs", "secretsmanager"} <= services
     assert env["LAMBDA_DOCKER_NETWORK"] == f"{COMPOSE['name']}_default"
     assert "/var/run/docker.sock:/var/run/docker.sock" in SERVICES["localstack"]["volumes"]
     # The optional MiniStack profile is opt-in, so `docker compose up` starts LocalStack only.
@@ -120,7 +120,17 @@ def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
     logs = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
     assert actions_of["data-ingestion"] == {"kinesis:PutRecords", "kinesis:PutRecord"} | logs
     assert not any(a.startswith(("dynamodb:Batch", "dynamodb:Put", "s3:", "kinesis:Put")) for a in actions_of["customer-reads"])
-    assert actions_of["api-authorizer"] == logs
+    # The two verifiers read the keys from Secrets Manager, exactly those two secrets.
+    assert actions_of["api-authorizer"] == logs | {"secretsmanager:GetSecretValue"}
+    assert "secretsmanager:GetSecretValue" in actions_of["customer-reads"]
+    assert not any(a.startswith("secretsmanager:") for a in actions_of["data-ingestion"] | actions_of["kinesis-trigger"])
+    secret_statement = next(st for st in roles["api-authorizer"]["inline_policies"]["ecom-pipeline"]["Statement"]
+                            if st["Sid"] == "ReadAuthSecrets")
+    assert secret_statement["Resource"] == [
+        "arn:aws:secretsmanager:eu-west-1:<account-id>:secret:ecom/jwt-signing-key-??????",
+        "arn:aws:secretsmanager:eu-west-1:<account-id>:secret:ecom/operator-key-??????"]
+    assert [(s["name"], s["store"]) for s in doc["secrets"]] == [("ecom/jwt-signing-key", "AWS Secrets Manager"),
+                                                                 ("ecom/operator-key", "AWS Secrets Manager")]
     assert {"dynamodb:BatchWriteItem", "s3:PutObject", "kinesis:GetRecords", "sqs:SendMessage"} <= actions_of["kinesis-trigger"]
 
 
@@ -137,8 +147,11 @@ def test_aws_plan_cli_needs_no_credentials(tmp_path):
                                             "authorizer": None}
     reads = [r for r in doc["rest_api"]["routes"] if r["method"] == "GET"]
     assert reads and all(r["authorizer"] and not r["api_key_required"] for r in reads)
-    assert all(v == "<from configuration>" for f in doc["lambda_functions"] for k, v in f["environment"].items()
-               if "SECRET" in k), "a plan must never print a secret"
+    # Functions get the secrets' names only; no secret value (nor the local defaults) appears anywhere.
+    envs = [f["environment"] for f in doc["lambda_functions"]]
+    assert [e.get("ECOM_JWT_SECRET_ID") for e in envs if "ECOM_JWT_SECRET_ID" in e] == ["ecom/jwt-signing-key"] * 2
+    assert not any(k in e for e in envs for k in ("ECOM_JWT_SECRET", "ECOM_OPERATOR_KEY", "ECOM_OPERATOR_KEY_SHA256"))
+    assert not any(value in out.stdout for value in config.DEV_DEFAULTS.values()), "a plan must never print a secret"
     text = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--target", "aws", "--plan"], env=env,
                           capture_output=True, text=True, timeout=60).stdout
     assert "nothing is created; no AWS call is made" in text and "kinesis stream       event-ingest: 2 shards" in text

@@ -1,6 +1,6 @@
 """Faults, poison records and restarts lose nothing and duplicate nothing (on the embedded stack).
 
-Fault injection is configuration (ECOM_FAULTS, see handlers/faults.py): for kinesis-trigger it is
+Fault injection is configuration (ECOM_FAULTS, see ecom_core/faults.py): for kinesis-trigger it is
 set in the deployed function's environment; for the ETL in the environment of the ETL process.
 Every test ends with a per-event reconciliation that must be exact.
 """
@@ -139,7 +139,7 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
     assert "must be a JSON object" in reasons["array"]
     assert "Quantity: is required" in reasons["missing fields"] and "Country: is required" in reasons["missing fields"]
     assert "Quantity: must be an integer" in reasons["wrong types"] and "UnitPrice: is required" in reasons["wrong types"]
-    assert "Description: longer than 1000 characters" in reasons["900 KB"]
+    assert "Description: longer than 1000 bytes" in reasons["900 KB"]
     assert "event_id: is required" in reasons["no event id"]
     assert letters[poison["900 KB"].decode()].body["size"] == len(poison["900 KB"])
 

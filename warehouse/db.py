@@ -13,6 +13,7 @@ from ecom_core import config
 
 FACT_TABLE = "dw.fact_sales_line"
 MANIFEST_TABLE = "dw.load_manifest"
+REJECTS_TABLE = "dw.load_rejects"
 
 
 def connect(dsn: str | None = None) -> psycopg2.extensions.connection:

@@ -47,6 +47,7 @@ class Reconciliation:
     accepted: set[str]
     stages: list[Stage]
     dead_lettered: set[str]
+    warehouse_rejected: set[str] = field(default_factory=set)
 
     @property
     def exact(self) -> bool:
@@ -55,6 +56,7 @@ class Reconciliation:
 
     def as_dict(self, limit: int = 100) -> dict:
         return {"exact": self.exact, "accepted": len(self.accepted), "dead_lettered": len(self.dead_lettered),
+                "warehouse_rejected": len(self.warehouse_rejected),
                 "stages": {s.name: s.as_dict(limit) for s in self.stages}}
 
 
@@ -135,12 +137,20 @@ def staging_stage(cfg, r: config.Resources) -> Stage:
     s3 = aws.client("s3", cfg)
     stage = Stage("staging")
     for body in _objects(s3, r.staging_bucket, (r.staging_prefix,)):
-        reader = csv.reader(io.StringIO(body.decode("utf-8")))
-        header = next(reader, [])
-        column = header.index("event_id") if "event_id" in header else 0
-        for row in reader:
-            stage.rows += 1
-            stage.ids.add(row[column])
+        # Files another producer wrote may not be UTF-8 or CSV: what cannot be read counts as
+        # unreadable (the load sets such rows aside as rejects), never stops the reconciliation.
+        reader = csv.reader(io.StringIO(body.decode("utf-8", errors="replace")))
+        try:
+            header = next(reader, [])
+            column = header.index("event_id") if "event_id" in header else 0
+            for row in reader:
+                stage.rows += 1
+                if row:
+                    stage.ids.add(row[column])
+                else:
+                    stage.unreadable += 1
+        except csv.Error:
+            stage.unreadable += 1
     return stage
 
 
@@ -176,9 +186,20 @@ def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None)
     r = config.resources()
     accepted = read_ledgers(cfg) if accepted is None else accepted
     dead, _ = dead_letter_ids(cfg, r)
+    rejected = warehouse_rejected_ids()
     stages = [stream_stage(cfg, r), dynamodb_stage(cfg, r), raw_stage(cfg, r), staging_stage(cfg, r),
               warehouse_stage()]
     for stage in stages:
-        stage.missing = sorted(accepted - stage.ids - dead)
+        # A row the warehouse set aside is quarantined (counted, findable), not missing.
+        quarantined = dead | rejected if stage.name == "warehouse" else dead
+        stage.missing = sorted(accepted - stage.ids - quarantined)
         stage.unexpected = sorted(stage.ids - accepted)
-    return Reconciliation(accepted=accepted, stages=stages, dead_lettered=dead)
+    return Reconciliation(accepted=accepted, stages=stages, dead_lettered=dead, warehouse_rejected=rejected)
+
+
+def warehouse_rejected_ids(dsn: str | None = None) -> set[str]:
+    with db.connection(dsn) as conn:
+        db.ensure_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(f'SELECT DISTINCT "event_id" FROM {db.REJECTS_TABLE} WHERE "event_id" IS NOT NULL')
+            return {row[0] for row in cur.fetchall()}

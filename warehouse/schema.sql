@@ -39,6 +39,22 @@ CREATE TABLE IF NOT EXISTS dw.load_manifest (
     loaded_at      timestamp    NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
 
+-- Rows a staging file held that the warehouse refuses (a NUL in text, an amount beyond numeric(18,3),
+-- a malformed number or date: records that never passed the API's rules, e.g. another producer or an
+-- old version), set aside with the reason, like Redshift's STL_LOAD_ERRORS. Written in the same
+-- transaction as the file's good rows and its manifest entry; `ecom dlq list` shows them and
+-- `ecom reconcile` counts them as quarantined. raw_line is JSON with non-ASCII escaped, so any
+-- bytes can be kept.
+CREATE TABLE IF NOT EXISTS dw.load_rejects (
+    file_key     varchar(512)   NOT NULL,
+    line_no      integer        NOT NULL,  -- line in the staging CSV (the header is line 1; 0: the whole file)
+    event_id     varchar(256),
+    reason       varchar(1000)  NOT NULL,
+    raw_line     varchar(65535),
+    rejected_at  timestamp      NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (file_key, line_no)
+);
+
 -- One row per ETL run, for `ecom status`.
 CREATE TABLE IF NOT EXISTS dw.etl_run (
     run_id         varchar(64)  NOT NULL PRIMARY KEY,

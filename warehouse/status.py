@@ -67,6 +67,7 @@ def store_counts(cfg: config.Stack | None = None, *, include_stream: bool = True
         db.ensure_schema(conn)
         counts["warehouse_rows"] = db.count(conn, db.FACT_TABLE)
         counts["files_loaded"] = db.count(conn, db.MANIFEST_TABLE)
+        counts["warehouse_rejects"] = db.count(conn, db.REJECTS_TABLE)
         with conn.cursor() as cur:
             cur.execute('SELECT "run_id", "outcome", "finished_at", "files_loaded", "rows_inserted", "message" '
                         'FROM dw.etl_run ORDER BY "started_at" DESC LIMIT 1')
@@ -118,3 +119,15 @@ def wait_for_drain(high_water: dict[str, str], cfg: config.Stack | None = None, 
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)
+
+
+def load_rejects(dsn: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows the load set aside (dw.load_rejects), newest first: where each came from and why."""
+    with db.connection(dsn) as conn:
+        db.ensure_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(f'SELECT "file_key", "line_no", "event_id", "reason", "raw_line", "rejected_at" '
+                        f'FROM {db.REJECTS_TABLE} ORDER BY "rejected_at" DESC, "file_key", "line_no"'
+                        + (f" LIMIT {int(limit)}" if limit else ""))
+            return [{"file_key": f, "line_no": n, "event_id": e, "reason": r, "raw_line": raw,
+                     "rejected_at": at.isoformat(timespec="seconds")} for f, n, e, r, raw, at in cur.fetchall()]
