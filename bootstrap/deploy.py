@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bootstrap.package import build_zip, code_sha256
-from bootstrap.spec import Function, Platform, function_environment, platform
+from bootstrap.spec import Function, Platform, Schedule, function_environment, platform
 from ecom_core import aws, config
 from ecom_core.faults import FaultInjectionRefused, refuse_on_aws
 from ecom_core.secrets import new_secret_value
@@ -31,6 +31,37 @@ class Report:
     @property
     def changed(self) -> list[tuple[str, str]]:
         return [(r, a) for r, a in self.actions if a not in ("unchanged", "skipped")]
+
+
+SCHEDULER_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+
+
+def scheduler_policy(p: Platform, account: str, region: str, sched: Schedule) -> dict[str, Any]:
+    """The schedule may invoke its one function, nothing else."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "InvokeTarget", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
+         "Resource": f"arn:aws:lambda:{region}:{account}:function:{sched.function}"}]}
+
+
+REDSHIFT_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "redshift.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+
+
+def redshift_copy_policy(p: Platform) -> dict[str, Any]:
+    """The role Redshift assumes for COPY: read the staging CSV and the load manifests, nothing else."""
+    r = p.resources
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadStaging", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{r.staging_bucket}/{r.staging_prefix}*", f"arn:aws:s3:::{r.staging_bucket}/_etl/*"]},
+        {"Sid": "ListStaging", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": f"arn:aws:s3:::{r.staging_bucket}"}]}
 
 
 LAMBDA_TRUST_POLICY = {
@@ -66,6 +97,31 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
                           f"arn:aws:s3:::{r.dead_letter_bucket}/{r.dead_letter_prefix}*"]},
             {"Sid": "OnFailureDestination", "Effect": "Allow", "Action": ["sqs:SendMessage"],
              "Resource": arn.format("sqs", r.dead_letter_queue)},
+            # The ETL job: raw -> processed (copy + delete), staging CSV written and read, its state object.
+            {"Sid": "EtlRawObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+             "Resource": [f"arn:aws:s3:::{r.raw_bucket}/{r.raw_prefix}*",
+                          f"arn:aws:s3:::{r.raw_bucket}/{r.processed_prefix}*"]},
+            {"Sid": "EtlStagingObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+             "Resource": [f"arn:aws:s3:::{r.staging_bucket}/{r.staging_prefix}*",
+                          f"arn:aws:s3:::{r.staging_bucket}/_etl/*"]},
+            {"Sid": "EtlListBuckets", "Effect": "Allow", "Action": ["s3:ListBucket"],
+             "Resource": [f"arn:aws:s3:::{r.raw_bucket}", f"arn:aws:s3:::{r.staging_bucket}"]},
+            {"Sid": "EtlCatalog", "Effect": "Allow",
+             "Action": ["glue:GetTable", "glue:CreateTable", "glue:UpdateTable", "glue:GetDatabase"],
+             "Resource": [arn.format("glue", "catalog"), arn.format("glue", f"database/{r.glue_database}"),
+                          arn.format("glue", f"table/{r.glue_database}/{r.glue_table}")]},
+            {"Sid": "ReadWarehouseSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+             "Resource": arn.format("secretsmanager", f"secret:{r.warehouse_secret_name}-??????")},
+            # Redshift Data API: statements run as the job's role (no password, no VPC attachment).
+            {"Sid": "RedshiftData", "Effect": "Allow",
+             "Action": ["redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement",
+                        "redshift-data:DescribeStatement", "redshift-data:GetStatementResult",
+                        "redshift-serverless:GetCredentials"],
+             "Resource": [arn.format("redshift-serverless", f"workgroup/{config.etl().redshift_workgroup}"),
+                          arn.format("redshift-data", "statement:*")] if not config.etl().redshift_cluster else
+                         [arn.format("redshift", f"cluster:{config.etl().redshift_cluster}"),
+                          arn.format("redshift", f"dbname:{config.etl().redshift_cluster}/{config.etl().redshift_database}"),
+                          arn.format("redshift-data", "statement:*")]},
             {"Sid": "ReadAuthSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
              # Secrets Manager appends a random 6-character suffix to a secret's ARN.
              "Resource": [arn.format("secretsmanager", f"secret:{r.jwt_secret_name}-??????"),
@@ -101,16 +157,20 @@ class Deployer:
         return self.c("sts").get_caller_identity()["Account"]
 
     def role(self, fn: Function) -> str:
+        return self._role(fn.role_name, LAMBDA_TRUST_POLICY,
+                          lambda_policy(self.p, self.account_id(), self.cfg.region, fn))
+
+    def _role(self, name: str, trust: dict[str, Any], policy_document: dict[str, Any]) -> str:
+        """An IAM role with one inline policy, created or brought up to date. Returns its ARN."""
         iam = self.c("iam")
-        name = fn.role_name
-        policy = json.dumps(lambda_policy(self.p, self.account_id(), self.cfg.region, fn), sort_keys=True)
+        policy = json.dumps(policy_document, sort_keys=True)
         try:
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
             action = "unchanged"
         except ClientError as exc:
             if aws.error_code(exc) != "NoSuchEntity":
                 raise
-            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY))["Role"]["Arn"]
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
             action = "created"
         try:
             current = iam.get_role_policy(RoleName=name, PolicyName="ecom-pipeline")["PolicyDocument"]
@@ -214,12 +274,13 @@ class Deployer:
 
     def functions(self) -> dict[str, str]:
         lam = self.c("lambda")
-        blob = build_zip()
-        digest = code_sha256(blob)
+        blobs = {package: build_zip(package=package) for package in {fn.package for fn in self.p.functions}}
         arns: dict[str, str] = {}
         for fn in self.p.functions:
+            blob = blobs[fn.package]
+            digest = code_sha256(blob)
             role_arn = self.role(fn)
-            environment = {"Variables": function_environment(self.r, fn)}
+            environment = {"Variables": function_environment(self.r, fn, target=self.cfg.target)}
             wanted = {"Runtime": self.p.runtime, "Handler": fn.handler, "Timeout": fn.timeout, "Role": role_arn,
                       "MemorySize": fn.memory, "Description": fn.description, "Environment": environment}
             try:
@@ -480,6 +541,88 @@ class Deployer:
             else:
                 self.report.add(f"secret {name}", "unchanged")
 
+    def warehouse_secret(self) -> None:
+        """The deployed ETL job's warehouse DSN, in Secrets Manager. Emulators: the private cluster
+        (a local-development password). AWS: only when the user points WAREHOUSE_DSN at a Postgres;
+        the Redshift dialect needs none (the Data API authenticates with the job's role)."""
+        if not self.local and not self.cfg.warehouse_dsn_override:
+            self.report.add(f"secret {self.r.warehouse_secret_name} (Redshift Data API: no DSN)", "skipped")
+            return
+        sm = self.c("secretsmanager")
+        value = self.cfg.warehouse_dsn
+        try:
+            current = sm.get_secret_value(SecretId=self.r.warehouse_secret_name)["SecretString"]
+        except ClientError as exc:
+            if aws.error_code(exc) != "ResourceNotFoundException":
+                raise
+            sm.create_secret(Name=self.r.warehouse_secret_name, SecretString=value,
+                             Description="ecom-pipeline: warehouse DSN of the ETL job")
+            self.report.add(f"secret {self.r.warehouse_secret_name}", "created")
+            return
+        if current != value:
+            sm.put_secret_value(SecretId=self.r.warehouse_secret_name, SecretString=value)
+        self.report.add(f"secret {self.r.warehouse_secret_name}", "updated" if current != value else "unchanged")
+
+    def redshift(self) -> None:
+        """AWS with the Redshift dialect: the role Redshift assumes for COPY (read-only on the staging
+        bucket) and, when asked (ECOM_CREATE_REDSHIFT=1), a Serverless namespace + workgroup that
+        carries it. Otherwise the workgroup or cluster named in configuration is used as it is."""
+        etl = config.etl()
+        if self.local or etl.warehouse_for(self.cfg.target) != "redshift":
+            return
+        role_arn = self._role(etl.redshift_copy_role_name, REDSHIFT_TRUST_POLICY, redshift_copy_policy(self.p))
+        if not etl.create_redshift:
+            self.report.add(f"redshift {etl.redshift_cluster or etl.redshift_workgroup} (existing, from configuration)",
+                            "unchanged")
+            return
+        rs = self.c("redshift-serverless")
+        try:
+            rs.get_namespace(namespaceName=etl.redshift_workgroup)
+            self.report.add(f"redshift serverless namespace {etl.redshift_workgroup}", "unchanged")
+        except ClientError as exc:
+            if aws.error_code(exc) != "ResourceNotFoundException":
+                raise
+            rs.create_namespace(namespaceName=etl.redshift_workgroup, dbName=etl.redshift_database,
+                                iamRoles=[role_arn], defaultIamRoleArn=role_arn)
+            self.report.add(f"redshift serverless namespace {etl.redshift_workgroup}", "created")
+        try:
+            rs.get_workgroup(workgroupName=etl.redshift_workgroup)
+            self.report.add(f"redshift serverless workgroup {etl.redshift_workgroup}", "unchanged")
+        except ClientError as exc:
+            if aws.error_code(exc) != "ResourceNotFoundException":
+                raise
+            # 8 RPUs is the smallest base capacity; it scales up under load and costs nothing idle.
+            rs.create_workgroup(workgroupName=etl.redshift_workgroup, namespaceName=etl.redshift_workgroup,
+                                baseCapacity=8, publiclyAccessible=False)
+            self.report.add(f"redshift serverless workgroup {etl.redshift_workgroup}", "created")
+
+    def schedules(self, function_arns: dict[str, str]) -> None:
+        """EventBridge Scheduler schedules, each invoking a function through its own role."""
+        scheduler = self.c("scheduler")
+        for sched in self.p.schedules:
+            role_arn = self._role(sched.role_name, SCHEDULER_TRUST_POLICY,
+                                  scheduler_policy(self.p, self.account_id(), self.cfg.region, sched))
+            wanted = {"ScheduleExpression": sched.expression, "State": sched.state,
+                      "FlexibleTimeWindow": {"Mode": "OFF"},
+                      "Target": {"Arn": function_arns[sched.function], "RoleArn": role_arn, "Input": sched.input,
+                                 # A missed tick is not retried: the next one does the same work.
+                                 "RetryPolicy": {"MaximumRetryAttempts": 0}},
+                      "Description": sched.description}
+            try:
+                current = scheduler.get_schedule(Name=sched.name)
+            except ClientError as exc:
+                if aws.error_code(exc) != "ResourceNotFoundException":
+                    raise
+                scheduler.create_schedule(Name=sched.name, **wanted)
+                self.report.add(f"schedule {sched.name} ({sched.expression}, {sched.state})", "created")
+                continue
+            same = all(current.get(k) == v for k, v in wanted.items() if k != "Target") and \
+                all(current.get("Target", {}).get(k) == v for k, v in wanted["Target"].items() if k != "RetryPolicy")
+            if not same:
+                scheduler.update_schedule(Name=sched.name, **wanted)
+            self.report.add(f"schedule {sched.name} ({sched.expression}, {sched.state})",
+                            "unchanged" if same else "updated")
+
     # ------------------------------------------------------------------ all
     def run(self) -> Report:
         if not self.local:
@@ -490,7 +633,10 @@ class Deployer:
         self.glue_database()
         dlq_arn = self.dead_letter_queue()
         self.secrets()
+        self.warehouse_secret()
+        self.redshift()
         arns = self.functions()
+        self.schedules(arns)
         api_id = self.rest_api(arns)
         key = self.api_key(api_id)
         self.event_source_mapping(stream_arn, dlq_arn)

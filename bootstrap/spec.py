@@ -26,6 +26,11 @@ class Function:
     # What it may do, by statement id of bootstrap.deploy.lambda_policy: each function gets its own
     # role with exactly these (least privilege: the read API cannot write, ingestion cannot read).
     permissions: tuple[str, ...] = ("Logs",)
+    # Which zip: "handlers" (handlers/ + ecom_core/: stdlib and boto3 only) or "etl" (the job:
+    # ecom_core/, etl/, warehouse/ and its SQL; see bootstrap/package.py).
+    package: str = "handlers"
+    # Gets the ETL settings and the warehouse secret's name.
+    etl_env: bool = False
 
     @property
     def role_name(self) -> str:
@@ -64,6 +69,18 @@ class Mapping:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """An EventBridge Scheduler schedule invoking a function (the batch half's clock)."""
+    name: str
+    expression: str
+    state: str
+    function: str
+    role_name: str
+    description: str
+    input: str = '{"trigger": "schedule"}'
+
+
+@dataclass(frozen=True)
 class Platform:
     resources: config.Resources
     buckets: list[str]
@@ -72,6 +89,7 @@ class Platform:
     routes: list[Route]
     mapping: Mapping
     authorizers: list[Authorizer] = field(default_factory=list)
+    schedules: list[Schedule] = field(default_factory=list)
     runtime: str = "python3.12"
 
     @property
@@ -107,6 +125,11 @@ def platform(resources: config.Resources | None = None) -> Platform:
             Function(r.reads_function, "handlers.reads.handler",
                      "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
                      timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "ReadAuthSecrets", "Logs")),
+            Function(r.etl_function, "etl.job.handler",
+                     "The batch half on a schedule: raw JSON -> staging CSV -> Glue table -> warehouse (lease, "
+                     "exactly once per file)", timeout=900, memory=1024, package="etl", etl_env=True,
+                     permissions=("EtlRawObjects", "EtlStagingObjects", "EtlListBuckets", "EtlCatalog",
+                                  "ReadWarehouseSecret", "RedshiftData", "Logs")),
             Function(r.authorizer_function, "handlers.authorizer.handler",
                      "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
                      timeout=10, memory=128, auth_env=True, permissions=("ReadAuthSecrets", "Logs")),
@@ -119,10 +142,14 @@ def platform(resources: config.Resources | None = None) -> Platform:
         authorizers=[Authorizer(r.authorizer_name, r.authorizer_function,
                                 ttl_seconds=config.auth().authorizer_cache_seconds)],
         mapping=Mapping(batch_size=r.trigger_batch_size),
+        schedules=[Schedule(r.etl_schedule_name, config.etl().schedule, config.etl().schedule_state,
+                            r.etl_function, r.scheduler_role_name,
+                            "ecom-pipeline: run the batch half (etl-job) on a clock")],
     )
 
 
-def function_environment(resources: config.Resources, function: Function | None = None) -> dict[str, str]:
+def function_environment(resources: config.Resources, function: Function | None = None,
+                         target: str | None = None) -> dict[str, str]:
     """What the handlers read through ecom_core.config (explicit, so a deployment documents itself)."""
     env = {
         "ECOM_RAW_BUCKET": resources.raw_bucket,
@@ -131,6 +158,17 @@ def function_environment(resources: config.Resources, function: Function | None 
         "ECOM_CUSTOMER_TABLE": resources.customer_table,
         "ECOM_INVOICE_TABLE": resources.invoice_table,
     }
+    if function is not None and function.etl_env:
+        etl = config.etl()
+        warehouse = etl.warehouse_for(target or config.stack().target)
+        env.update({"ECOM_STAGING_BUCKET": resources.staging_bucket, "ECOM_GLUE_DATABASE": resources.glue_database,
+                    "ECOM_GLUE_TABLE": resources.glue_table, "ECOM_ETL_SCHEDULE": etl.schedule,
+                    "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds), "ECOM_WAREHOUSE": warehouse,
+                    "ECOM_WAREHOUSE_DSN_SECRET_ID": resources.warehouse_secret_name})
+        if warehouse == "redshift":
+            env.update({"ECOM_REDSHIFT_WORKGROUP": etl.redshift_workgroup, "ECOM_REDSHIFT_CLUSTER": etl.redshift_cluster,
+                        "ECOM_REDSHIFT_DATABASE": etl.redshift_database,
+                        "ECOM_REDSHIFT_COPY_ROLE": etl.redshift_copy_role_name})
     if function is not None and function.auth_env:
         auth = config.auth()
         # Only the functions that verify credentials get these; the keys themselves stay in Secrets

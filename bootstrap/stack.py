@@ -31,7 +31,7 @@ import requests
 from ecom_core import config
 
 # What the platform uses; loading fewer services makes the emulator start faster and smaller.
-MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager"
+MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler"
 PG_SERVICE_USER = "postgres"
 
 

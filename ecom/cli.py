@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -227,15 +228,21 @@ def etl_load() -> None:
 
 @etl_app.command("run")
 def etl_run(every: Optional[float] = typer.Option(None, "--every", help="repeat every SECONDS until interrupted")) -> None:
-    """transform, catalog and load in one go (optionally repeated)."""
+    """transform, catalog and load in one go (optionally repeated), under the same lease as the
+    scheduled job: if a scheduled run is busy, this waits for it (ECOM_ETL_MANUAL_WAIT_SECONDS)."""
     from ecom_core.contract import SchemaDrift
-    from etl.run import run_once
+    from etl.job import record
+    from etl.run import LeaseHeld, run_once
 
     while True:
         try:
-            result = run_once(config.stack())
+            result = run_once(config.stack(), holder=f"manual:{os.getpid()}",
+                              wait_for_lease=config.etl().manual_wait_seconds)
         except SchemaDrift as exc:
             fail(str(exc))
+        except LeaseHeld as exc:
+            fail(str(exc))
+        record(result, "manual", config.stack())
         t, l = result.transform, result.load
         typer.echo(f"etl run {result.run_id}: {t.objects} raw objects -> {len(t.csv_keys)} CSV ({t.rows} rows); "
                    f"catalog {result.catalog.action}; loaded {l.files_loaded} files, {l.rows_inserted} new rows "
@@ -250,6 +257,30 @@ def etl_run(every: Optional[float] = typer.Option(None, "--every", help="repeat 
             time.sleep(every)
         except KeyboardInterrupt:
             return
+
+
+def _etl_job(cfg: config.Stack) -> dict:
+    """The scheduled job as the platform sees it: its schedule, the last tick, the next one."""
+    from datetime import datetime, timedelta
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ecom_core import aws
+    from etl.job import read_state
+
+    r = config.resources()
+    try:
+        schedule = aws.client("scheduler", cfg).get_schedule(Name=r.etl_schedule_name)
+        expression, state = schedule.get("ScheduleExpression"), schedule.get("State")
+    except (BotoCoreError, ClientError):
+        expression, state = None, "not deployed"
+    tick = read_state(cfg).get("last_tick")
+    info = {"schedule": expression, "state": state, "last_tick": tick, "next_tick": None}
+    interval = config.Etl(schedule=expression).interval_seconds if expression else None
+    if tick and interval and state == "ENABLED" and tick.get("trigger") == "schedule":
+        at = datetime.fromisoformat(tick["at"])
+        info["next_tick"] = (at + timedelta(seconds=interval)).isoformat(timespec="seconds")
+    return info
 
 
 def _components(cfg: config.Stack) -> dict[str, bool]:
@@ -340,7 +371,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         fail(f"not up: {down} (start the stack with `ecom up`)")
     counts = store_counts(cfg, include_stream=stream)
     quarantined, reasons = top_reasons(cfg)
-    report = {"components": components, **counts, "dead_letter_reasons": reasons}
+    report = {"components": components, **counts, "dead_letter_reasons": reasons, "etl_job": _etl_job(cfg)}
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
@@ -362,6 +393,12 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     last = counts.get("last_etl_run")
     typer.echo(f"  last ETL run: {last['run_id']} {last['outcome']} at {last['finished_at']}"
                + (f" ({last['message']})" if last and last.get("message") else "") if last else "  last ETL run: none")
+    job = report.get("etl_job") or {}
+    tick = job.get("last_tick")
+    typer.echo(f"  ETL job: schedule {job.get('schedule')} ({job.get('state')})"
+               + (f"; last tick {tick['at']} ({tick.get('trigger')}) {tick['outcome']}"
+                  + (f", {tick.get('files_loaded', 0)} files, {tick.get('rows_inserted', 0)} rows" if tick.get('run_id') else "")
+                  + (f"; next about {job['next_tick']}" if job.get("next_tick") else "") if tick else "; no tick yet"))
 
 
 @app.command()

@@ -62,6 +62,11 @@ class Resources:
     trigger_function: str = "kinesis-trigger"
     reads_function: str = "customer-reads"
     authorizer_function: str = "api-authorizer"
+    etl_function: str = "etl-job"
+    etl_schedule_name: str = "ecom-etl"
+    scheduler_role_name: str = "ecom-etl-scheduler-role"
+    # The warehouse connection of the deployed job (emulators: the private cluster's DSN).
+    warehouse_secret_name: str = field(default_factory=lambda: _env("ECOM_WAREHOUSE_SECRET_NAME", "ecom/warehouse-dsn"))
     authorizer_name: str = "ecom-jwt-authorizer"
     api_name: str = "ecom-api"
     api_stage: str = "test"
@@ -153,6 +158,9 @@ class Stack:
     pg_password: str = field(default_factory=lambda: _env("ECOM_PG_PASSWORD", DEV_PG_PASSWORD))
     pg_database: str = "ecom"
     warehouse_dsn_override: str | None = field(default_factory=lambda: os.environ.get("WAREHOUSE_DSN") or None)
+    # The deployed ETL job reads its DSN from Secrets Manager (never from function environment).
+    warehouse_dsn_secret_id: str | None = field(
+        default_factory=lambda: os.environ.get("ECOM_WAREHOUSE_DSN_SECRET_ID") or None)
 
     @property
     def logs_dir(self) -> Path:
@@ -199,6 +207,53 @@ def faults() -> str:
     See ecom_core/faults.py for the points and actions.
     """
     return _env("ECOM_FAULTS", "")
+
+
+@dataclass(frozen=True)
+class Etl:
+    """The batch half as a scheduled job (etl/job.py)."""
+
+    # EventBridge Scheduler expression; rate(1 minute) is the shortest AWS (and MiniStack) accepts.
+    schedule: str = field(default_factory=lambda: _env("ECOM_ETL_SCHEDULE", "rate(1 minute)"))
+    # ENABLED or DISABLED (the test suite's shared stack runs ETL by hand and disables it).
+    schedule_state: str = field(default_factory=lambda: _env("ECOM_ETL_SCHEDULE_STATE", "ENABLED"))
+    # A run holds the lease this long and renews it after every group of files it commits.
+    lease_seconds: int = field(default_factory=lambda: _env_int("ECOM_ETL_LEASE_SECONDS", 120))
+    # `ecom etl run` waits this long for a scheduled run to finish instead of skipping.
+    manual_wait_seconds: int = field(default_factory=lambda: _env_int("ECOM_ETL_MANUAL_WAIT_SECONDS", 600))
+    # Warehouse dialect of the load: postgres (psycopg2, COPY FROM STDIN) or redshift (Data API).
+    # Unset: redshift on the aws target, postgres on the emulators.
+    warehouse_override: str = field(default_factory=lambda: _env("ECOM_WAREHOUSE", ""))
+    # Redshift (AWS): an existing Serverless workgroup or provisioned cluster, the database, and the
+    # role Redshift assumes to COPY from the staging bucket.
+    redshift_workgroup: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_WORKGROUP", "ecom"))
+    redshift_cluster: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_CLUSTER", ""))
+    redshift_database: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_DATABASE", "dev"))
+    redshift_copy_role_name: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_COPY_ROLE", "ecom-redshift-copy-role"))
+    # Let bootstrap create a Redshift Serverless namespace + workgroup (otherwise: use the named one).
+    create_redshift: bool = field(default_factory=lambda: _env("ECOM_CREATE_REDSHIFT", "0") in ("1", "true", "yes"))
+
+    def warehouse_for(self, target: str) -> str:
+        return self.warehouse_override or ("redshift" if target == "aws" else "postgres")
+
+    @property
+    def warehouse(self) -> str:
+        return self.warehouse_for(Stack().target)
+
+    @property
+    def interval_seconds(self) -> int | None:
+        """Seconds between ticks of a rate() schedule (None for cron/at)."""
+        import re
+
+        match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", self.schedule.strip())
+        if not match:
+            return None
+        unit = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
+        return int(match.group(1)) * unit
+
+
+def etl() -> Etl:
+    return Etl()
 
 
 def auth() -> Auth:

@@ -296,7 +296,10 @@ def pending_keys(conn, cfg: config.Stack | None = None) -> list[dict]:
     return [o for o in list_keys(s3, r.staging_bucket, r.staging_prefix) if o["Key"] not in done]
 
 
-def load(cfg: config.Stack | None = None, dsn: str | None = None) -> LoadResult:
+def load(cfg: config.Stack | None = None, dsn: str | None = None,
+         after_group: Callable[[], None] | None = None) -> LoadResult:
+    """Load every pending staging file, a group per transaction; `after_group` runs after each
+    committed group (the ETL run renews its lease there)."""
     r = config.resources()
     s3 = aws.client("s3", cfg)
     result = LoadResult()
@@ -322,6 +325,8 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None) -> LoadResult:
                     _account(result, load_group(conn, before))
                 raise
             _account(result, outcomes)
+            if after_group is not None:
+                after_group()
     return result
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,18 @@ def stack_env():
     """Start MiniStack + Postgres on free ports in a temp dir, bootstrap, and yield the endpoints."""
     from bootstrap import stack
 
-    with stack.temporary_stack("ecom-test-") as env:
-        yield env
+    # The ETL job's schedule stays off on the shared stack: most tests run the ETL by hand and count
+    # what each run loads; tests/test_etl_job.py switches it on.
+    saved = os.environ.get("ECOM_ETL_SCHEDULE_STATE")
+    os.environ["ECOM_ETL_SCHEDULE_STATE"] = "DISABLED"
+    try:
+        with stack.temporary_stack("ecom-test-") as env:
+            yield env
+    finally:
+        if saved is None:
+            os.environ.pop("ECOM_ETL_SCHEDULE_STATE", None)
+        else:
+            os.environ["ECOM_ETL_SCHEDULE_STATE"] = saved
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Iterator
 import psycopg2
 import psycopg2.extensions
 
-from ecom_core import config
+from ecom_core import secrets
 
 FACT_TABLE = "dw.fact_sales_line"
 MANIFEST_TABLE = "dw.load_manifest"
@@ -17,8 +17,7 @@ REJECTS_TABLE = "dw.load_rejects"
 
 
 def connect(dsn: str | None = None) -> psycopg2.extensions.connection:
-    return psycopg2.connect(dsn or config.stack().warehouse_dsn, connect_timeout=10,
-                            application_name="ecom-pipeline")
+    return psycopg2.connect(dsn or secrets.warehouse_dsn(), connect_timeout=10, application_name="ecom-pipeline")
 
 
 @contextmanager

@@ -55,6 +55,15 @@ CREATE TABLE IF NOT EXISTS dw.load_rejects (
     PRIMARY KEY (file_key, line_no)
 );
 
+-- The ETL lease (warehouse/lease.py): at most one run at a time, scheduled or manual. A run that
+-- dies stops renewing it; the first tick after expires_at takes over.
+CREATE TABLE IF NOT EXISTS dw.etl_lease (
+    name         varchar(64)   NOT NULL PRIMARY KEY,
+    holder       varchar(128),
+    acquired_at  timestamp     NOT NULL,
+    expires_at   timestamp     NOT NULL
+);
+
 -- One row per ETL run, for `ecom status`.
 CREATE TABLE IF NOT EXISTS dw.etl_run (
     run_id         varchar(64)  NOT NULL PRIMARY KEY,

@@ -1,0 +1,106 @@
+"""The batch half as a deployed job: Lambda `etl-job`, invoked by an EventBridge Scheduler schedule
+(`rate(1 minute)` by default, ECOM_ETL_SCHEDULE) on every target, and by hand through `ecom etl run`.
+
+One tick:
+1. Idle check on S3 only: no raw object waiting and every staging file already counted as loaded
+   (the count the last run left in `s3://<staging>/_etl/state.json`)? Then the tick records
+   "idle" and returns: no warehouse connection, no transaction.
+2. Otherwise `etl.run.run_once` under the warehouse lease (warehouse/lease.py): a tick that finds
+   the lease held by a live run records "skipped" and returns; a run that died is redone by the
+   first tick after its lease expires, and the manifest keeps every file exactly once.
+3. The outcome (and the run id) goes to `_etl/state.json` for `ecom status`.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from ecom_core import aws, config
+
+STATE_KEY = "_etl/state.json"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_state(cfg: config.Stack | None = None) -> dict[str, Any]:
+    r = config.resources()
+    try:
+        body = aws.client("s3", cfg).get_object(Bucket=r.staging_bucket, Key=STATE_KEY)["Body"].read()
+        return json.loads(body)
+    except Exception:  # noqa: BLE001 - no state yet (or unreadable): the next run writes it
+        return {}
+
+
+def write_state(state: dict[str, Any], cfg: config.Stack | None = None) -> None:
+    r = config.resources()
+    aws.client("s3", cfg).put_object(Bucket=r.staging_bucket, Key=STATE_KEY,
+                                     Body=json.dumps(state, default=str).encode(), ContentType="application/json")
+
+
+def staging_file_count(cfg: config.Stack | None = None) -> int:
+    from etl.transform import list_keys
+
+    r = config.resources()
+    return sum(1 for _ in list_keys(aws.client("s3", cfg), r.staging_bucket, r.staging_prefix))
+
+
+def nothing_to_do(state: dict[str, Any], cfg: config.Stack | None = None) -> bool:
+    """True when S3 alone shows there is no work: no raw object pending, no staging file beyond
+    those the last run counted as loaded."""
+    r = config.resources()
+    s3 = aws.client("s3", cfg)
+    if s3.list_objects_v2(Bucket=r.raw_bucket, Prefix=r.raw_prefix, MaxKeys=1).get("KeyCount", 0):
+        return False
+    return "files_loaded" in state and staging_file_count(cfg) == state["files_loaded"]
+
+
+def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | None = None,
+         wait_for_lease: float = 0.0) -> dict[str, Any]:
+    """One run of the batch half, as the schedule (or a person) starts it. Returns what happened."""
+    from etl.run import LeaseHeld, run_once
+
+    state = read_state(cfg)
+    started = time.perf_counter()
+    base = {"trigger": trigger, "at": _now(), "schedule": config.etl().schedule,
+            "interval_seconds": config.etl().interval_seconds}
+    if nothing_to_do(state, cfg):
+        write_state({**state, "last_tick": {**base, "outcome": "idle", "seconds": round(time.perf_counter() - started, 3)}},
+                    cfg)
+        return {"outcome": "idle"}
+    try:
+        result = run_once(cfg, dsn, holder=f"{trigger}:{uuid.uuid4().hex[:12]}", wait_for_lease=wait_for_lease)
+    except LeaseHeld as held:
+        write_state({**state, "last_tick": {**base, "outcome": "skipped", "reason": str(held)}}, cfg)
+        return {"outcome": "skipped", "reason": str(held)}
+    except Exception as exc:
+        write_state({**state, "last_tick": {**base, "outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}},
+                    cfg)
+        raise
+    return record(result, trigger, cfg, base)
+
+
+def record(result, trigger: str, cfg: config.Stack | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a finished run (etl.run.RunResult) to the job state: `ecom status` and the idle check read it."""
+    base = base or {"trigger": trigger, "at": _now(), "schedule": config.etl().schedule,
+                    "interval_seconds": config.etl().interval_seconds}
+    summary = {"outcome": result.outcome, "run_id": result.run_id, "files_loaded": result.load.files_loaded,
+               "rows_inserted": result.load.rows_inserted, "rows_rejected": result.load.rows_rejected,
+               "seconds": round(result.seconds, 3)}
+    write_state({"files_loaded": result.manifest_files, "last_tick": {**base, **summary}}, cfg)
+    return summary
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point (the schedule's target). Thin: the work is `tick`."""
+    started = time.perf_counter()
+    trigger = str((event or {}).get("trigger") or "schedule")[:32]
+    summary = tick(trigger)
+    # One log line per invocation (the emulator also waits for output before returning).
+    print(json.dumps({"fn": config.resources().etl_function, **summary,
+                      "ms": round((time.perf_counter() - started) * 1000, 1)}, default=str))
+    return summary
