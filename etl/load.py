@@ -74,10 +74,12 @@ def record_in_manifest(cur, key: str, etag: str, rows: int, inserted: int, updat
                 f'"rows_updated") VALUES (%s, %s, %s, %s, %s)', (key, etag, rows, inserted, updated))
 
 
-# Per file: rows, distinct events, and events new to the warehouse (each counted in the first
-# file of the group that has it, as sequential per-file loads would have counted it).
-FILE_STATS_SQL = f"""
-    SELECT f."file_no", coalesce(r.rows, 0), coalesce(r.events, 0), coalesce(n.new_events, 0)
+def file_stats_sql(for_manifest: bool = False) -> str:
+    """Per file of the group: rows, distinct events, and events new to the warehouse (each counted
+    in the first file of the group that has it, as sequential per-file loads would have counted
+    it). Run before the facts MERGE. `for_manifest`: as the manifest's columns (file_key, etag,
+    rows_in_file with the file's rejected rows, rows_inserted, rows_updated), for an INSERT ... SELECT."""
+    stats = f"""
     FROM {STAGE_FILES} f
     LEFT JOIN (SELECT "file_no", count(*) AS rows, count(DISTINCT "event_id") AS events
                FROM {STAGE} GROUP BY "file_no") r ON r."file_no" = f."file_no"
@@ -85,8 +87,16 @@ FILE_STATS_SQL = f"""
                FROM (SELECT s."event_id", min(s."file_no") AS first_file FROM {STAGE} s
                      WHERE NOT EXISTS (SELECT 1 FROM {db.FACT_TABLE} t WHERE t."event_id" = s."event_id")
                      GROUP BY s."event_id") x
-               GROUP BY first_file) n ON n."file_no" = f."file_no"
-"""
+               GROUP BY first_file) n ON n."file_no" = f."file_no\""""
+    if not for_manifest:
+        return f'SELECT f."file_no", coalesce(r.rows, 0), coalesce(r.events, 0), coalesce(n.new_events, 0) {stats}'
+    return (f'SELECT f."file_key", f."etag", coalesce(r.rows, 0) + coalesce(j.rejected, 0), coalesce(n.new_events, 0), '
+            f'coalesce(r.events, 0) - coalesce(n.new_events, 0) {stats}\n'
+            f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {db.REJECTS_TABLE} GROUP BY "file_key") j '
+            f'ON j."file_key" = f."file_key"')
+
+
+FILE_STATS_SQL = file_stats_sql()
 
 StagedFile = tuple[str, str, Callable[[], bytes]]  # (key, etag, fetch the body)
 # Per file: (rows, inserted, updated, rejected), or None when the manifest already had it.
@@ -167,6 +177,9 @@ def load_group(conn: psycopg2.extensions.connection,
     """
     try:
         return load_files(conn, files)
+    except SchemaDrift:
+        conn.rollback()
+        raise
     except (psycopg2.DataError, psycopg2.IntegrityError, UnicodeDecodeError):
         conn.rollback()
     try:
@@ -289,17 +302,20 @@ def loaded_keys(conn: psycopg2.extensions.connection) -> set[str]:
     return keys
 
 
-def pending_keys(conn, cfg: config.Stack | None = None) -> list[dict]:
+def pending_keys(done: set[str], cfg: config.Stack | None = None) -> list[dict]:
+    """Staging files not in `done` (the manifest's keys), in key order."""
     r = config.resources()
     s3 = aws.client("s3", cfg)
-    done = loaded_keys(conn)
-    return [o for o in list_keys(s3, r.staging_bucket, r.staging_prefix) if o["Key"] not in done]
+    return sorted((o for o in list_keys(s3, r.staging_bucket, r.staging_prefix) if o["Key"] not in done),
+                  key=lambda o: o["Key"])
 
 
 def load(cfg: config.Stack | None = None, dsn: str | None = None,
-         after_group: Callable[[], None] | None = None) -> LoadResult:
-    """Load every pending staging file, a group per transaction; `after_group` runs after each
-    committed group (the ETL run renews its lease there)."""
+         after_group: Callable[[], None] | None = None, warehouse=None) -> LoadResult:
+    """Load every pending staging file into `warehouse` (default: the configured dialect), a group
+    per transaction; `after_group` runs after each committed group (the ETL run renews its lease)."""
+    from etl.warehouses import open_warehouse
+
     r = config.resources()
     s3 = aws.client("s3", cfg)
     result = LoadResult()
@@ -307,26 +323,30 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None,
     def fetcher(key: str) -> Callable[[], bytes]:
         return lambda: s3.get_object(Bucket=r.staging_bucket, Key=key)["Body"].read()
 
-    with db.connection(dsn) as conn:
-        db.ensure_schema(conn)
-        pending = sorted(pending_keys(conn, cfg), key=lambda o: o["Key"])
+    own = warehouse is None
+    warehouse = warehouse or open_warehouse(cfg, dsn)
+    try:
+        warehouse.ensure_schema()
+        pending = pending_keys(warehouse.loaded_keys(), cfg)
         for start in range(0, len(pending), FILES_PER_TRANSACTION):
             group = [(o["Key"], o.get("ETag", "").strip('"'), fetcher(o["Key"]))
                      for o in pending[start:start + FILES_PER_TRANSACTION]]
             try:
-                outcomes = load_group(conn, group)
+                outcomes = warehouse.load_group(group)
             except SchemaDrift as drift:
                 # The group's transaction is void. Load the files before the drifted one (as a
                 # file-by-file load would have), then stop naming it: nothing after it is loaded.
-                conn.rollback()
                 keys = [key for key, _, _ in group]
                 before = group[:keys.index(drift.key)] if drift.key in keys else []
                 if before:
-                    _account(result, load_group(conn, before))
+                    _account(result, warehouse.load_group(before))
                 raise
             _account(result, outcomes)
             if after_group is not None:
                 after_group()
+    finally:
+        if own:
+            warehouse.close()
     return result
 
 

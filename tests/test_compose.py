@@ -175,3 +175,31 @@ def test_sample_through_localstack(tmp_path):  # pragma: no cover - runs only wh
                                            timeout=300).stdout)
         assert status["invoice_lines"] == 417 and status["warehouse_rows"] == 417
         assert subprocess.run(ecom + ["reconcile"], env=env, capture_output=True, timeout=300).returncode == 0
+
+
+def test_aws_plan_has_the_batch_half():
+    """The scheduled job, its schedule and the schedule's role, the warehouse and Redshift's COPY role."""
+    doc = plan(region="eu-west-1")
+    job = next(f for f in doc["lambda_functions"] if f["name"] == "etl-job")
+    assert (job["handler"], job["package"], job["timeout_s"]) == ("etl.job.handler", "etl", 900)
+    assert job["environment"]["ECOM_WAREHOUSE"] == "redshift"
+    assert job["environment"]["ECOM_WAREHOUSE_DSN_SECRET_ID"] == "ecom/warehouse-dsn"
+    [schedule] = doc["schedules"]
+    assert (schedule["name"], schedule["expression"], schedule["target"], schedule["retry_attempts"]) == \
+        ("ecom-etl", "rate(1 minute)", "etl-job", 0)
+    assert schedule["role_trust"]["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert schedule["role_policy"]["Statement"] == [{
+        "Sid": "InvokeTarget", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
+        "Resource": "arn:aws:lambda:eu-west-1:<account-id>:function:etl-job"}]
+    warehouse = doc["warehouse"]
+    assert warehouse["dialect"] == "redshift" and "Data API" in warehouse["access"]
+    copy_role = warehouse["copy_role"]
+    assert copy_role["trust"]["Statement"][0]["Principal"] == {"Service": "redshift.amazonaws.com"}
+    actions = {a for st in copy_role["policy"]["Statement"] for a in st["Action"]}
+    assert actions == {"s3:GetObject", "s3:ListBucket"}  # read-only on the staging bucket
+    assert all("staging-bucket-ecom" in r for st in copy_role["policy"]["Statement"]
+               for r in ([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]))
+    job_role = next(r for r in doc["iam_roles"] if r["function"] == "etl-job")
+    sids = {st["Sid"] for st in job_role["inline_policies"]["ecom-pipeline"]["Statement"]}
+    assert sids == {"EtlRawObjects", "EtlStagingObjects", "EtlListBuckets", "EtlCatalog", "ReadWarehouseSecret",
+                    "RedshiftData", "Logs"}

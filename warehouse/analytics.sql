@@ -175,10 +175,18 @@ WITH "invoices" AS (
     FROM analytics.sales_line
     WHERE NOT "is_cancellation" AND NOT "is_adjustment"
     GROUP BY "invoice_no"
-), "buckets" ("bucket_order", "size_bucket", "min_lines", "max_lines") AS (
-    VALUES (1, '1', 1, 1), (2, '2-5', 2, 5), (3, '6-10', 6, 10), (4, '11-20', 11, 20), (5, '21-50', 21, 50),
-           (6, '51-100', 51, 100), (7, '101-200', 101, 200), (8, '201-500', 201, 500),
-           (9, '501+', 501, NULL)
+), "buckets" AS (
+    -- UNION ALL rather than a VALUES list: Redshift has no VALUES table constructor.
+    SELECT 1 AS "bucket_order", CAST('1' AS VARCHAR(8)) AS "size_bucket", 1 AS "min_lines",
+           CAST(1 AS INTEGER) AS "max_lines"
+    UNION ALL SELECT 2, '2-5', 2, 5
+    UNION ALL SELECT 3, '6-10', 6, 10
+    UNION ALL SELECT 4, '11-20', 11, 20
+    UNION ALL SELECT 5, '21-50', 21, 50
+    UNION ALL SELECT 6, '51-100', 51, 100
+    UNION ALL SELECT 7, '101-200', 101, 200
+    UNION ALL SELECT 8, '201-500', 201, 500
+    UNION ALL SELECT 9, '501+', 501, CAST(NULL AS INTEGER)
 )
 SELECT b."bucket_order", b."size_bucket", b."min_lines", b."max_lines",
        COUNT(i."invoice_no") AS "invoices",
