@@ -154,9 +154,13 @@ def machine_description() -> dict[str, Any]:
 
 @contextmanager
 def fresh_stack(keep: bool = False) -> Iterator[dict[str, Any]]:
-    """A new embedded stack on free ports in a temp dir; this process's environment points at it."""
+    """A new embedded stack on free ports in a temp dir; this process's environment points at it.
+
+    The scheduled ETL job is switched off: this bench times the ETL steps itself (run_once), and a
+    tick in the middle would take the lease and the work from under it."""
     from bootstrap import stack
 
+    os.environ["ECOM_ETL_SCHEDULE_STATE"] = "DISABLED"
     with stack.temporary_stack("ecom-bench-", keep=keep) as env:
         state = stack.read_state(env["cfg"])
         try:

@@ -64,7 +64,10 @@ def run_once(cfg: config.Stack | None = None, dsn: str | None = None, *, holder:
         try:
             return _run(warehouse, run_id, holder, cfg, dsn)
         finally:
-            warehouse.release(holder)
+            try:
+                warehouse.release(holder)
+            except Exception:  # noqa: BLE001 - e.g. the warehouse restarted: the lease frees itself
+                pass           # (its session is gone on Postgres; it expires on Redshift)
     finally:
         warehouse.close()
 

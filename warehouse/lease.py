@@ -4,8 +4,11 @@ A row in dw.etl_lease, taken with a conditional UPDATE under a table lock and he
 seconds, renewed after every group of files the load commits. A run that dies (killed, timed out)
 stops renewing; its lease expires and the next tick takes over and redoes what was not committed
 (each file's rows and manifest entry commit together, so nothing is loaded twice). Timestamps
-come from the caller's clock (UTC), the same on every job instance; the SQL is plain enough for
-Postgres and Redshift alike (Redshift: `LOCK dw.etl_lease` instead of the mode clause).
+come from the caller's clock (UTC), the same on every job instance.
+
+On Postgres the lease also records the holder's server session (`pg_backend_pid()`): a process
+that dies takes its session with it, and a lease whose session is gone is free at once, without
+waiting for it to expire. Redshift (etl/redshift.py) has only the expiry.
 """
 from __future__ import annotations
 
@@ -44,8 +47,10 @@ def acquire(conn, holder: str, ttl: float) -> bool:
         if cur.fetchone()[0] == 0:
             cur.execute(f'INSERT INTO {LEASE_TABLE} ("name", "holder", "acquired_at", "expires_at") '
                         f'VALUES (%s, NULL, %s, %s)', (NAME, EPOCH, EPOCH))
-        cur.execute(f'UPDATE {LEASE_TABLE} SET "holder" = %s, "acquired_at" = %s, "expires_at" = %s '
-                    f'WHERE "name" = %s AND ("holder" IS NULL OR "expires_at" < %s OR "holder" = %s)',
+        cur.execute(f'UPDATE {LEASE_TABLE} SET "holder" = %s, "acquired_at" = %s, "expires_at" = %s, '
+                    f'"holder_session" = pg_backend_pid() '
+                    f'WHERE "name" = %s AND ("holder" IS NULL OR "expires_at" < %s OR "holder" = %s '
+                    f'OR "holder_session" NOT IN (SELECT "pid" FROM pg_stat_activity WHERE "pid" IS NOT NULL))',
                     (holder, now, now + timedelta(seconds=ttl), NAME, now, holder))
         taken = cur.rowcount == 1
     conn.commit()
@@ -73,7 +78,8 @@ def release(conn, holder: str) -> None:
 
 def current(conn) -> Holder:
     with conn.cursor() as cur:
-        cur.execute(f'SELECT "holder", "expires_at" FROM {LEASE_TABLE} WHERE "name" = %s', (NAME,))
+        cur.execute(f'SELECT "holder", "expires_at" FROM {LEASE_TABLE} WHERE "name" = %s AND "holder_session" IN '
+                    f'(SELECT "pid" FROM pg_stat_activity)', (NAME,))
         row = cur.fetchone()
     conn.commit()
     if row is None or row[0] is None or row[1] < _now():

@@ -56,12 +56,14 @@ CREATE TABLE IF NOT EXISTS dw.load_rejects (
 );
 
 -- The ETL lease (warehouse/lease.py): at most one run at a time, scheduled or manual. A run that
--- dies stops renewing it; the first tick after expires_at takes over.
+-- dies stops renewing it; the first tick after expires_at takes over (on Postgres at once: the lease
+-- names the holder's server session, and a session that is gone holds nothing).
 CREATE TABLE IF NOT EXISTS dw.etl_lease (
-    name         varchar(64)   NOT NULL PRIMARY KEY,
-    holder       varchar(128),
-    acquired_at  timestamp     NOT NULL,
-    expires_at   timestamp     NOT NULL
+    name            varchar(64)   NOT NULL PRIMARY KEY,
+    holder          varchar(128),
+    holder_session  integer,
+    acquired_at     timestamp     NOT NULL,
+    expires_at      timestamp     NOT NULL
 );
 
 -- One row per ETL run, for `ecom status`.
