@@ -284,7 +284,7 @@ def _etl_job(cfg: config.Stack) -> dict:
 
 
 def _components(cfg: config.Stack) -> dict[str, bool]:
-    """Whether each part answers: the emulator, Postgres, both functions, the API."""
+    """Whether each part answers: the emulator, Postgres, the pipeline's functions (the ETL job too)."""
     from ecom_core import aws
     from bootstrap import stack
 
@@ -302,7 +302,7 @@ def _components(cfg: config.Stack) -> dict[str, bool]:
     r = config.resources()
     try:
         lam = aws.client("lambda", cfg, read_timeout=5)
-        for name in (r.ingestion_function, r.trigger_function):
+        for name in (r.ingestion_function, r.trigger_function, r.etl_function):
             up[f"lambda {name}"] = lam.get_function_configuration(FunctionName=name).get("State", "Active") == "Active"
     except Exception:
         up["lambda"] = False
