@@ -5,6 +5,7 @@ a run is a list of (resource, action) with action in created / updated / unchang
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -153,12 +154,14 @@ class Deployer:
         return self._clients[service]
 
     # ------------------------------------------------------------------ steps
-    def account_id(self) -> str:
+    @functools.cached_property
+    def account(self) -> str:
+        """Asked once per deployment: every role policy needs it (one per function and schedule)."""
         return self.c("sts").get_caller_identity()["Account"]
 
     def role(self, fn: Function) -> str:
         return self._role(fn.role_name, LAMBDA_TRUST_POLICY,
-                          lambda_policy(self.p, self.account_id(), self.cfg.region, fn))
+                          lambda_policy(self.p, self.account, self.cfg.region, fn))
 
     def _role(self, name: str, trust: dict[str, Any], policy_document: dict[str, Any]) -> str:
         """An IAM role with one inline policy, created or brought up to date. Returns its ARN."""
@@ -413,7 +416,7 @@ class Deployer:
                 self.report.add(f"authorizer {spec.name}", "updated" if drift else "unchanged")
             ids[spec.name] = current["id"]
             self._allow_invoke(self.c("lambda"), spec.function, api_id, statement_id=f"apigateway-{api_id}-authorizer",
-                               source_arn=(f"arn:aws:execute-api:{self.cfg.region}:{self.account_id()}:{api_id}"
+                               source_arn=(f"arn:aws:execute-api:{self.cfg.region}:{self.account}:{api_id}"
                                            f"/authorizers/{current['id']}"))
         return ids, changed
 
@@ -451,7 +454,7 @@ class Deployer:
             pass
         lam.add_permission(FunctionName=function, StatementId=statement_id, Action="lambda:InvokeFunction",
                            Principal="apigateway.amazonaws.com",
-                           SourceArn=source_arn or f"arn:aws:execute-api:{self.cfg.region}:{self.account_id()}:{api_id}/*/*/*")
+                           SourceArn=source_arn or f"arn:aws:execute-api:{self.cfg.region}:{self.account}:{api_id}/*/*/*")
 
     def api_key(self, api_id: str) -> str:
         apigw = self.c("apigateway")
@@ -601,7 +604,7 @@ class Deployer:
         scheduler = self.c("scheduler")
         for sched in self.p.schedules:
             role_arn = self._role(sched.role_name, SCHEDULER_TRUST_POLICY,
-                                  scheduler_policy(self.p, self.account_id(), self.cfg.region, sched))
+                                  scheduler_policy(self.p, self.account, self.cfg.region, sched))
             wanted = {"ScheduleExpression": sched.expression, "State": sched.state,
                       "FlexibleTimeWindow": {"Mode": "OFF"},
                       "Target": {"Arn": function_arns[sched.function], "RoleArn": role_arn, "Input": sched.input,

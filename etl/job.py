@@ -27,36 +27,37 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read_state(cfg: config.Stack | None = None) -> dict[str, Any]:
+def read_state(cfg: config.Stack | None = None, s3=None) -> dict[str, Any]:
     r = config.resources()
     try:
-        body = aws.client("s3", cfg).get_object(Bucket=r.staging_bucket, Key=STATE_KEY)["Body"].read()
+        body = (s3 or aws.client("s3", cfg)).get_object(Bucket=r.staging_bucket, Key=STATE_KEY)["Body"].read()
         return json.loads(body)
     except Exception:  # noqa: BLE001 - no state yet (or unreadable): the next run writes it
         return {}
 
 
-def write_state(state: dict[str, Any], cfg: config.Stack | None = None) -> None:
+def write_state(state: dict[str, Any], cfg: config.Stack | None = None, s3=None) -> None:
     r = config.resources()
-    aws.client("s3", cfg).put_object(Bucket=r.staging_bucket, Key=STATE_KEY,
-                                     Body=json.dumps(state, default=str).encode(), ContentType="application/json")
+    (s3 or aws.client("s3", cfg)).put_object(Bucket=r.staging_bucket, Key=STATE_KEY,
+                                             Body=json.dumps(state, default=str).encode(),
+                                             ContentType="application/json")
 
 
-def staging_file_count(cfg: config.Stack | None = None) -> int:
-    from etl.transform import list_keys
-
-    r = config.resources()
-    return sum(1 for _ in list_keys(aws.client("s3", cfg), r.staging_bucket, r.staging_prefix))
-
-
-def nothing_to_do(state: dict[str, Any], cfg: config.Stack | None = None) -> bool:
+def nothing_to_do(state: dict[str, Any], s3) -> bool:
     """True when S3 alone shows there is no work: no raw object pending, no staging file beyond
     those the last run counted as loaded."""
+    from warehouse.status import count_keys
+
     r = config.resources()
-    s3 = aws.client("s3", cfg)
     if s3.list_objects_v2(Bucket=r.raw_bucket, Prefix=r.raw_prefix, MaxKeys=1).get("KeyCount", 0):
         return False
-    return "files_loaded" in state and staging_file_count(cfg) == state["files_loaded"]
+    return "files_loaded" in state and count_keys(s3, r.staging_bucket, r.staging_prefix) == state["files_loaded"]
+
+
+def _tick_facts(trigger: str) -> dict[str, Any]:
+    """What every recorded tick says about itself: who started it, when, on which schedule."""
+    etl = config.etl()
+    return {"trigger": trigger, "at": _now(), "schedule": etl.schedule, "interval_seconds": etl.interval_seconds}
 
 
 def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | None = None,
@@ -64,34 +65,35 @@ def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | 
     """One run of the batch half, as the schedule (or a person) starts it. Returns what happened."""
     from etl.run import LeaseHeld, run_once
 
-    state = read_state(cfg)
+    # One S3 client for the whole tick: an idle tick is four S3 calls and nothing else.
+    s3 = aws.client("s3", cfg)
+    state = read_state(cfg, s3)
     started = time.perf_counter()
-    base = {"trigger": trigger, "at": _now(), "schedule": config.etl().schedule,
-            "interval_seconds": config.etl().interval_seconds}
-    if nothing_to_do(state, cfg):
-        write_state({**state, "last_tick": {**base, "outcome": "idle", "seconds": round(time.perf_counter() - started, 3)}},
-                    cfg)
+    facts = _tick_facts(trigger)
+    if nothing_to_do(state, s3):
+        write_state({**state, "last_tick": {**facts, "outcome": "idle",
+                                            "seconds": round(time.perf_counter() - started, 3)}}, cfg, s3)
         return {"outcome": "idle"}
     try:
         result = run_once(cfg, dsn, holder=f"{trigger}:{uuid.uuid4().hex[:12]}", wait_for_lease=wait_for_lease)
     except LeaseHeld as held:
-        write_state({**state, "last_tick": {**base, "outcome": "skipped", "reason": str(held)}}, cfg)
+        write_state({**state, "last_tick": {**facts, "outcome": "skipped", "reason": str(held)}}, cfg, s3)
         return {"outcome": "skipped", "reason": str(held)}
     except Exception as exc:
-        write_state({**state, "last_tick": {**base, "outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}},
-                    cfg)
+        write_state({**state, "last_tick": {**facts, "outcome": "failed",
+                                            "error": f"{type(exc).__name__}: {exc}"[:500]}}, cfg, s3)
         raise
-    return record(result, trigger, cfg, base)
+    return record(result, trigger, cfg, facts, s3)
 
 
-def record(result, trigger: str, cfg: config.Stack | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+def record(result, trigger: str, cfg: config.Stack | None = None, facts: dict[str, Any] | None = None,
+           s3=None) -> dict[str, Any]:
     """Write a finished run (etl.run.RunResult) to the job state: `ecom status` and the idle check read it."""
-    base = base or {"trigger": trigger, "at": _now(), "schedule": config.etl().schedule,
-                    "interval_seconds": config.etl().interval_seconds}
     summary = {"outcome": result.outcome, "run_id": result.run_id, "files_loaded": result.load.files_loaded,
                "rows_inserted": result.load.rows_inserted, "rows_rejected": result.load.rows_rejected,
                "seconds": round(result.seconds, 3)}
-    write_state({"files_loaded": result.manifest_files, "last_tick": {**base, **summary}}, cfg)
+    write_state({"files_loaded": result.manifest_files, "last_tick": {**(facts or _tick_facts(trigger)), **summary}},
+                cfg, s3)
     return summary
 
 

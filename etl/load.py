@@ -311,9 +311,10 @@ def pending_keys(done: set[str], cfg: config.Stack | None = None) -> list[dict]:
 
 
 def load(cfg: config.Stack | None = None, dsn: str | None = None,
-         after_group: Callable[[], None] | None = None, warehouse=None) -> LoadResult:
-    """Load every pending staging file into `warehouse` (default: the configured dialect), a group
-    per transaction; `after_group` runs after each committed group (the ETL run renews its lease)."""
+         after_group: Callable[[], None] | None = None) -> LoadResult:
+    """Load every pending staging file into the configured warehouse, a group per transaction (in
+    a session of its own); `after_group` runs after each committed group (the ETL run renews its
+    lease there)."""
     from etl.warehouses import open_warehouse
 
     r = config.resources()
@@ -323,8 +324,7 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None,
     def fetcher(key: str) -> Callable[[], bytes]:
         return lambda: s3.get_object(Bucket=r.staging_bucket, Key=key)["Body"].read()
 
-    own = warehouse is None
-    warehouse = warehouse or open_warehouse(cfg, dsn)
+    warehouse = open_warehouse(cfg, dsn)
     try:
         warehouse.ensure_schema()
         pending = pending_keys(warehouse.loaded_keys(), cfg)
@@ -345,8 +345,7 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None,
             if after_group is not None:
                 after_group()
     finally:
-        if own:
-            warehouse.close()
+        warehouse.close()
     return result
 
 
