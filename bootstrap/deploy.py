@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bootstrap.package import build_zip, code_sha256
-from bootstrap.spec import Function, Platform, Schedule, function_environment, platform
+from bootstrap.spec import GATEWAY_ERROR_TEMPLATE, Function, Platform, Schedule, function_environment, platform
 from ecom_core import aws, config
 from ecom_core.faults import FaultInjectionRefused, refuse_on_aws
 from ecom_core.secrets import new_secret_value
@@ -65,6 +65,15 @@ def redshift_copy_policy(p: Platform) -> dict[str, Any]:
          "Resource": f"arn:aws:s3:::{r.staging_bucket}"}]}
 
 
+def tls_only_policy(bucket: str) -> dict[str, Any]:
+    """Refuse any request to the bucket that is not over TLS. The Deny must name every action
+    (`s3:*`) to mean anything; it is the one wildcard action in the platform, and it grants nothing."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+
+
 LAMBDA_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
@@ -76,28 +85,31 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
     """Least privilege: for `function`, exactly the statements its spec names (each a named action
     on a named resource); without one, every statement the platform uses."""
     r = p.resources
-    arn = f"arn:aws:{{}}:{region}:{account}:{{}}"
+
+    def arn(service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{region}:{account}:{resource}"
+
     statements = [
             {"Sid": "PutToStream", "Effect": "Allow", "Action": ["kinesis:PutRecords", "kinesis:PutRecord"],
-             "Resource": arn.format("kinesis", f"stream/{r.stream}")},
+             "Resource": arn("kinesis", f"stream/{r.stream}")},
             {"Sid": "ReadStream", "Effect": "Allow",
              "Action": ["kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:DescribeStream",
                         "kinesis:DescribeStreamSummary", "kinesis:ListShards", "kinesis:ListStreams"],
-             "Resource": arn.format("kinesis", f"stream/{r.stream}")},
+             "Resource": arn("kinesis", f"stream/{r.stream}")},
             {"Sid": "WriteOltp", "Effect": "Allow", "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
-             "Resource": [arn.format("dynamodb", f"table/{r.invoice_table}"),
-                          arn.format("dynamodb", f"table/{r.customer_table}")]},
+             "Resource": [arn("dynamodb", f"table/{r.invoice_table}"),
+                          arn("dynamodb", f"table/{r.customer_table}")]},
             # The stream trigger recomputes a customer entry's line count and total from the invoice's
             # lines; the read API queries both tables and the customer table's ByDate index.
             {"Sid": "ReadOltp", "Effect": "Allow", "Action": ["dynamodb:Query"],
-             "Resource": [arn.format("dynamodb", f"table/{r.invoice_table}"),
-                          arn.format("dynamodb", f"table/{r.customer_table}"),
-                          arn.format("dynamodb", f"table/{r.customer_table}/index/*")]},
+             "Resource": [arn("dynamodb", f"table/{r.invoice_table}"),
+                          arn("dynamodb", f"table/{r.customer_table}"),
+                          arn("dynamodb", f"table/{r.customer_table}/index/*")]},
             {"Sid": "WriteRawAndDeadLetters", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": [f"arn:aws:s3:::{r.raw_bucket}/{r.raw_prefix}*",
                           f"arn:aws:s3:::{r.dead_letter_bucket}/{r.dead_letter_prefix}*"]},
             {"Sid": "OnFailureDestination", "Effect": "Allow", "Action": ["sqs:SendMessage"],
-             "Resource": arn.format("sqs", r.dead_letter_queue)},
+             "Resource": arn("sqs", r.dead_letter_queue)},
             # The ETL job: raw -> processed (copy + delete), staging CSV written and read, its state object.
             {"Sid": "EtlRawObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
              "Resource": [f"arn:aws:s3:::{r.raw_bucket}/{r.raw_prefix}*",
@@ -109,27 +121,27 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
              "Resource": [f"arn:aws:s3:::{r.raw_bucket}", f"arn:aws:s3:::{r.staging_bucket}"]},
             {"Sid": "EtlCatalog", "Effect": "Allow",
              "Action": ["glue:GetTable", "glue:CreateTable", "glue:UpdateTable", "glue:GetDatabase"],
-             "Resource": [arn.format("glue", "catalog"), arn.format("glue", f"database/{r.glue_database}"),
-                          arn.format("glue", f"table/{r.glue_database}/{r.glue_table}")]},
+             "Resource": [arn("glue", "catalog"), arn("glue", f"database/{r.glue_database}"),
+                          arn("glue", f"table/{r.glue_database}/{r.glue_table}")]},
             {"Sid": "ReadWarehouseSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-             "Resource": arn.format("secretsmanager", f"secret:{r.warehouse_secret_name}-??????")},
+             "Resource": arn("secretsmanager", f"secret:{r.warehouse_secret_name}-??????")},
             # Redshift Data API: statements run as the job's role (no password, no VPC attachment).
             {"Sid": "RedshiftData", "Effect": "Allow",
              "Action": ["redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement",
                         "redshift-data:DescribeStatement", "redshift-data:GetStatementResult",
                         "redshift-serverless:GetCredentials"],
-             "Resource": [arn.format("redshift-serverless", f"workgroup/{config.etl().redshift_workgroup}"),
-                          arn.format("redshift-data", "statement:*")] if not config.etl().redshift_cluster else
-                         [arn.format("redshift", f"cluster:{config.etl().redshift_cluster}"),
-                          arn.format("redshift", f"dbname:{config.etl().redshift_cluster}/{config.etl().redshift_database}"),
-                          arn.format("redshift-data", "statement:*")]},
+             "Resource": [arn("redshift-serverless", f"workgroup/{config.etl().redshift_workgroup}"),
+                          arn("redshift-data", "statement:*")] if not config.etl().redshift_cluster else
+                         [arn("redshift", f"cluster:{config.etl().redshift_cluster}"),
+                          arn("redshift", f"dbname:{config.etl().redshift_cluster}/{config.etl().redshift_database}"),
+                          arn("redshift-data", "statement:*")]},
             {"Sid": "ReadAuthSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
              # Secrets Manager appends a random 6-character suffix to a secret's ARN.
-             "Resource": [arn.format("secretsmanager", f"secret:{r.jwt_secret_name}-??????"),
-                          arn.format("secretsmanager", f"secret:{r.operator_secret_name}-??????")]},
+             "Resource": [arn("secretsmanager", f"secret:{r.jwt_secret_name}-??????"),
+                          arn("secretsmanager", f"secret:{r.operator_secret_name}-??????")]},
             {"Sid": "Logs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-             "Resource": arn.format("logs", f"log-group:/aws/lambda/{function.name if function else '*'}:*")},
+             "Resource": arn("logs", f"log-group:/aws/lambda/{function.name if function else '*'}:*")},
     ]
     if function is not None:
         unknown = set(function.permissions) - {s["Sid"] for s in statements}
@@ -200,6 +212,22 @@ class Deployer:
                     kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.cfg.region}
                 s3.create_bucket(**kwargs)
                 self.report.add(f"s3 bucket {bucket}", "created")
+            if not self.local:
+                # New buckets on AWS block public access and encrypt (SSE-S3) by default; TLS-only is ours.
+                self._bucket_policy(bucket)
+
+    def _bucket_policy(self, bucket: str) -> None:
+        s3 = self.c("s3")
+        wanted = tls_only_policy(bucket)
+        try:
+            current = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        except ClientError:
+            current = None
+        if current == wanted:
+            self.report.add(f"s3 bucket policy {bucket} (TLS only)", "unchanged")
+            return
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(wanted))
+        self.report.add(f"s3 bucket policy {bucket} (TLS only)", "created" if current is None else "updated")
 
     def stream(self) -> str:
         kinesis = self.c("kinesis")
@@ -420,25 +448,21 @@ class Deployer:
                                            f"/authorizers/{current['id']}"))
         return ids, changed
 
-    # Gateway-generated errors (missing/invalid API key, 401/403 from the authorizer, unknown route)
-    # answer in the same JSON shape as the handlers: {"error": ..., "type": ...}.
-    GATEWAY_ERROR_TEMPLATE = '{"error":$context.error.messageString,"type":"$context.error.responseType"}'
-
     def gateway_responses(self, api_id: str) -> bool:
         apigw = self.c("apigateway")
         changed = False
-        for response_type in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        for response_type in self.p.gateway_responses:
             try:
                 current = apigw.get_gateway_response(restApiId=api_id, responseType=response_type)
             except ClientError as exc:
                 if aws.error_code(exc) != "NotFoundException":
                     raise
                 current = {}
-            if (current.get("responseTemplates") or {}).get("application/json") == self.GATEWAY_ERROR_TEMPLATE:
+            if (current.get("responseTemplates") or {}).get("application/json") == GATEWAY_ERROR_TEMPLATE:
                 self.report.add(f"gateway response {response_type}", "unchanged")
                 continue
             apigw.put_gateway_response(restApiId=api_id, responseType=response_type,
-                                       responseTemplates={"application/json": self.GATEWAY_ERROR_TEMPLATE})
+                                       responseTemplates={"application/json": GATEWAY_ERROR_TEMPLATE})
             self.report.add(f"gateway response {response_type}", "updated")
             changed = True
         return changed
@@ -472,7 +496,8 @@ class Deployer:
         stage = {"apiId": api_id, "stage": self.r.api_stage}
         if plan is None:
             plan = apigw.create_usage_plan(name=self.r.usage_plan_name, apiStages=[stage],
-                                           throttle={"rateLimit": 10000.0, "burstLimit": 5000})
+                                           throttle={"rateLimit": self.p.throttle.rate,
+                                                     "burstLimit": self.p.throttle.burst})
             self.report.add(f"usage plan {self.r.usage_plan_name}", "created")
         elif not any(s.get("apiId") == api_id and s.get("stage") == self.r.api_stage for s in plan.get("apiStages", [])):
             apigw.update_usage_plan(usagePlanId=plan["id"], patchOperations=[

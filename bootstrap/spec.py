@@ -80,6 +80,19 @@ class Schedule:
     input: str = '{"trigger": "schedule"}'
 
 
+# Gateway-generated errors (missing/invalid API key, 401/403 from the authorizer, unknown route)
+# answer in the same JSON shape as the handlers: {"error": ..., "type": ...}.
+GATEWAY_RESPONSES = ("DEFAULT_4XX", "DEFAULT_5XX")
+GATEWAY_ERROR_TEMPLATE = '{"error":$context.error.messageString,"type":"$context.error.responseType"}'
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """The usage plan's limits on the API key (requests per second, burst)."""
+    rate: float = 10000.0
+    burst: int = 5000
+
+
 @dataclass(frozen=True)
 class Platform:
     resources: config.Resources
@@ -91,6 +104,8 @@ class Platform:
     authorizers: list[Authorizer] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
     runtime: str = "python3.12"
+    throttle: Throttle = field(default_factory=Throttle)
+    gateway_responses: tuple[str, ...] = GATEWAY_RESPONSES
 
     @property
     def secrets(self) -> list[tuple[str, str]]:
@@ -146,6 +161,14 @@ def platform(resources: config.Resources | None = None) -> Platform:
                             r.etl_function, r.scheduler_role_name,
                             "ecom-pipeline: run the batch half (etl-job) on a clock")],
     )
+
+
+def invoke_permissions(p: Platform) -> list[tuple[str, str]]:
+    """(function, what may call it): API Gateway invokes each route's function from any stage and
+    method of the API, and each authorizer's function as that authorizer."""
+    routes = sorted({rt.function for rt in p.routes})
+    return ([(name, "routes") for name in routes]
+            + [(a.function, f"authorizer {a.name}") for a in p.authorizers])
 
 
 def function_environment(resources: config.Resources, function: Function | None = None,

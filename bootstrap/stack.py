@@ -31,7 +31,8 @@ import requests
 from ecom_core import config
 
 # What the platform uses; loading fewer services makes the emulator start faster and smaller.
-MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler"
+# cloudformation: `ecom bootstrap --target aws --template` output can be deployed to the emulator too.
+MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler,cloudformation"
 PG_SERVICE_USER = "postgres"
 
 

@@ -120,6 +120,12 @@ def bootstrap(
     target: Optional[str] = typer.Option(None, "--target", help="embedded, compose or aws (default: the configured target)"),
     plan_only: bool = typer.Option(False, "--plan", help="print what would be created; call nothing"),
     as_json: bool = typer.Option(False, "--json", help="with --plan: machine-readable"),
+    template_file: Optional[Path] = typer.Option(
+        None, "--template", help="with --target aws: write the platform as a CloudFormation template (YAML; "
+                                 ".json for JSON) and its Lambda zips beside it; create nothing"),
+    artifact_bucket: Optional[str] = typer.Option(
+        None, "--artifact-bucket", help="with --template: upload the Lambda zips to this existing S3 bucket "
+                                        "and make it the template's default ArtifactBucket"),
 ) -> None:
     """Create every resource (idempotent: a second run creates nothing and changes nothing)."""
     import dataclasses
@@ -127,6 +133,22 @@ def bootstrap(
     if target is not None and target not in config.TARGETS:
         fail(f"unknown target {target!r}; use one of {', '.join(config.TARGETS)}")
     cfg = config.stack() if target is None else dataclasses.replace(config.stack(), target=target)
+    if template_file is not None:
+        if cfg.target != "aws":
+            fail("--template describes the AWS target: add --target aws (the emulators are bootstrapped directly)")
+        from bootstrap.template import upload, write
+        from ecom_core import aws
+
+        doc, zips = write(template_file, artifact_bucket=artifact_bucket)
+        typer.echo(f"wrote {template_file}: {len(doc['Resources'])} resources; Lambda code: "
+                   + ", ".join(str(z) for z in zips))
+        if artifact_bucket:
+            keys = upload(aws.client("s3", cfg), artifact_bucket)
+            typer.echo(f"uploaded to s3://{artifact_bucket}/: {', '.join(keys)}")
+        typer.echo("deploy: aws cloudformation deploy --stack-name ecom-pipeline --capabilities CAPABILITY_NAMED_IAM "
+                   f"--template-file {template_file}"
+                   + ("" if artifact_bucket else " --parameter-overrides ArtifactBucket=<bucket holding lambda/*.zip>"))
+        return
     if plan_only:
         from bootstrap.plan import plan, render
 
