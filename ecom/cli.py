@@ -27,7 +27,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _endpoints(cfg: config.Stack) -> dict[str, str]:
+def _endpoints(cfg: config.Stack) -> dict:
     from bootstrap.deploy import find_api
 
     try:
@@ -37,14 +37,41 @@ def _endpoints(cfg: config.Stack) -> dict[str, str]:
     if api is None:
         fail("the API is not deployed yet; run `ecom up` (or `ecom bootstrap`)")
     return {"target": cfg.target, "api_url": api["api_url"], "events_url": api["api_url"] + "/events",
-            "api_key": api["api_key"], "aws_endpoint_url": cfg.endpoint_url or "", "warehouse_dsn": cfg.warehouse_dsn}
+            "api_key": api["api_key"], "aws_endpoint_url": cfg.endpoint_url or "", "warehouse_dsn": cfg.warehouse_dsn,
+            "postgres": _postgres(cfg)}
 
 
-def _print_endpoints(info: dict[str, str]) -> None:
+def _postgres(cfg: config.Stack) -> dict[str, str | None]:
+    """Which PostgreSQL serves the warehouse: the binaries the embedded stack started (recorded by
+    `ecom up`), the compose image or an external server, and the version the server reports."""
+    from bootstrap import stack
+
+    if cfg.warehouse_dsn_override:
+        runs = "an external server (WAREHOUSE_DSN)"
+    elif cfg.target == "compose":
+        runs = "the docker-compose service `postgres` (image postgres:15)"
+    else:
+        binaries = stack.read_state(cfg).get("pg_binaries")
+        runs = (stack.PgBinaries(Path(binaries["bindir"]), binaries["source"], binaries["version"]).describe()
+                if binaries else "unknown (started before this was recorded; `ecom down && ecom up` records it)")
+    try:
+        from warehouse import db
+
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            version = cur.fetchone()[0]
+    except Exception:  # down or unreachable: `ecom status` says so under components
+        version = None
+    return {"binaries": runs, "server_version": version}
+
+
+def _print_endpoints(info: dict) -> None:
     typer.echo(f"  API (POST events): {info['events_url']}")
     typer.echo(f"  API key (local):   {info['api_key']}")
     typer.echo(f"  AWS endpoint:      {info['aws_endpoint_url'] or '(real AWS)'}")
     typer.echo(f"  Warehouse DSN:     {info['warehouse_dsn']}")
+    typer.echo(f"  PostgreSQL:        {info['postgres']['binaries']}"
+               + (f"; server reports {info['postgres']['server_version']}" if info['postgres']['server_version'] else ""))
 
 
 @app.command()
@@ -393,11 +420,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         fail(f"not up: {down} (start the stack with `ecom up`)")
     counts = store_counts(cfg, include_stream=stream)
     quarantined, reasons = top_reasons(cfg)
-    report = {"components": components, **counts, "dead_letter_reasons": reasons, "etl_job": _etl_job(cfg)}
+    report = {"components": components, "postgres": _postgres(cfg), **counts, "dead_letter_reasons": reasons,
+              "etl_job": _etl_job(cfg)}
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
     typer.echo("components: " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in components.items()))
+    typer.echo(f"  PostgreSQL: {report['postgres']['binaries']}; server reports {report['postgres']['server_version']}")
     labels = [("stream_records", "events on the stream"), ("invoice_lines", "DynamoDB invoice lines"),
               ("customer_invoices", "DynamoDB customer->invoice entries"),
               ("raw_objects_pending", "raw objects waiting for the ETL"),

