@@ -5,10 +5,12 @@ import csv
 import io
 import os
 import random
+import re
 import subprocess
 import sys
 from decimal import ROUND_HALF_UP, Decimal
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,8 @@ from etl.run import run_once
 from tests import warehouse_expectations as expect
 from ecom_core.config import FULL_FILE
 from tests.helpers import replay_file, warehouse_rows
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.stack
 
@@ -364,3 +368,53 @@ def test_report_renders(stack_env, loaded, tmp_path):
         months = list(csv.DictReader(handle))
     assert [(r["month"], r["revenue"]) for r in months] == \
         [(m, str(v)) for m, v in warehouse_rows("SELECT month, revenue FROM analytics.revenue_by_month")]
+
+
+def test_report_in_a_real_browser(stack_env, loaded, tmp_path):
+    """What an analyst sees in Chromium at 1280 px: every chart drawn with all its bars and every
+    label inside it, months on a time axis, money to the cent, no sideways scrolling, and a
+    screenshot that is not blank (kept in test-artifacts/ for a human to look at)."""
+    from tests import browser
+    from warehouse.report import CHARTS, build_report
+
+    chromium = browser.find_browser()
+    if chromium is None:
+        pytest.skip("no headless Chromium here (looked for " + ", ".join(browser.BROWSERS) + "): "
+                    "install Debian's `chromium` (apt-get install chromium), as .ci/run does")
+    out = build_report(tmp_path / "report")
+    page = out.html_path
+    expected = _ReportParser()
+    expected.feed(page.read_text(encoding="utf-8"))
+
+    seen = browser.measure(chromium, page, width=1280)
+    assert seen["scroll_width"] <= seen["client_width"], seen          # nothing overflows sideways at 1280 px
+    charts = {c["id"]: c for c in seen["charts"]}
+    assert set(charts) == {c.chart_id for c in CHARTS} == set(out.charts)
+    for chart_id, drawn in charts.items():
+        assert drawn["bars"] == expected.charts[chart_id]["bars"] > 0, drawn      # every bar drawn, none clipped
+        assert drawn["labels"] > 0 and drawn["labels_inside"] == drawn["labels"], drawn  # no label cut off
+        assert drawn["width"] <= 1100, drawn
+    # Months as a time axis: one slot per calendar month, left to right, names under the slots.
+    for chart_id in ("revenue-by-month", "cancellation-rate-by-month"):
+        drawn = charts[chart_id]
+        assert drawn["axis"] == "time"
+        months = [m for m, _ in drawn["months"]]
+        lefts = [x for _, x in drawn["months"]]
+        assert months == sorted(months) and months[0] == "2010-12" and months[-1] == "2011-12"
+        steps = {round(b - a, 1) for a, b in zip(lefts, lefts[1:])}
+        assert len(steps) == 1 and steps.pop() > 0                                 # evenly spaced in time
+        assert drawn["month_labels"] == ["Dec", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
+                                         "Oct", "Nov", "Dec"]
+    # Money to two decimals in the page (the CSV keeps the exact values).
+    html_text = page.read_text(encoding="utf-8")
+    revenue_cells = re.findall(r'<td class="num">(-?[\d,]+\.\d+)</td>', html_text.split('id="table-revenue_by_month"')[1]
+                               .split("</table>")[0])
+    assert revenue_cells and all(re.fullmatch(r"-?[\d,]+\.\d{2}", cell) for cell in revenue_cells), revenue_cells[:5]
+    assert re.search(r"<td>revenue \(all lines\)</td><td>-?[\d,]+\.\d{2}</td>", html_text)
+
+    shot = browser.screenshot(chromium, page, ROOT / "test-artifacts" / "report-1280.png", width=1280)
+    pixels = browser.png_pixels(shot)
+    assert pixels.shape[1] == 1280
+    not_white = (pixels[:, :, :3] < 250).any(axis=2).mean()
+    bar_blue = ((pixels[:, :, 0] == 0x48) & (pixels[:, :, 1] == 0x78) & (pixels[:, :, 2] == 0xA8)).sum()
+    assert not_white > 0.02 and bar_blue > 2000, (not_white, bar_blue)

@@ -10,7 +10,7 @@ import csv
 import html
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,6 +59,8 @@ class Chart:
     limit: int
     horizontal: bool
     where: str = ""
+    # Labels are months (YYYY-MM): drawn on a time axis, one slot per calendar month, gaps kept.
+    time_axis: bool = False
 
 
 CHARTS: list[Chart] = [
@@ -68,12 +70,13 @@ CHARTS: list[Chart] = [
           "revenue", '"revenue_rank"', 15, True),
     Chart("top-codes-revenue", "top_products_all_codes", "Top 15 codes (all) by revenue", "stock_code",
           "revenue", '"revenue_rank"', 15, True),
-    Chart("revenue-by-month", "revenue_by_month", "Revenue by month", "month", "revenue", '"month"', 100, False),
+    Chart("revenue-by-month", "revenue_by_month", "Revenue by month", "month", "revenue", '"month"', 100, False,
+          time_axis=True),
     Chart("revenue-by-country", "revenue_by_country", "Top 15 countries by revenue", "country_name",
           "revenue", '"revenue" DESC, "country"', 15, True),
     Chart("cancellation-rate-by-month", "cancellation_rate_by_month",
           "Cancellation invoices per sales invoice, by month", "month", "invoice_cancellation_rate",
-          '"month"', 100, False),
+          '"month"', 100, False, time_axis=True),
     Chart("cancellations-by-product", "cancellation_rate_by_product", "Top 15 products by cancelled units",
           "description", "cancelled_quantity", '"cancelled_quantity" DESC, "stock_code"', 15, True),
     Chart("customers-by-revenue", "customer_rfm", "Top 15 customers by net revenue", "customer_id",
@@ -95,11 +98,27 @@ class ReportResult:
     charts: list[str] = field(default_factory=list)
 
 
-def _fmt(value: Any) -> str:
+def is_money(column: str) -> bool:
+    """Columns that hold an amount of money (shown to the cent; the CSV keeps the exact value)."""
+    return column in ("monetary", "amount", "unit_price") or (
+        "revenue" in column and not column.endswith(("_rate", "_rank")))
+
+
+def money(value: Decimal | float) -> str:
+    """1234.5 -> 1,234.50 (half up, as an invoice rounds)."""
+    return f"{Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP):,}"
+
+
+CENT = Decimal("0.01")
+
+
+def _fmt(value: Any, column: str = "") -> str:
     if value is None:
         return ""
+    if is_money(column) and isinstance(value, (Decimal, float, int)) and not isinstance(value, bool):
+        return money(value)
     if isinstance(value, Decimal):
-        return f"{value:,}"  # keeps the column's scale: 1,234.500
+        return f"{value:,}"  # keeps the column's scale
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -133,9 +152,12 @@ def _number(value: float) -> str:
 
 def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) -> str:
     """Bars from a zero line that sits between the smallest and largest value (negatives go left/down)."""
+    if chart.time_axis:
+        return month_chart_svg(chart, labels, values)
     low, high = min(0.0, *values), max(0.0, *values)
     span = (high - low) or 1.0
     esc = html.escape
+    number = money if is_money(chart.value_column) else _number
     parts: list[str] = []
     if chart.horizontal:
         label_w, plot_w, value_w, row_h, top = 250, 400, 110, 20, 8
@@ -147,8 +169,8 @@ def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) 
             x = zero - length if value < 0 else zero
             parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{esc(_short(label, 38))}</text>')
             parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{max(length, 0.5):.1f}" height="{row_h - 6}" '
-                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {_number(value)}</title></rect>')
-            parts.append(f'<text x="{label_w + plot_w + 6}" y="{y + 14}">{_number(value)}</text>')
+                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {number(value)}</title></rect>')
+            parts.append(f'<text x="{label_w + plot_w + 6}" y="{y + 14}">{number(value)}</text>')
         parts.append(f'<line x1="{zero:.1f}" y1="{top}" x2="{zero:.1f}" y2="{height - top}" class="axis"/>')
     else:
         left, plot_h, bottom, top = 80, 220, 70, 10
@@ -160,15 +182,67 @@ def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) 
             length = plot_h * abs(value) / span
             y = zero if value < 0 else zero - length
             parts.append(f'<rect x="{x + 2}" y="{y:.1f}" width="{bar_w - 4}" height="{max(length, 0.5):.1f}" '
-                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {_number(value)}</title></rect>')
+                         f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {number(value)}</title></rect>')
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 14}" text-anchor="end" '
                          f'transform="rotate(-45 {x + bar_w / 2:.1f} {top + plot_h + 14})">{esc(_short(label, 12))}</text>')
-        for value in (high, low) if low < 0 else (high,):
-            y = zero - plot_h * value / span
-            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_number(value)}</text>')
+        parts += _value_axis(left, zero, plot_h, span, high, low, number)
         parts.append(f'<line x1="{left}" y1="{zero:.1f}" x2="{width - 10}" y2="{zero:.1f}" class="axis"/>')
     return (f'<svg class="chart" id="{chart.chart_id}" data-view="{chart.view}" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(chart.title)}">' + "".join(parts) + "</svg>")
+
+
+def _value_axis(left: float, zero: float, plot_h: float, span: float, high: float, low: float, number) -> list[str]:
+    return [f'<text x="{left - 6}" y="{zero - plot_h * value / span + 4:.1f}" text-anchor="end">{number(value)}</text>'
+            for value in ((high, low) if low < 0 else (high,))]
+
+
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+def month_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) -> str:
+    """Months on a time axis: one slot per calendar month from the first to the last (a month
+    without data is a gap, not a missing category), month names under the slots and the year
+    under each January and under the first slot."""
+    def index(label: str) -> int:
+        year, month = label.split("-")[:2]
+        return int(year) * 12 + int(month) - 1
+
+    positions = [index(label) for label in labels]
+    first, last = min(positions), max(positions)
+    slots = last - first + 1
+    low, high = min(0.0, *values), max(0.0, *values)
+    span = (high - low) or 1.0
+    number = money if is_money(chart.value_column) else _number
+    left, plot_h, top, bottom = 90, 220, 10, 44
+    slot_w = max(6, min(56, 900 // slots))
+    every = max(1, -(-34 // slot_w))  # label every n-th month so names never overlap (~34 px each)
+    width, height = left + slot_w * slots + 20, top + plot_h + bottom
+    zero = top + plot_h * high / span
+    esc = html.escape
+    parts: list[str] = []
+    for label, position, value in zip(labels, positions, values):
+        x = left + (position - first) * slot_w
+        length = plot_h * abs(value) / span
+        y = zero if value < 0 else zero - length
+        parts.append(f'<rect x="{x + 2}" y="{y:.1f}" width="{slot_w - 4}" height="{max(length, 0.5):.1f}" '
+                     f'data-month="{esc(label[:7])}" class="{"neg" if value < 0 else "pos"}">'
+                     f'<title>{esc(label)}: {number(value)}</title></rect>')
+    base = top + plot_h
+    for slot in range(slots):
+        month = (first + slot) % 12
+        x = left + slot * slot_w
+        parts.append(f'<line x1="{x}" y1="{base}" x2="{x}" y2="{base + 4}" class="tick"/>')
+        if slot % every == 0:
+            parts.append(f'<text x="{x + slot_w / 2:.1f}" y="{base + 16}" text-anchor="middle" class="month">'
+                         f'{MONTHS[month]}</text>')
+        if month == 0 or slot == 0:
+            parts.append(f'<text x="{x + slot_w / 2:.1f}" y="{base + 32}" text-anchor="middle" class="year">'
+                         f'{(first + slot) // 12}</text>')
+    parts += _value_axis(left, zero, plot_h, span, high, low, number)
+    parts.append(f'<line x1="{left}" y1="{zero:.1f}" x2="{width - 10}" y2="{zero:.1f}" class="axis"/>')
+    return (f'<svg class="chart" id="{chart.chart_id}" data-view="{chart.view}" data-axis="time" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{esc(chart.title)}">'
+            + "".join(parts) + "</svg>")
 
 
 def _table_html(view: str, columns: list[str], rows: list[tuple]) -> str:
@@ -176,9 +250,11 @@ def _table_html(view: str, columns: list[str], rows: list[tuple]) -> str:
     # Identifiers print as they are (customer 17850, not 17,850).
     body = "".join("<tr>" + "".join(
         f'<td class="{"num" if isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) else ""}">'
-        f'{html.escape(str(v) if c.endswith("_id") and v is not None else _fmt(v))}</td>'
+        f'{html.escape(str(v) if c.endswith("_id") and v is not None else _fmt(v, c))}</td>'
         for c, v in zip(columns, row)) + "</tr>" for row in rows)
-    return f'<table id="table-{view}" data-view="{view}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    # A wide table scrolls in its own box, so the page itself never scrolls sideways.
+    return (f'<div class="scroll"><table id="table-{view}" data-view="{view}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{body}</tbody></table></div>')
 
 
 STYLE = """
@@ -190,6 +266,8 @@ th, td { border: 1px solid #ddd; padding: 3px 6px; } th { background: #f3f3f3; t
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 svg.chart { display: block; margin: 0.8em 0; font-size: 11px; }
 svg .pos { fill: #4878a8; } svg .neg { fill: #c0504d; } svg .axis { stroke: #333; stroke-width: 1; }
+svg .tick { stroke: #999; stroke-width: 1; } svg .year { font-weight: 600; }
+.scroll { max-width: 100%; overflow-x: auto; }
 """
 
 
@@ -242,7 +320,7 @@ def build_report(out_dir: Path, dsn: str | None = None) -> ReportResult:
         conn.rollback()
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = (f'<table class="summary"><tr><td>lines</td><td>{lines:,}</td></tr>'
-               f"<tr><td>revenue (all lines)</td><td>{revenue:,.3f}</td></tr>"
+               f"<tr><td>revenue (all lines)</td><td>{money(revenue)}</td></tr>"
                f"<tr><td>invoices</td><td>{invoices:,}</td></tr><tr><td>customers</td><td>{customers:,}</td></tr>"
                f"<tr><td>first / last line</td><td>{_fmt(first_ts)} / {_fmt(last_ts)}</td></tr>"
                f"<tr><td>staging files loaded</td><td>{files:,}</td></tr></table>")
