@@ -95,5 +95,7 @@ def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None, dsn: str
         _record(warehouse, run_id, started, "failed", f"{type(exc).__name__}: {exc}", t, l)
         raise
     outcome = "succeeded" if not t.errors else "partial"
-    _record(warehouse, run_id, started, outcome, "; ".join(t.errors), t, l, staging_files=c.files)
+    # Step times first (the bench and an operator read them from dw.etl_run), then any errors.
+    steps = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in timings.items())
+    _record(warehouse, run_id, started, outcome, "; ".join([steps, *t.errors]), t, l, staging_files=c.files)
     return RunResult(run_id, t, c, l, time.perf_counter() - clock, timings, outcome, warehouse.manifest_files())

@@ -23,6 +23,10 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
     assert result["reconciliation"]["exact"], result["reconciliation"]
     assert all(result["reconciliation"]["checks"].values())
     assert result["ours"]["warehouse_rows_at_end"] == 2000
+    # The user's path: the CLI replay, then only the scheduled job (no ETL command) filled the warehouse.
+    assert result["ours"]["command"].startswith("ecom replay ") and result["settings"]["etl_schedule_state"] == "ENABLED"
+    assert result["ours"]["etl_ticks"] >= 1 and result["ours"]["rows_inserted"] == 2000
+    assert sum(t["rows_inserted"] for t in result["ours"]["ticks"]) == 2000
     assert result["original"]["rows"] == 100
     summary = result["summary"]
     for key in ("speedup_vs_original", "ours_vs_ceiling", "load_vs_bare_copy"):
