@@ -53,11 +53,20 @@ CEILING_COPY_TABLE = "dw.bench_ceiling_copy"
 # ------------------------------------------------------------------ memory
 
 def _children(pid: int) -> list[int]:
+    """Children of every thread of `pid` (a process started from a thread other than the main one,
+    like the emulator's stream poller starting a Lambda worker, is listed under that thread)."""
+    children: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                children.extend(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    return children
 
 
 def _tree(pid: int) -> list[int]:
@@ -82,11 +91,34 @@ def _memory_kib(pid: int, field: str) -> int:
     return 0
 
 
-class MemorySampler:
-    """Peak memory per process group, sampled every `interval` seconds (Linux /proc; zeros elsewhere).
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
-    Groups: the emulator process, its Lambda worker processes, Postgres (postmaster + backends,
-    proportional set size so shared buffers count once), and ours (this process: replay, ETL).
+
+_WORKER = re.compile(r"ministack-lambda-(.+?)-[a-z0-9_]+/_worker\.py")
+
+
+def _worker_function(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            found = _WORKER.search(handle.read().decode(errors="replace"))
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+class MemorySampler:
+    """Peak memory per process group, and CPU seconds per process, sampled every `interval` seconds
+    (Linux /proc; zeros elsewhere).
+
+    Groups: the emulator process, its Lambda worker processes (CPU: per function), Postgres
+    (postmaster + backends, proportional set size so shared buffers count once), and ours (this
+    process and its children: the `ecom replay` command).
     """
 
     def __init__(self, ministack_pid: int | None, postmaster_pid: int | None, interval: float = 0.5):
@@ -94,8 +126,21 @@ class MemorySampler:
         self.postmaster_pid = postmaster_pid
         self.interval = interval
         self.peaks: dict[str, int] = {"emulator": 0, "lambda_workers": 0, "postgres": 0, "ours": 0}
+        # pid -> (group, CPU seconds when first seen since the reset, CPU seconds last seen)
+        self._cpu: dict[int, tuple[str, float, float]] = {}
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def _groups(self) -> dict[int, str]:
+        groups = {pid: "ours (replay command, bench)" for pid in _tree(os.getpid())}
+        if self.ministack_pid:
+            groups[self.ministack_pid] = "emulator"
+            for pid in _tree(self.ministack_pid)[1:]:
+                groups[pid] = f"lambda {_worker_function(pid) or 'worker'}"
+        if self.postmaster_pid:
+            groups.update({pid: "postgres" for pid in _tree(self.postmaster_pid)})
+        return groups
 
     def sample(self) -> dict[str, int]:
         now = {"emulator": 0, "lambda_workers": 0, "postgres": 0, "ours": _memory_kib(os.getpid(), "VmRSS")}
@@ -104,8 +149,13 @@ class MemorySampler:
             now["lambda_workers"] = sum(_memory_kib(p, "VmRSS") for p in _tree(self.ministack_pid)[1:])
         if self.postmaster_pid:
             now["postgres"] = sum(_memory_kib(p, "Pss") for p in _tree(self.postmaster_pid))
-        for key, value in now.items():
-            self.peaks[key] = max(self.peaks[key], value)
+        with self._lock:
+            for key, value in now.items():
+                self.peaks[key] = max(self.peaks[key], value)
+            for pid, group in self._groups().items():
+                seconds = _cpu_seconds(pid)
+                first = self._cpu[pid][1] if pid in self._cpu else 0.0  # born since: all its time counts
+                self._cpu[pid] = (group, first, seconds)
         return now
 
     def _run(self) -> None:
@@ -113,11 +163,26 @@ class MemorySampler:
             self.sample()
 
     def reset(self) -> None:
-        self.peaks = dict.fromkeys(self.peaks, 0)
+        with self._lock:
+            self.peaks = dict.fromkeys(self.peaks, 0)
+            # Processes alive now count from here; any that start later count from zero.
+            self._cpu = {}
         self.sample()
+        with self._lock:
+            self._cpu = {pid: (group, last, last) for pid, (group, _, last) in self._cpu.items()}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per group since the last reset (processes that ended between two samples lose
+        at most `interval` seconds of their time)."""
+        self.sample()
+        totals: dict[str, float] = {}
+        with self._lock:
+            for group, first, last in self._cpu.values():
+                totals[group] = totals.get(group, 0.0) + last - first
+        return {group: round(seconds, 1) for group, seconds in sorted(totals.items(), key=lambda g: -g[1])}
 
     def __enter__(self) -> "MemorySampler":
-        self.sample()
+        self.reset()
         self._thread.start()
         return self
 
@@ -493,18 +558,21 @@ def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concu
                 out["ceiling"] = measure_ceiling(path, rows, put_concurrency=concurrency,
                                                  batch_size=r.trigger_batch_size)
                 out["ceiling"]["peak_memory_mib"] = memory.peaks_mib()
+                out["ceiling"]["cpu_seconds"] = memory.cpu_seconds()
             if not skip_original:
                 n = min(original_rows, facts.rows)
                 log(f"original design: {n:,} rows, one event per request, sequential ...")
                 memory.reset()
                 out["original"] = run_user_path(env, path, n, n, one_by_one=True, concurrency=1, batch_size=1)
                 out["original"]["peak_memory_mib"] = memory.peaks_mib()
+                out["original"]["cpu_seconds"] = memory.cpu_seconds()
                 empty_stores(env["cfg"])
             log(f"ours: {facts.rows:,} rows through API -> Kinesis -> trigger -> DynamoDB + S3 -> ETL -> warehouse ...")
             memory.reset()
             out["ours"] = run_user_path(env, path, rows, facts.rows, one_by_one=False, concurrency=concurrency,
                                         batch_size=batch_size)
             out["ours"]["peak_memory_mib"] = memory.peaks_mib()
+            out["ours"]["cpu_seconds"] = memory.cpu_seconds()
             log("reconciling every store exactly ...")
             out["reconciliation"] = reconcile(env["cfg"], facts)
     out["summary"] = summarise(out)
@@ -598,6 +666,15 @@ def table(out: dict[str, Any]) -> str:
             m = part["peak_memory_mib"]
             lines.append(f"| {name} | {m['emulator']:,.0f} | {m['lambda_workers']:,.0f} | {m['postgres']:,.0f} | "
                          f"{m['ours']:,.0f} |")
+    lines.append("")
+    lines.append("| CPU seconds, by process | " + " | ".join(
+        name for name, part in (("ceiling", ceiling), ("original", original), ("ours", ours)) if part) + " |")
+    lines.append("|---|" + "---:|" * sum(1 for part in (ceiling, original, ours) if part))
+    groups = sorted({g for part in (ceiling, original, ours) if part for g in part.get("cpu_seconds", {})},
+                    key=lambda g: -ours.get("cpu_seconds", {}).get(g, 0))
+    for group in groups:
+        lines.append(f"| {group} | " + " | ".join(f"{part.get('cpu_seconds', {}).get(group, 0):,.1f}"
+                                                for part in (ceiling, original, ours) if part) + " |")
     rec = out["reconciliation"]
     lines.append("")
     lines.append(f"reconciliation {'EXACT' if rec['exact'] else 'NOT EXACT'}: expected {json.dumps(rec['expected'])}; "

@@ -187,6 +187,7 @@ def function_environment(resources: config.Resources, function: Function | None 
         env.update({"ECOM_STAGING_BUCKET": resources.staging_bucket, "ECOM_GLUE_DATABASE": resources.glue_database,
                     "ECOM_GLUE_TABLE": resources.glue_table, "ECOM_ETL_SCHEDULE": etl.schedule,
                     "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds), "ECOM_WAREHOUSE": warehouse,
+                    "ECOM_ETL_LINGER_SECONDS": str(etl.linger_seconds), "ECOM_ETL_POLL_SECONDS": str(etl.poll_seconds),
                     "ECOM_WAREHOUSE_DSN_SECRET_ID": resources.warehouse_secret_name})
         if warehouse == "redshift":
             env.update({"ECOM_REDSHIFT_WORKGROUP": etl.redshift_workgroup, "ECOM_REDSHIFT_CLUSTER": etl.redshift_cluster,

@@ -80,6 +80,12 @@ def _current_plan() -> dict[str, tuple[float, str]]:
     return _parsed[spec]
 
 
+def armed(point: str) -> bool:
+    """Whether the configuration injects faults at `point` (code that must shape its work around
+    the point, e.g. a barrier, does so only then)."""
+    return point in _current_plan()
+
+
 def maybe_fail(point: str) -> None:
     """Fail here if the configuration says so. Costs one dict lookup when fault injection is off."""
     plan = _current_plan()

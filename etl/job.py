@@ -49,7 +49,7 @@ def nothing_to_do(state: dict[str, Any], s3) -> bool:
     from warehouse.status import count_keys
 
     r = config.resources()
-    if s3.list_objects_v2(Bucket=r.raw_bucket, Prefix=r.raw_prefix, MaxKeys=1).get("KeyCount", 0):
+    if raw_waiting(s3):
         return False
     return "files_loaded" in state and count_keys(s3, r.staging_bucket, r.staging_prefix) == state["files_loaded"]
 
@@ -60,10 +60,19 @@ def _tick_facts(trigger: str) -> dict[str, Any]:
     return {"trigger": trigger, "at": _now(), "schedule": etl.schedule, "interval_seconds": etl.interval_seconds}
 
 
+def raw_waiting(s3) -> bool:
+    r = config.resources()
+    return bool(s3.list_objects_v2(Bucket=r.raw_bucket, Prefix=r.raw_prefix, MaxKeys=1).get("KeyCount", 0))
+
+
 def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | None = None,
-         wait_for_lease: float = 0.0) -> dict[str, Any]:
-    """One run of the batch half, as the schedule (or a person) starts it. Returns what happened."""
-    from etl.run import LeaseHeld, run_once
+         wait_for_lease: float = 0.0, seconds_left: float | None = None) -> dict[str, Any]:
+    """One tick of the batch half, as the schedule (or a person) starts it. Returns what happened.
+
+    A tick that finds work keeps going while more arrives (config.etl().linger_seconds): while the
+    stream is busy the warehouse trails it by seconds, not by up to a schedule interval. It stops
+    early enough to finish inside the function's time (`seconds_left`, from the Lambda context)."""
+    from etl.run import LeaseHeld, run_while_busy
 
     # One S3 client for the whole tick: an idle tick is four S3 calls and nothing else.
     s3 = aws.client("s3", cfg)
@@ -74,8 +83,13 @@ def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | 
         write_state({**state, "last_tick": {**facts, "outcome": "idle",
                                             "seconds": round(time.perf_counter() - started, 3)}}, cfg, s3)
         return {"outcome": "idle"}
+    etl = config.etl()
+    # The last run may take a while (a backlog): stop lingering with a fifth of the time (>= 2 min) to spare.
+    stop_at = None if seconds_left is None else time.monotonic() + seconds_left - max(120.0, seconds_left / 5)
     try:
-        result = run_once(cfg, dsn, holder=f"{trigger}:{uuid.uuid4().hex[:12]}", wait_for_lease=wait_for_lease)
+        results = run_while_busy(cfg, dsn, holder=f"{trigger}:{uuid.uuid4().hex[:12]}", wait_for_lease=wait_for_lease,
+                                 linger_seconds=etl.linger_seconds, poll_seconds=etl.poll_seconds,
+                                 work_waiting=lambda: raw_waiting(s3), stop_at=stop_at)
     except LeaseHeld as held:
         write_state({**state, "last_tick": {**facts, "outcome": "skipped", "reason": str(held)}}, cfg, s3)
         return {"outcome": "skipped", "reason": str(held)}
@@ -83,15 +97,20 @@ def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | 
         write_state({**state, "last_tick": {**facts, "outcome": "failed",
                                             "error": f"{type(exc).__name__}: {exc}"[:500]}}, cfg, s3)
         raise
-    return record(result, trigger, cfg, facts, s3)
+    return record(results, trigger, cfg, facts, s3)
 
 
-def record(result, trigger: str, cfg: config.Stack | None = None, facts: dict[str, Any] | None = None,
+def record(results, trigger: str, cfg: config.Stack | None = None, facts: dict[str, Any] | None = None,
            s3=None) -> dict[str, Any]:
-    """Write a finished run (etl.run.RunResult) to the job state: `ecom status` and the idle check read it."""
-    summary = {"outcome": result.outcome, "run_id": result.run_id, "files_loaded": result.load.files_loaded,
-               "rows_inserted": result.load.rows_inserted, "rows_rejected": result.load.rows_rejected,
-               "seconds": round(result.seconds, 3)}
+    """Write finished runs (etl.run.RunResult, one or the list of a tick) to the job state:
+    `ecom status` and the idle check read it."""
+    results = results if isinstance(results, list) else [results]
+    result = results[-1]
+    summary = {"outcome": result.outcome, "run_id": result.run_id, "runs": len(results),
+               "files_loaded": sum(r.load.files_loaded for r in results),
+               "rows_inserted": sum(r.load.rows_inserted for r in results),
+               "rows_rejected": sum(r.load.rows_rejected for r in results),
+               "seconds": round(sum(r.seconds for r in results), 3)}
     write_state({"files_loaded": result.manifest_files, "last_tick": {**(facts or _tick_facts(trigger)), **summary}},
                 cfg, s3)
     return summary
@@ -101,7 +120,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point (the schedule's target). Thin: the work is `tick`."""
     started = time.perf_counter()
     trigger = str((event or {}).get("trigger") or "schedule")[:32]
-    summary = tick(trigger)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    summary = tick(trigger, seconds_left=remaining() / 1000 if callable(remaining) else None)
     # One log line per invocation (the emulator also waits for output before returning).
     print(json.dumps({"fn": config.resources().etl_function, **summary,
                       "ms": round((time.perf_counter() - started) * 1000, 1)}, default=str))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 from datetime import datetime, timezone
 
 from ecom_core import config
@@ -55,14 +56,34 @@ def run_once(cfg: config.Stack | None = None, dsn: str | None = None, *, holder:
     Raises LeaseHeld (having done nothing) when another run holds the lease for longer than
     `wait_for_lease` seconds. The lease is renewed after every committed group of files and
     released at the end; a run that dies leaves it to expire (config.etl().lease_seconds)."""
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    holder = holder or f"run:{run_id}"
+    return run_while_busy(cfg, dsn, holder=holder, wait_for_lease=wait_for_lease)[-1]
+
+
+def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, holder: str | None = None,
+                   wait_for_lease: float = 0.0, linger_seconds: float = 0.0, poll_seconds: float = 2.0,
+                   work_waiting: Callable[[], bool] | None = None, stop_at: float | None = None) -> list[RunResult]:
+    """One run, then, under the same lease, another each time `work_waiting()` says new input has
+    arrived, until nothing has come for `linger_seconds` or the clock passes `stop_at` (monotonic).
+    Each run is recorded on its own in dw.etl_run. With linger 0 (the default) this is one run."""
     warehouse = open_warehouse(cfg, dsn)
+    results: list[RunResult] = []
     try:
         warehouse.ensure_schema()
+        holder = holder or f"run:{_run_id()}"
         _take_lease(warehouse, holder, wait_for_lease)
         try:
-            return _run(warehouse, run_id, holder, cfg, dsn)
+            while True:
+                results.append(_run(warehouse, _run_id(), holder, cfg, dsn))
+                if not linger_seconds or work_waiting is None:
+                    return results
+                quiet_until = time.monotonic() + linger_seconds
+                while not work_waiting():
+                    if time.monotonic() >= quiet_until or (stop_at is not None and time.monotonic() >= stop_at):
+                        return results
+                    time.sleep(poll_seconds)
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    return results
+                warehouse.renew(holder, config.etl().lease_seconds)
         finally:
             try:
                 warehouse.release(holder)
@@ -70,6 +91,10 @@ def run_once(cfg: config.Stack | None = None, dsn: str | None = None, *, holder:
                 pass           # (its session is gone on Postgres; it expires on Redshift)
     finally:
         warehouse.close()
+
+
+def _run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
 def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None, dsn: str | None) -> RunResult:

@@ -19,16 +19,20 @@ def stack_env():
 
     # The ETL job's schedule stays off on the shared stack: most tests run the ETL by hand and count
     # what each run loads; tests/test_etl_job.py switches it on.
-    saved = os.environ.get("ECOM_ETL_SCHEDULE_STATE")
-    os.environ["ECOM_ETL_SCHEDULE_STATE"] = "DISABLED"
+    # A tick lingers only briefly here (a few seconds instead of 30) so tests that invoke the job
+    # do not wait for it; tests/test_etl_job.py checks the lingering itself.
+    settings = {"ECOM_ETL_SCHEDULE_STATE": "DISABLED", "ECOM_ETL_LINGER_SECONDS": "3", "ECOM_ETL_POLL_SECONDS": "0.5"}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     try:
         with stack.temporary_stack("ecom-test-") as env:
             yield env
     finally:
-        if saved is None:
-            os.environ.pop("ECOM_ETL_SCHEDULE_STATE", None)
-        else:
-            os.environ["ECOM_ETL_SCHEDULE_STATE"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture

@@ -156,3 +156,29 @@ def test_a_run_killed_mid_load_is_finished_by_the_next_tick_exactly_once(stack_e
     assert _warehouse(f"SELECT count(*), count(DISTINCT event_id) FROM {db.FACT_TABLE}") == [(417, 417)]
     assert _warehouse(f"SELECT count(*) FROM {db.MANIFEST_TABLE}") == [(2,)]
     assert reconcile(stack_env["cfg"]).exact
+
+
+def test_a_tick_keeps_loading_while_data_keeps_arriving(stack_env, clean_stores, monkeypatch):
+    """A tick that found work stays while more arrives (linger): the second replay is in the
+    warehouse seconds after its last record is consumed, loaded by the same tick, under one lease."""
+    from etl import job
+
+    monkeypatch.setenv("ECOM_ETL_LINGER_SECONDS", "20")
+    monkeypatch.setenv("ECOM_ETL_POLL_SECONDS", "0.5")
+    replay_file(stack_env, SAMPLE_FILE, rows=100)
+    outcome: dict = {}
+    ticking = threading.Thread(target=lambda: outcome.update(job.tick("test")))
+    ticking.start()
+    _wait_for_rows(100, timeout=60)
+    replay_file(stack_env, SAMPLE_FILE)              # waits until the stream consumer has caught up
+    behind = _wait_for_rows(417, timeout=30)         # no new tick: the schedule is off here
+    ticking.join(timeout=120)
+    assert not ticking.is_alive()
+    print(f"\nthe lingering tick loaded the second replay {behind:.1f} s after it was consumed")
+    assert behind < 10
+    assert outcome["outcome"] == "succeeded" and outcome["runs"] >= 2 and outcome["rows_inserted"] == 417
+    runs = _warehouse("SELECT count(*), sum(rows_inserted) FROM dw.etl_run")
+    assert runs == [(outcome["runs"], 417)]
+    assert job.read_state(stack_env["cfg"])["last_tick"]["runs"] == outcome["runs"]
+    # Nothing arrived for the linger time: the tick ended, and the lease is free for the next one.
+    assert _warehouse("SELECT count(*) FROM dw.etl_lease WHERE holder IS NOT NULL") == [(0,)]

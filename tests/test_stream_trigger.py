@@ -7,7 +7,8 @@ from decimal import Decimal
 from itertools import islice
 
 from ecom_core.config import SAMPLE_FILE
-from handlers.stream_trigger import StreamRecord, customer_totals, decode_batch, invoice_item, serialize_item
+from handlers.stream_trigger import (StreamRecord, customer_entries, customer_totals, decode_batch, invoice_item,
+                                     line_digest, serialize_item, whole_in_batch)
 from replay.source import read_rows
 
 
@@ -79,5 +80,69 @@ def test_customer_totals_take_the_earliest_minute_and_skip_guests():
              {**base, "LineId": "c", "InvoiceDate": "2010-12-01T16:57:00", "CustomerID": None}]
     [entry] = customer_totals(lines)
     assert entry == {"CustomerID": 14606, "InvoiceNo": "536591", "InvoiceDate": "2010-12-01T16:57:00",
-                     "Country": "EIRE", "LineCount": 2, "Total": Decimal("5.00")}
+                     "Country": "EIRE", "LineCount": 2, "Total": Decimal("5.00"), "LineDigest": line_digest(["a", "b"])}
     assert customer_totals([lines[2]]) == []
+    assert line_digest(["a", "b"]) == line_digest(["b", "a"]) != line_digest(["a"])
+
+
+def test_whole_in_batch_is_an_unbroken_run_inside_the_batch():
+    def events(*invoices):
+        return [{"InvoiceNo": i} for i in invoices]
+
+    assert whole_in_batch(events("A", "A", "B", "B", "C", "D", "D")) == {"B", "C"}
+    assert whole_in_batch(events("A", "B", "A", "C")) == {"B"}          # A is cut in two, and opens the batch
+    assert whole_in_batch(events("A", "B", "C", "B", "D")) == {"C"}     # B comes twice
+    assert whole_in_batch(events("A", "B")) == set() == whole_in_batch(events("A", "A", "A"))
+
+
+class _Dynamo:
+    """Stands in for the document client: stored lines and entries; records what was asked."""
+
+    def __init__(self, lines, entries=()):
+        self.lines, self.entries = lines, {(int(e["CustomerID"]), e["InvoiceNo"]): e for e in entries}
+        self.queried: list[str] = []
+        self.batch_gets = 0
+
+    def query(self, **kwargs):
+        invoice = kwargs["ExpressionAttributeValues"][":n"]
+        self.queried.append(invoice)
+        return {"Items": [line for line in self.lines if line["InvoiceNo"] == invoice]}
+
+    def batch_get_item(self, RequestItems):
+        self.batch_gets += 1
+        [(table, request)] = RequestItems.items()
+        found = [self.entries[(k["CustomerID"], k["InvoiceNo"])] for k in request["Keys"]
+                 if (k["CustomerID"], k["InvoiceNo"]) in self.entries]
+        return {"Responses": {table: found}}
+
+
+def test_customer_entries_total_whole_invoices_from_the_batch_and_query_only_the_rest():
+    events = _sample_events(417)
+    lines = [invoice_item(e) for e in events]
+    expected = {(e["CustomerID"], e["InvoiceNo"]): e for e in customer_totals(lines)}
+    invoices = list(dict.fromkeys(e["InvoiceNo"] for e in events))
+    customer_invoices = {e["InvoiceNo"] for e in events if e["CustomerID"] is not None}
+
+    fresh = _Dynamo(lines)
+    entries = customer_entries(events, fresh)
+    assert {(e["CustomerID"], e["InvoiceNo"]): e for e in entries} == expected
+    # Only the invoices at the batch's two edges (when they have a customer) were read line by line.
+    assert sorted(fresh.queried) == sorted({invoices[0], invoices[-1]} & customer_invoices)
+    assert fresh.batch_gets == 1
+
+    # A redelivered batch: the stored entries were computed from these very lines: still no Query.
+    again = _Dynamo(lines, entries)
+    assert {(e["CustomerID"], e["InvoiceNo"]): e for e in customer_entries(events, again)} == expected
+    assert sorted(again.queried) == sorted(fresh.queried)
+
+    # Lines of an invoice that also came at another time: the stored entry counts them, so the batch
+    # alone does not settle it; the invoice is recomputed from everything stored.
+    middle = next(i for i in invoices[1:-1] if i in customer_invoices)
+    earlier = {**next(l for l in lines if l["InvoiceNo"] == middle), "LineId": "an-earlier-line"}
+    stored_entry = customer_totals([l for l in lines if l["InvoiceNo"] == middle] + [earlier])
+    mixed = _Dynamo(lines + [earlier], stored_entry)
+    recomputed = {(e["CustomerID"], e["InvoiceNo"]): e for e in customer_entries(events, mixed)}
+    assert middle in mixed.queried
+    key = (int(earlier["CustomerID"]), middle)
+    assert recomputed[key]["LineCount"] == expected[key]["LineCount"] + 1
+    assert recomputed[key] == stored_entry[0]
