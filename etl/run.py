@@ -77,10 +77,15 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
                 if not linger_seconds or work_waiting is None:
                     return results
                 quiet_until = time.monotonic() + linger_seconds
-                while not work_waiting():
+                # At least one poll interval between runs, even when work is already waiting: a
+                # busy stream then gives each run several files instead of one (fewer, larger
+                # loads), and the warehouse trails the stream by about one interval.
+                while True:
+                    time.sleep(poll_seconds)
+                    if work_waiting():
+                        break
                     if time.monotonic() >= quiet_until or (stop_at is not None and time.monotonic() >= stop_at):
                         return results
-                    time.sleep(poll_seconds)
                 if stop_at is not None and time.monotonic() >= stop_at:
                     return results
                 warehouse.renew(holder, config.etl().lease_seconds)

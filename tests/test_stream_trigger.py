@@ -8,7 +8,7 @@ from itertools import islice
 
 from ecom_core.config import SAMPLE_FILE
 from handlers.stream_trigger import (StreamRecord, customer_entries, customer_totals, decode_batch, invoice_item,
-                                     line_digest, serialize_item, whole_in_batch)
+                                     invoice_wire_item, line_digest, serialize_item, whole_in_batch)
 from replay.source import read_rows
 
 
@@ -146,3 +146,18 @@ def test_customer_entries_total_whole_invoices_from_the_batch_and_query_only_the
     key = (int(earlier["CustomerID"]), middle)
     assert recomputed[key]["LineCount"] == expected[key]["LineCount"] + 1
     assert recomputed[key] == stored_entry[0]
+
+
+def test_the_wire_item_and_raw_line_are_what_the_generic_path_writes():
+    from handlers.events import accept_event
+    from handlers.ingestion import encode_record
+    from handlers.stream_trigger import write_jsonl
+
+    events = [accept_event(e) for e in _sample_events(417)]
+    assert all(invoice_wire_item(e) == serialize_item(invoice_item(e)) for e in events)
+    records = [_record(n, encode_record(e)["Data"]) for n, e in enumerate(events)]
+    # Ingestion's bytes are kept as the raw line; a producer's other spelling is re-encoded.
+    respelled = json.dumps({**json.loads(records[0].data), "Quantity": float(events[0]["Quantity"])}).encode()
+    batch = decode_batch([_record(999, respelled)] + records[1:])
+    assert batch.lines[1:] == [r.data for r in records[1:]]
+    assert b"\n".join(batch.lines) + b"\n" == write_jsonl(batch.events)
