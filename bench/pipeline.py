@@ -637,12 +637,12 @@ def table(out: dict[str, Any]) -> str:
         original and original["consumer_lag_seconds"], o_rows)
     row("batch half after the drain (next scheduled tick)", ours["batch_half_after_drain_seconds"], None,
         original and original["batch_half_after_drain_seconds"], o_rows)
-    row(f"ETL job busy, {ours['etl_ticks']} ticks (overlaps the above)", ours["etl_busy_seconds"], None,
+    row(f"ETL job busy, {ours['etl_ticks']} runs (overlaps the above)", ours["etl_busy_seconds"], None,
         original and original["etl_busy_seconds"], o_rows)
-    row("  transform (raw JSON -> CSV), all ticks", ours["transform_seconds"], None,
+    row("  transform (raw JSON -> CSV), all runs", ours["transform_seconds"], None,
         original and original["transform_seconds"], o_rows)
-    row("  catalog, all ticks", ours["catalog_seconds"], None, original and original["catalog_seconds"], o_rows)
-    row("  load (warehouse), all ticks", ours["load_seconds"], ceiling and ceiling["copy_seconds"],
+    row("  catalog, all runs", ours["catalog_seconds"], None, original and original["catalog_seconds"], o_rows)
+    row("  load (warehouse), all runs", ours["load_seconds"], ceiling and ceiling["copy_seconds"],
         original and original["load_seconds"], o_rows)
     row("**end to end** (first POST -> exact warehouse)", ours["seconds"], ceiling and ceiling["seconds"],
         original and original["seconds"], o_rows)

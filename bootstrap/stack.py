@@ -121,7 +121,8 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
     }
     env.pop("AWS_ENDPOINT_URL", None)
     log = open(cfg.logs_dir / "ministack.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "ministack"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    # Our launcher: MiniStack itself, with the fixes in bootstrap/ministack_launcher.py applied.
+    proc = subprocess.Popen([sys.executable, "-m", "bootstrap.ministack_launcher"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(root))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

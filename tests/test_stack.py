@@ -181,3 +181,34 @@ def test_raw_objects_arriving_during_a_transform_are_kept(stack_env, clean_store
     run_once(stack_env["cfg"])
     c = counts(stack_env["cfg"])
     assert c["raw_objects_pending"] == 0 and c["warehouse_rows"] == 417 and c["invoice_lines"] == 417
+
+
+def test_the_launchers_kinesis_expiry_keeps_ministacks_behaviour():
+    """bootstrap/ministack_launcher.py replaces MiniStack's per-call pass over every retained record
+    with a check of the oldest one; the records kept must be exactly MiniStack's."""
+    from bootstrap.ministack_launcher import expire_records_when_due
+    from ministack.services import kinesis
+
+    now = time.time()
+
+    def stream(ages: list[float]) -> dict:
+        return {"RetentionPeriodHours": 24, "shards": {
+            "shardId-000000000000": {"records": [{"ApproximateArrivalTimestamp": now - age, "n": i}
+                                                 for i, age in enumerate(ages)]},
+            "shardId-000000000001": {"records": []}}}
+
+    day = 24 * 3600
+    for ages in ([], [10, 5, 1], [day + 60, day + 1, 100, 1], [day + 5, day + 2], [day + 3, 10]):
+        ours, theirs = stream(ages), stream(ages)
+        untouched = ours["shards"]["shardId-000000000000"]["records"]
+        expire_records_when_due(ours)
+        kinesis._expire_records(theirs)
+        assert ours == theirs, ages
+        if not ages or max(ages) < day:  # nothing due: the same list, not a copy
+            assert ours["shards"]["shardId-000000000000"]["records"] is untouched
+
+
+def test_the_embedded_emulator_runs_with_the_launchers_fixes(stack_env):
+    state = stack.read_state(stack_env["cfg"])
+    with open(f"/proc/{state['ministack_pid']}/cmdline", "rb") as handle:
+        assert b"bootstrap.ministack_launcher" in handle.read()
