@@ -436,6 +436,7 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
                "--batch-size", str(batch_size)] + (["--rows", str(rows)] if rows else []) \
         + (["--one-by-one"] if one_by_one else [])
     with db.connection() as conn, conn.cursor() as cur:
+        db.ensure_schema(conn)  # what the job's first run does; the count below needs the table
         cur.execute("SELECT now() AT TIME ZONE 'UTC'")  # dw.etl_run keeps UTC without zone, as the job writes it
         since = cur.fetchone()[0]
     start = time.perf_counter()
