@@ -89,7 +89,9 @@ def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | 
     try:
         results = run_while_busy(cfg, dsn, holder=f"{trigger}:{uuid.uuid4().hex[:12]}", wait_for_lease=wait_for_lease,
                                  linger_seconds=etl.linger_seconds, poll_seconds=etl.poll_seconds,
-                                 work_waiting=lambda: raw_waiting(s3), stop_at=stop_at)
+                                 work_waiting=lambda: raw_waiting(s3), stop_at=stop_at,
+                                 # Recorded after every run, so `ecom status` follows a lingering tick.
+                                 after_run=lambda done: record(done, trigger, cfg, facts, s3))
     except LeaseHeld as held:
         write_state({**state, "last_tick": {**facts, "outcome": "skipped", "reason": str(held)}}, cfg, s3)
         return {"outcome": "skipped", "reason": str(held)}

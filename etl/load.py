@@ -267,8 +267,8 @@ def load_files(conn: psycopg2.extensions.connection, files: list[StagedFile], *,
         cur.execute(f"ANALYZE {STAGE}")
         cur.execute(FILE_STATS_SQL)
         stats = {row[0]: row[1:] for row in cur.fetchall()}
-        all_new = star.stage_facts(cur, STAGE, STAGE_FILES, new_events=sum(n for _, _, n in stats.values()))
-        star.merge_facts(cur, all_new=all_new)
+        star.stage_facts(cur, STAGE, STAGE_FILES)
+        star.merge_facts(cur)
         star.refresh_duplicate_flags(cur)
         star.upsert_dimensions(cur)
         for number, (key, etag, _) in enumerate(todo):

@@ -61,10 +61,12 @@ def run_once(cfg: config.Stack | None = None, dsn: str | None = None, *, holder:
 
 def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, holder: str | None = None,
                    wait_for_lease: float = 0.0, linger_seconds: float = 0.0, poll_seconds: float = 2.0,
-                   work_waiting: Callable[[], bool] | None = None, stop_at: float | None = None) -> list[RunResult]:
+                   work_waiting: Callable[[], bool] | None = None, stop_at: float | None = None,
+                   after_run: Callable[[list[RunResult]], None] | None = None) -> list[RunResult]:
     """One run, then, under the same lease, another each time `work_waiting()` says new input has
     arrived, until nothing has come for `linger_seconds` or the clock passes `stop_at` (monotonic).
-    Each run is recorded on its own in dw.etl_run. With linger 0 (the default) this is one run."""
+    Each run is recorded on its own in dw.etl_run, and `after_run` gets the runs so far after
+    each one. With linger 0 (the default) this is one run."""
     warehouse = open_warehouse(cfg, dsn)
     results: list[RunResult] = []
     try:
@@ -74,6 +76,8 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
         try:
             while True:
                 results.append(_run(warehouse, _run_id(), holder, cfg, dsn))
+                if after_run is not None:
+                    after_run(results)
                 if not linger_seconds or work_waiting is None:
                     return results
                 quiet_until = time.monotonic() + linger_seconds

@@ -427,13 +427,15 @@ def decode_and_write_lines(records: list[StreamRecord], dynamodb=None) -> tuple[
                                                       dynamodb, 10, time.sleep)))
             submitted = end
 
-    for start in range(0, len(records), DECODE_SLICE):
+    # While the fault is armed the halfway point must fall on a slice boundary (small batches too).
+    step = DECODE_SLICE if barrier_at is None else max(1, min(DECODE_SLICE, barrier_at))
+    for start in range(0, len(records), step):
         if barrier_at is not None and start >= barrier_at and futures:
             for _, future in futures:
                 future.result()
             maybe_fail("trigger.mid_dynamodb")
             barrier_at = None
-        decode_into(batch, records[start:start + DECODE_SLICE], seen)
+        decode_into(batch, records[start:start + step], seen)
         submit(len(batch.items) - len(batch.items) % BATCH_WRITE_LIMIT)  # whole chunks now, the tail at the end
     submit(len(batch.items))
     refused = {start + position for start, future in futures for position in future.result()}

@@ -73,9 +73,14 @@ def test_the_schedule_fills_the_warehouse_without_an_etl_command(stack_env, clea
         print(f"\nwarehouse held the 417-row sample {waited:.1f} s after the last POST was consumed")
         assert reconcile(stack_env["cfg"]).exact
         env = {**os.environ, **stack_env["env"]}
-        status = json.loads(subprocess.run([sys.executable, "-m", "ecom", "status", "--json"], env=env,
-                                           capture_output=True, text=True, check=True).stdout)
-        job = status["etl_job"]
+        # The tick records itself right after the commit that made the rows visible: a moment later.
+        for _ in range(40):
+            status = json.loads(subprocess.run([sys.executable, "-m", "ecom", "status", "--json"], env=env,
+                                               capture_output=True, text=True, check=True).stdout)
+            job = status["etl_job"]
+            if job.get("last_tick"):
+                break
+            time.sleep(0.5)
         assert (job["schedule"], job["state"]) == ("rate(1 minute)", "ENABLED")
         tick = job["last_tick"]
         assert tick["trigger"] == "schedule" and tick["outcome"] in ("succeeded", "idle")

@@ -88,19 +88,13 @@ def _merge(cur, target: str, target_name: str, source: str, key: str, columns: l
     return cur.rowcount
 
 
-def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: str, *,
-                new_events: int | None = None) -> bool:
+def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: str) -> None:
     """raw_stage (as COPYed, rows tagged with "file_no") -> STAGE_FACT: one row per event_id (the
     highest file number wins, as if the files had loaded one after another), its source file's key
     from files_table ("file_no", "file_key"), derived columns added.
 
     Also records TOUCHED_KEYS *before* the fact MERGE, so that an event whose fields change on
-    redelivery re-evaluates the duplicate group it leaves as well as the one it joins.
-
-    `new_events`: how many of the group's events the warehouse does not hold yet, when the caller
-    knows (Postgres: the file statistics). If that is all of them, no fact can leave a group, so
-    the lookup of their stored versions is skipped. Returns whether every staged event is new
-    (False when unknown, as on Redshift, where statements are recorded before they run)."""
+    redelivery re-evaluates the duplicate group it leaves as well as the one it joins."""
     derived = ", ".join(f'{expr} AS "{name}"' for name, expr in DERIVED_COLUMNS.items())
     # Events repeated inside or across the files (a redelivered batch) are the same event: keep one.
     _temp_table(cur, STAGE_FACT, f"""
@@ -110,16 +104,11 @@ def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: st
               FROM {raw_stage}) AS d
         JOIN {files_table} AS f ON f."file_no" = d."file_no"
         WHERE d."rn" = 1""")
-    all_new = new_events is not None and new_events == cur.rowcount
-    if all_new:
-        _temp_table(cur, TOUCHED_KEYS, f'SELECT DISTINCT "invoice_no", "stock_code", "invoice_ts" FROM {STAGE_FACT}')
-        return True
     _temp_table(cur, TOUCHED_KEYS, f"""
         SELECT "invoice_no", "stock_code", "invoice_ts" FROM {STAGE_FACT}
         UNION
         SELECT f."invoice_no", f."stock_code", f."invoice_ts"
         FROM {FACT} AS f JOIN {STAGE_FACT} AS s ON f."event_id" = s."event_id\"""")
-    return False
 
 
 def count_new_events(cur: psycopg2.extensions.cursor) -> int:
@@ -128,14 +117,10 @@ def count_new_events(cur: psycopg2.extensions.cursor) -> int:
     return int(cur.fetchone()[0])
 
 
-def merge_facts(cur: psycopg2.extensions.cursor, *, all_new: bool = False) -> int:
-    """Upsert the staged events by event_id. Returns the number of rows inserted or updated.
-    `all_new` (known from `stage_facts`): a plain INSERT, no match to look for."""
+def merge_facts(cur: psycopg2.extensions.cursor) -> int:
+    """Upsert the staged events by event_id. Returns the number of rows inserted or updated."""
     columns = SOURCE_COLUMNS + ["source_file"] + list(DERIVED_COLUMNS)
     # is_duplicate_row is left to refresh_duplicate_flags (its default covers the insert).
-    if all_new:
-        cur.execute(f"INSERT INTO {FACT} ({_q(columns)}) SELECT {_q(columns)} FROM {STAGE_FACT}")
-        return cur.rowcount
     return _merge(cur, FACT, '"fact_sales_line"', STAGE_FACT, "event_id", columns)
 
 
