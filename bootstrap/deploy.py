@@ -105,6 +105,10 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
              "Resource": [arn("dynamodb", f"table/{r.invoice_table}"),
                           arn("dynamodb", f"table/{r.customer_table}"),
                           arn("dynamodb", f"table/{r.customer_table}/index/*")]},
+            # The stream trigger checks the stored customer entries of the invoices its batch holds
+            # whole (handlers/stream_trigger.customer_entries) in one BatchGetItem per 100.
+            {"Sid": "ReadCustomerEntries", "Effect": "Allow", "Action": ["dynamodb:BatchGetItem"],
+             "Resource": arn("dynamodb", f"table/{r.customer_table}")},
             {"Sid": "WriteRawAndDeadLetters", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": [f"arn:aws:s3:::{r.raw_bucket}/{r.raw_prefix}*",
                           f"arn:aws:s3:::{r.dead_letter_bucket}/{r.dead_letter_prefix}*"]},

@@ -135,7 +135,7 @@ def platform(resources: config.Resources | None = None) -> Platform:
             Function(r.trigger_function, "handlers.stream_trigger.handler",
                      "Kinesis batch -> DynamoDB lines and customer entries + raw JSON Lines in S3",
                      timeout=120, memory=512,
-                     permissions=("ReadStream", "WriteOltp", "ReadOltp", "WriteRawAndDeadLetters",
+                     permissions=("ReadStream", "WriteOltp", "ReadOltp", "ReadCustomerEntries", "WriteRawAndDeadLetters",
                                   "OnFailureDestination", "Logs")),
             Function(r.reads_function, "handlers.reads.handler",
                      "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
