@@ -124,7 +124,9 @@ def test_the_id_is_bound_to_the_content():
 def _token(header: object, claims: object, auth: config.Auth) -> str:
     """A token signed with the right key; a str header is used as its raw JSON text."""
     header_text = header if isinstance(header, str) else json.dumps(header)
-    signing_input = b64url_encode(header_text.encode()) + "." + b64url_encode(json.dumps(claims).encode())
+    # A raw header may hold a lone surrogate: sent as the (invalid UTF-8) bytes a hostile client could send.
+    signing_input = (b64url_encode(header_text.encode("utf-8", "surrogatepass")) + "."
+                     + b64url_encode(json.dumps(claims).encode()))
     return signing_input + "." + b64url_encode(_hs256(auth.jwt_secret.encode(), signing_input.encode()))
 
 
