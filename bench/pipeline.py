@@ -22,7 +22,6 @@ deployment has, except for the original's records already consumed on the stream
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ecom_core import config
+from ecom_core.events import DIGEST_MODULUS, id_hash
 from bootstrap.reset import empty_stores
 
 RESULTS_DIR = config.PROJECT_ROOT / "bench" / "results"
@@ -254,14 +254,6 @@ class SourceFacts:
     event_id_digest: int
 
 
-def _id_hash(event_id: str) -> int:
-    # First 60 bits of md5: the same number Postgres computes in `warehouse_digest`.
-    return int(hashlib.md5(event_id.encode()).hexdigest()[:15], 16)
-
-
-DIGEST_MODULUS = 2 ** 63
-
-
 def source_facts(path: Path, rows: int | None) -> SourceFacts:
     """What an exact reconciliation must find, from one streaming pass over the file (the ids the
     events are stored under, as ingestion binds them)."""
@@ -269,7 +261,7 @@ def source_facts(path: Path, rows: int | None) -> SourceFacts:
     pairs: set[tuple[Any, str]] = set()
     for event in canonical_events(path, rows):
         count += 1
-        digest = (digest + _id_hash(event["event_id"])) % DIGEST_MODULUS
+        digest = (digest + id_hash(event["event_id"])) % DIGEST_MODULUS
         if event["CustomerID"] is not None:
             pairs.add((event["CustomerID"], event["InvoiceNo"]))
     return SourceFacts(count, len(pairs), digest)
@@ -509,7 +501,7 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
     dynamo_digest = dynamo_items = 0
     for item in aws.items(dynamodb.scan, TableName=r.invoice_table, ProjectionExpression="LineId"):
         dynamo_items += 1
-        dynamo_digest = (dynamo_digest + _id_hash(item["LineId"]["S"])) % DIGEST_MODULUS
+        dynamo_digest = (dynamo_digest + id_hash(item["LineId"]["S"])) % DIGEST_MODULUS
     found = {
         "warehouse_rows": rows, "warehouse_distinct_event_ids": distinct,
         "dynamodb_invoice_lines": dynamo_items,

@@ -8,6 +8,7 @@ and readers see its fields.
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import TypedDict
 
@@ -52,3 +53,19 @@ def bound_event_id(line: OrderLine) -> str:
     exactly-once); the same id with other content is another event, stored beside the first.
     """
     return str(uuid.uuid5(BOUND_ID_NAMESPACE, line["event_id"] + "\x1f" + canonical_content(line)))
+
+
+# Order-free fingerprint of a set of event ids: the sum of each id's first 60 md5 bits, modulo 2^63
+# (Postgres computes the same number in SQL, so the bench can compare a table with the file).
+DIGEST_MODULUS = 2 ** 63
+
+
+def id_hash(event_id: str) -> int:
+    return int(hashlib.md5(event_id.encode()).hexdigest()[:15], 16)
+
+
+def id_digest(event_ids) -> int:
+    total = 0
+    for event_id in event_ids:
+        total = (total + id_hash(event_id)) % DIGEST_MODULUS
+    return total

@@ -99,23 +99,27 @@ def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | 
         write_state({**state, "last_tick": {**facts, "outcome": "failed",
                                             "error": f"{type(exc).__name__}: {exc}"[:500]}}, cfg, s3)
         raise
-    return record(results, trigger, cfg, facts, s3)
+    return _summary(results)  # already recorded by the last after_run
 
 
 def record(results, trigger: str, cfg: config.Stack | None = None, facts: dict[str, Any] | None = None,
            s3=None) -> dict[str, Any]:
     """Write finished runs (etl.run.RunResult, one or the list of a tick) to the job state:
-    `ecom status` and the idle check read it."""
+    `ecom status` and the idle check read it. Returns the tick's summary."""
     results = results if isinstance(results, list) else [results]
-    result = results[-1]
-    summary = {"outcome": result.outcome, "run_id": result.run_id, "runs": len(results),
-               "files_loaded": sum(r.load.files_loaded for r in results),
-               "rows_inserted": sum(r.load.rows_inserted for r in results),
-               "rows_rejected": sum(r.load.rows_rejected for r in results),
-               "seconds": round(sum(r.seconds for r in results), 3)}
-    write_state({"files_loaded": result.manifest_files, "last_tick": {**(facts or _tick_facts(trigger)), **summary}},
-                cfg, s3)
+    summary = _summary(results)
+    write_state({"files_loaded": results[-1].manifest_files,
+                 "last_tick": {**(facts or _tick_facts(trigger)), **summary}}, cfg, s3)
     return summary
+
+
+def _summary(results) -> dict[str, Any]:
+    result = results[-1]
+    return {"outcome": result.outcome, "run_id": result.run_id, "runs": len(results),
+            "files_loaded": sum(r.load.files_loaded for r in results),
+            "rows_inserted": sum(r.load.rows_inserted for r in results),
+            "rows_rejected": sum(r.load.rows_rejected for r in results),
+            "seconds": round(sum(r.seconds for r in results), 3)}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import json
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from ecom_core import aws, config
-from ecom_core.events import OrderLine
+from ecom_core.events import OrderLine, id_digest
 from handlers.events import InvalidEvent, normalize_event
 from ecom_core.faults import armed, maybe_fail
 
@@ -168,15 +167,9 @@ def invoice_item(event: OrderLine) -> dict[str, Any]:
 
 
 def line_digest(line_ids: Iterable[str]) -> str:
-    """Order-free fingerprint of a set of line ids (sum of 60-bit md5 prefixes, modulo 2^63): an
-    entry records which lines it was computed from, so a later batch can tell its lines are those."""
-    total = 0
-    for line_id in line_ids:
-        total = (total + int(hashlib.md5(line_id.encode()).hexdigest()[:15], 16)) % DIGEST_MODULUS
-    return format(total, "x")
-
-
-DIGEST_MODULUS = 2 ** 63
+    """Order-free fingerprint of a set of line ids (ecom_core.events.id_digest): an entry records
+    which lines it was computed from, so a later batch can tell its lines are those."""
+    return format(id_digest(line_ids), "x")
 
 
 def invoice_wire_item(event: OrderLine) -> dict[str, Any]:
