@@ -37,6 +37,8 @@ from ecom_core import config
 # cloudformation: `ecom bootstrap --target aws --template` output can be deployed to the emulator too.
 MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler,cloudformation"
 PG_SERVICE_USER = "postgres"
+# Server settings for the ETL load (see start_postgres); docker-compose.yml passes the same.
+PG_LOAD_SETTINGS = "-c work_mem=64MB -c temp_buffers=64MB"
 
 
 class StackError(RuntimeError):
@@ -333,8 +335,11 @@ def start_postgres(cfg: config.Stack, timeout: float = 60) -> PgBinaries:
             pwfile.unlink(missing_ok=True)
         if out.returncode != 0:
             raise StackError(f"initdb failed:\n{out.stdout}{out.stderr}")
+    # work_mem/temp_buffers: the load's sorts (dedupe by event id, dimension candidates) and its
+    # temporary staging tables (~10 MB per group of files) stay in memory instead of spilling to
+    # disk: a fifth off the load (docs/performance.md). The same in docker-compose.yml.
     options = (f"-p {cfg.pg_port} -h 127.0.0.1 -k {pgdata} -c fsync=on "
-               f"-c shared_buffers=256MB -c max_connections=100")
+               f"-c shared_buffers=256MB -c max_connections=100 {PG_LOAD_SETTINGS}")
     out = subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log_file), "-o", options,
                                    "-w", "-t", str(int(timeout)), "start"], capture_output=True, text=True)
     if out.returncode != 0:

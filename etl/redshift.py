@@ -25,7 +25,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ecom_core import aws, config
-from etl.load import COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql, screen
+from etl.load import ANALYZE_STAGE, COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql, screen
 from warehouse import db, star
 from warehouse.recorder import RecordingConnection
 from warehouse.redshift_data import DataApi, RedshiftError, literal
@@ -46,15 +46,26 @@ def schema_statements() -> list[str]:
     return statements + ["DROP SCHEMA IF EXISTS analytics CASCADE"] + _split(db.analytics_sql())
 
 
-def star_statements() -> list[str]:
-    """The star schema's load-time statements, exactly as the Postgres load runs them."""
+def star_stage_statements() -> list[str]:
+    """The star schema's staging statements, exactly as the Postgres load runs them."""
     recorder = RecordingConnection()
     with recorder.cursor() as cur:
         star.stage_facts(cur, STAGE, STAGE_FILES)
-        star.merge_facts(cur)
+    return recorder.statements
+
+
+def star_write_statements() -> list[str]:
+    """The star schema's writes (facts, flags, dimensions), exactly as the Postgres load runs them."""
+    recorder = RecordingConnection()
+    with recorder.cursor() as cur:
+        star.write_facts(cur)
         star.refresh_duplicate_flags(cur)
         star.upsert_dimensions(cur)
     return recorder.statements
+
+
+def star_statements() -> list[str]:
+    return star_stage_statements() + star_write_statements()
 
 
 def copy_statement(table: str, columns: str, manifest_url: str, iam_role: str) -> str:
@@ -85,11 +96,12 @@ def group_statements(files: list[tuple[str, str, str]], iam_role: str, rejects_m
     if rejects_manifest:
         statements.append(copy_statement(db.REJECTS_TABLE, REJECT_COLUMNS, rejects_manifest, iam_role))
     statements += [
-        f"ANALYZE {STAGE}",
+        ANALYZE_STAGE,
+        *star_stage_statements(),
         # The manifest rows, from the per-file statistics, before the facts change (new vs present).
         f'INSERT INTO {db.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", "rows_updated") '
         f"{file_stats_sql(for_manifest=True)}",
-        *star_statements(),
+        *star_write_statements(),
         f"DROP TABLE {STAGE}",
         f"DROP TABLE {STAGE_FILES}",
     ]

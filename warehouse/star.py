@@ -49,6 +49,9 @@ DERIVED_COLUMN_TYPES: dict[str, str] = {
 # The eight fields of a source row: equal on all eight = a repeated source row.
 ROW_FIELDS = ["invoice_no", "stock_code", "description", "quantity", "invoice_ts", "unit_price",
               "customer_id", "country"]
+# The coarser key the duplicate flags are refreshed by (the fact table's row-group index on Postgres,
+# its sort key on Redshift): rows equal on all eight fields are equal on these three.
+ROW_GROUP_KEY = ["invoice_no", "stock_code", "invoice_ts"]
 
 # Codes that are not merchandise (PROFILE.md): postage, manual entries, fees, vouchers, bad debt.
 # Keyed on the upper-cased code, so the one lower-case "m" is a manual line too.
@@ -91,37 +94,79 @@ def _merge(cur, target: str, target_name: str, source: str, key: str, columns: l
 def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: str) -> None:
     """raw_stage (as COPYed, rows tagged with "file_no") -> STAGE_FACT: one row per event_id (the
     highest file number wins, as if the files had loaded one after another), its source file's key
-    from files_table ("file_no", "file_key"), derived columns added.
+    from files_table ("file_no", "file_key"), derived columns added, and whether the warehouse
+    already has the event ("is_new"; then also its stored invoice_no/stock_code/invoice_ts).
 
-    Also records TOUCHED_KEYS *before* the fact MERGE, so that an event whose fields change on
-    redelivery re-evaluates the duplicate group it leaves as well as the one it joins."""
+    One look-up of each event in the fact table, here: the fact write, the per-file statistics
+    and the duplicate-flag keys below all read "is_new" instead of probing the table again."""
     derived = ", ".join(f'{expr} AS "{name}"' for name, expr in DERIVED_COLUMNS.items())
+    stored = ", ".join(f't."{c}" AS "stored_{c}"' for c in ROW_GROUP_KEY)
     # Events repeated inside or across the files (a redelivered batch) are the same event: keep one.
+    # "first_file_no": the first file of the group that has the event (it is counted new there).
     _temp_table(cur, STAGE_FACT, f"""
-        SELECT {_q(SOURCE_COLUMNS, "d.")}, CAST(f."file_key" AS VARCHAR(512)) AS "source_file", {derived}
-        FROM (SELECT {_q(SOURCE_COLUMNS)}, "file_no",
-                     ROW_NUMBER() OVER (PARTITION BY "event_id" ORDER BY "file_no" DESC) AS "rn"
-              FROM {raw_stage}) AS d
-        JOIN {files_table} AS f ON f."file_no" = d."file_no"
-        WHERE d."rn" = 1""")
+        SELECT s.*, (t."event_id" IS NULL) AS "is_new", {stored}
+        FROM (SELECT {_q(SOURCE_COLUMNS, "d.")}, CAST(f."file_key" AS VARCHAR(512)) AS "source_file", {derived},
+                     d."first_file_no"
+              FROM (SELECT {_q(SOURCE_COLUMNS)}, "file_no",
+                           ROW_NUMBER() OVER (PARTITION BY "event_id" ORDER BY "file_no" DESC) AS "rn",
+                           MIN("file_no") OVER (PARTITION BY "event_id") AS "first_file_no"
+                    FROM {raw_stage}) AS d
+              JOIN {files_table} AS f ON f."file_no" = d."file_no"
+              WHERE d."rn" = 1) AS s
+        LEFT JOIN {FACT} AS t ON t."event_id" = s."event_id\"""")
+    touched_keys(cur)
+
+
+def touched_keys(cur: psycopg2.extensions.cursor) -> None:
+    """TOUCHED_KEYS: the (invoice_no, stock_code, invoice_ts) keys whose duplicate flags the staged
+    events can change, recorded *before* the fact write. A flag changes only where a group gains or
+    loses a member next to another one, so only keys that
+    - occur more than once among the staged events, or
+    - are already in the warehouse under another event, or
+    - belong to an event the warehouse already has (its stored key: the group it may leave, and
+      its staged key: the group it may join, where it may now be alone and must be unflagged).
+    A staged event alone on its key everywhere is inserted unflagged, which is already right: on
+    the full file that is almost every event, so the flags are recomputed for a few keys per file
+    instead of every key the file touches (docs/performance.md). The warehouse is asked per
+    invoice first (a file's ~20 lines per invoice, and an invoice is rarely in two files), then
+    per key only for the invoices it already has."""
+    key = _q(ROW_GROUP_KEY)
+    same_key = " AND ".join(f't."{c}" = s."{c}"' for c in ROW_GROUP_KEY)
     _temp_table(cur, TOUCHED_KEYS, f"""
-        SELECT "invoice_no", "stock_code", "invoice_ts" FROM {STAGE_FACT}
+        SELECT {key} FROM {STAGE_FACT} GROUP BY {key} HAVING COUNT(*) > 1
         UNION
-        SELECT f."invoice_no", f."stock_code", f."invoice_ts"
-        FROM {FACT} AS f JOIN {STAGE_FACT} AS s ON f."event_id" = s."event_id\"""")
+        SELECT {_q(ROW_GROUP_KEY, "s.")} FROM {STAGE_FACT} AS s
+        JOIN (SELECT "invoice_no" FROM (SELECT DISTINCT "invoice_no" FROM {STAGE_FACT}) AS i
+              WHERE EXISTS (SELECT 1 FROM {FACT} AS t WHERE t."invoice_no" = i."invoice_no")) AS seen
+          ON seen."invoice_no" = s."invoice_no"
+        WHERE EXISTS (SELECT 1 FROM {FACT} AS t WHERE {same_key} AND t."event_id" <> s."event_id")
+        UNION
+        SELECT {key} FROM {STAGE_FACT} WHERE NOT "is_new"
+        UNION
+        SELECT {_q(["stored_" + c for c in ROW_GROUP_KEY])} FROM {STAGE_FACT} WHERE NOT "is_new\"""")
 
 
-def count_new_events(cur: psycopg2.extensions.cursor) -> int:
-    cur.execute(f'SELECT count(*) FROM {STAGE_FACT} AS s WHERE NOT EXISTS '
-                f'(SELECT 1 FROM {FACT} AS t WHERE t."event_id" = s."event_id")')
-    return int(cur.fetchone()[0])
+FACT_WRITE_COLUMNS = SOURCE_COLUMNS + ["source_file"] + list(DERIVED_COLUMNS)
 
 
-def merge_facts(cur: psycopg2.extensions.cursor) -> int:
-    """Upsert the staged events by event_id. Returns the number of rows inserted or updated."""
-    columns = SOURCE_COLUMNS + ["source_file"] + list(DERIVED_COLUMNS)
-    # is_duplicate_row is left to refresh_duplicate_flags (its default covers the insert).
-    return _merge(cur, FACT, '"fact_sales_line"', STAGE_FACT, "event_id", columns)
+def write_facts(cur: psycopg2.extensions.cursor) -> tuple[int, int]:
+    """The staged events into the fact table: the ones it has are updated (the last delivery wins),
+    the others inserted. Returns (inserted, updated).
+
+    An UPDATE of the few present events and a plain INSERT of the new ones instead of one MERGE:
+    stage_facts already knows which is which, and the INSERT skips MERGE's join of every staged
+    event against the fact table (the same two statements run on Redshift).
+    is_duplicate_row is left to refresh_duplicate_flags (its default covers the insert)."""
+    updates = ", ".join(f'"{c}" = s."{c}"' for c in FACT_WRITE_COLUMNS if c != "event_id")
+    cur.execute(f"""
+        UPDATE {FACT} SET {updates}
+        FROM {STAGE_FACT} AS s
+        WHERE "fact_sales_line"."event_id" = s."event_id" AND NOT s."is_new\"""")
+    updated = cur.rowcount
+    cur.execute(f"""
+        INSERT INTO {FACT} ({_q(FACT_WRITE_COLUMNS)})
+        SELECT {_q(FACT_WRITE_COLUMNS)} FROM {STAGE_FACT} WHERE "is_new\"""")
+    return cur.rowcount, updated
 
 
 def refresh_duplicate_flags(cur: psycopg2.extensions.cursor) -> int:
