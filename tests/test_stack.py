@@ -212,3 +212,110 @@ def test_the_embedded_emulator_runs_with_the_launchers_fixes(stack_env):
     state = stack.read_state(stack_env["cfg"])
     with open(f"/proc/{state['ministack_pid']}/cmdline", "rb") as handle:
         assert b"bootstrap.ministack_launcher" in handle.read()
+
+
+class _RecordingFunction:
+    """Stands in for MiniStack's `_execute_function`: records each Kinesis batch (shard, sequence
+    numbers, start/end time) and takes `seconds`; fails the batches listed in `fail_once` once."""
+
+    def __init__(self, seconds: float = 0.0, fail_once: tuple[str, ...] = ()):
+        import threading
+
+        self.seconds, self.fail_once, self.calls, self.lock = seconds, set(fail_once), [], threading.Lock()
+
+    def __call__(self, func_rec: dict, event: dict) -> dict:
+        started = time.monotonic()
+        time.sleep(self.seconds)
+        first = event["Records"][0]["eventID"]
+        with self.lock:
+            self.calls.append((first.split(":")[0], [r["kinesis"]["sequenceNumber"] for r in event["Records"]],
+                               started, time.monotonic(), event))
+            if first in self.fail_once:
+                self.fail_once.discard(first)
+                return {"error": True, "body": {"errorType": "Boom", "errorMessage": "injected"}}
+        return {}
+
+
+def _fake_mapping(monkeypatch, records_per_shard: int, batch_size: int, function) -> dict:
+    """One Kinesis mapping on a two-shard stream, inside MiniStack's own modules (in this process)."""
+    from ministack.services import kinesis, lambda_svc
+
+    arn = "arn:aws:kinesis:us-east-1:000000000000:stream/poller-test"
+    stream = {"StreamARN": arn, "StreamStatus": "ACTIVE", "shards": {
+        f"shardId-00000000000{s}": {"records": [
+            {"Data": f"{s}-{n}".encode(), "PartitionKey": f"p{s}", "SequenceNumber": f"{s}{n:04d}",
+             "ApproximateArrivalTimestamp": 1.0} for n in range(records_per_shard)]} for s in (0, 1)}}
+    esm = {"UUID": "esm-poller-test", "EventSourceArn": arn, "FunctionName": "f", "BatchSize": batch_size,
+           "StartingPosition": "TRIM_HORIZON", "Enabled": True}
+    monkeypatch.setattr(lambda_svc, "_iter_all_esms", lambda: iter([("000000000000", "us-east-1", esm)]))
+    monkeypatch.setattr(lambda_svc, "_get_func_record_for_qualifier", lambda name, qualifier: ({"name": name}, {}))
+    monkeypatch.setattr(kinesis, "_streams", type("Streams", (), {"get_scoped": lambda self, a, r, n: stream})())
+    monkeypatch.setattr(lambda_svc, "_execute_function", function)
+    monkeypatch.setattr(lambda_svc, "_ESM_BACKOFF_SECONDS", 0.0)
+    lambda_svc._kinesis_positions.pop(esm["UUID"], None)
+    lambda_svc._esm_backoff_until.pop(esm["UUID"], None)
+    return esm
+
+
+def _drain(poll, function, expected_calls: int, timeout: float = 10) -> None:
+    from bootstrap import ministack_launcher
+
+    deadline = time.monotonic() + timeout
+    while len(function.calls) < expected_calls or ministack_launcher._shards_in_flight:
+        assert time.monotonic() < deadline, function.calls
+        if not poll():
+            time.sleep(0.01)
+
+
+def test_the_launchers_kinesis_poller_runs_shards_side_by_side_in_order(monkeypatch):
+    """bootstrap/ministack_launcher.py invokes each shard's batch on its own thread (as AWS runs the
+    shards of a stream concurrently), one batch per shard at a time, in sequence order; the event
+    it builds is MiniStack's own, and a failed batch is retried from the same position."""
+    from bootstrap.ministack_launcher import poll_kinesis_shards_concurrently
+    from ministack.services import lambda_svc
+
+    # MiniStack's own poller first: the events it builds, one batch after another.
+    theirs = _RecordingFunction()
+    esm = _fake_mapping(monkeypatch, records_per_shard=7, batch_size=3, function=theirs)
+    _drain(lambda_svc._poll_kinesis, theirs, expected_calls=6)
+
+    ours = _RecordingFunction(seconds=0.3, fail_once=("shardId-000000000001:10003",))
+    _fake_mapping(monkeypatch, records_per_shard=7, batch_size=3, function=ours)
+    assert poll_kinesis_shards_concurrently() is True           # both shards dispatched at once
+    assert poll_kinesis_shards_concurrently() is False          # each shard has its batch in flight
+    _drain(poll_kinesis_shards_concurrently, ours, expected_calls=7)
+
+    for shard in ("shardId-000000000000", "shardId-000000000001"):
+        sequences = [seqs for s, seqs, *_ in ours.calls if s == shard]
+        expected = [seqs for s, seqs, *_ in theirs.calls if s == shard]
+        if shard.endswith("1"):  # the failed batch came again, from the same position
+            assert sequences[1] == sequences[2] == expected[1]
+            sequences = sequences[:1] + sequences[2:]
+        assert sequences == expected, shard
+        spans = [(start, end) for s, _, start, end, _ in ours.calls if s == shard]
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), "one batch per shard at a time"
+    first = {s: (start, end) for s, _, start, end, _ in reversed(ours.calls)}
+    (a_start, a_end), (b_start, b_end) = first.values()
+    assert a_start < b_end and b_start < a_end, "the two shards' first batches overlapped"
+    assert [event for *_, event in theirs.calls if event["Records"][0]["eventID"].startswith("shardId-000000000000")] == \
+        [event for *_, event in ours.calls if event["Records"][0]["eventID"].startswith("shardId-000000000000")]
+    assert lambda_svc._kinesis_positions[esm["UUID"]] == {"shardId-000000000000": 7, "shardId-000000000001": 7}
+    assert esm["LastProcessingResult"] == "OK - 1 records"
+
+
+def test_the_warehouse_runs_with_the_load_settings(stack_env):
+    """The embedded cluster and docker-compose's Postgres keep the load's sorts and temporary tables
+    in memory (bootstrap/stack.py PG_LOAD_SETTINGS), with the same values."""
+    import re
+
+    from warehouse import db
+
+    wanted = dict(re.findall(r"-c (\w+)=(\w+)", stack.PG_LOAD_SETTINGS))
+    assert wanted == {"work_mem": "64MB", "temp_buffers": "64MB"}
+    with db.connection(stack_env["cfg"].warehouse_dsn) as conn, conn.cursor() as cur:
+        for name, value in wanted.items():
+            cur.execute(f"SHOW {name}")
+            assert cur.fetchone()[0] == value, name
+    with open(os.path.join(os.path.dirname(__file__), "..", "docker-compose.yml"), encoding="utf-8") as handle:
+        compose = handle.read()
+    assert 'command: ["postgres", ' + ", ".join(f'"-c", "{k}={v}"' for k, v in wanted.items()) + "]" in compose
