@@ -226,14 +226,18 @@ def upsert_dimensions(cur: psycopg2.extensions.cursor, source: str = STAGE_FACT)
                                     ["country", "country_name", "is_specific"])
 
     # Customers: country from the latest line (ties: greater name); first/last invoice time.
+    # Window functions over one row per (customer, country), not per line: a group's ~55,000 lines
+    # are ~2,000 such rows, so the sort is that much smaller and the result the same.
     _temp_table(cur, "stage_customer_candidates", f"""
         SELECT "customer_id", "country", "first_invoice_ts", "last_invoice_ts"
         FROM (SELECT "customer_id", "country",
-                     MIN("invoice_ts") OVER (PARTITION BY "customer_id") AS "first_invoice_ts",
-                     MAX("invoice_ts") OVER (PARTITION BY "customer_id") AS "last_invoice_ts",
+                     MIN("min_ts") OVER (PARTITION BY "customer_id") AS "first_invoice_ts",
+                     MAX("max_ts") OVER (PARTITION BY "customer_id") AS "last_invoice_ts",
                      ROW_NUMBER() OVER (PARTITION BY "customer_id"
-                                        ORDER BY "invoice_ts" DESC, "country" DESC) AS "rn"
-              FROM {source} WHERE "customer_id" IS NOT NULL) AS c
+                                        ORDER BY "max_ts" DESC, "country" DESC) AS "rn"
+              FROM (SELECT "customer_id", "country", MIN("invoice_ts") AS "min_ts", MAX("invoice_ts") AS "max_ts"
+                    FROM {source} WHERE "customer_id" IS NOT NULL
+                    GROUP BY "customer_id", "country") AS g) AS c
         WHERE "rn" = 1""")
     newer_country = ('(d."customer_id" IS NULL OR c."last_invoice_ts" > d."last_invoice_ts" '
                      'OR (c."last_invoice_ts" = d."last_invoice_ts" AND c."country" > d."country"))')
@@ -251,21 +255,27 @@ def upsert_dimensions(cur: psycopg2.extensions.cursor, source: str = STAGE_FACT)
                                      "customer_id", ["customer_id", "country", "first_invoice_ts", "last_invoice_ts"])
 
     # Products: the best description by (rank, time, text), first/last time seen, the code's type.
+    # As for customers: one row per (product, description, rank) before the window functions; the
+    # best of a (rank, description) is its latest line, so comparing groups by (rank, latest time,
+    # text) picks the same line as comparing lines.
     _temp_table(cur, "stage_product_candidates", f"""
         SELECT "product_code", "description", "description_rank", "description_ts",
                "first_seen_ts", "last_seen_ts"
-        FROM (SELECT "product_code", "description", "description_rank", "invoice_ts" AS "description_ts",
-                     MIN("invoice_ts") OVER (PARTITION BY "product_code") AS "first_seen_ts",
-                     MAX("invoice_ts") OVER (PARTITION BY "product_code") AS "last_seen_ts",
+        FROM (SELECT "product_code", "description", "description_rank", "max_ts" AS "description_ts",
+                     MIN("min_ts") OVER (PARTITION BY "product_code") AS "first_seen_ts",
+                     MAX("max_ts") OVER (PARTITION BY "product_code") AS "last_seen_ts",
                      ROW_NUMBER() OVER (PARTITION BY "product_code"
-                                        ORDER BY "description_rank" DESC, "invoice_ts" DESC,
+                                        ORDER BY "description_rank" DESC, "max_ts" DESC,
                                                  COALESCE("description", '') DESC) AS "rn"
-              FROM (SELECT "product_code", "invoice_ts",
-                           CASE WHEN BTRIM("description") = '' THEN NULL
-                                ELSE BTRIM("description") END AS "description",
-                           CAST(CASE WHEN "description" IS NULL OR BTRIM("description") = '' THEN 0
-                                     WHEN "unit_price" > 0 THEN 2 ELSE 1 END AS SMALLINT) AS "description_rank"
-                    FROM {source}) AS t) AS c
+              FROM (SELECT "product_code", "description", "description_rank",
+                           MIN("invoice_ts") AS "min_ts", MAX("invoice_ts") AS "max_ts"
+                    FROM (SELECT "product_code", "invoice_ts",
+                                 CASE WHEN BTRIM("description") = '' THEN NULL
+                                      ELSE BTRIM("description") END AS "description",
+                                 CAST(CASE WHEN "description" IS NULL OR BTRIM("description") = '' THEN 0
+                                           WHEN "unit_price" > 0 THEN 2 ELSE 1 END AS SMALLINT) AS "description_rank"
+                          FROM {source}) AS t
+                    GROUP BY "product_code", "description", "description_rank") AS g) AS c
         WHERE "rn" = 1""")
     better_description = (
         '(d."product_code" IS NULL OR c."description_rank" > d."description_rank" '
