@@ -312,10 +312,11 @@ def pending_keys(done: set[str], cfg: config.Stack | None = None) -> list[dict]:
 
 
 def load(cfg: config.Stack | None = None, dsn: str | None = None,
-         after_group: Callable[[], None] | None = None) -> LoadResult:
+         after_group: Callable[[], None] | None = None, *, schema_ready: bool = False) -> LoadResult:
     """Load every pending staging file into the configured warehouse, a group per transaction (in
     a session of its own); `after_group` runs after each committed group (the ETL run renews its
-    lease there)."""
+    lease there). `schema_ready`: the caller has just ensured the schema (an ETL run does, once
+    per tick), so this does not again."""
     from etl.warehouses import open_warehouse
 
     r = config.resources()
@@ -327,7 +328,8 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None,
 
     warehouse = open_warehouse(cfg, dsn)
     try:
-        warehouse.ensure_schema()
+        if not schema_ready:
+            warehouse.ensure_schema()
         pending = pending_keys(warehouse.loaded_keys(), cfg)
         for start in range(0, len(pending), FILES_PER_TRANSACTION):
             group = [(o["Key"], o.get("ETag", "").strip('"'), fetcher(o["Key"]))

@@ -60,13 +60,14 @@ def run_once(cfg: config.Stack | None = None, dsn: str | None = None, *, holder:
 
 
 def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, holder: str | None = None,
-                   wait_for_lease: float = 0.0, linger_seconds: float = 0.0, poll_seconds: float = 2.0,
+                   wait_for_lease: float = 0.0, linger_seconds: float = 0.0, poll_seconds: float | None = None,
                    work_waiting: Callable[[], bool] | None = None, stop_at: float | None = None,
                    after_run: Callable[[list[RunResult]], None] | None = None) -> list[RunResult]:
     """One run, then, under the same lease, another each time `work_waiting()` says new input has
     arrived, until nothing has come for `linger_seconds` or the clock passes `stop_at` (monotonic).
     Each run is recorded on its own in dw.etl_run, and `after_run` gets the runs so far after
-    each one. With linger 0 (the default) this is one run."""
+    each one. With linger 0 (the default) this is one run. `poll_seconds`: between checks for new
+    input (default: the configured config.etl().poll_seconds, as the deployed job uses)."""
     warehouse = open_warehouse(cfg, dsn)
     results: list[RunResult] = []
     try:
@@ -81,11 +82,12 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
                 if not linger_seconds or work_waiting is None:
                     return results
                 quiet_until = time.monotonic() + linger_seconds
+                poll = config.etl().poll_seconds if poll_seconds is None else poll_seconds
                 # At least one poll interval between runs, even when work is already waiting: a
                 # busy stream then gives each run several files instead of one (fewer, larger
                 # loads), and the warehouse trails the stream by about one interval.
                 while True:
-                    time.sleep(poll_seconds)
+                    time.sleep(poll)
                     if work_waiting():
                         break
                     if time.monotonic() >= quiet_until or (stop_at is not None and time.monotonic() >= stop_at):
@@ -123,7 +125,7 @@ def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None, dsn: str
         timings["catalog"] = time.perf_counter() - step
         step = time.perf_counter()
         # The load gets its own session: the group transactions never hold up the lease renewals.
-        l = load.load(cfg, dsn, after_group=lambda: warehouse.renew(holder, ttl))
+        l = load.load(cfg, dsn, after_group=lambda: warehouse.renew(holder, ttl), schema_ready=True)
         timings["load"] = time.perf_counter() - step
     except Exception as exc:
         _record(warehouse, run_id, started, "failed", f"{type(exc).__name__}: {exc}", t, l)
