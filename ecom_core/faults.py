@@ -6,14 +6,15 @@ Each entry names a point in the code, the probability of failing each time execu
 and what failing means:
     raise   (default) raise FaultInjected, a transient error: the caller's retry must make it whole
     kill    SIGKILL this process on the spot (for the ETL: a crash nothing can clean up after)
-    sleep=S pause S seconds (to open a window in which a test restarts a dependency)
+    sleep=S pause S seconds (to open a window in which a test restarts a dependency); says so on
+            stderr first, so the test acts inside the window, not after a guessed delay
 
 Points:
     trigger.before_dynamodb   kinesis-trigger, before any write of the batch
     trigger.mid_dynamodb      kinesis-trigger, after the first chunk of a DynamoDB batch write
     trigger.after_dynamodb    kinesis-trigger, after DynamoDB, before the raw S3 object
     transform.after_csv       etl transform, after a CSV is written, before its raw object moves
-    load.after_copy           etl load, after COPY and MERGE, before COMMIT
+    load.after_copy           etl load, after COPY and the fact write, before COMMIT
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from ecom_core import config
 
 POINTS = ("trigger.before_dynamodb", "trigger.mid_dynamodb", "trigger.after_dynamodb",
           "transform.after_csv", "load.after_copy")
+
+
+SLEEP_ANNOUNCEMENT = "ecom faults: injected pause at"
 
 
 class FaultInjected(RuntimeError):
@@ -97,6 +101,8 @@ def maybe_fail(point: str) -> None:
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if action.startswith("sleep="):
-        time.sleep(float(action.split("=", 1)[1]))
+        seconds = float(action.split("=", 1)[1])
+        print(f"{SLEEP_ANNOUNCEMENT} {point}: sleeping {seconds:g} s", file=sys.stderr, flush=True)
+        time.sleep(seconds)
         return
     raise FaultInjected(f"injected fault at {point}")

@@ -18,6 +18,39 @@ def counts(cfg: config.Stack) -> dict:
     return store_counts(cfg)
 
 
+class InFaultWindow:
+    """A command started with an ECOM_FAULTS `sleep=S` pause, returned once it is inside the pause
+    (it says so on stderr), so the test acts in the window instead of after a guessed delay.
+    `finish()` waits for the command and returns (returncode, its stderr)."""
+
+    def __init__(self, command: list[str], env: dict[str, str], timeout: float = 120):
+        import subprocess
+        import threading
+
+        from ecom_core.faults import SLEEP_ANNOUNCEMENT
+
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        inside = threading.Event()
+
+        def read() -> None:
+            for line in self.process.stderr:
+                self.lines.append(line)
+                if line.startswith(SLEEP_ANNOUNCEMENT):
+                    inside.set()
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+        if not inside.wait(timeout):
+            self.process.kill()
+            raise AssertionError(f"{' '.join(command)} never reached its fault window:\n" + "".join(self.lines)[-800:])
+
+    def finish(self, timeout: float = 300) -> tuple[int, str]:
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout=30)
+        return self.process.returncode, "".join(self.lines)
+
+
 def replay_file(stack_env: dict, path: Path, rows: int | None = None, **kwargs):
     sender = Sender(stack_env["api_url"], stack_env["api_key"])
     with open_ledger(stack_env["cfg"], path) as ledger:

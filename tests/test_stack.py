@@ -16,7 +16,7 @@ from bootstrap import stack
 from ecom_core import config
 from etl.catalog import crawl, infer
 from ecom_core.config import SAMPLE_FILE
-from tests.helpers import counts, replay_file
+from tests.helpers import InFaultWindow, counts, replay_file
 
 ECOM = [sys.executable, "-m", "ecom"]
 
@@ -168,12 +168,10 @@ def test_raw_objects_arriving_during_a_transform_are_kept(stack_env, clean_store
     """The original sync-then-rm lost these; here only the objects a run listed are moved."""
     replay_file(stack_env, SAMPLE_FILE, rows=200)
     env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": "transform.after_csv=1:sleep=3"}
-    etl = subprocess.Popen(ECOM + ["etl", "transform"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
-    time.sleep(1.0)
+    etl = InFaultWindow(ECOM + ["etl", "transform"], env)  # it has listed the raw objects and written a CSV
     replay_file(stack_env, SAMPLE_FILE)          # rows 201..417 arrive while the transform runs
-    out, err = etl.communicate(timeout=120)
-    assert etl.returncode == 0, err
+    returncode, err = etl.finish(timeout=120)
+    assert returncode == 0, err
     c = counts(stack_env["cfg"])
     assert c["raw_objects_pending"] >= 1         # the new arrivals wait for the next run
     from etl.run import run_once
