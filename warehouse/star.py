@@ -77,6 +77,11 @@ def _q(names: list[str], prefix: str = "") -> str:
     return ", ".join(f'{prefix}"{n}"' for n in names)
 
 
+def _same(names: list[str], left: str, right: str) -> str:
+    """`left` and `right` equal on every column of `names` (a join or EXISTS condition)."""
+    return " AND ".join(f'{left}."{n}" = {right}."{n}"' for n in names)
+
+
 def _temp_table(cur, name: str, select_sql: str, params: dict | None = None) -> None:
     cur.execute(f"DROP TABLE IF EXISTS {name}")
     cur.execute(f"CREATE TEMPORARY TABLE {name} AS {select_sql}", params)
@@ -131,7 +136,6 @@ def touched_keys(cur: psycopg2.extensions.cursor) -> None:
     invoice first (a file's ~20 lines per invoice, and an invoice is rarely in two files), then
     per key only for the invoices it already has."""
     key = _q(ROW_GROUP_KEY)
-    same_key = " AND ".join(f't."{c}" = s."{c}"' for c in ROW_GROUP_KEY)
     _temp_table(cur, TOUCHED_KEYS, f"""
         SELECT {key} FROM {STAGE_FACT} GROUP BY {key} HAVING COUNT(*) > 1
         UNION
@@ -139,7 +143,7 @@ def touched_keys(cur: psycopg2.extensions.cursor) -> None:
         JOIN (SELECT "invoice_no" FROM (SELECT DISTINCT "invoice_no" FROM {STAGE_FACT}) AS i
               WHERE EXISTS (SELECT 1 FROM {FACT} AS t WHERE t."invoice_no" = i."invoice_no")) AS seen
           ON seen."invoice_no" = s."invoice_no"
-        WHERE EXISTS (SELECT 1 FROM {FACT} AS t WHERE {same_key} AND t."event_id" <> s."event_id")
+        WHERE EXISTS (SELECT 1 FROM {FACT} AS t WHERE {_same(ROW_GROUP_KEY, "t", "s")} AND t."event_id" <> s."event_id")
         UNION
         SELECT {key} FROM {STAGE_FACT} WHERE NOT "is_new"
         UNION
@@ -180,9 +184,7 @@ def refresh_duplicate_flags(cur: psycopg2.extensions.cursor) -> int:
         SELECT f."event_id",
                (ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY f."event_id") > 1) AS "is_duplicate_row"
         FROM {FACT} AS f
-        JOIN {TOUCHED_KEYS} AS k
-          ON f."invoice_no" = k."invoice_no" AND f."stock_code" = k."stock_code"
-         AND f."invoice_ts" = k."invoice_ts\"""")
+        JOIN {TOUCHED_KEYS} AS k ON {_same(ROW_GROUP_KEY, "f", "k")}""")
     cur.execute(f"""
         UPDATE {FACT} SET "is_duplicate_row" = d."is_duplicate_row"
         FROM stage_duplicate_flags AS d
@@ -308,6 +310,6 @@ def upsert_dimensions(cur: psycopg2.extensions.cursor, source: str = STAGE_FACT)
 
 def rebuild_from_facts(cur: psycopg2.extensions.cursor) -> None:
     """Duplicate flags and dimensions from every fact in the table (after adding the star columns)."""
-    _temp_table(cur, TOUCHED_KEYS, f'SELECT DISTINCT "invoice_no", "stock_code", "invoice_ts" FROM {FACT}')
+    _temp_table(cur, TOUCHED_KEYS, f'SELECT DISTINCT {_q(ROW_GROUP_KEY)} FROM {FACT}')
     refresh_duplicate_flags(cur)
     upsert_dimensions(cur, source=FACT)
