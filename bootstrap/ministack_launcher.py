@@ -117,6 +117,8 @@ def poll_kinesis_shards_concurrently() -> bool:
                     for shard_id, shard in stream["shards"].items()}
             batch_size = esm.get("BatchSize", 100)
             positions = L._kinesis_positions[esm_id]
+            # The mapping's account and region (this pass's context), read once, not per record.
+            event_account, event_region = L.get_account_id(), L.get_region()
 
             for shard_id, shard in list(stream["shards"].items()):
                 if shard_id not in positions:
@@ -130,7 +132,7 @@ def poll_kinesis_shards_concurrently() -> bool:
                 if not raw_records:
                     continue
                 records = L._apply_filter_criteria(
-                    [kinesis_event_record(r, shard_id, source_arn, L.get_account_id(), L.get_region())
+                    [kinesis_event_record(r, shard_id, source_arn, event_account, event_region)
                      for r in raw_records], esm)
                 if not records:
                     positions[shard_id] = pos + len(raw_records)
