@@ -301,6 +301,75 @@ def test_the_launchers_kinesis_poller_runs_shards_side_by_side_in_order(monkeypa
     assert esm["LastProcessingResult"] == "OK - 1 records"
 
 
+def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results(monkeypatch):
+    """bootstrap/ministack_launcher.py makes MiniStack's BatchWriteItem validate each item once and
+    skip consumed-capacity sizing nobody asked for: every response and the stored items must be
+    exactly MiniStack's, bad members (a bad number, an empty or oversized key, duplicate keys, an
+    item over 400 KB) still reject the whole call, and capacity is still reported when asked."""
+    import json
+
+    from bootstrap import ministack_launcher
+    from ministack.services import dynamodb
+
+    table = "launcher-batch-write-test"
+
+    def line(invoice: str, line_id: str, **extra) -> dict:
+        return {"PutRequest": {"Item": {"InvoiceNo": {"S": invoice}, "LineId": {"S": line_id},
+                                        "Quantity": {"N": "06"}, "UnitPrice": {"N": "2.550"}, **extra}}}
+
+    requests = [
+        [line("536365", "a"), line("536365", "b", Description={"S": "WHITE HANGING HEART"})],
+        [line("536365", "a", Quantity={"N": "-12"})],                                   # overwrite
+        [line("536366", "c"), line("536366", "d", Quantity={"N": "1e999"})],            # bad number
+        [line("536367", "e"), line("", "f")],                                           # empty key
+        [line("536368", "g"), line("536368", "g")],                                     # duplicate keys
+        [line("536369", "h"), line("536369", "i", Description={"S": "x" * 410_000})],   # over 400 KB
+        [line("536370", "j" * 1025)],                                                   # sort key too long
+        [line("536371", "k"), {"DeleteRequest": {"Key": {"InvoiceNo": {"S": "536365"}, "LineId": {"S": "b"}}}}],
+    ]
+    calls = [{"RequestItems": {table: batch}} for batch in requests]
+    calls += [{"RequestItems": {table: [line("536372", "l")]}, "ReturnConsumedCapacity": mode}
+              for mode in ("TOTAL", "INDEXES")]
+
+    def run() -> tuple[list, dict]:
+        dynamodb._create_table({"TableName": table, "BillingMode": "PAY_PER_REQUEST",
+                                "KeySchema": [{"AttributeName": "InvoiceNo", "KeyType": "HASH"},
+                                              {"AttributeName": "LineId", "KeyType": "RANGE"}],
+                                "AttributeDefinitions": [{"AttributeName": "InvoiceNo", "AttributeType": "S"},
+                                                         {"AttributeName": "LineId", "AttributeType": "S"}]})
+        try:
+            responses = []
+            for call in calls:
+                validations.append([])
+                status, _, body = dynamodb._batch_write_item(json.loads(json.dumps(call)))
+                responses.append((status, json.loads(body)))
+            _, _, scanned = dynamodb._scan({"TableName": table})
+            items = sorted(json.loads(scanned)["Items"], key=lambda i: (i["InvoiceNo"]["S"], i["LineId"]["S"]))
+            return responses, items
+        finally:
+            dynamodb._delete_table({"TableName": table})
+
+    validations: list[list[int]] = []   # per call, the id of each item validated
+    theirs = run()
+    original_validate = dynamodb._validate_item
+    monkeypatch.setattr(dynamodb, "_validate_item",
+                        lambda item, *a, **k: validations[-1].append(id(item)) or original_validate(item, *a, **k))
+    for name in ("_batch_write_item", "_accumulate_write_capacity"):
+        monkeypatch.setattr(dynamodb, name, getattr(dynamodb, name))  # undone after the test
+    ministack_launcher.batch_write_item_doing_each_check_once(dynamodb)
+    validations.clear()
+    ours = run()
+
+    assert ours == theirs
+    statuses = [status for status, _ in ours[0]]
+    assert statuses == [200, 200, 400, 400, 400, 400, 400, 200, 200, 200]
+    assert [line["LineId"]["S"] for line in ours[1]] == ["a", "k", "l"]   # rejected calls wrote nothing
+    assert ours[1][0]["Quantity"] == {"N": "-12"}
+    assert all("ConsumedCapacity" in body for _, body in ours[0][-2:])
+    assert all(len(ids) == len(set(ids)) for ids in validations), "an item was validated twice in one call"
+    assert [len(ids) for ids in validations] == [2, 1, 1, 2, 2, 2, 1, 1, 1, 1]
+
+
 def test_the_warehouse_runs_with_the_load_settings(stack_env):
     """The embedded cluster and docker-compose's Postgres keep the load's sorts and temporary tables
     in memory (bootstrap/stack.py PG_LOAD_SETTINGS), with the same values."""
