@@ -74,3 +74,126 @@ def test_wire_json_sends_what_the_model_serializer_would():
                     "ExpressionAttributeValues": {":n": {"S": "536365"}}}
     assert wired._serializer.serialize_to_request(query_params, query) == \
         plain._serializer.serialize_to_request(query_params, query)
+
+
+class _Recorder:
+    """A local HTTP endpoint answering each POST with the next (status, body, crc32 header) in
+    `answers`, recording the requests; stands in for DynamoDB to test the fast path's fallbacks."""
+
+    def __init__(self, answers):
+        import http.server
+        import threading
+
+        recorder = self
+        self.answers, self.requests = list(answers), []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                recorder.requests.append((dict(self.headers), body))
+                status, answer, checksum = recorder.answers.pop(0)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                if checksum is not None:
+                    self.send_header("x-amz-crc32", str(checksum))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class _FallbackClient:
+    """The botocore client's place: records what reached it."""
+
+    def __init__(self, real):
+        self.meta, self.calls = real.meta, []
+
+    def batch_write_item(self, **parameters):
+        self.calls.append(parameters)
+        return {"UnprocessedItems": {}, "from": "botocore"}
+
+    def describe_table(self, **parameters):
+        return {"Table": parameters["TableName"]}
+
+
+def test_signed_post_first_sends_one_signed_post_and_leaves_everything_else_to_botocore():
+    """aws.SignedPostFirst: a clean 200 is the answer; an error status, a body failing its crc32,
+    or no server at all send the same parameters through the client (botocore's retries and
+    errors); other operations go straight to the client. The request is SigV4-signed for the
+    client's service and region over exactly the body sent, with the operation's target header."""
+    import json
+    import zlib
+
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    ok = b'{"UnprocessedItems":{}}'
+    server = _Recorder([(200, ok, zlib.crc32(ok)), (200, ok, None), (500, b'{"__type":"InternalFailure"}', None),
+                        (200, ok, zlib.crc32(ok) ^ 1)])
+    real = boto3.session.Session(region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
+                                 aws_secret_access_key="secret").client("dynamodb", endpoint_url=server.url)
+    fallback = _FallbackClient(real)
+    credentials = Credentials("AKIDEXAMPLE", "secret")
+    fast = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5,
+                               max_pool_connections=2)
+    params = {"RequestItems": {"invoice": [{"PutRequest": {"Item": {
+        "InvoiceNo": {"S": "536365"}, "LineId": {"S": "e-1"}, "Description": {"S": "CAFÉ “CRÈME” ☕"}}}}]}}
+
+    assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}      # checksum right
+    assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}      # no checksum sent
+    assert fallback.calls == []
+    assert fast.batch_write_item(**params)["from"] == "botocore"            # 500
+    assert fast.batch_write_item(**params)["from"] == "botocore"            # checksum wrong
+    assert fallback.calls == [params, params]
+    assert fast.describe_table(TableName="invoice") == {"Table": "invoice"}
+    assert len(server.requests) == 4
+
+    headers, body = server.requests[0]
+    assert json.loads(body) == params and "CAFÉ “CRÈME” ☕".encode() in body
+    assert headers["X-Amz-Target"] == "DynamoDB_20120810.BatchWriteItem"
+    assert headers["Content-Type"] == "application/x-amz-json-1.0"
+    scope = f"AKIDEXAMPLE/{headers['X-Amz-Date'][:8]}/eu-west-1/dynamodb/aws4_request"
+    assert headers["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={scope}, "
+                                               "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=")
+    again = AWSRequest("POST", server.url + "/", data=body, headers={
+        name: headers[name] for name in ("Content-Type", "X-Amz-Target", "X-Amz-Date")})
+    signer = SigV4Auth(credentials, "dynamodb", "eu-west-1")
+    again.context["timestamp"] = headers["X-Amz-Date"]
+    assert signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again) == \
+        headers["Authorization"].rsplit("Signature=", 1)[1]
+
+    server.server.shutdown()
+    server.server.server_close()
+    assert fast.batch_write_item(**params)["from"] == "botocore"            # nobody listening
+
+
+def test_the_triggers_writer_stores_through_the_fast_path_and_finds_refused_items(stack_env):
+    """On the running emulator: the stream trigger's writer (SignedPostFirst over BatchWriteItem)
+    stores every valid item exactly, and an item DynamoDB refuses (over 400 KB) still comes back
+    as botocore's ValidationException, so the trigger finds it by position and stores the rest."""
+    from handlers import stream_trigger
+
+    cfg = stack_env["cfg"]
+    table = config.resources().invoice_table
+    writer = stream_trigger.writer_client(cfg)
+    assert isinstance(writer, aws.SignedPostFirst)
+    items = [{"InvoiceNo": {"S": "fast-path-test"}, "LineId": {"S": f"line-{n:02d}"}, "Quantity": {"N": str(n)},
+              "UnitPrice": {"N": "2.55"}, "Description": {"S": "CAFÉ “CRÈME” ☕"}} for n in range(30)]
+    assert stream_trigger.write_items(table, items, writer) == []
+    too_large = dict(items[3], LineId={"S": "too-large"}, Description={"S": "x" * 410_000})
+    assert stream_trigger.write_items(table, items[:3] + [too_large] + items[4:6], writer) == [3]
+
+    dynamodb = aws.client("dynamodb", cfg)
+    stored = list(aws.items(dynamodb.query, TableName=table, ConsistentRead=True,
+                            KeyConditionExpression="InvoiceNo = :n",
+                            ExpressionAttributeValues={":n": {"S": "fast-path-test"}}))
+    assert sorted(stored, key=lambda i: i["LineId"]["S"]) == items
+    for item in items:
+        dynamodb.delete_item(TableName=table, Key={"InvoiceNo": item["InvoiceNo"], "LineId": item["LineId"]})
