@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import zlib
 from functools import lru_cache
 from typing import Any, Callable, Iterator
@@ -109,8 +110,11 @@ class SignedPostFirst:
         self._signing = (model.signing_name, client.meta.region_name)
         self._content_type = f"application/x-amz-json-{model.metadata['jsonVersion']}"
         self._targets = {xform_name(name): f"{model.metadata['targetPrefix']}.{name}" for name in operations}
-        # botocore's own HTTP session class (its TLS and proxy handling), not the client's private one.
-        self._http = URLLib3Session(timeout=(5, read_timeout), max_pool_connections=max_pool_connections)
+        # botocore's own HTTP session class (its TLS and proxy handling), not the client's private
+        # one, with the socket option botocore gives its clients: without TCP_NODELAY a request's
+        # body waits on the header segment's delayed ACK (3x slower with four writer threads).
+        self._http = URLLib3Session(timeout=(5, read_timeout), max_pool_connections=max_pool_connections,
+                                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
 
     def __getattr__(self, name: str):
         if name in self._targets:
