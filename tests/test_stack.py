@@ -370,6 +370,36 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
     assert [len(ids) for ids in validations] == [2, 1, 1, 2, 2, 2, 1, 1, 1, 1]
 
 
+def test_the_launchers_remembered_number_checks_answer_as_ministacks(monkeypatch):
+    """MiniStack's number checks, remembered per text by the launcher, give MiniStack's answers
+    for valid, refused and odd inputs, the second time from memory."""
+    from bootstrap import ministack_launcher
+    from ministack.services import dynamodb
+
+    texts = ["6", "06", "-12", "2.55", "2.550", "0.00001", "1e-05", "1E+3", "+7", "-0", "0.0", "1e125", "1e126",
+             "9.9999E+125", "1e-130", "1e-131", "1" * 38, "1" * 39, "12345678901234567890123456789012345678.5",
+             "", " 5", "5 ", "1_000", "abc", "NaN", "Infinity", "--1", ".5", "5.", "1e99999999999999999999"]
+    odd = [None, 5, 2.5, ["1"]]
+    originals = {name: getattr(dynamodb, name) for name in ministack_launcher.NUMBER_CHECKS}
+    for name in ministack_launcher.NUMBER_CHECKS:
+        monkeypatch.setattr(dynamodb, name, originals[name])  # undone after the test
+    ministack_launcher.number_checks_remembered(dynamodb)
+
+    def answer(function, value):
+        try:
+            return function(value)
+        except Exception as exc:  # noqa: BLE001 - the same failure is the same answer
+            return type(exc)
+
+    for name, original in originals.items():
+        remembered = getattr(dynamodb, name)
+        assert remembered is not original
+        for value in texts + texts + odd:
+            assert answer(remembered, value) == answer(original, value), (name, value)
+        info = remembered.cache_info()   # each text worked out once (the canonical form asks for the error too)
+        assert info.misses == len(texts) and info.hits >= len(texts), (name, info)
+
+
 def test_the_warehouse_runs_with_the_load_settings(stack_env):
     """The embedded cluster and docker-compose's Postgres keep the load's sorts and temporary tables
     in memory (bootstrap/stack.py PG_LOAD_SETTINGS), with the same values."""
