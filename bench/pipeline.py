@@ -311,7 +311,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     from bootstrap.spec import platform as spec_platform
     from ecom_core import aws
     from handlers import stream_trigger
-    from handlers.ingestion import encode_record
+    from handlers.ingestion import producer_client, wire_record
     from warehouse import db
     from etl.load import COLUMN_LIST
 
@@ -321,7 +321,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     deployer = Deployer(cfg, spec_platform(scratch))
     deployer.stream()
     deployer.tables()
-    kinesis = aws.client("kinesis", cfg)
+    kinesis = producer_client(cfg)   # the ingestion Lambda's own PutRecords path
     s3 = aws.client("s3", cfg)
     s3.create_bucket(Bucket=CEILING_BUCKET)
     dynamodb = stream_trigger.writer_client(cfg)
@@ -339,7 +339,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     put_seconds = 0.0
     with ThreadPoolExecutor(max_workers=put_concurrency) as pool:
         for window in chunks(chunks(canonical_events(path, rows), 500), 20):
-            requests = [[encode_record(e) for e in batch] for batch in window]
+            requests = [[wire_record(e) for e in batch] for batch in window]
             clock = time.perf_counter()
             list(pool.map(put, requests))
             put_seconds += time.perf_counter() - clock

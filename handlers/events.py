@@ -21,6 +21,8 @@ NULLABLE = ("Description", "CustomerID")
 
 KAGGLE_DATE_FORMAT = "%m/%d/%Y %H:%M"
 _KAGGLE_DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}")
+# Its ASCII-digit form, read without strptime (a fifth of the ingestion Lambda's CPU went to it).
+_KAGGLE_DATE_ASCII = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4}) ([0-9]{1,2}):([0-9]{2})")
 _EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 # What the read API's route accepts, so every stored invoice can be looked up again.
 INVOICE_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
@@ -77,6 +79,11 @@ def _text(value: str, field: str, index: int | None, errors: list[FieldError]) -
 
 def parse_invoice_date(value: str) -> datetime:
     """Kaggle `M/D/YYYY H:MM` (month first, no padding) or ISO 8601 (naive or with an offset)."""
+    ascii_form = _KAGGLE_DATE_ASCII.fullmatch(value)
+    if ascii_form:
+        # The same ranges strptime enforces: datetime() refuses month 13, day 32, 24:00, 8:60, year 0.
+        month, day, year, hour, minute = map(int, ascii_form.groups())
+        return datetime(year, month, day, hour, minute)
     if _KAGGLE_DATE.fullmatch(value):
         return datetime.strptime(value, KAGGLE_DATE_FORMAT)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -197,3 +197,31 @@ def test_the_triggers_writer_stores_through_the_fast_path_and_finds_refused_item
     assert sorted(stored, key=lambda i: i["LineId"]["S"]) == items
     for item in items:
         dynamodb.delete_item(TableName=table, Key={"InvoiceNo": item["InvoiceNo"], "LineId": item["LineId"]})
+
+
+def test_the_ingestion_producer_puts_records_byte_for_byte(stack_env):
+    """On the running emulator: the ingestion Lambda's PutRecords path (wire-form records through
+    SignedPostFirst) puts each event's canonical JSON, byte for byte, on the invoice's shard."""
+    from handlers.events import accept_event
+    from handlers.ingestion import encode_record, producer_client, wire_record
+    from tests.test_stream_trigger import _sample_events
+
+    cfg = stack_env["cfg"]
+    kinesis = aws.client("kinesis", cfg)
+    stream = "fast-path-test"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    try:
+        events = [accept_event(e) for e in _sample_events(40)]
+        events[0] = dict(events[0], Description="CAFÉ “CRÈME” ☕")
+        producer = producer_client(cfg)
+        assert isinstance(producer, aws.SignedPostFirst)
+        answer = producer.put_records(StreamName=stream, Records=[wire_record(e) for e in events])
+        assert answer["FailedRecordCount"] == 0 and len(answer["Records"]) == 40
+        shard = answer["Records"][0]["ShardId"]
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard,
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records = kinesis.get_records(ShardIterator=iterator, Limit=100)["Records"]
+        assert [(r["Data"], r["PartitionKey"]) for r in records] == \
+            [(encode_record(e)["Data"], e["InvoiceNo"]) for e in events]
+    finally:
+        kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)

@@ -41,6 +41,32 @@ def test_dates(text, iso):
     assert normalize_event(dict(ROW, InvoiceDate=text))["InvoiceDate"] == iso
 
 
+def test_kaggle_dates_are_read_as_strptime_reads_them():
+    """parse_invoice_date reads the file's M/D/YYYY H:MM without strptime; every such text gives
+    strptime's datetime, or is refused where strptime refuses it."""
+    import itertools
+    from datetime import datetime
+
+    from handlers.events import KAGGLE_DATE_FORMAT, parse_invoice_date
+
+    def read(function, text):
+        try:
+            return function(text)
+        except ValueError:
+            return ValueError
+
+    months = days = ["0", "00", "1", "01", "2", "9", "09", "12", "13", "28", "29", "30", "31", "32", "99"]
+    years, hours, minutes = ["0000", "0001", "2010", "2012", "2100", "9999"], ["0", "00", "9", "09", "23", "24", "99"], \
+        ["00", "07", "59", "60", "99"]
+    refused = 0
+    for month, day, year, hour, minute in itertools.product(months, days, years, hours, minutes):
+        text = f"{month}/{day}/{year} {hour}:{minute}"
+        ours = read(parse_invoice_date, text)
+        assert ours == read(lambda t: datetime.strptime(t, KAGGLE_DATE_FORMAT), text), text
+        refused += ours is ValueError
+    assert 0 < refused < len(months) * len(days) * len(years) * len(hours) * len(minutes)
+
+
 def test_guest_and_missing_description_are_null():
     event = normalize_event(dict(ROW, CustomerID=None, Description=None))
     assert event["CustomerID"] is None and event["Description"] is None
