@@ -217,8 +217,18 @@ def machine_description() -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_gib,
         "os": platform.platform(), "python": platform.python_version(), "ministack": ministack_version,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "note": "shared machine: other engineers' test runs were using the same 2 cores",
+        "python_loop_seconds": python_loop_seconds(),
     }
+
+
+def python_loop_seconds(additions: int = 10_000_000) -> float:
+    """Seconds of a fixed pure-Python loop at the start of the run: machines of the same kind here
+    differ up to 3x, so results of different runs compare only through it (or side by side)."""
+    started = time.perf_counter()
+    total = 0
+    for number in range(additions):
+        total += number
+    return round(time.perf_counter() - started, 2)
 
 
 # ------------------------------------------------------------------ the fresh stack
@@ -612,7 +622,8 @@ def table(out: dict[str, Any]) -> str:
     ours, ceiling, original = out["ours"], out.get("ceiling"), out.get("original")
     s = out["summary"]
     lines = [f"rows: {n:,}   machine: {out['machine']['cores']} cores, {out['machine']['cpu']}, "
-             f"{out['machine']['memory_gib']} GiB (shared)   settings: {json.dumps(out['settings'])}", "",
+             f"{out['machine']['memory_gib']} GiB, 10 M-addition Python loop "
+             f"{out['machine'].get('python_loop_seconds', '?')} s   settings: {json.dumps(out['settings'])}", "",
              "| stage | ours s | ours ev/s | ceiling s | ceiling ev/s | original s | original ev/s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
 
