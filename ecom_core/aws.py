@@ -89,7 +89,7 @@ def wire_json(client, *operations: str):
 
 
 class SignedPostFirst:
-    """A JSON-protocol client (DynamoDB) whose named operations are first sent as one SigV4-signed
+    """A JSON-protocol client (DynamoDB, Kinesis) whose named operations are first sent as one SigV4-signed
     POST of their parameters, as they are; every other operation, and every answer but a clean
     200, goes through the client itself.
 
@@ -97,9 +97,11 @@ class SignedPostFirst:
     model-driven response parsing) was ~40% of the stream trigger's CPU per BatchWriteItem
     (docs/performance.md). Only the success path is shortened: an error status, a connection
     error or a body failing its x-amz-crc32 check sends the same request again through the client,
-    so throttling, retries, error codes and exceptions stay botocore's. Only for idempotent
-    operations (a re-sent BatchWriteItem of puts writes the same items) whose parameters are in
-    exact wire form. A fast answer is the service's JSON without botocore's ResponseMetadata."""
+    so throttling, retries, error codes and exceptions stay botocore's. Only for operations whose
+    repetition the caller already tolerates, as it tolerates botocore's own retries (a BatchWriteItem
+    of puts writes the same items again; PutRecords puts records again, on an at-least-once stream
+    keyed downstream by event id), and whose parameters are in exact wire form. A fast answer is the
+    service's JSON without botocore's ResponseMetadata."""
 
     def __init__(self, client, operations: frozenset[str], credentials, *, read_timeout: int,
                  max_pool_connections: int):
