@@ -15,7 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bootstrap.package import build_zip, code_sha256
-from bootstrap.spec import GATEWAY_ERROR_TEMPLATE, Function, Platform, Schedule, function_environment, platform
+from bootstrap.spec import (GATEWAY_ERROR_TEMPLATE, Function, Platform, Schedule, function_environment,
+                            invoke_permissions, platform)
 from ecom_core import aws, config
 from ecom_core.faults import FaultInjectionRefused, refuse_on_aws
 from ecom_core.secrets import new_secret_value
@@ -410,9 +411,9 @@ class Deployer:
                 apigw.put_integration(restApiId=api_id, resourceId=resource["id"], httpMethod=route.method,
                                       type="AWS_PROXY", integrationHttpMethod="POST", uri=uri)
                 route_changed = True
-            self._allow_invoke(lam, route.function, api_id)
             changed = changed or route_changed
             self.report.add(f"route {route.method} {route.path}", "updated" if route_changed else "unchanged")
+        self.allow_api_invokes(lam, api_id, authorizer_ids)
         stages = {s["stageName"] for s in apigw.get_stages(restApiId=api_id)["item"]}
         if changed or self.r.api_stage not in stages:
             apigw.create_deployment(restApiId=api_id, stageName=self.r.api_stage)
@@ -447,9 +448,6 @@ class Deployer:
                     changed = True
                 self.report.add(f"authorizer {spec.name}", "updated" if drift else "unchanged")
             ids[spec.name] = current["id"]
-            self._allow_invoke(self.c("lambda"), spec.function, api_id, statement_id=f"apigateway-{api_id}-authorizer",
-                               source_arn=(f"arn:aws:execute-api:{self.cfg.region}:{self.account}:{api_id}"
-                                           f"/authorizers/{current['id']}"))
         return ids, changed
 
     def gateway_responses(self, api_id: str) -> bool:
@@ -471,9 +469,20 @@ class Deployer:
             changed = True
         return changed
 
-    def _allow_invoke(self, lam, function: str, api_id: str, *, statement_id: str | None = None,
-                      source_arn: str | None = None) -> None:
-        statement_id = statement_id or f"apigateway-{api_id}"
+    def allow_api_invokes(self, lam, api_id: str, authorizer_ids: dict[str, str]) -> None:
+        """API Gateway may invoke what `spec.invoke_permissions` lists (as the plan and the template
+        grant it): each route's function from any stage and method of this API, each authorizer's
+        function as that authorizer."""
+        api_arn = f"arn:aws:execute-api:{self.cfg.region}:{self.account}:{api_id}"
+        for function, source in invoke_permissions(self.p):
+            if source == "routes":
+                self._allow_invoke(lam, function, f"apigateway-{api_id}", f"{api_arn}/*/*/*")
+            else:
+                name = source.removeprefix("authorizer ")
+                self._allow_invoke(lam, function, f"apigateway-{api_id}-authorizer",
+                                   f"{api_arn}/authorizers/{authorizer_ids[name]}")
+
+    def _allow_invoke(self, lam, function: str, statement_id: str, source_arn: str) -> None:
         try:
             policy = json.loads(lam.get_policy(FunctionName=function)["Policy"])
             if any(s.get("Sid") == statement_id for s in policy.get("Statement", [])):
@@ -481,8 +490,7 @@ class Deployer:
         except ClientError:
             pass
         lam.add_permission(FunctionName=function, StatementId=statement_id, Action="lambda:InvokeFunction",
-                           Principal="apigateway.amazonaws.com",
-                           SourceArn=source_arn or f"arn:aws:execute-api:{self.cfg.region}:{self.account}:{api_id}/*/*/*")
+                           Principal="apigateway.amazonaws.com", SourceArn=source_arn)
 
     def api_key(self, api_id: str) -> str:
         apigw = self.c("apigateway")

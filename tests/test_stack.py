@@ -129,6 +129,26 @@ def test_resources_are_as_designed(stack_env):
         "StreamDescriptionSummary"]["OpenShardCount"] == 2
     mapping = aws.client("lambda", cfg).list_event_source_mappings(FunctionName="kinesis-trigger")["EventSourceMappings"]
     assert len(mapping) == 1 and mapping[0]["StartingPosition"] == "TRIM_HORIZON"
+    # API Gateway may invoke exactly what the spec lists (the plan and the template read the same list).
+    from botocore.exceptions import ClientError
+
+    from bootstrap.spec import invoke_permissions, platform
+
+    lam = aws.client("lambda", cfg)
+    api_id = next(a["id"] for a in aws.client("apigateway", cfg).get_rest_apis()["items"]
+                  if a["name"] == config.resources().api_name)
+    granted: dict[str, list[str]] = {}   # function -> what part of the API may invoke it
+    for function in lam.list_functions()["Functions"]:
+        try:
+            statements = json.loads(lam.get_policy(FunctionName=function["FunctionName"])["Policy"])["Statement"]
+        except ClientError:
+            continue
+        granted[function["FunctionName"]] = sorted(
+            s["Condition"]["ArnLike"]["AWS:SourceArn"].split(f":{api_id}/", 1)[1].split("/")[0] for s in statements)
+    expected: dict[str, list[str]] = {}
+    for function, source in invoke_permissions(platform()):
+        expected.setdefault(function, []).append("*" if source == "routes" else "authorizers")
+    assert {f: sorted(v) for f, v in expected.items()} == {f: v for f, v in granted.items() if v}
 
 
 @pytest.mark.stack
