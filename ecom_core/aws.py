@@ -141,9 +141,10 @@ class SignedPostFirst:
 
 def signed_post_first(client, *operations: str, cfg: config.Stack | None = None, read_timeout: int = 120,
                       max_pool_connections: int = 32):
-    """`client` (made by `client()` with the same cfg, `wire_json` for these operations, so that a
-    fallback sends the same body), its `operations` sent as SignedPostFirst."""
+    """`client` (made by `client()` with the same cfg), its `operations` sent as SignedPostFirst and
+    made `wire_json` here, so that a fallback through the client sends the same body."""
     cfg = cfg or config.stack()
+    client = wire_json(client, *operations)
     credentials = session(cfg.endpoint_url, cfg.region).get_credentials()
     if credentials is None:  # nothing to sign with: let botocore say so on the first call
         return client

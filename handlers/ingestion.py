@@ -48,8 +48,7 @@ def producer_client(cfg: config.Stack | None = None):
 
 @functools.lru_cache(maxsize=None)
 def _producer(cfg: config.Stack):
-    client = aws.wire_json(aws.client("kinesis", cfg, parameter_validation=False), "PutRecords")
-    return aws.signed_post_first(client, "PutRecords", cfg=cfg)
+    return aws.signed_post_first(aws.client("kinesis", cfg, parameter_validation=False), "PutRecords", cfg=cfg)
 
 
 def put_events(events: list[OrderLine], client=None, *, attempts: int | None = None,

@@ -382,7 +382,7 @@ def writer_client(cfg=None):
 
 
 def _writer(cfg, settings: dict[str, Any]):
-    client = aws.wire_json(aws.client("dynamodb", cfg, **settings), "BatchWriteItem", "PutItem")
+    client = aws.wire_json(aws.client("dynamodb", cfg, **settings), "PutItem")
     return aws.signed_post_first(client, "BatchWriteItem", cfg=cfg,
                                  max_pool_connections=settings["max_pool_connections"])
 
