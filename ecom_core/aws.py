@@ -6,20 +6,26 @@ runtime's own environment decides the endpoint (the emulators inject AWS_ENDPOIN
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
+import hmac
+import http.client
 import json
 import os
 import socket
+import ssl
+import threading
 import zlib
 from functools import lru_cache
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import boto3
 from botocore import xform_name
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.httpsession import URLLib3Session
+from botocore.exceptions import ClientError
+from botocore.httpsession import get_cert_path
 
 from ecom_core import config
 
@@ -88,68 +94,143 @@ def wire_json(client, *operations: str):
     return client
 
 
+class SigV4Signer:
+    """SigV4 headers for a POST of a body to a path with no query string, as botocore's
+    SigV4Auth signs it (same canonical request, same signed headers), with the signing key
+    derived once per day and secret instead of on every request. Pure apart from the clock and the
+    credentials' refresh (`get_frozen_credentials`); tests compare it with botocore's signer."""
+
+    def __init__(self, credentials, service: str, region: str):
+        self._credentials = credentials
+        self._service, self._region = service, region
+        self._key: tuple[str, str, bytes] | None = None
+
+    def _signing_key(self, day: str, secret: str) -> bytes:
+        if self._key is None or self._key[:2] != (day, secret):
+            key = hmac.new(f"AWS4{secret}".encode(), day.encode(), hashlib.sha256).digest()
+            for part in (self._region, self._service, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._key = (day, secret, key)
+        return self._key[2]
+
+    def headers(self, host: str, path: str, body: bytes, headers: dict[str, str],
+                now: datetime.datetime | None = None) -> dict[str, str]:
+        """`headers` (lower-case names) plus host, x-amz-date, the session token if any, and the
+        Authorization that signs them all over `body`."""
+        credentials = self._credentials.get_frozen_credentials()
+        stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+        signed = {**headers, "host": host, "x-amz-date": stamp}
+        if credentials.token:
+            signed["x-amz-security-token"] = credentials.token
+        names = sorted(signed)
+        signed_names = ";".join(names)
+        canonical = "\n".join(["POST", path, "", *(f"{n}:{' '.join(signed[n].split())}" for n in names), "",
+                               signed_names, hashlib.sha256(body).hexdigest()])
+        scope = f"{stamp[:8]}/{self._region}/{self._service}/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._signing_key(stamp[:8], credentials.secret_key), to_sign.encode(),
+                             hashlib.sha256).hexdigest()
+        signed["authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+                                   f"SignedHeaders={signed_names}, Signature={signature}")
+        return signed
+
+
+class _NoDelayConnection(http.client.HTTPConnection):
+    # Without TCP_NODELAY a request's body waits on the header segment's delayed ACK (botocore
+    # sets it on its sockets too): four writer threads took 3x longer.
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _NoDelayTLSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class SignedPostFirst:
     """A JSON-protocol client (DynamoDB, Kinesis) whose named operations are first sent as one SigV4-signed
-    POST of their parameters, as they are; every other operation, and every answer but a clean
-    200, goes through the client itself.
+    POST of their parameters, as they are, on a kept-alive connection of the calling thread; every
+    other operation, and every answer but a clean 200, goes through the client itself.
 
     botocore's per-call machinery (event hooks, user-agent string, endpoint rules, retry handler,
-    model-driven response parsing) was ~40% of the stream trigger's CPU per BatchWriteItem
-    (docs/performance.md). Only the success path is shortened: an error status, a connection
-    error or a body failing its x-amz-crc32 check sends the same request again through the client,
-    so throttling, retries, error codes and exceptions stay botocore's. Only for operations whose
-    repetition the caller already tolerates, as it tolerates botocore's own retries (a BatchWriteItem
-    of puts writes the same items again; PutRecords puts records again, on an at-least-once stream
-    keyed downstream by event id), and whose parameters are in exact wire form. A fast answer is the
-    service's JSON without botocore's ResponseMetadata."""
+    model-driven response parsing) was ~40% of the stream trigger's CPU per BatchWriteItem, and
+    of what remained its signer (a new signing key per request) and HTTP stack (AWSRequest,
+    urllib3's pool) were ~40% again (docs/performance.md). Only the success path is shortened: an
+    error status, a connection error or a body failing its x-amz-crc32 check sends the same
+    request again through the client, so throttling, retries, error codes and exceptions stay
+    botocore's. Only for operations whose repetition the caller already tolerates, as it tolerates
+    botocore's own retries (a BatchWriteItem of puts writes the same items again; PutRecords puts
+    records again, on an at-least-once stream keyed downstream by event id), and whose parameters
+    are in exact wire form. A fast answer is the service's JSON without botocore's ResponseMetadata."""
 
     def __init__(self, client, operations: frozenset[str], credentials, *, read_timeout: int,
-                 max_pool_connections: int):
+                 connect_timeout: float = 5):
         self._client = client
         model = client.meta.service_model
-        self._url = client.meta.endpoint_url.rstrip("/") + "/"
-        self._credentials = credentials
-        self._signing = (model.signing_name, client.meta.region_name)
+        url = urlsplit(client.meta.endpoint_url)
+        self._tls = url.scheme == "https"
+        self._address = (url.hostname, url.port or (443 if self._tls else 80))
+        # The Host header as botocore sends it: the port only when it is not the scheme's default.
+        self._host = url.hostname if url.port in (None, 443 if self._tls else 80) else f"{url.hostname}:{url.port}"
+        self._path = url.path or "/"
+        self._timeouts = (connect_timeout, read_timeout)
+        self._signer = SigV4Signer(credentials, model.signing_name, client.meta.region_name)
         self._content_type = f"application/x-amz-json-{model.metadata['jsonVersion']}"
         self._targets = {xform_name(name): f"{model.metadata['targetPrefix']}.{name}" for name in operations}
-        # botocore's own HTTP session class (its TLS and proxy handling), not the client's private
-        # one, with the socket option botocore gives its clients: without TCP_NODELAY a request's
-        # body waits on the header segment's delayed ACK (3x slower with four writer threads).
-        self._http = URLLib3Session(timeout=(5, read_timeout), max_pool_connections=max_pool_connections,
-                                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self._local = threading.local()
 
     def __getattr__(self, name: str):
         if name in self._targets:
             return lambda **parameters: self._post(name, parameters)
         return getattr(self._client, name)
 
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            host, port = self._address
+            if self._tls:
+                context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
+                connection = _NoDelayTLSConnection(host, port, timeout=self._timeouts[0], context=context)
+            else:
+                connection = _NoDelayConnection(host, port, timeout=self._timeouts[0])
+            connection.connect()
+            connection.sock.settimeout(self._timeouts[1])
+            self._local.connection = connection
+        return connection
+
     def _post(self, method: str, parameters: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(parameters, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        request = AWSRequest("POST", self._url, data=body, headers={
-            "Content-Type": self._content_type, "X-Amz-Target": self._targets[method]})
-        SigV4Auth(self._credentials.get_frozen_credentials(), *self._signing).add_auth(request)
+        headers = self._signer.headers(self._host, self._path, body, {
+            "content-type": self._content_type, "x-amz-target": self._targets[method]})
         try:
-            response = self._http.send(request.prepare())
-        except BotoCoreError:
-            response = None
-        if response is not None and response.status_code == 200:
-            checksum = response.headers.get("x-amz-crc32")
-            if checksum is None or int(checksum) == zlib.crc32(response.content):
-                return json.loads(response.content)
+            connection = self._connection()
+            connection.request("POST", self._path, body=body, headers=headers)
+            response = connection.getresponse()
+            status, content, checksum = response.status, response.read(), response.getheader("x-amz-crc32")
+        except (OSError, http.client.HTTPException):
+            # A dropped keep-alive connection, a timeout, nobody listening: a new connection next
+            # time, and this request through botocore now.
+            self._local.__dict__.pop("connection", None)
+            status = None
+        if status == 200 and (checksum is None or int(checksum) == zlib.crc32(content)):
+            return json.loads(content)
         return getattr(self._client, method)(**parameters)
 
 
-def signed_post_first(client, *operations: str, cfg: config.Stack | None = None, read_timeout: int = 120,
-                      max_pool_connections: int = 32):
+def signed_post_first(client, *operations: str, cfg: config.Stack | None = None, read_timeout: int = 120):
     """`client` (made by `client()` with the same cfg), its `operations` sent as SignedPostFirst and
-    made `wire_json` here, so that a fallback through the client sends the same body."""
+    made `wire_json` here, so that a fallback through the client sends the same body. Through a
+    proxy (HTTP(S)_PROXY) the client is returned as it is: SignedPostFirst connects directly."""
     cfg = cfg or config.stack()
     client = wire_json(client, *operations)
     credentials = session(cfg.endpoint_url, cfg.region).get_credentials()
-    if credentials is None:  # nothing to sign with: let botocore say so on the first call
+    url = urlsplit(client.meta.endpoint_url)
+    proxied = url.scheme in getproxies() and not proxy_bypass(url.hostname or "")
+    if credentials is None or proxied:  # no credentials: botocore says so on the first call
         return client
-    return SignedPostFirst(client, frozenset(operations), credentials,
-                           read_timeout=read_timeout, max_pool_connections=max_pool_connections)
+    return SignedPostFirst(client, frozenset(operations), credentials, read_timeout=read_timeout)
 
 
 @lru_cache(maxsize=None)

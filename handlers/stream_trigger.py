@@ -383,8 +383,7 @@ def writer_client(cfg=None):
 
 def _writer(cfg, settings: dict[str, Any]):
     client = aws.wire_json(aws.client("dynamodb", cfg, **settings), "PutItem")
-    return aws.signed_post_first(client, "BatchWriteItem", cfg=cfg,
-                                 max_pool_connections=settings["max_pool_connections"])
+    return aws.signed_post_first(client, "BatchWriteItem", cfg=cfg)
 
 
 @functools.lru_cache(maxsize=None)

@@ -90,7 +90,7 @@ class _Recorder:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                recorder.requests.append((dict(self.headers), body))
+                recorder.requests.append((self.headers, body))  # names case-insensitive
                 status, answer, checksum = recorder.answers.pop(0)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(answer)))
@@ -141,8 +141,7 @@ def test_signed_post_first_sends_one_signed_post_and_leaves_everything_else_to_b
                                  aws_secret_access_key="secret").client("dynamodb", endpoint_url=server.url)
     fallback = _FallbackClient(real)
     credentials = Credentials("AKIDEXAMPLE", "secret")
-    fast = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5,
-                               max_pool_connections=2)
+    fast = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5)
     params = {"RequestItems": {"invoice": [{"PutRequest": {"Item": {
         "InvoiceNo": {"S": "536365"}, "LineId": {"S": "e-1"}, "Description": {"S": "CAFÉ “CRÈME” ☕"}}}}]}}
 
@@ -225,3 +224,28 @@ def test_the_ingestion_producer_puts_records_byte_for_byte(stack_env):
             [(encode_record(e)["Data"], e["InvoiceNo"]) for e in events]
     finally:
         kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+
+
+def test_sigv4_signer_signs_as_botocore_does():
+    """aws.SigV4Signer (signing key cached per day) gives botocore's SigV4Auth headers exactly: with
+    and without a session token, across a day boundary, for a non-ASCII body."""
+    import datetime
+    from unittest import mock
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = json_body = '{"Records":[{"Data":"eyJ","PartitionKey":"536365"}],"Description":"CAFÉ ☕"}'.encode()
+    for credentials in (Credentials("AKIDEXAMPLE", "secret"), Credentials("ASIAEXAMPLE", "secret2", "token/+=")):
+        signer = aws.SigV4Signer(credentials, "kinesis", "eu-west-1")
+        for now in (datetime.datetime(2026, 12, 2, 23, 59, 59), datetime.datetime(2026, 12, 3, 0, 0, 1)):
+            ours = signer.headers("kinesis.eu-west-1.amazonaws.com", "/", json_body, {
+                "content-type": "application/x-amz-json-1.1", "x-amz-target": "Kinesis_20131202.PutRecords"}, now)
+            request = AWSRequest("POST", "https://kinesis.eu-west-1.amazonaws.com/", data=body, headers={
+                "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Kinesis_20131202.PutRecords"})
+            with mock.patch("botocore.auth.get_current_datetime", return_value=now):
+                SigV4Auth(credentials, "kinesis", "eu-west-1").add_auth(request)
+            assert ours["authorization"] == request.headers["Authorization"]
+            assert ours["x-amz-date"] == request.headers["X-Amz-Date"] == now.strftime("%Y%m%dT%H%M%SZ")
+            assert ours.get("x-amz-security-token") == request.headers.get("X-Amz-Security-Token")
