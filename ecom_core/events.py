@@ -44,6 +44,16 @@ def canonical_content(line: OrderLine) -> str:
     return "\x1f".join("\x00" if v is None else str(v) for v in values)
 
 
+def uuid5_text(namespace: uuid.UUID, name: str) -> str:
+    """`str(uuid.uuid5(namespace, name))` without building a UUID object (two thirds of its cost;
+    ingestion computes one per accepted event and the replay one per row)."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def bound_event_id(line: OrderLine) -> str:
     """The id an accepted event is stored under: UUID5 of the client's id and the content.
 
@@ -52,7 +62,7 @@ def bound_event_id(line: OrderLine) -> str:
     created: the same id with the same content is the same event (idempotent, a replayed file stays
     exactly-once); the same id with other content is another event, stored beside the first.
     """
-    return str(uuid.uuid5(BOUND_ID_NAMESPACE, line["event_id"] + "\x1f" + canonical_content(line)))
+    return uuid5_text(BOUND_ID_NAMESPACE, line["event_id"] + "\x1f" + canonical_content(line))
 
 
 # Order-free fingerprint of a set of event ids: the sum of each id's first 60 md5 bits, modulo 2^63

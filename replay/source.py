@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecom_core.events import SOURCE_FIELDS
+from ecom_core.events import SOURCE_FIELDS, uuid5_text
 
 # Fixed namespace: event ids are a pure function of (file name, row number), forever.
 EVENT_NAMESPACE = uuid.UUID("6f1c9a52-2f4e-4b0b-9d59-0c7b5e2a8e31")
@@ -34,7 +34,7 @@ def source_id(path: Path) -> str:
 
 
 def event_id(source: str, row_number: int) -> str:
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{source}:{row_number}"))
+    return uuid5_text(EVENT_NAMESPACE, f"{source}:{row_number}")
 
 
 def _open_text(path: Path) -> io.TextIOBase:

@@ -104,3 +104,16 @@ def test_batch_is_all_or_nothing_and_bounded():
     with pytest.raises(InvalidEvent, match="appears twice"):
         normalize_batch([dict(ROW, event_id="a"), dict(ROW, event_id="a")], 500)
     assert len(normalize_batch([ROW] * 500, 500)) == 500
+
+
+def test_uuid5_text_is_uuid5():
+    """Event ids (the replay's per row, ingestion's bound id per event) are uuid5 texts: the fast
+    form gives exactly uuid.uuid5's text, for ASCII and non-ASCII names, in both namespaces."""
+    import uuid
+
+    from ecom_core.events import BOUND_ID_NAMESPACE, uuid5_text
+    from replay.source import EVENT_NAMESPACE
+
+    names = [f"ecommerce-data.csv:{n}" for n in range(2000)] + ["", "CAFÉ “CRÈME” ☕\x1f\x00", "x" * 5000]
+    for namespace in (BOUND_ID_NAMESPACE, EVENT_NAMESPACE, uuid.NAMESPACE_URL):
+        assert [uuid5_text(namespace, name) for name in names] == [str(uuid.uuid5(namespace, name)) for name in names]
