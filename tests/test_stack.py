@@ -322,8 +322,9 @@ def test_the_launchers_kinesis_poller_runs_shards_side_by_side_in_order(monkeypa
 
 
 def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results(monkeypatch):
-    """bootstrap/ministack_launcher.py makes MiniStack's BatchWriteItem validate each item once and
-    skip consumed-capacity sizing nobody asked for: every response and the stored items must be
+    """bootstrap/ministack_launcher.py makes MiniStack's BatchWriteItem validate each item once (flat
+    string/number items in one pass of its own) and skip consumed-capacity sizing nobody asked
+    for: every response and the stored items (numbers canonicalised) must be
     exactly MiniStack's, bad members (a bad number, an empty or oversized key, duplicate keys, an
     item over 400 KB) still reject the whole call, and capacity is still reported when asked."""
     import json
@@ -346,6 +347,7 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
         [line("536369", "h"), line("536369", "i", Description={"S": "x" * 410_000})],   # over 400 KB
         [line("536370", "j" * 1025)],                                                   # sort key too long
         [line("536371", "k"), {"DeleteRequest": {"Key": {"InvoiceNo": {"S": "536365"}, "LineId": {"S": "b"}}}}],
+        [line("536373", "m", Description={"S": ""}, Gift={"BOOL": True}), line("536373", "n", Quantity={"N": "+7"})],
     ]
     calls = [{"RequestItems": {table: batch}} for batch in requests]
     calls += [{"RequestItems": {table: [line("536372", "l")]}, "ReturnConsumedCapacity": mode}
@@ -374,7 +376,7 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
     original_validate = dynamodb._validate_item
     monkeypatch.setattr(dynamodb, "_validate_item",
                         lambda item, *a, **k: validations[-1].append(id(item)) or original_validate(item, *a, **k))
-    for name in ("_batch_write_item", "_accumulate_write_capacity"):
+    for name in ("_batch_write_item", "_accumulate_write_capacity", "_values_error_response"):
         monkeypatch.setattr(dynamodb, name, getattr(dynamodb, name))  # undone after the test
     ministack_launcher.batch_write_item_doing_each_check_once(dynamodb)
     validations.clear()
@@ -382,12 +384,15 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
 
     assert ours == theirs
     statuses = [status for status, _ in ours[0]]
-    assert statuses == [200, 200, 400, 400, 400, 400, 400, 200, 200, 200]
-    assert [line["LineId"]["S"] for line in ours[1]] == ["a", "k", "l"]   # rejected calls wrote nothing
-    assert ours[1][0]["Quantity"] == {"N": "-12"}
+    assert statuses == [200, 200, 400, 400, 400, 400, 400, 200, 200, 200, 200]
+    assert [line["LineId"]["S"] for line in ours[1]] == ["a", "k", "l", "m", "n"]  # rejected calls wrote nothing
+    assert ours[1][0]["Quantity"] == {"N": "-12"} and ours[1][4]["Quantity"] == {"N": "7"}
     assert all("ConsumedCapacity" in body for _, body in ours[0][-2:])
     assert all(len(ids) == len(set(ids)) for ids in validations), "an item was validated twice in one call"
-    assert [len(ids) for ids in validations] == [2, 1, 1, 2, 2, 2, 1, 1, 1, 1]
+    # Flat string/number items are decided by the launcher's one pass; MiniStack's own walk sees
+    # only the others: an empty key, an item over 400 KB, a sort key too long, a BOOL attribute
+    # (a bad number is refused by the value check before any item check).
+    assert [len(ids) for ids in validations] == [0, 0, 0, 1, 0, 1, 1, 0, 1, 0, 0]
 
 
 def test_the_launchers_remembered_number_checks_answer_as_ministacks(monkeypatch):
