@@ -6,6 +6,7 @@ ISO 8601 from newer producers. Emits one canonical shape on the stream: `ecom_co
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import uuid
@@ -94,6 +95,33 @@ def parse_invoice_date(value: str) -> datetime:
     return parsed
 
 
+# The per-value checks below are pure functions of one value and an order file repeats few values
+# (541,909 lines: 23,260 distinct dates, 1,630 prices), so each is worked out once per process
+# (warm Lambda workers keep them): dates and prices were a third of normalize_event's time.
+_REMEMBERED = 1 << 16
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def canonical_invoice_date(value: str) -> tuple[str | None, str | None]:
+    """(the date as stored, "YYYY-MM-DDTHH:MM:SS"; None) or (None, why it is refused)."""
+    try:
+        moment = parse_invoice_date(value.strip())
+    except (ValueError, OverflowError):
+        return None, f"{ascii(value[:40])} is not M/D/YYYY H:MM or ISO 8601"
+    problem = contract.date_problem(moment)
+    return (None, problem) if problem else (moment.isoformat(timespec="seconds"), None)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def exact_price(price: int | float) -> tuple[Decimal | None, str | None]:
+    """(the price as an exact decimal; None) or (None, why it is refused), for a finite number.
+    (2 and 2.0 share an entry: equal numbers, the same answer.)"""
+    # repr() of a float is its shortest round-tripping text: 2.55 is checked as 2.55.
+    exact = Decimal(repr(price)) if isinstance(price, float) else Decimal(price)
+    problem = contract.price_problem(exact)
+    return (None, problem) if problem else (exact, None)
+
+
 def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = True) -> OrderLine:
     """Validate one event and return it in canonical form; raise InvalidEvent naming every bad field.
 
@@ -159,26 +187,18 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
         if not isinstance(invoice_date, str):
             errors.append(FieldError(index, "InvoiceDate", "must be a string (M/D/YYYY H:MM or ISO 8601)"))
         else:
-            try:
-                moment = parse_invoice_date(invoice_date.strip())
-            except (ValueError, OverflowError):
-                errors.append(FieldError(index, "InvoiceDate",
-                                         f"{ascii(invoice_date[:40])} is not M/D/YYYY H:MM or ISO 8601"))
+            stored, problem = canonical_invoice_date(invoice_date)
+            if problem:
+                errors.append(FieldError(index, "InvoiceDate", problem))
             else:
-                problem = contract.date_problem(moment)
-                if problem:
-                    errors.append(FieldError(index, "InvoiceDate", problem))
-                else:
-                    out["InvoiceDate"] = moment.isoformat(timespec="seconds")
+                out["InvoiceDate"] = stored
 
     price = raw.get("UnitPrice")
     if price is not None:
         if not _is_number(price) or not math.isfinite(price):
             errors.append(FieldError(index, "UnitPrice", f"must be a number, got {_short(price)}"))
         else:
-            # repr() of a float is its shortest round-tripping text: 2.55 is checked as 2.55.
-            exact = Decimal(repr(price)) if isinstance(price, float) else Decimal(price)
-            problem = contract.price_problem(exact)
+            exact, problem = exact_price(price)
             if problem is None and "Quantity" in out:
                 problem = contract.amount_problem(out["Quantity"], exact)
             if problem:
