@@ -17,6 +17,7 @@ from typing import Any
 
 from ecom_core import contract
 from ecom_core.events import EVENT_FIELDS, OrderLine, bound_event_id
+_EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
 REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
 NULLABLE = ("Description", "CustomerID")
 
@@ -133,7 +134,7 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
     if not isinstance(raw, dict):
         raise InvalidEvent([FieldError(index, "(event)", f"must be a JSON object, got {type(raw).__name__}")])
     errors: list[FieldError] = []
-    unknown = sorted(set(raw) - set(EVENT_FIELDS), key=str)
+    unknown = [] if raw.keys() <= _EVENT_FIELD_SET else sorted(set(raw) - _EVENT_FIELD_SET, key=str)
     for name in unknown:
         shown = name if name.isascii() and name.isprintable() else ascii(name)
         errors.append(FieldError(index, shown[:64], "unknown field"))
@@ -226,7 +227,8 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
 
     if errors:
         raise InvalidEvent(errors)
-    return OrderLine(**{name: out[name] for name in EVENT_FIELDS})  # type: ignore[typeddict-item]
+    # Without errors every field was set, in EVENT_FIELDS order (the order above): the canonical event.
+    return out  # type: ignore[return-value]
 
 
 def _short(value: Any) -> str:

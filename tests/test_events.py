@@ -117,3 +117,14 @@ def test_uuid5_text_is_uuid5():
     names = [f"ecommerce-data.csv:{n}" for n in range(2000)] + ["", "CAFÉ “CRÈME” ☕\x1f\x00", "x" * 5000]
     for namespace in (BOUND_ID_NAMESPACE, EVENT_NAMESPACE, uuid.NAMESPACE_URL):
         assert [uuid5_text(namespace, name) for name in names] == [str(uuid.uuid5(namespace, name)) for name in names]
+
+
+def test_the_canonical_event_has_the_fields_in_order():
+    """normalize_event's event lists its fields in EVENT_FIELDS order (its JSON is the stream record
+    and the raw line), whatever order the client sent them in."""
+    from ecom_core.events import EVENT_FIELDS
+    from tests.test_stream_trigger import _sample_events
+
+    for raw in _sample_events(200):
+        shuffled = dict(reversed(list(raw.items())))
+        assert tuple(normalize_event(shuffled)) == EVENT_FIELDS
