@@ -9,6 +9,7 @@ and readers see its fields.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from typing import TypedDict
 
@@ -28,6 +29,17 @@ class OrderLine(TypedDict):
     UnitPrice: int | float
     CustomerID: int | None   # None for guest orders
     Country: str
+
+
+# One encoder, made once (json.dumps with these options builds a new one per call: a third of the
+# cost of encoding an event).
+_EVENT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def event_json(line: OrderLine) -> bytes:
+    """The event's canonical JSON (compact, UTF-8, fields in order): the stream record's data and
+    a line of the raw JSON Lines objects."""
+    return _EVENT_JSON(line).encode("utf-8")
 
 
 # Fixed forever: stored event ids are a pure function of (client's id, content).

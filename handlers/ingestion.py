@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable
 
 from ecom_core import aws, config
-from ecom_core.events import OrderLine
+from ecom_core.events import OrderLine, event_json
 from handlers.events import FieldError, InvalidEvent, normalize_batch
 from handlers.http import Request, error, parse_request, response
 
@@ -27,8 +27,7 @@ class PutFailed(RuntimeError):
 def encode_record(event: OrderLine) -> dict[str, Any]:
     """The stream record of an event: its canonical JSON, partitioned by invoice (an invoice's
     lines stay on one shard, in order)."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return {"Data": data, "PartitionKey": event["InvoiceNo"]}
+    return {"Data": event_json(event), "PartitionKey": event["InvoiceNo"]}
 
 
 def wire_record(event: OrderLine) -> dict[str, Any]:

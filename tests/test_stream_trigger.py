@@ -161,3 +161,18 @@ def test_the_wire_item_and_raw_line_are_what_the_generic_path_writes():
     batch = decode_batch([_record(999, respelled)] + records[1:])
     assert batch.lines[1:] == [r.data for r in records[1:]]
     assert b"\n".join(batch.lines) + b"\n" == write_jsonl(batch.events)
+
+
+def test_price_text_is_the_exact_decimal_text_of_every_accepted_price():
+    """The wire item's UnitPrice is repr() of the float, not str(Decimal(repr())): the same text for
+    every price normalize_event accepts (<= 3 decimals, |p| <= 10^9), the file's and the extremes."""
+    from ecom_core.config import PROJECT_ROOT
+    from handlers.events import accept_event
+    from handlers.stream_trigger import _number, _price_text
+
+    prices = {accept_event(dict(row.event))["UnitPrice"]
+              for row in islice(read_rows(PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"), 60000)}
+    prices |= {0.0, -0.0, 0.001, -0.001, 0.01, 0.1, 1e9, -1e9, 999999999.999, 123456.789, 1e-3, 2, 0, -11062.06}
+    assert len(prices) > 400
+    for price in prices:
+        assert _price_text(price) == str(_number(price)), price
