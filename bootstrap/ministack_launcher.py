@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import re
 import threading
 import time
 
@@ -34,11 +35,18 @@ _shards_in_flight: set[tuple[str, str]] = set()
 _shards_in_flight_lock = threading.Lock()
 
 
+_STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
 def kinesis_event_record(record: dict, shard_id: str, source_arn: str, account_id: str, region: str) -> dict:
     """One stream record as the Lambda event shows it (MiniStack's shape, unchanged)."""
     data = record["Data"]
     if isinstance(data, bytes):
         data_b64 = base64.b64encode(data).decode("ascii")
+    elif isinstance(data, str) and len(data) % 4 == 0 and _STRICT_BASE64.fullmatch(data):
+        # What `b64decode(data, validate=True)` accepts (that alphabet, at most two "=" at the end,
+        # a multiple of 4 long), without decoding every record of every batch to find out.
+        data_b64 = data
     elif isinstance(data, str):
         try:
             base64.b64decode(data, validate=True)
@@ -316,6 +324,27 @@ def number_checks_remembered(dynamodb) -> None:
         setattr(dynamodb, name, memoized_for_text(getattr(dynamodb, name)))
 
 
+# A shard's hash-key bounds, as numbers: MiniStack parses both bounds of every shard for every
+# record it routes (the texts are 39-digit integers; a stream has a handful of shards).
+_hash_key_bound = functools.lru_cache(maxsize=4096)(int)
+
+
+def route_to_shard(hash_key_int: int, stream: dict) -> str:
+    """MiniStack's `kinesis._route_to_shard`, the same scan in the same order, with the bounds
+    parsed once per text instead of per record."""
+    for shard_id, shard in stream["shards"].items():
+        if _hash_key_bound(shard["starting_hash_key"]) <= hash_key_int <= _hash_key_bound(shard["ending_hash_key"]):
+            return shard_id
+    return next(iter(stream["shards"]))
+
+
+def kinesis_routing_remembered(kinesis) -> None:
+    """PutRecords' per-record routing: the partition key's MD5 remembered per key (an invoice's
+    lines share theirs) and the shard bounds parsed once; 5% of the emulator's CPU on the full file."""
+    kinesis._partition_key_to_hash = memoized_for_text(kinesis._partition_key_to_hash)
+    kinesis._route_to_shard = route_to_shard
+
+
 def apply() -> None:
     from ministack.services import dynamodb, kinesis, lambda_svc
 
@@ -323,6 +352,7 @@ def apply() -> None:
     lambda_svc._poll_kinesis = poll_kinesis_shards_concurrently
     batch_write_item_doing_each_check_once(dynamodb)
     number_checks_remembered(dynamodb)
+    kinesis_routing_remembered(kinesis)
 
 
 if __name__ == "__main__":

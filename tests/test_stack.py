@@ -441,3 +441,43 @@ def test_the_warehouse_runs_with_the_load_settings(stack_env):
     with open(os.path.join(os.path.dirname(__file__), "..", "docker-compose.yml"), encoding="utf-8") as handle:
         compose = handle.read()
     assert 'command: ["postgres", ' + ", ".join(f'"-c", "{k}={v}"' for k, v in wanted.items()) + "]" in compose
+
+
+def test_the_launchers_kinesis_shortcuts_answer_as_ministack():
+    """The launcher's Kinesis shortcuts give MiniStack's answers: the shard a hash key routes to
+    (bounds parsed once), the partition key's hash (remembered), and the event record's data (a
+    strict base64 text passes as it is, anything else is handled as MiniStack handles it)."""
+    import base64
+    import os
+    import random
+
+    from bootstrap import ministack_launcher
+    from ministack.services import kinesis
+
+    top = 2 ** 128 - 1
+    for count in (1, 2, 3, 4):
+        step = (top + 1) // count
+        stream = {"shards": {f"shardId-{n:012d}": {"starting_hash_key": str(n * step),
+                                                   "ending_hash_key": str(top if n == count - 1 else (n + 1) * step - 1)}
+                             for n in range(count)}}
+        keys = [0, top, step - 1, step, step + 1] + [random.randrange(top + 1) for _ in range(500)]
+        assert [ministack_launcher.route_to_shard(k, stream) for k in keys] == \
+            [kinesis._route_to_shard(k, stream) for k in keys]
+    remembered = ministack_launcher.memoized_for_text(kinesis._partition_key_to_hash)
+    for key in ["536365", "C536379", "", "CAFÉ ☕", "536365"]:
+        assert remembered(key) == kinesis._partition_key_to_hash(key)
+
+    def strictly_base64(text: str) -> bool:
+        try:
+            base64.b64decode(text, validate=True)
+            return True
+        except Exception:  # noqa: BLE001 - MiniStack's own test
+            return False
+
+    texts = [base64.b64encode(os.urandom(n)).decode() for n in range(40)]
+    texts += ["", "abc", "A===", "AA=A", "====", "AB==", "AAA=", "AAAA\n", "AA AA", "AA-_", "QUJD\u00e9", "{\"a\":1}"]
+    for text in texts:
+        record = {"Data": text, "PartitionKey": "536365", "SequenceNumber": "1", "ApproximateArrivalTimestamp": 1.0}
+        event = ministack_launcher.kinesis_event_record(record, "shardId-000000000000", "arn", "000000000000", "us-east-1")
+        expected = text if strictly_base64(text) else base64.b64encode(text.encode("utf-8")).decode("ascii")
+        assert event["kinesis"]["data"] == expected, text
