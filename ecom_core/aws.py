@@ -212,7 +212,9 @@ class SignedPostFirst:
         except (OSError, http.client.HTTPException):
             # A dropped keep-alive connection, a timeout, nobody listening: a new connection next
             # time, and this request through botocore now.
-            self._local.__dict__.pop("connection", None)
+            broken = self._local.__dict__.pop("connection", None)
+            if broken is not None:
+                broken.close()
             status = None
         if status == 200 and (checksum is None or int(checksum) == zlib.crc32(content)):
             return json.loads(content)
