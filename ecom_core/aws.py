@@ -135,7 +135,7 @@ class SigV4Signer:
         return signed
 
 
-class _NoDelayConnection(http.client.HTTPConnection):
+class _NoDelay:
     # Without TCP_NODELAY a request's body waits on the header segment's delayed ACK (botocore
     # sets it on its sockets too): four writer threads took 3x longer.
     def connect(self):
@@ -143,10 +143,12 @@ class _NoDelayConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _NoDelayTLSConnection(http.client.HTTPSConnection):
-    def connect(self):
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class _NoDelayConnection(_NoDelay, http.client.HTTPConnection):
+    pass
+
+
+class _NoDelayTLSConnection(_NoDelay, http.client.HTTPSConnection):
+    pass
 
 
 class SignedPostFirst:
@@ -171,6 +173,9 @@ class SignedPostFirst:
         model = client.meta.service_model
         url = urlsplit(client.meta.endpoint_url)
         self._tls = url.scheme == "https"
+        # One TLS context (it loads the CA bundle) for every connection this client opens.
+        self._tls_context = (ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
+                             if self._tls else None)
         self._address = (url.hostname, url.port or (443 if self._tls else 80))
         # The Host header as botocore sends it: the port only when it is not the scheme's default.
         self._host = url.hostname if url.port in (None, 443 if self._tls else 80) else f"{url.hostname}:{url.port}"
@@ -191,8 +196,7 @@ class SignedPostFirst:
         if connection is None:
             host, port = self._address
             if self._tls:
-                context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
-                connection = _NoDelayTLSConnection(host, port, timeout=self._timeouts[0], context=context)
+                connection = _NoDelayTLSConnection(host, port, timeout=self._timeouts[0], context=self._tls_context)
             else:
                 connection = _NoDelayConnection(host, port, timeout=self._timeouts[0])
             connection.connect()

@@ -17,6 +17,7 @@ from typing import Any
 
 from ecom_core import contract
 from ecom_core.events import EVENT_FIELDS, OrderLine, bound_event_id
+
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
 REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
 NULLABLE = ("Description", "CustomerID")
