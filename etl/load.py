@@ -83,16 +83,24 @@ def file_stats_sql(for_manifest: bool = False) -> str:
     it). Run after star.stage_facts (which looked each event up once) and before the facts are
     written. `for_manifest`: as the manifest's columns (file_key, etag, rows_in_file with the
     file's rejected rows, rows_inserted, rows_updated), for an INSERT ... SELECT."""
+    # A file's distinct events: its rows less the extra copies of an event it holds more than once,
+    # counted among the group's repeated events only (star.REPEATED_EVENTS, usually none) instead of
+    # a count(DISTINCT) that sorts every event id of the group.
     stats = f"""
     FROM {STAGE_FILES} f
-    LEFT JOIN (SELECT "file_no", count(*) AS rows, count(DISTINCT "event_id") AS events
-               FROM {STAGE} GROUP BY "file_no") r ON r."file_no" = f."file_no"
+    LEFT JOIN (SELECT "file_no", count(*) AS rows FROM {STAGE} GROUP BY "file_no") r ON r."file_no" = f."file_no"
+    LEFT JOIN (SELECT "file_no", sum("copies" - 1) AS extra
+               FROM (SELECT d."file_no", d."event_id", count(*) AS "copies"
+                     FROM {STAGE} AS d JOIN {star.REPEATED_EVENTS} AS e ON e."event_id" = d."event_id"
+                     GROUP BY d."file_no", d."event_id") AS c
+               GROUP BY "file_no") x ON x."file_no" = f."file_no"
     LEFT JOIN (SELECT "first_file_no" AS "file_no", count(*) AS new_events
                FROM {star.STAGE_FACT} WHERE "is_new" GROUP BY "first_file_no") n ON n."file_no" = f."file_no\""""
     if not for_manifest:
-        return f'SELECT f."file_no", coalesce(r.rows, 0), coalesce(r.events, 0), coalesce(n.new_events, 0) {stats}'
+        return (f'SELECT f."file_no", coalesce(r.rows, 0), coalesce(r.rows, 0) - coalesce(x.extra, 0), '
+                f'coalesce(n.new_events, 0) {stats}')
     return (f'SELECT f."file_key", f."etag", coalesce(r.rows, 0) + coalesce(j.rejected, 0), coalesce(n.new_events, 0), '
-            f'coalesce(r.events, 0) - coalesce(n.new_events, 0) {stats}\n'
+            f'coalesce(r.rows, 0) - coalesce(x.extra, 0) - coalesce(n.new_events, 0) {stats}\n'
             f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {db.REJECTS_TABLE} GROUP BY "file_key") j '
             f'ON j."file_key" = f."file_key"')
 
@@ -217,6 +225,24 @@ def set_file_aside(conn: psycopg2.extensions.connection, file: StagedFile, reaso
     return [(key, (len(rejects), 0, 0, len(rejects)))]
 
 
+def keep_fact_statistics_true(cur) -> None:
+    """Postgres: the planner must never take the fact table for empty while it holds rows.
+
+    Auto-analyze sampling the fact table while a load's INSERT is still uncommitted counts none of
+    those rows: it records the table's pages with zero rows (pg_class.reltuples = 0), and from then
+    on the planner estimates one row for it. After a first load into an empty warehouse that turned
+    the duplicate-flag statements into nested loops over the whole table: 593 s instead of ~1 s for
+    the full file (docs/performance.md, round six). So a load holds SHARE UPDATE EXCLUSIVE on the
+    table until it commits (auto-vacuum and auto-analyze skip a table they cannot lock; readers and
+    writers are not blocked), and statistics left that way earlier (fewer rows than pages) are
+    renewed first, inside the transaction."""
+    cur.execute(f"LOCK TABLE {db.FACT_TABLE} IN SHARE UPDATE EXCLUSIVE MODE")
+    cur.execute("SELECT relpages, reltuples FROM pg_class WHERE oid = CAST(%s AS regclass)", (db.FACT_TABLE,))
+    pages, rows = cur.fetchone()
+    if pages > 0 and rows < pages:
+        cur.execute(f"ANALYZE {db.FACT_TABLE}")
+
+
 def load_files(conn: psycopg2.extensions.connection, files: list[StagedFile], *,
                screened: bool = False) -> list[tuple[str, Outcome | None]]:
     """Load a group of staging files in one transaction.
@@ -241,6 +267,7 @@ def load_files(conn: psycopg2.extensions.connection, files: list[StagedFile], *,
         if not todo:
             conn.rollback()
             return [(key, None) for key in keys]
+        keep_fact_statistics_true(cur)
         # Same column types as the fact table, none of its constraints (CTAS works on Redshift too),
         # plus the number of the file each row came from, filled in by COPY from a setting.
         cur.execute(f"DROP TABLE IF EXISTS {STAGE}")

@@ -189,3 +189,73 @@ def test_a_redelivered_event_that_changed_re_evaluates_the_group_it_left(stack_e
         assert load.load_file(conn, "csv/redelivery/2.csv", "", body(dict(second, stock_code="85123B"))) == (1, 0, 1, 0)
     assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123B", False)]
     assert warehouse_rows('SELECT "product_code" FROM dw.dim_product ORDER BY 1') == [("85123A",), ("85123B",)]
+
+
+def _csv_body(*events) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows([[e[c] for c in CSV_HEADER] for e in events])
+    return out.getvalue().encode("utf-8")
+
+
+def test_an_event_repeated_in_and_across_the_files_of_a_group_is_one_fact_the_last_file_wins(stack_env, clean_stores):
+    """One group, three files: file 0 holds e1 and e2 twice, file 1 holds e2 again (changed) and
+    e3, file 2 only e1. Per file the manifest counts rows, and each event as new only in the first
+    file that has it (as file-by-file loads would have); the warehouse keeps the last file's copy."""
+    from warehouse import db
+
+    e1, e2, e3 = (dict(LINE, event_id=f"rep-{n}", stock_code=f"2000{n}") for n in (1, 2, 3))
+    files = [("csv/repeat/0.csv", _csv_body(e1, e2, e2)),
+             ("csv/repeat/1.csv", _csv_body(dict(e2, quantity="7"), e3)),
+             ("csv/repeat/2.csv", _csv_body(e1))]
+    with db.connection() as conn:
+        db.ensure_schema(conn)
+        outcomes = load.load_group(conn, [(key, "", lambda body=body: body) for key, body in files])
+    # (rows, inserted, updated, rejected): file 0: 3 rows, 2 distinct events, both new;
+    # file 1: e2 counted new in file 0 (so updated here), e3 new; file 2: e1 counted in file 0.
+    assert outcomes == [("csv/repeat/0.csv", (3, 2, 0, 0)), ("csv/repeat/1.csv", (2, 1, 1, 0)),
+                        ("csv/repeat/2.csv", (1, 0, 1, 0))]
+    assert warehouse_rows('SELECT "event_id", "quantity", "source_file" FROM dw.fact_sales_line ORDER BY 1') == [
+        ("rep-1", 6, "csv/repeat/2.csv"), ("rep-2", 7, "csv/repeat/1.csv"), ("rep-3", 6, "csv/repeat/1.csv")]
+    assert warehouse_rows('SELECT "file_key", "rows_in_file", "rows_inserted", "rows_updated" FROM dw.load_manifest '
+                          'ORDER BY 1') == [("csv/repeat/0.csv", 3, 2, 0), ("csv/repeat/1.csv", 2, 1, 1),
+                                            ("csv/repeat/2.csv", 1, 0, 1)]
+
+
+def test_a_load_keeps_auto_analyze_off_the_fact_table_and_mends_statistics_that_say_empty(
+        stack_env, clean_stores, monkeypatch):
+    """Auto-analyze sampling the fact table during an uncommitted load records its pages with zero
+    rows, and the planner then estimates one row for it (nested loops over the whole table: 593 s
+    instead of ~1 s on the full file). A load holds the lock auto-analyze needs until it commits,
+    and mends such statistics before its statements are planned."""
+    import psycopg2
+    from etl import load as load_module
+    from warehouse import db, star
+
+    events = [dict(LINE, event_id=f"stats-{n}", stock_code=f"3{n:04d}") for n in range(300)]
+    with db.connection() as conn:
+        db.ensure_schema(conn)
+        assert load.load_file(conn, "csv/stats/0.csv", "", _csv_body(*events[:200]))[1] == 200
+        with conn.cursor() as cur:
+            cur.execute("ANALYZE dw.fact_sales_line")
+            # What the race leaves behind: the table's pages, no rows.
+            cur.execute("UPDATE pg_class SET reltuples = 0 WHERE oid = CAST('dw.fact_sales_line' AS regclass)")
+        conn.commit()
+
+        probes = []
+        write_facts = star.write_facts
+
+        def probe_then_write(cur):
+            with db.connection() as other, other.cursor() as ocur:
+                try:  # what auto-analyze asks for (it skips the table when it cannot have it)
+                    ocur.execute("LOCK TABLE dw.fact_sales_line IN SHARE UPDATE EXCLUSIVE MODE NOWAIT")
+                    probes.append("lock granted")
+                except psycopg2.errors.LockNotAvailable:
+                    probes.append("lock refused")
+            return write_facts(cur)
+
+        monkeypatch.setattr(load_module.star, "write_facts", probe_then_write)
+        assert load.load_file(conn, "csv/stats/1.csv", "", _csv_body(*events[200:]))[1] == 100
+    assert probes == ["lock refused"]
+    assert warehouse_rows("SELECT reltuples FROM pg_class WHERE oid = CAST('dw.fact_sales_line' AS regclass)") == [(200.0,)]

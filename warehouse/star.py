@@ -24,6 +24,7 @@ FACT = 'dw."fact_sales_line"'
 STAGE_FACT = "stage_fact"          # the file's events, deduplicated by event_id, with derived columns
 TOUCHED_KEYS = "stage_touched_keys"  # (invoice_no, stock_code, invoice_ts) whose duplicate flags may change
 SEEN_INVOICES = "stage_seen_invoices"  # the staged invoices the warehouse already has lines of
+REPEATED_EVENTS = "stage_repeated_events"  # event ids the raw stage holds more than once
 
 SOURCE_COLUMNS = list(WAREHOUSE_COLUMNS)  # the staging CSV contract, in its order
 # Derived from the source columns of the same row; the fact table declares them in this order.
@@ -104,21 +105,35 @@ def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: st
     already has the event ("is_new"; then also its stored invoice_no/stock_code/invoice_ts).
 
     One look-up of each event in the fact table, here: the fact write, the per-file statistics
-    and the duplicate-flag keys below all read "is_new" instead of probing the table again."""
+    and the duplicate-flag keys below all read "is_new" instead of probing the table again.
+
+    Events repeated inside or across the files (a redelivered batch) are the same event: one row
+    is kept. They are found first by hashing the event ids (REPEATED_EVENTS, usually empty), and
+    only their rows are ranked; every other row passes as it is. Ranking every row instead (a
+    window over the whole group) sorted all of the group's wide rows and buffered each partition:
+    the largest statement of the load after the fact INSERT (docs/performance.md)."""
     derived = ", ".join(f'{expr} AS "{name}"' for name, expr in DERIVED_COLUMNS.items())
     stored = ", ".join(f't."{c}" AS "stored_{c}"' for c in ROW_GROUP_KEY)
-    # Events repeated inside or across the files (a redelivered batch) are the same event: keep one.
+    _temp_table(cur, REPEATED_EVENTS, f"""
+        SELECT "event_id", MIN("file_no") AS "first_file_no"
+        FROM {raw_stage} GROUP BY "event_id" HAVING COUNT(*) > 1""")
+    cur.execute(f"ANALYZE {REPEATED_EVENTS}")
     # "first_file_no": the first file of the group that has the event (it is counted new there).
+    one_row_per_event = f"""
+        SELECT {_q(SOURCE_COLUMNS)}, "file_no", "file_no" AS "first_file_no" FROM {raw_stage} AS d
+        WHERE NOT EXISTS (SELECT 1 FROM {REPEATED_EVENTS} AS r WHERE r."event_id" = d."event_id")
+        UNION ALL
+        SELECT {_q(SOURCE_COLUMNS)}, "file_no", "first_file_no"
+        FROM (SELECT {_q(SOURCE_COLUMNS, "d.")}, d."file_no", r."first_file_no",
+                     ROW_NUMBER() OVER (PARTITION BY d."event_id" ORDER BY d."file_no" DESC) AS "rn"
+              FROM {raw_stage} AS d JOIN {REPEATED_EVENTS} AS r ON r."event_id" = d."event_id") AS ranked
+        WHERE "rn" = 1"""
     _temp_table(cur, STAGE_FACT, f"""
         SELECT s.*, (t."event_id" IS NULL) AS "is_new", {stored}
         FROM (SELECT {_q(SOURCE_COLUMNS, "d.")}, CAST(f."file_key" AS VARCHAR(512)) AS "source_file", {derived},
                      d."first_file_no"
-              FROM (SELECT {_q(SOURCE_COLUMNS)}, "file_no",
-                           ROW_NUMBER() OVER (PARTITION BY "event_id" ORDER BY "file_no" DESC) AS "rn",
-                           MIN("file_no") OVER (PARTITION BY "event_id") AS "first_file_no"
-                    FROM {raw_stage}) AS d
-              JOIN {files_table} AS f ON f."file_no" = d."file_no"
-              WHERE d."rn" = 1) AS s
+              FROM ({one_row_per_event}) AS d
+              JOIN {files_table} AS f ON f."file_no" = d."file_no") AS s
         LEFT JOIN {FACT} AS t ON t."event_id" = s."event_id\"""")
     touched_keys(cur)
 
