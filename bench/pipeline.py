@@ -536,23 +536,58 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
             "expected": {"rows": facts.rows, "customer_invoices": facts.customer_invoices}, "found": found}
 
 
+@contextmanager
+def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[None]:
+    """Nothing of the ETL runs meanwhile: every enabled schedule disabled (and enabled again after)
+    and the ETL lease held by the bench, so a tick already in flight finishes first and none starts.
+    Without this a scheduled tick landing in the load alone found every file pending again (the
+    manifest is emptied) and ran beside it."""
+    from ecom_core import aws
+    from warehouse import db, lease
+
+    scheduler = aws.client("scheduler", cfg)
+    paused = []
+    for item in scheduler.list_schedules()["Schedules"]:
+        schedule = scheduler.get_schedule(Name=item["Name"])
+        if schedule["State"] == "ENABLED":
+            fields = {k: schedule[k] for k in ("Name", "ScheduleExpression", "FlexibleTimeWindow", "Target")}
+            scheduler.update_schedule(**fields, State="DISABLED")
+            paused.append(fields)
+    holder = f"bench:{os.getpid()}"
+    try:
+        with db.connection() as conn:
+            deadline = time.monotonic() + wait_seconds
+            while not lease.acquire(conn, holder, ttl=wait_seconds):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the ETL lease stayed held for {wait_seconds:.0f} s")
+                time.sleep(0.5)
+            try:
+                yield
+            finally:
+                lease.release(conn, holder)
+    finally:
+        for fields in paused:
+            scheduler.update_schedule(**fields, State="ENABLED")
+
+
 def measure_load_alone(cfg: config.Stack, rows: int) -> dict[str, Any]:
     """The pipeline's load once more with Postgres to itself: after the reconciliation, the
     warehouse's facts, dimensions, manifest and rejects are emptied and every staging file the job
     loaded is loaded again by the job's own load code (`etl.load.load`: groups of
-    FILES_PER_TRANSACTION files), nothing else running. In the pipeline the load shares two cores
-    with the stream consumer while the bare COPY runs alone; this is the like-for-like figure
-    beside the COPY. The warehouse ends as it was (the same files, the same rows)."""
+    FILES_PER_TRANSACTION files), nothing else of the ETL running (`etl_quiet`). In the pipeline
+    the load shares two cores with the stream consumer while the bare COPY runs alone; this is the
+    like-for-like figure beside the COPY. The warehouse ends as it was (the same files, the same rows)."""
     from etl.load import load
     from warehouse import db
 
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(f'TRUNCATE {db.FACT_TABLE}, dw."dim_date", dw."dim_country", dw."dim_customer", '
-                    f'dw."dim_product", {db.MANIFEST_TABLE}, {db.REJECTS_TABLE}')
-        conn.commit()
-    clock = time.perf_counter()
-    result = load(cfg, schema_ready=True)
-    seconds = time.perf_counter() - clock
+    with etl_quiet(cfg):
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute(f'TRUNCATE {db.FACT_TABLE}, dw."dim_date", dw."dim_country", dw."dim_customer", '
+                        f'dw."dim_product", {db.MANIFEST_TABLE}, {db.REJECTS_TABLE}')
+            conn.commit()
+        clock = time.perf_counter()
+        result = load(cfg, schema_ready=True)
+        seconds = time.perf_counter() - clock
     return {"seconds": seconds, "files_loaded": result.files_loaded, "rows_inserted": result.rows_inserted,
             "exact": result.rows_inserted == rows and result.rows_rejected == 0}
 

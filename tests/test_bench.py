@@ -35,3 +35,31 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
     for key in ("speedup_vs_original", "ours_vs_ceiling", "load_vs_bare_copy", "load_alone_vs_bare_copy"):
         assert summary[key] > 0
     assert result["ours"]["peak_memory_mib"]["emulator"] > 0
+
+
+@pytest.mark.stack
+def test_the_load_alone_runs_with_the_etl_quiet(stack_env):
+    """While the bench measures the load alone, no scheduled tick may start (the schedule is
+    disabled) and none may still run (the bench holds the ETL lease); afterwards both are as before."""
+    from bench.pipeline import etl_quiet
+    from ecom_core import aws
+    from warehouse import db, lease
+
+    cfg = stack_env["cfg"]
+    scheduler = aws.client("scheduler", cfg)
+    [item] = scheduler.list_schedules()["Schedules"]
+    schedule = scheduler.get_schedule(Name=item["Name"])
+    fields = {k: schedule[k] for k in ("Name", "ScheduleExpression", "FlexibleTimeWindow", "Target")}
+    # The shared test stack keeps the schedule off; as deployed for users it is on.
+    scheduler.update_schedule(**fields, State="ENABLED")
+    try:
+        with db.connection() as conn:
+            db.ensure_schema(conn)
+            conn.commit()
+            with etl_quiet(cfg):
+                assert scheduler.get_schedule(Name=item["Name"])["State"] == "DISABLED"
+                assert (lease.current(conn).holder or "").startswith("bench:")
+            assert scheduler.get_schedule(Name=item["Name"])["State"] == "ENABLED"
+            assert lease.current(conn).holder is None
+    finally:
+        scheduler.update_schedule(**fields, State="DISABLED")
