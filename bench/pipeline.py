@@ -570,13 +570,14 @@ def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[None]:
             scheduler.update_schedule(**fields, State="ENABLED")
 
 
-def measure_load_alone(cfg: config.Stack, rows: int) -> dict[str, Any]:
+def measure_load_alone(cfg: config.Stack, rows: int, sampler: "MemorySampler | None" = None) -> dict[str, Any]:
     """The pipeline's load once more with Postgres to itself: after the reconciliation, the
     warehouse's facts, dimensions, manifest and rejects are emptied and every staging file the job
     loaded is loaded again by the job's own load code (`etl.load.load`: groups of
     FILES_PER_TRANSACTION files), nothing else of the ETL running (`etl_quiet`). In the pipeline
     the load shares two cores with the stream consumer while the bare COPY runs alone; this is the
-    like-for-like figure beside the COPY. The warehouse ends as it was (the same files, the same rows)."""
+    like-for-like figure beside the COPY. The warehouse ends as it was (the same files, the same rows).
+    `sampler`: CPU seconds per process during the load (what else still used the two cores)."""
     from etl.load import load
     from warehouse import db
 
@@ -585,11 +586,16 @@ def measure_load_alone(cfg: config.Stack, rows: int) -> dict[str, Any]:
             cur.execute(f'TRUNCATE {db.FACT_TABLE}, dw."dim_date", dw."dim_country", dw."dim_customer", '
                         f'dw."dim_product", {db.MANIFEST_TABLE}, {db.REJECTS_TABLE}')
             conn.commit()
+        if sampler is not None:
+            sampler.reset()
         clock = time.perf_counter()
         result = load(cfg, schema_ready=True)
         seconds = time.perf_counter() - clock
-    return {"seconds": seconds, "files_loaded": result.files_loaded, "rows_inserted": result.rows_inserted,
-            "exact": result.rows_inserted == rows and result.rows_rejected == 0}
+    out = {"seconds": seconds, "files_loaded": result.files_loaded, "rows_inserted": result.rows_inserted,
+           "exact": result.rows_inserted == rows and result.rows_rejected == 0}
+    if sampler is not None:
+        out["cpu_seconds"] = sampler.cpu_seconds()
+    return out
 
 
 # ------------------------------------------------------------------ the whole bench
@@ -635,7 +641,7 @@ def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concu
             log("reconciling every store exactly ...")
             out["reconciliation"] = reconcile(env["cfg"], facts)
             log("the load alone: every staging file again into the emptied warehouse ...")
-            out["load_alone"] = measure_load_alone(env["cfg"], facts.rows)
+            out["load_alone"] = measure_load_alone(env["cfg"], facts.rows, memory)
     out["summary"] = summarise(out)
     out["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
@@ -735,14 +741,15 @@ def table(out: dict[str, Any]) -> str:
             lines.append(f"| {name} | {m['emulator']:,.0f} | {m['lambda_workers']:,.0f} | {m['postgres']:,.0f} | "
                          f"{m['ours']:,.0f} |")
     lines.append("")
-    lines.append("| CPU seconds, by process | " + " | ".join(
-        name for name, part in (("ceiling", ceiling), ("original", original), ("ours", ours)) if part) + " |")
-    lines.append("|---|" + "---:|" * sum(1 for part in (ceiling, original, ours) if part))
-    groups = sorted({g for part in (ceiling, original, ours) if part for g in part.get("cpu_seconds", {})},
+    parts = [(name, part) for name, part in (("ceiling", ceiling), ("original", original), ("ours", ours),
+                                             ("load alone", out.get("load_alone"))) if part]
+    lines.append("| CPU seconds, by process | " + " | ".join(name for name, _ in parts) + " |")
+    lines.append("|---|" + "---:|" * len(parts))
+    groups = sorted({g for _, part in parts for g in part.get("cpu_seconds", {})},
                     key=lambda g: -ours.get("cpu_seconds", {}).get(g, 0))
     for group in groups:
         lines.append(f"| {group} | " + " | ".join(f"{part.get('cpu_seconds', {}).get(group, 0):,.1f}"
-                                                for part in (ceiling, original, ours) if part) + " |")
+                                                for _, part in parts) + " |")
     rec = out["reconciliation"]
     lines.append("")
     lines.append(f"reconciliation {'EXACT' if rec['exact'] else 'NOT EXACT'}: expected {json.dumps(rec['expected'])}; "
