@@ -114,12 +114,17 @@ def canonical_invoice_date(value: str) -> tuple[str | None, str | None]:
     return (None, problem) if problem else (moment.isoformat(timespec="seconds"), None)
 
 
+def exact_decimal(number: int | float) -> Decimal:
+    """The number as the client wrote it: repr() of a float is its shortest round-tripping text, so
+    2.55 stays 2.55, not 2.54999... (the price check and the stream trigger's DynamoDB items)."""
+    return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+
+
 @functools.lru_cache(maxsize=_REMEMBERED)
 def exact_price(price: int | float) -> tuple[Decimal | None, str | None]:
     """(the price as an exact decimal; None) or (None, why it is refused), for a finite number.
     (2 and 2.0 share an entry: equal numbers, the same answer.)"""
-    # repr() of a float is its shortest round-tripping text: 2.55 is checked as 2.55.
-    exact = Decimal(repr(price)) if isinstance(price, float) else Decimal(price)
+    exact = exact_decimal(price)
     problem = contract.price_problem(exact)
     return (None, problem) if problem else (exact, None)
 

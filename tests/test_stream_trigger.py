@@ -167,12 +167,12 @@ def test_price_text_is_the_exact_decimal_text_of_every_accepted_price():
     """The wire item's UnitPrice is repr() of the float, not str(Decimal(repr())): the same text for
     every price normalize_event accepts (<= 3 decimals, |p| <= 10^9), the file's and the extremes."""
     from ecom_core.config import PROJECT_ROOT
-    from handlers.events import accept_event
-    from handlers.stream_trigger import _number, _price_text
+    from handlers.events import accept_event, exact_decimal
+    from handlers.stream_trigger import _price_text
 
     prices = {accept_event(dict(row.event))["UnitPrice"]
               for row in islice(read_rows(PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"), 60000)}
     prices |= {0.0, -0.0, 0.001, -0.001, 0.01, 0.1, 1e9, -1e9, 999999999.999, 123456.789, 1e-3, 2, 0, -11062.06}
     assert len(prices) > 400
     for price in prices:
-        assert _price_text(price) == str(_number(price)), price
+        assert _price_text(price) == str(exact_decimal(price)), price
