@@ -32,7 +32,8 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
     # The load again with Postgres to itself: every staging file, every row, the warehouse exact again.
     assert result["load_alone"]["exact"] and result["load_alone"]["rows_inserted"] == 2000
     assert result["load_alone"]["files_loaded"] == result["reconciliation"]["found"]["files_loaded"]
-    assert result["load_alone"]["cpu_seconds"]["postgres"] > 0  # what used the cores meanwhile
+    # What used the cores meanwhile, per process (at 2,000 rows each rounds to 0.0 s: present, not > 0).
+    assert {"postgres", "emulator"} <= set(result["load_alone"]["cpu_seconds"])
     for key in ("speedup_vs_original", "ours_vs_ceiling", "load_vs_bare_copy", "load_alone_vs_bare_copy"):
         assert summary[key] > 0
     assert result["ours"]["peak_memory_mib"]["emulator"] > 0
