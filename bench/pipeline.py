@@ -537,13 +537,15 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
 
 
 @contextmanager
-def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[None]:
+def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[Callable[[], None]]:
     """Nothing of the ETL runs meanwhile: every enabled schedule disabled (and enabled again after)
-    and the ETL lease held by the bench, so a tick already in flight finishes first and none starts.
+    and the ETL lease held by the bench as a run holds it (`etl.run.take_lease`), so a tick already
+    in flight finishes first and none starts. Yields the lease's renewal, for after each group.
     Without this a scheduled tick landing in the load alone found every file pending again (the
     manifest is emptied) and ran beside it."""
     from ecom_core import aws
-    from warehouse import db, lease
+    from etl.run import take_lease
+    from etl.warehouses import open_warehouse
 
     scheduler = aws.client("scheduler", cfg)
     paused = []
@@ -554,18 +556,15 @@ def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[None]:
             scheduler.update_schedule(**fields, State="DISABLED")
             paused.append(fields)
     holder = f"bench:{os.getpid()}"
+    warehouse = open_warehouse(cfg)
     try:
-        with db.connection() as conn:
-            deadline = time.monotonic() + wait_seconds
-            while not lease.acquire(conn, holder, ttl=wait_seconds):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the ETL lease stayed held for {wait_seconds:.0f} s")
-                time.sleep(0.5)
-            try:
-                yield
-            finally:
-                lease.release(conn, holder)
+        take_lease(warehouse, holder, wait_for_lease=wait_seconds)
+        try:
+            yield lambda: warehouse.renew(holder, config.etl().lease_seconds)
+        finally:
+            warehouse.release(holder)
     finally:
+        warehouse.close()
         for fields in paused:
             scheduler.update_schedule(**fields, State="ENABLED")
 
@@ -581,7 +580,7 @@ def measure_load_alone(cfg: config.Stack, rows: int, sampler: "MemorySampler | N
     from etl.load import load
     from warehouse import db
 
-    with etl_quiet(cfg):
+    with etl_quiet(cfg) as renew_lease:
         with db.connection() as conn, conn.cursor() as cur:
             cur.execute(f'TRUNCATE {db.FACT_TABLE}, dw."dim_date", dw."dim_country", dw."dim_customer", '
                         f'dw."dim_product", {db.MANIFEST_TABLE}, {db.REJECTS_TABLE}')
@@ -589,7 +588,7 @@ def measure_load_alone(cfg: config.Stack, rows: int, sampler: "MemorySampler | N
         if sampler is not None:
             sampler.reset()
         clock = time.perf_counter()
-        result = load(cfg, schema_ready=True)
+        result = load(cfg, after_group=renew_lease, schema_ready=True)
         seconds = time.perf_counter() - clock
     out = {"seconds": seconds, "files_loaded": result.files_loaded, "rows_inserted": result.rows_inserted,
            "exact": result.rows_inserted == rows and result.rows_rejected == 0}

@@ -96,11 +96,11 @@ def file_stats_sql(for_manifest: bool = False) -> str:
                GROUP BY "file_no") x ON x."file_no" = f."file_no"
     LEFT JOIN (SELECT "first_file_no" AS "file_no", count(*) AS new_events
                FROM {star.STAGE_FACT} WHERE "is_new" GROUP BY "first_file_no") n ON n."file_no" = f."file_no\""""
+    events = 'coalesce(r.rows, 0) - coalesce(x.extra, 0)'
     if not for_manifest:
-        return (f'SELECT f."file_no", coalesce(r.rows, 0), coalesce(r.rows, 0) - coalesce(x.extra, 0), '
-                f'coalesce(n.new_events, 0) {stats}')
+        return f'SELECT f."file_no", coalesce(r.rows, 0), {events}, coalesce(n.new_events, 0) {stats}'
     return (f'SELECT f."file_key", f."etag", coalesce(r.rows, 0) + coalesce(j.rejected, 0), coalesce(n.new_events, 0), '
-            f'coalesce(r.rows, 0) - coalesce(x.extra, 0) - coalesce(n.new_events, 0) {stats}\n'
+            f'{events} - coalesce(n.new_events, 0) {stats}\n'
             f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {db.REJECTS_TABLE} GROUP BY "file_key") j '
             f'ON j."file_key" = f."file_key"')
 

@@ -40,7 +40,9 @@ def _record(warehouse, run_id: str, started: datetime, outcome: str, message: st
         "message": message[:2000]})
 
 
-def _take_lease(warehouse, holder: str, wait_for_lease: float) -> None:
+def take_lease(warehouse, holder: str, wait_for_lease: float) -> None:
+    """Hold the ETL lease (for config.etl().lease_seconds; renew it as the work goes), waiting up to
+    `wait_for_lease` seconds for a run that holds it; LeaseHeld if it still does."""
     ttl = config.etl().lease_seconds
     deadline = time.monotonic() + wait_for_lease
     while not warehouse.acquire(holder, ttl):
@@ -73,7 +75,7 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
     try:
         warehouse.ensure_schema()
         holder = holder or f"run:{_run_id()}"
-        _take_lease(warehouse, holder, wait_for_lease)
+        take_lease(warehouse, holder, wait_for_lease)
         try:
             while True:
                 results.append(_run(warehouse, _run_id(), holder, cfg, dsn))
