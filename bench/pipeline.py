@@ -7,7 +7,8 @@ measurements on it:
    boto3 from this process: PutRecords of the same N records (same bytes, same partition keys, same
    shard count, same concurrency as the replay), BatchWriteItem of the same invoice and customer
    items (same chunking and threads as the trigger), the same S3 raw-object puts, and a bare
-   Postgres COPY of the same rows into a copy of the fact table. Scratch resources, deleted after.
+   Postgres COPY of the same rows into a copy of the fact table with its indexes (and, for the
+   earlier rounds' figure, into one with the primary key only). Scratch resources, deleted after.
    The emulator is one process, so the stage times add up: ceiling wall = their sum.
 2. original design: one event per request, sequentially, like the original script, on a slice
    (default 3,000 rows), through the same stack to the warehouse.
@@ -395,30 +396,61 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
                 s3.delete_objects(Bucket=CEILING_BUCKET, Delete={"Objects": keys})
         s3.delete_bucket(Bucket=CEILING_BUCKET)
 
-        # Postgres: one bare COPY of the same rows into a copy of the fact table (same keys, indexes).
-        spool.seek(0)
+        # Postgres: a bare COPY of the same rows into a copy of the fact table with the fact table's
+        # indexes (the yardstick of the load: the same rows into the same table), and, beside it,
+        # into a copy with the primary key only (the yardstick of rounds one to six).
         with db.connection() as conn:
             db.ensure_schema(conn)
-            with conn.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {CEILING_COPY_TABLE}")
-                # The CSV's columns, their types and the key: the bare cost of landing these rows.
-                cur.execute(f"CREATE TABLE {CEILING_COPY_TABLE} AS SELECT {COLUMN_LIST} FROM {db.FACT_TABLE} "
-                            f"WHERE 1 = 0")
-                cur.execute(f'ALTER TABLE {CEILING_COPY_TABLE} ADD PRIMARY KEY ("event_id")')
-            conn.commit()
-            clock = time.perf_counter()
-            with conn.cursor() as cur:
-                cur.copy_expert(f"COPY {CEILING_COPY_TABLE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)",
-                                spool)
-            conn.commit()
-            result["copy_seconds"] = time.perf_counter() - clock
-            with conn.cursor() as cur:
-                cur.execute(f"SELECT count(*) FROM {CEILING_COPY_TABLE}")
-                result["copy_rows"] = cur.fetchone()[0]
-                cur.execute(f"DROP TABLE {CEILING_COPY_TABLE}")
-            conn.commit()
+            for all_indexes, seconds_key in ((True, "copy_seconds"), (False, "copy_key_only_seconds")):
+                spool.seek(0)
+                with conn.cursor() as cur:
+                    created = create_copy_target(cur, CEILING_COPY_TABLE, all_indexes=all_indexes)
+                conn.commit()
+                clock = time.perf_counter()
+                with conn.cursor() as cur:
+                    cur.copy_expert(f"COPY {CEILING_COPY_TABLE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+                                    spool)
+                conn.commit()
+                result[seconds_key] = time.perf_counter() - clock
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT count(*) FROM {CEILING_COPY_TABLE}")
+                    result["copy_rows"] = cur.fetchone()[0]
+                    cur.execute(f"DROP TABLE {CEILING_COPY_TABLE}")
+                conn.commit()
+                if all_indexes:
+                    result["copy_indexes"] = created
     result["seconds"] = sum(result[k] for k in ("kinesis_put_seconds", "dynamodb_seconds", "s3_seconds", "copy_seconds"))
     return result
+
+
+def create_copy_target(cur, table: str, *, all_indexes: bool = True) -> list[str]:
+    """`table`: the staging CSV's columns with the fact table's types, the fact table's primary key
+    and, with all_indexes, every other index the fact table has on those columns (read from the
+    catalog, so the yardstick follows warehouse/postgres_indexes.sql). Returns the index definitions."""
+    from ecom_core.contract import COLUMNS
+    from etl.load import COLUMN_LIST
+    from warehouse import db
+
+    cur.execute(f"DROP TABLE IF EXISTS {table}")
+    cur.execute(f"CREATE TABLE {table} AS SELECT {COLUMN_LIST} FROM {db.FACT_TABLE} WHERE 1 = 0")
+    cur.execute(f'ALTER TABLE {table} ADD PRIMARY KEY ("event_id")')
+    created = ['PRIMARY KEY ("event_id")']
+    if not all_indexes:
+        return created
+    cur.execute(f"""
+        SELECT pg_get_indexdef(i.indexrelid),
+               ARRAY(SELECT a.attname FROM pg_attribute AS a
+                     WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey))
+        FROM pg_index AS i WHERE i.indrelid = '{db.FACT_TABLE}'::regclass AND NOT i.indisprimary
+        ORDER BY i.indexrelid""")
+    for definition, columns in cur.fetchall():
+        # "CREATE [UNIQUE] INDEX name ON dw.fact_sales_line USING btree (...)": the same on the copy.
+        match = re.fullmatch(r"CREATE (UNIQUE )?INDEX \S+ ON \S+ (USING .+)", definition)
+        if match and set(columns) <= {name for _, _, name in COLUMNS}:
+            statement = f"CREATE {match.group(1) or ''}INDEX ON {table} {match.group(2)}"
+            cur.execute(statement)
+            created.append(match.group(2))
+    return created
 
 
 def _csv_header() -> list[str]:
@@ -665,6 +697,9 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
         summary["load_vs_bare_copy"] = ours["load_seconds"] / ceiling["copy_seconds"]
         if "load_alone" in out:
             summary["load_alone_vs_bare_copy"] = out["load_alone"]["seconds"] / ceiling["copy_seconds"]
+            if "copy_key_only_seconds" in ceiling:
+                # Rounds one to six compared with a COPY into a table with the primary key only.
+                summary["load_alone_vs_key_only_copy"] = out["load_alone"]["seconds"] / ceiling["copy_key_only_seconds"]
     memory = ours.get("peak_memory_mib") or {}
     if memory.get("emulator"):
         # The emulator keeps every stream record, item and object in memory: its size grows with the data.
@@ -716,6 +751,9 @@ def table(out: dict[str, Any]) -> str:
     if "load_alone" in out:
         row("  the same load alone, after the run (Postgres to itself)", out["load_alone"]["seconds"],
             ceiling and ceiling["copy_seconds"], None)
+    if ceiling and "copy_key_only_seconds" in ceiling:
+        row("  (bare COPY into a table with the primary key only, rounds one to six)", None,
+            ceiling["copy_key_only_seconds"], None)
     row("**end to end** (first POST -> exact warehouse)", ours["seconds"], ceiling and ceiling["seconds"],
         original and original["seconds"], o_rows)
     lines.append("")
@@ -725,7 +763,9 @@ def table(out: dict[str, Any]) -> str:
     if "ours_vs_ceiling" in s:
         ratios.append(f"ours/ceiling **{s['ours_vs_ceiling']:.0%}**")
         ratios.append(f"load/bare COPY **{s['load_vs_bare_copy']:.1f}x** in the run"
-                      + (f", **{s['load_alone_vs_bare_copy']:.1f}x** alone" if "load_alone_vs_bare_copy" in s else ""))
+                      + (f", **{s['load_alone_vs_bare_copy']:.1f}x** alone" if "load_alone_vs_bare_copy" in s else "")
+                      + (f" ({s['load_alone_vs_key_only_copy']:.1f}x a COPY with the primary key only)"
+                         if "load_alone_vs_key_only_copy" in s else ""))
     if "emulator_mib_per_1000_rows" in s:
         ratios.append(f"emulator {s['emulator_mib_per_1000_rows']:.2f} MiB per 1,000 rows")
     lines.append("; ".join(ratios))
