@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import re
 import threading
 import time
+import types
+
+import orjson
 
 logger = logging.getLogger("lambda")
 
@@ -71,6 +75,39 @@ def kinesis_event_record(record: dict, shard_id: str, source_arn: str, account_i
         "awsRegion": region,
         "eventSourceARN": source_arn,
     }
+
+
+class KinesisBatchEvent(dict):
+    """The event of one shard's batch as the poller below builds it: `{"Records": [...]}` of
+    `kinesis_event_record`s, so only strings, integers and a finite arrival time (never None, NaN
+    or a non-string key). `envelope_dumps` recognises it."""
+
+
+def envelope_dumps(obj, **kwargs) -> str:
+    """MiniStack's worker hand-off writes `json.dumps({"event": event, "ctx": {...}})` to the warm
+    Lambda worker's stdin. For a Kinesis batch (5,000 records, ~4.5 MB of JSON) that took ~60 ms of
+    the emulator's only interpreter per batch, 8 % of its CPU on the full file; orjson writes the
+    same values in ~5 ms. Only a KinesisBatchEvent goes to orjson, whose output for such a value
+    parses to what json's does (separators aside), and only if it is ASCII, as json's is; every
+    other value, and every call with options, is json's."""
+    if not kwargs and type(obj) is dict and any(type(value) is KinesisBatchEvent for value in obj.values()):
+        members = []
+        for key, value in obj.items():
+            text = None
+            if type(value) is KinesisBatchEvent:
+                raw = orjson.dumps(value)
+                text = raw.decode("ascii") if raw.isascii() else None
+            members.append(f"{json.dumps(key)}: {text if text is not None else json.dumps(value)}")
+        return "{" + ", ".join(members) + "}"
+    return json.dumps(obj, **kwargs)
+
+
+def json_with_envelope_dumps() -> types.ModuleType:
+    """The json module as MiniStack's lambda_runtime sees it: json itself, dumps as above."""
+    module = types.ModuleType("json")
+    module.__dict__.update(json.__dict__)
+    module.dumps = envelope_dumps
+    return module
 
 
 def poll_kinesis_shards_concurrently() -> bool:
@@ -149,7 +186,7 @@ def poll_kinesis_shards_concurrently() -> bool:
                     continue
                 with _shards_in_flight_lock:
                     _shards_in_flight.add((esm_id, shard_id))
-                spawn_background(_invoke_shard_batch, esm, func_rec, {"Records": records}, positions,
+                spawn_background(_invoke_shard_batch, esm, func_rec, KinesisBatchEvent(Records=records), positions,
                                  shard_id, pos, len(raw_records), stream_name,
                                  thread_name="ministack-esm-kinesis")
                 processed_any = True
@@ -346,9 +383,11 @@ def kinesis_routing_remembered(kinesis) -> None:
 
 
 def apply() -> None:
+    from ministack.core import lambda_runtime
     from ministack.services import dynamodb, kinesis, lambda_svc
 
     kinesis._expire_records = expire_records_when_due
+    lambda_runtime.json = json_with_envelope_dumps()
     lambda_svc._poll_kinesis = poll_kinesis_shards_concurrently
     batch_write_item_doing_each_check_once(dynamodb)
     number_checks_remembered(dynamodb)
