@@ -224,10 +224,10 @@ class Etl:
     schedule_state: str = field(default_factory=lambda: _env("ECOM_ETL_SCHEDULE_STATE", "ENABLED"))
     # A run holds the lease this long and renews it after every group of files it commits.
     lease_seconds: int = field(default_factory=lambda: _env_int("ECOM_ETL_LEASE_SECONDS", 120))
-    # A scheduled tick that found work keeps going while more keeps arriving: it looks for new raw
-    # objects every `poll_seconds` (and runs at most that often) and stops once none has come for
-    # `linger_seconds` (or its time
-    # is nearly up). Fresher warehouse (seconds instead of up to a minute behind the stream) for a
+    # A scheduled tick that found work keeps going while more keeps arriving: its runs start at most
+    # every `poll_seconds` (in between it looks for new raw objects every half second,
+    # etl.run.ARRIVAL_CHECK_SECONDS) and it stops once none has come for `linger_seconds` (or its
+    # time is nearly up). Fresher warehouse (seconds instead of up to a minute behind the stream) for a
     # longer-running job; 0 makes every tick a single run. `ecom etl run` always runs once.
     linger_seconds: int = field(default_factory=lambda: _env_int("ECOM_ETL_LINGER_SECONDS", 30))
     poll_seconds: float = field(default_factory=lambda: float(_env("ECOM_ETL_POLL_SECONDS", "5")))

@@ -12,6 +12,10 @@ from etl import catalog, load, transform
 from etl.warehouses import open_warehouse
 
 
+# Between lingering runs, how often to look for new input once the poll interval has passed.
+ARRIVAL_CHECK_SECONDS = 0.5
+
+
 class LeaseHeld(RuntimeError):
     """Another run (scheduled or manual) holds the lease: this one did nothing."""
 
@@ -78,6 +82,7 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
         take_lease(warehouse, holder, wait_for_lease)
         try:
             while True:
+                run_started = time.monotonic()
                 results.append(_run(warehouse, _run_id(), holder, cfg, dsn))
                 if after_run is not None:
                     after_run(results)
@@ -85,15 +90,17 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
                     return results
                 quiet_until = time.monotonic() + linger_seconds
                 poll = config.etl().poll_seconds if poll_seconds is None else poll_seconds
-                # At least one poll interval between runs, even when work is already waiting: a
+                check = min(poll, ARRIVAL_CHECK_SECONDS)
+                # Runs start at least one poll interval apart, even when work is already waiting: a
                 # busy stream then gives each run several files instead of one (fewer, larger
-                # loads), and the warehouse trails the stream by about one interval.
-                while True:
-                    time.sleep(poll)
-                    if work_waiting():
-                        break
+                # loads). Once the interval has passed, input is looked for every `check` seconds,
+                # so what lands on a stream gone quiet is loaded within about that, not up to a
+                # whole interval later (the tail of a replay waited 0-5 s for nothing).
+                time.sleep(max(check, run_started + poll - time.monotonic()))
+                while not work_waiting():
                     if time.monotonic() >= quiet_until or (stop_at is not None and time.monotonic() >= stop_at):
                         return results
+                    time.sleep(check)
                 if stop_at is not None and time.monotonic() >= stop_at:
                     return results
                 warehouse.renew(holder, config.etl().lease_seconds)
