@@ -527,3 +527,73 @@ def test_the_launchers_kinesis_event_hand_off_writes_json_values():
     # MiniStack's worker hand-off sees this json module: json itself but for dumps.
     module = ministack_launcher.json_with_envelope_dumps()
     assert module.dumps is ministack_launcher.envelope_dumps and module.loads is json.loads
+
+
+def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(monkeypatch):
+    """The launcher plans a ProjectionExpression once per expression and remembers the condition
+    tokens and grammar checks (MiniStack redid both for every item): every Query, Scan and GetItem
+    below, good or refused, must answer exactly as MiniStack does."""
+    import json
+
+    from bootstrap import ministack_launcher
+    from ministack.services import dynamodb
+
+    table = "launcher-projection-test"
+    items = [{"InvoiceNo": {"S": "536365"}, "LineId": {"S": f"l{n}"}, "Quantity": {"N": str(n - 2)},
+              "Description": {"S": "WHITE HANGING HEART"} if n % 2 else {"NULL": True},
+              "Info": {"M": {"a": {"S": "x"}, "b": {"L": [{"N": "1"}, {"S": "two"}, {"M": {"c": {"N": "3"}}}]}}},
+              "Tags": {"L": [{"S": "t0"}, {"S": "t1"}]}} for n in range(6)]
+    items.append({"InvoiceNo": {"S": "C536379"}, "LineId": {"S": "only"}, "Quantity": {"N": "-1"}})
+    key = {"TableName": table}
+    requests = []
+    for projection, names in [("InvoiceNo, LineId, Quantity", None), ("Description, Info.a, Info.b[2].c", None),
+                              ("Tags[1], Tags[0], Info.b[0]", None), ("#q, #d", {"#q": "Quantity", "#d": "Description"}),
+                              ("Missing, Info.nothing, Tags[9]", None), ("Info, Info.a", None), ("LineId, LineId", None),
+                              ("Name", None), ("#n", {"#n": "LineId", "#unused": "x"}), ("Info.b[", None), ("", None)]:
+        extra = {"ProjectionExpression": projection, **({"ExpressionAttributeNames": names} if names else {})}
+        requests.append(("query", {**key, "KeyConditionExpression": "InvoiceNo = :n",
+                                   "ExpressionAttributeValues": {":n": {"S": "536365"}}, **extra}))
+        requests.append(("scan", {**key, **extra}))
+        requests.append(("get", {**key, "Key": {"InvoiceNo": {"S": "536365"}, "LineId": {"S": "l1"}}, **extra}))
+    for condition, values in [("InvoiceNo = :n AND begins_with(LineId, :p)", {":n": {"S": "536365"}, ":p": {"S": "l"}}),
+                              ("InvoiceNo = :n AND LineId BETWEEN :a AND :b", {":n": {"S": "536365"}, ":a": {"S": "l1"}, ":b": {"S": "l3"}}),
+                              ("InvoiceNo = :n AND LineId BETWEEN :b AND :a", {":n": {"S": "536365"}, ":a": {"S": "l1"}, ":b": {"S": "l3"}}),
+                              ("InvoiceNo = :n AND", {":n": {"S": "536365"}}), ("((InvoiceNo = :n))", {":n": {"S": "536365"}}),
+                              ("InvoiceNo = :missing", {":n": {"S": "536365"}})]:
+        requests.append(("query", {**key, "KeyConditionExpression": condition, "ExpressionAttributeValues": values}))
+    for condition in ["Quantity > :z", "Quantity > :z AND attribute_exists(Description)", "size(Tags) = :two",
+                      "Quantity >", "(Quantity > :z) OR NOT contains(Description, :w)", "Name = :z"]:
+        requests.append(("scan", {**key, "FilterExpression": condition,
+                                  "ExpressionAttributeValues": {":z": {"N": "0"}, ":two": {"N": "2"}, ":w": {"S": "HEART"}}}))
+    handlers = {"query": lambda r: dynamodb._query(r), "scan": lambda r: dynamodb._scan(r),
+                "get": lambda r: dynamodb._get_item(r)}
+
+    def run() -> list:
+        dynamodb._create_table({"TableName": table, "BillingMode": "PAY_PER_REQUEST",
+                                "KeySchema": [{"AttributeName": "InvoiceNo", "KeyType": "HASH"},
+                                              {"AttributeName": "LineId", "KeyType": "RANGE"}],
+                                "AttributeDefinitions": [{"AttributeName": "InvoiceNo", "AttributeType": "S"},
+                                                         {"AttributeName": "LineId", "AttributeType": "S"}]})
+        try:
+            dynamodb._batch_write_item({"RequestItems": {table: [{"PutRequest": {"Item": i}} for i in items]}})
+            answers = []
+            for _ in range(2):  # the second time from what the launcher remembered
+                for kind, request in requests:
+                    try:
+                        status, _, body = handlers[kind](json.loads(json.dumps(request)))
+                        answers.append((kind, status, json.loads(body)))
+                    except Exception as exc:  # noqa: BLE001 - MiniStack's own failure, compared too
+                        answers.append((kind, type(exc).__name__, str(exc)))
+            return answers
+        finally:
+            dynamodb._delete_table({"TableName": table})
+
+    theirs = run()
+    for name in ("_project_item", "_tokenize", "_condition_syntax_error"):
+        monkeypatch.setattr(dynamodb, name, getattr(dynamodb, name))  # undone after the test
+    ministack_launcher.projection_planned_once(dynamodb)
+    ministack_launcher.condition_checks_remembered(dynamodb)
+    ours = run()
+    assert ours == theirs
+    statuses = [status for _, status, _ in ours]
+    assert statuses.count(200) > 30 and statuses.count(400) >= 10  # both kinds of answer were compared
