@@ -8,6 +8,8 @@ module; docker-compose runs the image as it is.
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import functools
 import json
 import logging
@@ -441,7 +443,26 @@ def condition_checks_remembered(dynamodb) -> None:
     dynamodb._condition_syntax_error = remembered_syntax_error
 
 
+# mallopt's parameter number for the arena limit (glibc's malloc.h: M_ARENA_MAX).
+_M_ARENA_MAX = -8
+
+
+def two_malloc_arenas() -> bool:
+    """glibc gives threads that allocate at the same time malloc arenas of their own (up to eight
+    per core) and returns freed memory from them only at their top. MiniStack hands each Kinesis
+    batch to the Lambda worker on a new thread, and the hand-off's multi-megabyte buffers left
+    about 100 MB more resident in those arenas at 200,000 rows (emulator peak 828-848 MB against
+    725-736 MB before the orjson hand-off; 734 MB with two arenas). The interpreter lock
+    serialises the emulator's Python anyway, so two arenas cost it no parallelism. Set before
+    MiniStack starts any thread; a no-op where the C library is not glibc."""
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c")).mallopt(_M_ARENA_MAX, 2))
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
 def apply() -> None:
+    two_malloc_arenas()
     from ministack.core import lambda_runtime
     from ministack.services import dynamodb, kinesis, lambda_svc
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -524,6 +525,10 @@ def test_the_launchers_kinesis_event_hand_off_writes_json_values():
         assert ministack_launcher.envelope_dumps(other) == json.dumps(other)
     assert ministack_launcher.envelope_dumps({"event": ascii_batch}, indent=2) == json.dumps({"event": ascii_batch}, indent=2)
 
+    # The hand-off's buffers, on a new thread per batch, grew glibc's per-thread arenas (~100 MB at
+    # 200,000 rows): the launcher limits them to two (bench evidence in docs/emulator-notes.md).
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
+        assert ministack_launcher.two_malloc_arenas()
     # MiniStack's worker hand-off sees this json module: json itself but for dumps.
     module = ministack_launcher.json_with_envelope_dumps()
     assert module.dumps is ministack_launcher.envelope_dumps and module.loads is json.loads
