@@ -568,6 +568,12 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
             "expected": {"rows": facts.rows, "customer_invoices": facts.customer_invoices}, "found": found}
 
 
+def schedule_fields(schedule: dict[str, Any]) -> dict[str, Any]:
+    """What UpdateSchedule needs of a GetSchedule answer to keep the schedule as it is (it replaces
+    every field it is not given), to which the caller adds the State it wants."""
+    return {k: schedule[k] for k in ("Name", "ScheduleExpression", "FlexibleTimeWindow", "Target")}
+
+
 @contextmanager
 def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[Callable[[], None]]:
     """Nothing of the ETL runs meanwhile: every enabled schedule disabled (and enabled again after)
@@ -584,7 +590,7 @@ def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[Callable
     for item in scheduler.list_schedules()["Schedules"]:
         schedule = scheduler.get_schedule(Name=item["Name"])
         if schedule["State"] == "ENABLED":
-            fields = {k: schedule[k] for k in ("Name", "ScheduleExpression", "FlexibleTimeWindow", "Target")}
+            fields = schedule_fields(schedule)
             scheduler.update_schedule(**fields, State="DISABLED")
             paused.append(fields)
     holder = f"bench:{os.getpid()}"

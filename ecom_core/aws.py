@@ -69,6 +69,12 @@ def document_client(service: str = "dynamodb", cfg: config.Stack | None = None, 
                                                           config=settings).meta.client
 
 
+def wire_json_body(parameters: dict[str, Any]) -> bytes:
+    """A JSON-protocol request body as both wire paths send it (compact, UTF-8): the fallback
+    through botocore must send the very bytes the signed POST sent."""
+    return json.dumps(parameters, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 class _WireJsonSerializer:
     """For the named operations of a JSON-protocol client (DynamoDB), the parameters arrive in
     wire form already (`{"S": ...}` items built by the caller) and are written with json.dumps,
@@ -83,7 +89,7 @@ class _WireJsonSerializer:
         if operation_model.name not in self._operations:
             return self._inner.serialize_to_request(parameters, operation_model)
         request = self._inner.serialize_to_request({}, operation_model)
-        request["body"] = json.dumps(parameters, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        request["body"] = wire_json_body(parameters)
         return request
 
 
@@ -205,7 +211,7 @@ class SignedPostFirst:
         return connection
 
     def _post(self, method: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps(parameters, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = wire_json_body(parameters)
         headers = self._signer.headers(self._host, self._path, body, {
             "content-type": self._content_type, "x-amz-target": self._targets[method]})
         try:

@@ -48,7 +48,7 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
 def test_the_load_alone_runs_with_the_etl_quiet(stack_env):
     """While the bench measures the load alone, no scheduled tick may start (the schedule is
     disabled) and none may still run (the bench holds the ETL lease); afterwards both are as before."""
-    from bench.pipeline import etl_quiet
+    from bench.pipeline import etl_quiet, schedule_fields
     from ecom_core import aws
     from warehouse import db, lease
 
@@ -56,7 +56,7 @@ def test_the_load_alone_runs_with_the_etl_quiet(stack_env):
     scheduler = aws.client("scheduler", cfg)
     [item] = scheduler.list_schedules()["Schedules"]
     schedule = scheduler.get_schedule(Name=item["Name"])
-    fields = {k: schedule[k] for k in ("Name", "ScheduleExpression", "FlexibleTimeWindow", "Target")}
+    fields = schedule_fields(schedule)
     # The shared test stack keeps the schedule off; as deployed for users it is on.
     scheduler.update_schedule(**fields, State="ENABLED")
     try:
