@@ -88,8 +88,8 @@ class KinesisBatchEvent(dict):
 def envelope_dumps(obj, **kwargs) -> str:
     """MiniStack's worker hand-off writes `json.dumps({"event": event, "ctx": {...}})` to the warm
     Lambda worker's stdin. For a Kinesis batch (5,000 records, ~4.5 MB of JSON) that took ~60 ms of
-    the emulator's only interpreter per batch, 8 % of its CPU on the full file; orjson writes the
-    same values in ~5 ms. Only a KinesisBatchEvent goes to orjson, whose output for such a value
+    the emulator's only interpreter per batch, 8 % of its samples at 200,000 rows (py-spy); orjson
+    writes the same values in ~5 ms. Only a KinesisBatchEvent goes to orjson, whose output for such a value
     parses to what json's does (separators aside), and only if it is ASCII, as json's is; every
     other value, and every call with options, is json's."""
     if not kwargs and type(obj) is dict and any(type(value) is KinesisBatchEvent for value in obj.values()):
@@ -452,7 +452,7 @@ def two_malloc_arenas() -> bool:
     per core) and returns freed memory from them only at their top. MiniStack hands each Kinesis
     batch to the Lambda worker on a new thread, and the hand-off's multi-megabyte buffers left
     about 100 MB more resident in those arenas at 200,000 rows (emulator peak 828-848 MB against
-    725-736 MB before the orjson hand-off; 734 MB with two arenas). The interpreter lock
+    725-736 MB before the orjson hand-off; 741 MB with two arenas). The interpreter lock
     serialises the emulator's Python anyway, so two arenas cost it no parallelism. Set before
     MiniStack starts any thread; a no-op where the C library is not glibc."""
     try:
