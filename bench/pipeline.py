@@ -473,6 +473,8 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
         db.ensure_schema(conn)  # what the job's first run does; the count below needs the table
         cur.execute("SELECT now() AT TIME ZONE 'UTC'")  # dw.etl_run keeps UTC without zone, as the job writes it
         since = cur.fetchone()[0]
+        cur.execute(f"SELECT count(*) FROM {db.FACT_TABLE}")
+        rows_before = cur.fetchone()[0]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     returned = time.perf_counter()
@@ -495,10 +497,7 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
                                    f"({warehouse_rows:,} of {expected_rows:,} rows)")
             time.sleep(0.25)
         full = time.perf_counter()
-        with conn.cursor() as cur:
-            cur.execute("SELECT started_at, finished_at, outcome, raw_objects, files_loaded, rows_inserted, message "
-                        "FROM dw.etl_run WHERE started_at >= %s ORDER BY started_at", (since,))
-            runs = cur.fetchall()
+        runs = _recorded_runs(conn, since, warehouse_rows - rows_before)
     ticks = [{"started_at": r[0].isoformat(), "seconds": (r[1] - r[0]).total_seconds() if r[1] else None,
               "outcome": r[2], "raw_objects": r[3], "files_loaded": r[4], "rows_inserted": r[5],
               "steps": {name: float(sec) for name, sec in re.findall(r"(transform|catalog|load) ([\d.]+) s", r[6] or "")}}
@@ -517,6 +516,23 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
         "files_loaded": sum(t["files_loaded"] for t in ticks), "rows_inserted": sum(t["rows_inserted"] for t in ticks),
         "ticks": ticks, "warehouse_rows_at_end": warehouse_rows, "seconds": full - start,
     }
+
+
+def _recorded_runs(conn, since, rows_inserted: int, wait_seconds: float = 60) -> list[tuple]:
+    """The job's runs since `since`, once their records account for `rows_inserted` new rows.
+
+    A run commits its last load group before it writes its dw.etl_run row, so the warehouse can
+    hold every row a moment before the run that loaded them is on record (CI read zero runs once)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        with conn.cursor() as cur:
+            cur.execute("SELECT started_at, finished_at, outcome, raw_objects, files_loaded, rows_inserted, message "
+                        "FROM dw.etl_run WHERE started_at >= %s ORDER BY started_at", (since,))
+            runs = cur.fetchall()
+        conn.rollback()
+        if sum(r[5] or 0 for r in runs) >= rows_inserted or time.monotonic() >= deadline:
+            return runs
+        time.sleep(0.1)
 
 
 def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:

@@ -96,3 +96,46 @@ def test_the_copy_yardstick_has_the_fact_tables_indexes(stack_env):
             assert index_shapes(cur, "dw.test_copy_target") == [(True, True, "USING btree (event_id)")]
         finally:
             conn.rollback()
+
+
+@pytest.mark.stack
+def test_the_bench_waits_for_the_run_that_loaded_the_rows_to_be_on_record(stack_env):
+    """A run commits its rows before its dw.etl_run row: the bench, which sees the rows first, must
+    wait for that record (CI once read zero runs for a warehouse the job had filled)."""
+    import threading
+    import time
+
+    from bench.pipeline import _recorded_runs
+    from warehouse import db
+
+    run_id = "test-recorded-late"
+
+    def record_late():
+        time.sleep(0.5)
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO dw.etl_run (run_id, started_at, finished_at, outcome, rows_inserted) "
+                        "VALUES (%s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', 'succeeded', 2000)",
+                        (run_id,))
+            conn.commit()
+
+    with db.connection() as conn:
+        db.ensure_schema(conn)
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SELECT now() AT TIME ZONE 'UTC'")
+            since = cur.fetchone()[0]
+        conn.rollback()
+        writer = threading.Thread(target=record_late)
+        writer.start()
+        try:
+            runs = _recorded_runs(conn, since, 2000, wait_seconds=30)
+            assert [(r[2], r[5]) for r in runs] == [("succeeded", 2000)]
+            # Nothing to wait for: what is on record comes back at once.
+            began = time.monotonic()
+            assert len(_recorded_runs(conn, since, 0, wait_seconds=30)) == 1
+            assert time.monotonic() - began < 5
+        finally:
+            writer.join()
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM dw.etl_run WHERE run_id = %s", (run_id,))
+            conn.commit()
