@@ -183,8 +183,10 @@ class SignedPostFirst:
         self._tls_context = (ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
                              if self._tls else None)
         self._address = (url.hostname, url.port or (443 if self._tls else 80))
-        # The Host header as botocore sends it: the port only when it is not the scheme's default.
-        self._host = url.hostname if url.port in (None, 443 if self._tls else 80) else f"{url.hostname}:{url.port}"
+        # The Host header as botocore sends it (and signs it): an IPv6 address in brackets, the
+        # port only when it is not the scheme's default.
+        host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
+        self._host = host if url.port in (None, 443 if self._tls else 80) else f"{host}:{url.port}"
         self._path = url.path or "/"
         self._timeouts = (connect_timeout, read_timeout)
         self._signer = SigV4Signer(credentials, model.signing_name, client.meta.region_name)

@@ -1,6 +1,7 @@
-"""Unit tests of the ground package's AWS helpers (no AWS call)."""
+"""Unit tests of the ground package's AWS helpers (local stand-in servers; the stack tests say so)."""
 from __future__ import annotations
 
+import pytest
 from botocore.exceptions import ClientError
 
 from ecom_core import aws, config
@@ -80,8 +81,9 @@ class _Recorder:
     """A local HTTP endpoint answering each POST with the next (status, body, crc32 header) in
     `answers`, recording the requests; stands in for DynamoDB to test the fast path's fallbacks."""
 
-    def __init__(self, answers):
+    def __init__(self, answers, *, host: str = "127.0.0.1", tls=None):
         import http.server
+        import socket
         import threading
 
         recorder = self
@@ -102,9 +104,32 @@ class _Recorder:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.server = Server((host, 0), Handler)
+        if tls is not None:  # an ssl.SSLContext for the server side: HTTPS
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        bracketed = f"[{host}]" if ":" in host else host
+        self.url = f"{'https' if tls else 'http'}://{bracketed}:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _signature_checks(credentials, url: str, headers, body: bytes) -> bool:
+    """Whether the request's SigV4 signature is the one botocore computes for the same request."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    again = AWSRequest("POST", url + "/", data=body, headers={
+        name: headers[name] for name in ("Content-Type", "X-Amz-Target", "X-Amz-Date")})
+    signer = SigV4Auth(credentials, "dynamodb", "eu-west-1")
+    again.context["timestamp"] = headers["X-Amz-Date"]
+    return signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again) == \
+        headers["Authorization"].rsplit("Signature=", 1)[1]
 
 
 class _FallbackClient:
@@ -129,17 +154,12 @@ def test_signed_post_first_sends_one_signed_post_and_leaves_everything_else_to_b
     import json
     import zlib
 
-    import boto3
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
     ok = b'{"UnprocessedItems":{}}'
     server = _Recorder([(200, ok, zlib.crc32(ok)), (200, ok, None), (500, b'{"__type":"InternalFailure"}', None),
                         (200, ok, zlib.crc32(ok) ^ 1)])
-    real = boto3.session.Session(region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
-                                 aws_secret_access_key="secret").client("dynamodb", endpoint_url=server.url)
-    fallback = _FallbackClient(real)
+    fallback = _FallbackClient(_dynamodb_client(server.url))
     credentials = Credentials("AKIDEXAMPLE", "secret")
     fast = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5)
     params = {"RequestItems": {"invoice": [{"PutRequest": {"Item": {
@@ -161,16 +181,95 @@ def test_signed_post_first_sends_one_signed_post_and_leaves_everything_else_to_b
     scope = f"AKIDEXAMPLE/{headers['X-Amz-Date'][:8]}/eu-west-1/dynamodb/aws4_request"
     assert headers["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={scope}, "
                                                "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=")
-    again = AWSRequest("POST", server.url + "/", data=body, headers={
-        name: headers[name] for name in ("Content-Type", "X-Amz-Target", "X-Amz-Date")})
-    signer = SigV4Auth(credentials, "dynamodb", "eu-west-1")
-    again.context["timestamp"] = headers["X-Amz-Date"]
-    assert signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again) == \
-        headers["Authorization"].rsplit("Signature=", 1)[1]
+    assert _signature_checks(credentials, server.url, headers, body)
 
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
     assert fast.batch_write_item(**params)["from"] == "botocore"            # nobody listening
+
+
+def _dynamodb_client(url: str):
+    import boto3
+
+    return boto3.session.Session(region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
+                                 aws_secret_access_key="secret").client("dynamodb", endpoint_url=url)
+
+
+def test_signed_post_first_over_https_verifies_the_server(tmp_path, monkeypatch):
+    """The path real AWS takes: HTTPS. With the server's CA in the bundle (AWS_CA_BUNDLE, as
+    botocore reads it) the signed POST goes out over TLS, signed for the Host it connects to; with
+    a bundle that does not vouch for the server, the fast path refuses the connection and the call
+    goes to botocore (which verifies as it always does)."""
+    import json
+    import ssl
+    import zlib
+
+    import trustme
+    from botocore.credentials import Credentials
+
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    ok = b'{"UnprocessedItems":{}}'
+    server = _Recorder([(200, ok, zlib.crc32(ok))] * 3, host="localhost", tls=server_context)
+    credentials = Credentials("AKIDEXAMPLE", "secret")
+    params = {"RequestItems": {"invoice": [{"PutRequest": {"Item": {"InvoiceNo": {"S": "536365"}}}}]}}
+    try:
+        bundle = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(bundle))
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+        fallback = _FallbackClient(_dynamodb_client(server.url))
+        fast = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5)
+        assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}
+        assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}  # the kept-alive TLS connection
+        assert fallback.calls == [] and len(server.requests) == 2
+        headers, body = server.requests[0]
+        assert json.loads(body) == params and headers["Host"] == f"localhost:{server.server.server_address[1]}"
+        assert _signature_checks(credentials, server.url, headers, body)
+
+        stranger = trustme.CA()  # a bundle that does not vouch for this server
+        stranger.cert_pem.write_to_path(str(bundle))
+        fallback = _FallbackClient(_dynamodb_client(server.url))
+        unverified = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5)
+        assert unverified.batch_write_item(**params)["from"] == "botocore"
+        assert fallback.calls == [params] and len(server.requests) == 2  # nothing reached the server
+    finally:
+        server.close()
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_signed_post_first_signs_an_ipv6_host_as_botocore_does():
+    """An endpoint given as an IPv6 address: the Host header (which is signed) carries the address
+    in brackets, as botocore sends it, and the server accepts the signature botocore would compute."""
+    import json
+    import zlib
+
+    from botocore.credentials import Credentials
+
+    ok = b'{"UnprocessedItems":{}}'
+    server = _Recorder([(200, ok, zlib.crc32(ok))], host="::1")
+    credentials = Credentials("AKIDEXAMPLE", "secret")
+    params = {"RequestItems": {"invoice": [{"PutRequest": {"Item": {"InvoiceNo": {"S": "536365"}}}}]}}
+    try:
+        fallback = _FallbackClient(_dynamodb_client(server.url))
+        fast = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5)
+        assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}
+        assert fallback.calls == []
+        headers, body = server.requests[0]
+        assert json.loads(body) == params and headers["Host"] == f"[::1]:{server.server.server_address[1]}"
+        assert _signature_checks(credentials, server.url, headers, body)
+    finally:
+        server.close()
 
 
 def test_the_triggers_writer_stores_through_the_fast_path_and_finds_refused_items(stack_env):
