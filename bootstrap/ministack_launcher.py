@@ -466,7 +466,7 @@ def two_malloc_arenas() -> bool:
 def apply() -> None:
     two_malloc_arenas()
     # The emulator holds every item and record it stores as Python objects: without this, each
-    # full collection walked all of them again (7 % of its CPU at 200,000 rows; ecom_core.heap).
+    # full collection walked all of them again (5-6 % of its CPU at 200,000 rows; ecom_core.heap).
     heap.freeze_survivors_of_full_collections()
     from ministack.core import lambda_runtime
     from ministack.services import dynamodb, kinesis, lambda_svc
