@@ -10,7 +10,6 @@ import datetime
 import hashlib
 import hmac
 import http.client
-import json
 import os
 import socket
 import ssl
@@ -27,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
-from ecom_core import config
+from ecom_core import config, json_codec
 
 # The emulators accept any credentials; these are local-development placeholders, not secrets.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
@@ -72,12 +71,12 @@ def document_client(service: str = "dynamodb", cfg: config.Stack | None = None, 
 def wire_json_body(parameters: dict[str, Any]) -> bytes:
     """A JSON-protocol request body as both wire paths send it (compact, UTF-8): the fallback
     through botocore must send the very bytes the signed POST sent."""
-    return json.dumps(parameters, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json_codec.dumps(parameters)
 
 
 class _WireJsonSerializer:
     """For the named operations of a JSON-protocol client (DynamoDB), the parameters arrive in
-    wire form already (`{"S": ...}` items built by the caller) and are written with json.dumps,
+    wire form already (`{"S": ...}` items built by the caller) and are written as JSON as they are,
     not walked through botocore's model-driven serializer (a quarter of the stream trigger's
     per-call CPU). Headers, signing, retries and response parsing stay botocore's."""
 
@@ -229,7 +228,7 @@ class SignedPostFirst:
                 broken.close()
             status = None
         if status == 200 and (checksum is None or int(checksum) == zlib.crc32(content)):
-            return json.loads(content)
+            return json_codec.loads(content)
         return getattr(self._client, method)(**parameters)
 
 

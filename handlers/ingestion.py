@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any, Callable
 
-from ecom_core import aws, config
+from ecom_core import aws, config, json_codec
 from ecom_core.events import OrderLine, event_json
 from handlers.events import FieldError, InvalidEvent, normalize_batch
 from handlers.http import Request, error, parse_request, response
@@ -93,7 +93,7 @@ def read_events(request: Request) -> list[OrderLine]:
         if len(request.body) > LIMITS.max_body_bytes:
             raise BodyTooLarge(f"request body is {len(request.body)} bytes; the limit is {LIMITS.max_body_bytes}")
         try:
-            body = json.loads(request.body)
+            body = json_codec.loads(request.body)
         except RecursionError:
             raise InvalidEvent([FieldError(None, "(body)", "is nested too deeply")]) from None
         except (UnicodeDecodeError, ValueError) as exc:

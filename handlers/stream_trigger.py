@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from ecom_core import aws, config, heap
+from ecom_core import aws, config, heap, json_codec
 from ecom_core.events import OrderLine, event_json, id_digest
 from handlers.events import InvalidEvent, exact_decimal, normalize_event
 from ecom_core.faults import armed, maybe_fail
@@ -114,7 +114,7 @@ def decode_into(batch: Batch, records: list[StreamRecord], seen: set[str]) -> No
             batch.dead_letters.append(DeadLetter(record, "not UTF-8", f"not UTF-8: {exc}"[:500]))
             continue
         try:
-            payload = json.loads(text)
+            payload = json_codec.loads(text)
         except RecursionError:
             batch.dead_letters.append(DeadLetter(record, "not JSON", "not JSON: nested too deeply"))
             continue

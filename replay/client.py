@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import requests
 
+from ecom_core import json_codec
 from replay.source import Row
 
 
@@ -78,10 +79,13 @@ class Sender:
         delay = 0.2
         deadline = time.monotonic() + self.retry_seconds
         attempt = 0
+        # Encoded once, compact UTF-8 (json_codec; requests' own encoder was a fifth of the
+        # replay's CPU). The rows' numbers are finite (replay.source), so JSON can carry them.
+        data = json_codec.dumps(body)
         while True:
             last = attempt + 1 >= self.attempts and time.monotonic() >= deadline
             try:
-                response = self._session().post(self.url, json=body, timeout=self.timeout)
+                response = self._session().post(self.url, data=data, timeout=self.timeout)
             except requests.RequestException as exc:
                 if last:
                     raise ReplayError(f"POST {self.url} failed after {attempt + 1} attempts over "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,8 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 
 def _number(text: str) -> Any:
-    """Parse what parses; anything else goes to the API as text, which names it in its 400."""
+    """Parse what parses to a JSON number; anything else goes to the API as text, which names it
+    in its 400. (nan, inf and 1e999 parse as floats JSON cannot carry: they stay text too.)"""
     text = text.strip()
     if text == "":
         return None
@@ -58,9 +60,10 @@ def _number(text: str) -> Any:
         except ValueError:
             pass
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         return text
+    return number if math.isfinite(number) else text
 
 
 def to_event(source: str, number: int, record: dict[str, str]) -> dict[str, Any]:
