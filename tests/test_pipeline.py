@@ -225,3 +225,34 @@ def test_cli_replay_and_etl_run(stack_env, clean_stores, tmp_path):
     assert out.returncode == 1
     assert f"{bad}: row 3: Quantity: must be an integer" in out.stderr
     assert "accepted 2, rejected 1" in out.stdout
+
+
+def test_transform_converts_many_objects_at_once_and_leaves_a_bad_one_in_place(stack_env, clean_stores):
+    """The transform works on several raw objects at a time (etl.transform.TRANSFORM_THREADS): every
+    good object's CSV has its rows in its order and the run reports them in the listing's order; a
+    broken object does not stop the others and stays raw, named in the run's errors."""
+    from bench.pipeline import canonical_events
+    from ecom_core import aws
+    from etl.transform import TRANSFORM_THREADS, transform
+    from handlers.stream_trigger import write_jsonl
+
+    r = config.resources()
+    s3 = aws.client("s3", stack_env["cfg"])
+    events = list(canonical_events(SAMPLE_FILE, 417))
+    chunks = [events[start:start + 30] for start in range(0, len(events), 30)]  # 14 objects
+    assert len(chunks) > 2 * TRANSFORM_THREADS
+    keys = [f"{r.raw_prefix}shardId-000000000000/{n:04d}.jsonl" for n in range(len(chunks))]
+    for key, chunk in zip(keys, chunks):
+        s3.put_object(Bucket=r.raw_bucket, Key=key, Body=write_jsonl(chunk))
+    bad_key = f"{r.raw_prefix}shardId-000000000000/0005-bad.jsonl"
+    s3.put_object(Bucket=r.raw_bucket, Key=bad_key, Body=write_jsonl(chunks[0][:2]) + b"{not json\n")
+
+    result = transform(stack_env["cfg"])
+    assert result.objects == len(chunks) and result.rows == 417
+    assert result.csv_keys == [f"{r.staging_prefix}shardId-000000000000/{n:04d}.csv" for n in range(len(chunks))]
+    assert len(result.errors) == 1 and bad_key in result.errors[0] and "line 3: not JSON" in result.errors[0]
+    for key, chunk in zip(result.csv_keys, chunks):
+        text = s3.get_object(Bucket=r.staging_bucket, Key=key)["Body"].read().decode("utf-8")
+        assert [line.split(",", 1)[0] for line in text.splitlines()[1:]] == [e["event_id"] for e in chunk]
+    c = counts(stack_env["cfg"])
+    assert c["raw_objects_pending"] == 1 and c["raw_objects_processed"] == c["staging_files"] == len(chunks)
