@@ -534,6 +534,39 @@ def test_the_launchers_kinesis_event_hand_off_writes_json_values():
     assert module.dumps is ministack_launcher.envelope_dumps and module.loads is json.loads
 
 
+def test_the_launcher_has_ministacks_dynamodb_and_kinesis_read_requests_with_json_codec():
+    """MiniStack's DynamoDB and Kinesis read request bodies through ecom_core.json_codec once the
+    launcher is applied (a fresh interpreter: apply() changes MiniStack's modules): json's answers,
+    values and errors alike, on bodies orjson reads differently or refuses."""
+    script = """
+import json
+from bootstrap import ministack_launcher
+ministack_launcher.apply()
+from ministack.services import dynamodb, kinesis
+from ecom_core import json_codec
+assert dynamodb.json.loads is kinesis.json.loads and dynamodb.json.loads is not json.loads
+assert dynamodb.json.dumps is json.dumps
+def outcome(loads, text):
+    try:
+        return repr(loads(text))
+    except Exception as exc:
+        return type(exc).__name__ + str(exc)
+bodies = [b'{"TableName":"t","Limit":123456789012345678901234}', b'{"Limit":-9223372036854775809}', b'{"a":NaN}',
+          b'{"a":1e400}', b'{', b'', b'\\xef\\xbb\\xbf{}', '{"k":"\\ud800"}', b'{"RequestItems":{"t":[]}}']
+for body in bodies:
+    assert outcome(dynamodb.json.loads, body) == outcome(json.loads, body), body
+import unittest.mock as mock
+with mock.patch.object(json_codec, "loads", side_effect=AssertionError("json_codec used")):
+    try:
+        dynamodb.json.loads(b"{}")
+    except AssertionError:
+        print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=config.PROJECT_ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def test_the_launchers_worker_reads_envelopes_with_json_codec_and_json_values(tmp_path):
     """The launcher's Python worker script (MiniStack's, run as each Lambda's warm process) reads
     each envelope with the function's ecom_core.json_codec: a real Kinesis batch, an integer
