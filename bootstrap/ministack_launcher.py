@@ -386,6 +386,95 @@ def kinesis_routing_remembered(kinesis) -> None:
     kinesis._route_to_shard = route_to_shard
 
 
+def _ministack_decoded(data):
+    """What MiniStack's PutRecords takes as a record's bytes: its (lenient) base64 decoding, or
+    the value itself when that fails."""
+    try:
+        return base64.b64decode(data) if data else b""
+    except Exception:  # noqa: BLE001 - MiniStack's own fallback, kept
+        return data.encode() if isinstance(data, str) else data
+
+
+def _decoded_size(data) -> int:
+    """len(_ministack_decoded(data)); for strict base64 text (what every SDK sends) from its
+    length alone: a multiple of 4 characters, 3 bytes each, less one per "=" at the end."""
+    if type(data) is str and len(data) % 4 == 0 and _STRICT_BASE64.fullmatch(data):
+        return len(data) // 4 * 3 - (len(data) - len(data.rstrip("=")))
+    return len(_ministack_decoded(data))
+
+
+class _DecodedOnDemand:
+    """The (partition key, bytes) pairs PutRecords hands to Firehose's fan-out, decoded only when
+    iterated: the fan-out iterates them only for a delivery stream reading this stream."""
+
+    def __init__(self, records: list):
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self):
+        for record in self._records:
+            yield record.get("PartitionKey", ""), _ministack_decoded(record.get("Data", ""))
+
+
+def put_records_without_decoding(kinesis):
+    """MiniStack's `kinesis._put_records`, the same checks, records, answers and fan-out in the same
+    order, without base64-decoding every record twice: once to size it (computed from the text's
+    length for strict base64) and once more for the Firehose fan-out (decoded only if a delivery
+    stream reads this stream). The two decodings were ~8 % of the emulator's CPU on the stream's
+    path (py-spy, 200,000 rows)."""
+    def put_records(data):
+        name, stream = kinesis._resolve_stream(data)
+        if not stream:
+            return kinesis.error_response_json("ResourceNotFoundException", f"Stream {name} not found", 400)
+        if stream["StreamStatus"] != "ACTIVE":
+            return kinesis.error_response_json("ResourceInUseException", f"Stream {name} is {stream['StreamStatus']}",
+                                               400)
+        kinesis._expire_records(stream)
+        records = data.get("Records", [])
+        if len(records) > 500:
+            return kinesis.error_response_json(
+                "ValidationException", "1 validation error detected: Value at 'records' failed to satisfy constraint: "
+                "Member must have length less than or equal to 500", 400)
+        total_size = 0
+        for rec in records:
+            pk = rec.get("PartitionKey", "")
+            if len(pk) > 256:
+                return kinesis.error_response_json(
+                    "ValidationException", "1 validation error detected: Value at 'partitionKey' failed to satisfy "
+                    "constraint: Member must have length less than or equal to 256", 400)
+            size = _decoded_size(rec.get("Data", ""))
+            if size > 1_048_576:
+                return kinesis.error_response_json(
+                    "ValidationException", "1 validation error detected: Value at 'data' failed to satisfy constraint: "
+                    "Member must have length less than or equal to 1048576", 400)
+            total_size += size + len(pk.encode())
+        if total_size > 5_242_880:
+            return kinesis.error_response_json("ValidationException", "Records total payload size exceeds 5 MB limit", 400)
+
+        results = []
+        encryption = stream.get("EncryptionType", "NONE")
+        for rec in records:
+            pk = rec.get("PartitionKey", "")
+            eh = rec.get("ExplicitHashKey")
+            sid = kinesis._route_to_shard(int(eh) if eh else kinesis._partition_key_to_hash(pk), stream)
+            seq = kinesis._next_sequence_number()
+            stream["shards"][sid]["records"].append({
+                "SequenceNumber": seq, "ApproximateArrivalTimestamp": round(time.time(), 3),
+                "Data": rec.get("Data", ""), "PartitionKey": pk})
+            results.append({"SequenceNumber": seq, "ShardId": sid, "EncryptionType": encryption})
+        kinesis.esm_wake.set()
+        try:
+            from ministack.services import firehose
+            firehose.ingest_from_kinesis_source(stream["StreamARN"], _DecodedOnDemand(records))
+        except Exception:  # noqa: BLE001 - best effort, as in MiniStack
+            kinesis.logger.exception("Firehose fan-out from Kinesis PutRecords failed")
+        return kinesis.json_response({"FailedRecordCount": 0, "Records": results, "EncryptionType": encryption})
+
+    kinesis._put_records = put_records
+
+
 def projection_planned_once(dynamodb) -> None:
     """MiniStack's `_project_item` checks and parses the ProjectionExpression (reserved words, path
     syntax, overlapping paths: a pairwise comparison) for every item it projects; a Query of an
@@ -519,6 +608,7 @@ def apply() -> None:
     projection_planned_once(dynamodb)
     condition_checks_remembered(dynamodb)
     kinesis_routing_remembered(kinesis)
+    put_records_without_decoding(kinesis)
 
 
 if __name__ == "__main__":

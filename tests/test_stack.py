@@ -486,6 +486,70 @@ def test_the_launchers_kinesis_shortcuts_answer_as_ministack():
         assert event["kinesis"]["data"] == expected, text
 
 
+def test_the_launchers_put_records_answers_and_stores_as_ministack(monkeypatch):
+    """The launcher's PutRecords sizes strict base64 from its length and decodes for Firehose only
+    on demand: the same answers, stored records, errors and fan-out as MiniStack's own, for real
+    records, lenient or broken base64, odd types and every limit."""
+    import base64
+    import itertools
+
+    from bench.pipeline import canonical_events
+    from bootstrap import ministack_launcher
+    from ecom_core.config import PROJECT_ROOT
+    from handlers.ingestion import wire_record
+    from ministack.services import firehose, kinesis
+
+    real = [wire_record(e) for e in canonical_events(PROJECT_ROOT / "data" / "sample-data.csv", 120)]
+    odd = [{"Data": d, "PartitionKey": "536365"} for d in
+           ["abc", "AA AA", "QUJD\u00e9", "", None, "A===", "AB==", "AAA=", "AAAA\n", "AA-_", "Zm9v\n", "=AAA"]]
+    megabyte = base64.b64encode(b"x" * 1_048_576).decode()
+    batches = [real[:100], real, odd, real[:3] + odd + real[3:6],
+               [{"Data": "AAAA", "PartitionKey": "k", "ExplicitHashKey": str(2 ** 127 + 5)}],
+               [{"Data": "AAAA", "PartitionKey": "p" * 257}], [{"Data": "AAAA", "PartitionKey": "k"}] * 501,
+               [{"Data": megabyte, "PartitionKey": "k"}], [{"Data": base64.b64encode(b"x" * 1_048_577).decode(),
+                                                            "PartitionKey": "k"}],
+               [{"Data": megabyte, "PartitionKey": "k"}] * 5, [{"Data": megabyte, "PartitionKey": "k"}] * 6, []]
+    # The 5 MB total to the byte, with no, one and two "=" of padding (sizes 0, 2 and 1 modulo 3).
+    def sized(n: int, key: str = "k") -> dict:
+        return {"Data": base64.b64encode(b"y" * n).decode(), "PartitionKey": key}
+    batches += [[sized(1_048_575)] * 5, [sized(1_048_575)] * 4 + [sized(1_048_575, "kk")],
+                [sized(1_048_575)] * 4 + [sized(1_048_574, "kk")], [sized(1_048_575)] * 4 + [sized(1_048_574, "kkk")],
+                [sized(1_048_575)] * 4 + [sized(1_048_573, "kkk")], [sized(1_048_575)] * 4 + [sized(1_048_573, "kkkk")]]
+    top = 2 ** 128 - 1
+
+    def run(put_records, batch, status="ACTIVE", exists=True):
+        stream = {"StreamName": "s", "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+                  "StreamStatus": status, "RetentionPeriodHours": 24, "shards": {
+                      f"shardId-{n:012d}": {"starting_hash_key": str(n * (top + 1) // 2),
+                                            "ending_hash_key": str(top if n else (top + 1) // 2 - 1), "records": []}
+                      for n in range(2)}}
+        counter = itertools.count(1)
+        fanned: list = []
+        monkeypatch.setattr(kinesis, "_resolve_stream", lambda data: ("s", stream if exists else None))
+        monkeypatch.setattr(kinesis, "_next_sequence_number", lambda: f"{next(counter):030d}")
+        monkeypatch.setattr(kinesis.time, "time", lambda: 1764770000.1234)
+        monkeypatch.setattr(firehose, "ingest_from_kinesis_source",
+                            lambda arn, records: fanned.append((arn, len(records), [tuple(r) for r in records])))
+        try:
+            answer = put_records({"StreamName": "s", "Records": [dict(r) for r in batch]})
+        except Exception as exc:  # noqa: BLE001 - compared below: MiniStack's own failures
+            answer = (type(exc), str(exc))
+        return answer, stream["shards"], fanned
+
+    theirs = kinesis._put_records
+    monkeypatch.setattr(kinesis, "_put_records", theirs)  # put back after the test
+    ministack_launcher.put_records_without_decoding(kinesis)
+    ours, kinesis._put_records = kinesis._put_records, theirs
+    assert ours is not theirs
+    for batch in batches:
+        assert run(ours, batch) == run(theirs, batch)
+    assert run(ours, [{"Data": 5, "PartitionKey": "k"}]) == run(theirs, [{"Data": 5, "PartitionKey": "k"}])
+    assert run(ours, real[:3], status="UPDATING") == run(theirs, real[:3], status="UPDATING")
+    assert run(ours, real[:3], exists=False) == run(theirs, real[:3], exists=False)
+    stored = run(ours, real)[1]
+    assert sum(len(shard["records"]) for shard in stored.values()) == len(real)
+
+
 def test_the_launchers_kinesis_event_hand_off_writes_json_values():
     """The launcher writes a Kinesis batch's worker envelope with orjson (json.dumps took ~60 ms of
     the emulator's interpreter per 5,000-record batch): it must parse to exactly what MiniStack's
