@@ -232,6 +232,8 @@ def _invoke_shard_batch(esm: dict, func_rec: dict, event: dict, positions: dict,
 class _BatchWriteScope(threading.local):
     """What the BatchWriteItem running on this thread has already done (None outside one)."""
     validated: set[int] | None = None
+    # (id(table), id(item)) -> the item's resolved key (pk, sk, None), from the validating pass.
+    keys: dict[tuple[int, int], tuple] | None = None
     capacity_wanted: bool = True
 
 
@@ -292,24 +294,36 @@ def batch_write_item_doing_each_check_once(dynamodb) -> None:
     caller asked for it; its checks, order, errors and stored items stay its own.
 
     MiniStack validates every PutRequest item in a first pass (so a bad member rejects the call
-    before anything is written) and then again, unchanged, in the pass that writes it; and it
-    sums every item's size for ConsumedCapacity whether or not ReturnConsumedCapacity asked for
-    it. Item validation and sizing were a quarter of the emulator's CPU on the full file
-    (docs/performance.md): half of that is the repeated work. Inside one call an item is the same
-    dict object in both passes, so an item that passed is recognised by its id."""
+    before anything is written) and then again, unchanged, in the pass that writes it, resolving
+    its key in both; and it sums every item's size for ConsumedCapacity whether or not
+    ReturnConsumedCapacity asked for it. Item validation and sizing were a quarter of the
+    emulator's CPU on the full file (docs/performance.md): half of that is the repeated work.
+    Inside one call an item is the same dict object in both passes, so an item that passed is
+    recognised by its id, and its key resolved in the first pass is the one the second gets."""
     original_batch_write = dynamodb._batch_write_item
     original_validate = dynamodb._validate_item
     original_accumulate = dynamodb._accumulate_write_capacity
     original_values_error = dynamodb._values_error_response
+    original_resolve = dynamodb._resolve_table_key_values
     scope = _BatchWriteScope()
 
     def batch_write_item(data):
-        scope.validated = set()
+        scope.validated, scope.keys = set(), {}
         scope.capacity_wanted = isinstance(data, dict) and data.get("ReturnConsumedCapacity", "NONE") != "NONE"
         try:
             return original_batch_write(data)
         finally:
-            scope.validated, scope.capacity_wanted = None, True
+            scope.validated, scope.keys, scope.capacity_wanted = None, None, True
+
+    def resolve_table_key_values(table, attrs, allow_extra):
+        if scope.keys is None or not allow_extra:  # outside BatchWriteItem, or a DeleteRequest's key
+            return original_resolve(table, attrs, allow_extra)
+        remembered = scope.keys.get((id(table), id(attrs)))
+        if remembered is None:
+            remembered = original_resolve(table, attrs, allow_extra)
+            if remembered[2] is None:
+                scope.keys[(id(table), id(attrs))] = remembered
+        return remembered
 
     def validate_item(item, pk_name=None, sk_name=None, *args, **kwargs):
         if scope.validated is None:
@@ -337,6 +351,7 @@ def batch_write_item_doing_each_check_once(dynamodb) -> None:
 
     dynamodb._batch_write_item = batch_write_item
     dynamodb._validate_item = validate_item
+    dynamodb._resolve_table_key_values = resolve_table_key_values
     dynamodb._values_error_response = values_error_response
     dynamodb._accumulate_write_capacity = accumulate_write_capacity
 

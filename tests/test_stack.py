@@ -326,8 +326,9 @@ def test_the_launchers_kinesis_poller_runs_shards_side_by_side_in_order(monkeypa
 
 def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results(monkeypatch):
     """bootstrap/ministack_launcher.py makes MiniStack's BatchWriteItem validate each item once (flat
-    string/number items in one pass of its own) and skip consumed-capacity sizing nobody asked
-    for: every response and the stored items (numbers canonicalised) must be
+    string/number items in one pass of its own), resolve each item's key once, and skip
+    consumed-capacity sizing nobody asked for: every response and the stored items (numbers
+    canonicalised) must be
     exactly MiniStack's, bad members (a bad number, an empty or oversized key, duplicate keys, an
     item over 400 KB) still reject the whole call, and capacity is still reported when asked."""
     import json
@@ -366,6 +367,7 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
             responses = []
             for call in calls:
                 validations.append([])
+                resolutions.append([])
                 status, _, body = dynamodb._batch_write_item(json.loads(json.dumps(call)))
                 responses.append((status, json.loads(body)))
             _, _, scanned = dynamodb._scan({"TableName": table})
@@ -375,10 +377,14 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
             dynamodb._delete_table({"TableName": table})
 
     validations: list[list[int]] = []   # per call, the id of each item validated
+    resolutions: list[list[int]] = []   # per call, the id of each item whose key MiniStack resolved
     theirs = run()
     original_validate = dynamodb._validate_item
     monkeypatch.setattr(dynamodb, "_validate_item",
                         lambda item, *a, **k: validations[-1].append(id(item)) or original_validate(item, *a, **k))
+    original_resolve = dynamodb._resolve_table_key_values
+    monkeypatch.setattr(dynamodb, "_resolve_table_key_values", lambda table, attrs, allow_extra: (
+        allow_extra and resolutions[-1].append(id(attrs))) or original_resolve(table, attrs, allow_extra))
     for name in ("_batch_write_item", "_accumulate_write_capacity", "_values_error_response"):
         monkeypatch.setattr(dynamodb, name, getattr(dynamodb, name))  # undone after the test
     ministack_launcher.batch_write_item_doing_each_check_once(dynamodb)
@@ -392,6 +398,8 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
     assert ours[1][0]["Quantity"] == {"N": "-12"} and ours[1][4]["Quantity"] == {"N": "7"}
     assert all("ConsumedCapacity" in body for _, body in ours[0][-2:])
     assert all(len(ids) == len(set(ids)) for ids in validations), "an item was validated twice in one call"
+    assert all(len(ids) == len(set(ids)) for ids in resolutions), "an item's key was resolved twice in one call"
+    assert sum(map(len, resolutions)) >= 10
     # Flat string/number items are decided by the launcher's one pass; MiniStack's own walk sees
     # only the others: an empty key, an item over 400 KB, a sort key too long, a BOOL attribute
     # (a bad number is refused by the value check before any item check).
