@@ -406,6 +406,44 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
     assert [len(ids) for ids in validations] == [0, 0, 0, 1, 0, 1, 1, 0, 1, 0, 0]
 
 
+def test_the_launchers_index_key_checks_answer_as_ministacks(monkeypatch):
+    """A table without secondary or vector indexes gets its index-key check answered without
+    MiniStack's three helpers (each loops over no index and answers None); any table with an index
+    gets MiniStack's own check: the same answers for good, wrong-typed, empty and odd items."""
+    from bootstrap import ministack_launcher
+    from ministack.services import dynamodb
+
+    definitions = [{"AttributeName": "CustomerID", "AttributeType": "N"},
+                   {"AttributeName": "InvoiceNo", "AttributeType": "S"},
+                   {"AttributeName": "InvoiceDate", "AttributeType": "S"}]
+    index = {"IndexName": "ByDate", "Projection": {"ProjectionType": "ALL"},
+             "KeySchema": [{"AttributeName": "CustomerID", "KeyType": "HASH"},
+                           {"AttributeName": "InvoiceDate", "KeyType": "RANGE"}]}
+    tables = [{"AttributeDefinitions": definitions}, {"AttributeDefinitions": definitions, "GlobalSecondaryIndexes": []},
+              {"AttributeDefinitions": definitions, "LocalSecondaryIndexes": [index]},
+              {"AttributeDefinitions": definitions, "GlobalSecondaryIndexes": [index]}]
+    items = [{"CustomerID": {"N": "17850"}, "InvoiceNo": {"S": "536365"}, "InvoiceDate": {"S": "2010-12-01T08:26:00"}},
+             {"CustomerID": {"N": "17850"}, "InvoiceDate": {"N": "5"}}, {"CustomerID": {"N": "1"}, "InvoiceDate": {"S": ""}},
+             {"InvoiceDate": {"S": "x", "N": "1"}}, {"InvoiceDate": "text"}, {}]
+    theirs = dynamodb._validate_index_key_values
+    monkeypatch.setattr(dynamodb, "_validate_index_key_values", theirs)  # put back after the test
+    ministack_launcher.index_checks_only_with_indexes(dynamodb)
+    ours = dynamodb._validate_index_key_values
+    called: list = []
+    monkeypatch.setattr(dynamodb, "_index_key_type_reason", lambda *a, **k: called.append(a) or None)
+    assert ours(tables[0], items[0]) is None and ours(tables[1], items[1]) is None and not called
+    monkeypatch.undo()
+    ministack_launcher.index_checks_only_with_indexes(dynamodb)
+    ours, dynamodb._validate_index_key_values = dynamodb._validate_index_key_values, theirs
+    answers = []
+    for table in tables:
+        for item in items:
+            for update in (False, True):
+                answers.append(ours(table, item, update_expr=update))
+                assert answers[-1] == theirs(table, item, update_expr=update), (table, item, update)
+    assert sum(answer is not None for answer in answers) >= 6   # the indexed tables refused the bad items
+
+
 def test_the_launchers_remembered_number_checks_answer_as_ministacks(monkeypatch):
     """MiniStack's number checks, remembered per text by the launcher, give MiniStack's answers
     for valid, refused and odd inputs, the second time from memory."""
