@@ -156,10 +156,13 @@ def test_the_wire_item_and_raw_line_are_what_the_generic_path_writes():
     events = [accept_event(e) for e in _sample_events(417)]
     assert all(invoice_wire_item(e) == serialize_item(invoice_item(e)) for e in events)
     records = [_record(n, encode_record(e)["Data"]) for n, e in enumerate(events)]
-    # Ingestion's bytes are kept as the raw line; a producer's other spelling is re-encoded.
-    respelled = json.dumps({**json.loads(records[0].data), "Quantity": float(events[0]["Quantity"])}).encode()
+    # Ingestion's bytes are the raw line; a producer's other spelling (here over several lines)
+    # becomes the canonical line.
+    respelled = json.dumps({**json.loads(records[0].data), "Quantity": float(events[0]["Quantity"])}, indent=2).encode()
+    assert b"\n" in respelled
     batch = decode_batch([_record(999, respelled)] + records[1:])
     assert batch.lines[1:] == [r.data for r in records[1:]]
+    assert batch.lines[0] == records[0].data
     assert b"\n".join(batch.lines) + b"\n" == write_jsonl(batch.events)
 
 
