@@ -644,8 +644,8 @@ def test_the_launchers_kinesis_event_hand_off_writes_json_values():
     assert module.dumps is ministack_launcher.envelope_dumps and module.loads is json.loads
 
 
-def test_the_launcher_has_ministacks_dynamodb_and_kinesis_read_requests_with_json_codec():
-    """MiniStack's DynamoDB and Kinesis read request bodies through ecom_core.json_codec once the
+def test_the_launcher_has_ministacks_dynamodb_read_requests_with_json_codec():
+    """MiniStack's DynamoDB reads request bodies through ecom_core.json_codec once the
     launcher is applied (a fresh interpreter: apply() changes MiniStack's modules): json's answers,
     values and errors alike, on bodies orjson reads differently or refuses."""
     script = """
@@ -654,7 +654,7 @@ from bootstrap import ministack_launcher
 ministack_launcher.apply()
 from ministack.services import dynamodb, kinesis
 from ecom_core import json_codec
-assert dynamodb.json.loads is kinesis.json.loads and dynamodb.json.loads is not json.loads
+assert dynamodb.json.loads is not json.loads and kinesis.json is json
 assert dynamodb.json.dumps is json.dumps
 def outcome(loads, text):
     try:
@@ -675,45 +675,6 @@ with mock.patch.object(json_codec, "loads", side_effect=AssertionError("json_cod
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=config.PROJECT_ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-
-
-def test_the_launchers_worker_reads_envelopes_with_json_codec_and_json_values(tmp_path):
-    """The launcher's Python worker script (MiniStack's, run as each Lambda's warm process) reads
-    each envelope with the function's ecom_core.json_codec: a real Kinesis batch, an integer
-    beyond 64 bits (orjson would read a float), NaN (which MiniStack's json.dumps writes) and
-    non-ASCII text reach the handler exactly as json.loads reads them."""
-    from bootstrap import ministack_launcher
-    from ministack.core import lambda_runtime
-    from ecom_core.config import PROJECT_ROOT
-    from handlers.ingestion import wire_record
-    from bench.pipeline import canonical_events
-
-    script = ministack_launcher.worker_script_reading_envelopes_with_json_codec(lambda_runtime._PYTHON_WORKER_SCRIPT)
-    (tmp_path / "worker.py").write_text(script)
-    (tmp_path / "fn").mkdir()
-    (tmp_path / "fn" / "echo.py").write_text(
-        "import sys\n"
-        "def handler(event, context):\n"
-        "    return {'event': event, 'codec_loaded': 'ecom_core.json_codec' in sys.modules}\n")
-    records = [ministack_launcher.kinesis_event_record(
-        {**wire_record(event), "SequenceNumber": f"4960{n:052d}", "ApproximateArrivalTimestamp": 1764770000.125 + n},
-        "shardId-000000000000", "arn:aws:kinesis:us-east-1:000000000000:stream/s", "000000000000", "us-east-1")
-        for n, event in enumerate(canonical_events(PROJECT_ROOT / "data" / "sample-data.csv", 200))]
-    events = [ministack_launcher.KinesisBatchEvent(Records=records), {"n": 2 ** 70, "m": -(2 ** 64)},
-              {"price": float("nan"), "x": float("inf")}, {"text": "CAFÉ ☕ \u2028"}, [1, 2.5, None]]
-    lines = [json.dumps({"code_dir": str(tmp_path / "fn"), "module": "echo", "handler": "handler",
-                         "function_name": "echo"})]
-    lines += [ministack_launcher.envelope_dumps({"event": event, "ctx": {"request_id": str(n)}})
-              for n, event in enumerate(events)]
-    done = subprocess.run([sys.executable, str(tmp_path / "worker.py")], input="\n".join(lines) + "\n",
-                          capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
-    answers = [json.loads(line) for line in done.stdout.splitlines()]
-    assert answers[0]["status"] == "ready", done.stderr
-    assert [a["status"] for a in answers[1:]] == ["ok"] * len(events), done.stderr
-    for event, line, answer in zip(events, lines[1:], answers[1:]):
-        assert answer["result"]["codec_loaded"] is True
-        assert repr(answer["result"]["event"]) == repr(json.loads(line)["event"])
-    assert answers[2]["result"]["event"]["n"] == 2 ** 70
 
 
 def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(monkeypatch):
