@@ -46,14 +46,18 @@ _shards_in_flight_lock = threading.Lock()
 _STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
+def _strictly_base64(data) -> bool:
+    """What `b64decode(data, validate=True)` accepts (that alphabet, at most two "=" at the end, a
+    multiple of 4 long), without decoding it to find out."""
+    return isinstance(data, str) and len(data) % 4 == 0 and _STRICT_BASE64.fullmatch(data) is not None
+
+
 def kinesis_event_record(record: dict, shard_id: str, source_arn: str, account_id: str, region: str) -> dict:
     """One stream record as the Lambda event shows it (MiniStack's shape, unchanged)."""
     data = record["Data"]
     if isinstance(data, bytes):
         data_b64 = base64.b64encode(data).decode("ascii")
-    elif isinstance(data, str) and len(data) % 4 == 0 and _STRICT_BASE64.fullmatch(data):
-        # What `b64decode(data, validate=True)` accepts (that alphabet, at most two "=" at the end,
-        # a multiple of 4 long), without decoding every record of every batch to find out.
+    elif _strictly_base64(data):  # not decoding every record of every batch to find out
         data_b64 = data
     elif isinstance(data, str):
         try:
@@ -106,12 +110,18 @@ def envelope_dumps(obj, **kwargs) -> str:
     return json.dumps(obj, **kwargs)
 
 
-def json_with_envelope_dumps() -> types.ModuleType:
-    """The json module as MiniStack's lambda_runtime sees it: json itself, dumps as above."""
+def json_module_with(**replaced) -> types.ModuleType:
+    """A copy of the json module with the named functions replaced, to hand to one MiniStack module
+    as its `json` (the real module stays as it is for everyone else)."""
     module = types.ModuleType("json")
     module.__dict__.update(json.__dict__)
-    module.dumps = envelope_dumps
+    module.__dict__.update(replaced)
     return module
+
+
+def json_with_envelope_dumps() -> types.ModuleType:
+    """The json module as MiniStack's lambda_runtime sees it: json itself, dumps as above."""
+    return json_module_with(dumps=envelope_dumps)
 
 
 def poll_kinesis_shards_concurrently() -> bool:
@@ -430,7 +440,7 @@ def _ministack_decoded(data):
 def _decoded_size(data) -> int:
     """len(_ministack_decoded(data)); for strict base64 text (what every SDK sends) from its
     length alone: a multiple of 4 characters, 3 bytes each, less one per "=" at the end."""
-    if type(data) is str and len(data) % 4 == 0 and _STRICT_BASE64.fullmatch(data):
+    if _strictly_base64(data):
         return len(data) // 4 * 3 - (len(data) - len(data.rstrip("=")))
     return len(_ministack_decoded(data))
 
@@ -580,10 +590,7 @@ def json_reading_with_json_codec() -> types.ModuleType:
     def loads(text, **options):
         return json.loads(text, **options) if options else json_codec.loads(text)
 
-    module = types.ModuleType("json")
-    module.__dict__.update(json.__dict__)
-    module.loads = loads
-    return module
+    return json_module_with(loads=loads)
 
 
 def two_malloc_arenas() -> bool:
