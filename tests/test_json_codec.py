@@ -10,7 +10,6 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -170,6 +169,6 @@ def test_without_orjson_the_standard_library_answers():
         "assert events.event_json(event) == json.dumps(event, separators=(',', ':'), ensure_ascii=False).encode()\n"
         "assert json_codec.loads(b'[1, 2.5, \"x\"]') == [1, 2.5, 'x']\n"
         "print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(PROJECT_ROOT),
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT,
                             timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -428,13 +428,11 @@ def test_the_launchers_index_key_checks_answer_as_ministacks(monkeypatch):
     theirs = dynamodb._validate_index_key_values
     monkeypatch.setattr(dynamodb, "_validate_index_key_values", theirs)  # put back after the test
     ministack_launcher.index_checks_only_with_indexes(dynamodb)
-    ours = dynamodb._validate_index_key_values
-    called: list = []
-    monkeypatch.setattr(dynamodb, "_index_key_type_reason", lambda *a, **k: called.append(a) or None)
-    assert ours(tables[0], items[0]) is None and ours(tables[1], items[1]) is None and not called
-    monkeypatch.undo()
-    ministack_launcher.index_checks_only_with_indexes(dynamodb)
     ours, dynamodb._validate_index_key_values = dynamodb._validate_index_key_values, theirs
+    called: list = []
+    with monkeypatch.context() as spy:
+        spy.setattr(dynamodb, "_index_key_type_reason", lambda *a, **k: called.append(a) or None)
+        assert ours(tables[0], items[0]) is None and ours(tables[1], items[1]) is None and not called
     answers = []
     for table in tables:
         for item in items:
