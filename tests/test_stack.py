@@ -233,6 +233,46 @@ def test_the_embedded_emulator_runs_with_the_launchers_fixes(stack_env):
         assert b"bootstrap.ministack_launcher" in handle.read()
 
 
+def test_the_launcher_serves_with_ministacks_settings_or_leaves_it_to_ministack(monkeypatch):
+    from bootstrap import ministack_launcher
+
+    monkeypatch.setenv("GATEWAY_PORT", "4999")
+    monkeypatch.setenv("BIND_HOST", "127.0.0.1")
+    monkeypatch.delenv("USE_SSL", raising=False)
+    settings = ministack_launcher.uvicorn_settings()
+    assert settings["host"] == "127.0.0.1" and settings["port"] == 4999
+    assert (settings["http"], settings["loop"]) == ("httptools", "uvloop")
+    assert settings["lifespan"] == "on"  # MiniStack's startup, and its state saved at shutdown
+    assert settings["timeout_keep_alive"] == 75 and not settings["date_header"] and not settings["server_header"]
+    monkeypatch.setenv("USE_SSL", "1")  # HTTPS: MiniStack's own server, with its certificate handling
+    assert ministack_launcher.uvicorn_settings() is None
+
+
+def test_the_embedded_emulator_answers_over_uvicorn_as_over_ministacks_server(stack_env):
+    import http.client
+
+    state = stack.read_state(stack_env["cfg"])
+    with open(f"/proc/{state['ministack_pid']}/maps") as handle:
+        loaded = handle.read()
+    assert "httptools" in loaded and "uvloop" in loaded  # the C parser and loop are what serve it
+    cfg = stack_env["cfg"]
+    connection = http.client.HTTPConnection("127.0.0.1", cfg.aws_port, timeout=10)
+    connection.request("GET", "/_localstack/health")
+    answer = connection.getresponse()
+    body = answer.read()
+    assert answer.status == 200 and json.loads(body)["services"]
+    names = [name.lower() for name, _ in answer.getheaders()]
+    assert names.count("date") == 1 and "server" not in names  # the app's own Date, once
+    # Kept alive past uvicorn's default of 5 s: MiniStack keeps idle connections for 75 s, and
+    # the trigger's writer threads reuse theirs between batches.
+    kept = connection.sock.getsockname()
+    time.sleep(6)
+    connection.request("GET", "/_localstack/health")
+    assert connection.getresponse().status == 200
+    assert connection.sock.getsockname() == kept  # the same connection, not a new one
+    connection.close()
+
+
 class _RecordingFunction:
     """Stands in for MiniStack's `_execute_function`: records each Kinesis batch (shard, sequence
     numbers, start/end time) and takes `seconds`; fails the batches listed in `fail_once` once."""
