@@ -644,8 +644,8 @@ def uvicorn_settings() -> dict | None:
     in the handler itself; under uvicorn with httptools and uvloop 0.88 ms (docs/performance.md,
     round ten). MiniStack's settings are kept: its bind address and port, keep-alive 75 s, the
     lifespan (startup, and the state saved on shutdown), its own log set-up, one Date header (the
-    app adds it; uvicorn's would be a second) and no Server header. HTTPS (USE_SSL) and a missing
-    uvicorn or httptools keeps MiniStack's own server."""
+    app adds it; uvicorn's would be a second), no Server header and no X-Forwarded-* rewriting.
+    HTTPS (USE_SSL) and a missing uvicorn or httptools keeps MiniStack's own server."""
     import importlib.util
 
     from ministack.core import tls
@@ -659,6 +659,9 @@ def uvicorn_settings() -> dict | None:
     return dict(host=os.environ.get("BIND_HOST", "0.0.0.0"), port=int(_resolve_port()), loop=loop,
                 http="httptools", lifespan="on", timeout_keep_alive=KEEP_ALIVE_SECONDS,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, date_header=False, server_header=False,
+                # hypercorn leaves the client address and scheme as the socket gives them, and MiniStack
+                # reads X-Forwarded-Proto itself: uvicorn's rewriting from X-Forwarded-* stays off.
+                proxy_headers=False,
                 access_log=False, log_config=None, log_level=os.environ.get("LOG_LEVEL", "INFO").lower())
 
 

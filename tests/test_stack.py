@@ -280,6 +280,7 @@ def test_the_launcher_serves_with_ministacks_settings_or_leaves_it_to_ministack(
     assert (settings["http"], settings["loop"]) == ("httptools", "uvloop")
     assert settings["lifespan"] == "on"  # MiniStack's startup, and its state saved at shutdown
     assert settings["timeout_keep_alive"] == 75 and not settings["date_header"] and not settings["server_header"]
+    assert settings["proxy_headers"] is False  # the client address as the socket gives it, as hypercorn
     monkeypatch.setenv("USE_SSL", "1")  # HTTPS: MiniStack's own server, with its certificate handling
     assert ministack_launcher.uvicorn_settings() is None
 
