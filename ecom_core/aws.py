@@ -170,7 +170,8 @@ class SignedPostFirst:
     request again through the client, so throttling, retries, error codes and exceptions stay
     botocore's. Only for operations whose repetition the caller already tolerates, as it tolerates
     botocore's own retries (a BatchWriteItem of puts writes the same items again; PutRecords puts
-    records again, on an at-least-once stream keyed downstream by event id), and whose parameters
+    records again, on an at-least-once stream keyed downstream by event id; a Query or BatchGetItem
+    reads again), and whose parameters
     are in exact wire form. A fast answer is the service's JSON without botocore's ResponseMetadata."""
 
     def __init__(self, client, operations: frozenset[str], credentials, *, read_timeout: int,

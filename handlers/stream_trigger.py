@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable, NamedTuple
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from ecom_core import aws, config, heap, json_codec
@@ -35,6 +35,7 @@ BATCH_WRITE_LIMIT = 25
 # overlap round trips). Small, because a batch has at most a few hundred chunks.
 WRITE_THREADS = config.limits().trigger_write_threads
 _serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 _write_pool: ThreadPoolExecutor | None = None
 
 
@@ -209,13 +210,20 @@ def customer_totals(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
+def plain_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A wire-format item as the document client gives it (str, Decimal...); strings, most of
+    every item here, without the type dispatch."""
+    return {name: value["S"] if "S" in value else _deserializer.deserialize(value) for name, value in item.items()}
+
+
 def stored_invoice_lines(invoice_no: str, dynamodb=None) -> list[dict[str, Any]]:
     """Every line of an invoice as stored, read strongly consistent: the lines this batch just
     wrote must be counted (AWS Query is eventually consistent by default)."""
-    dynamodb = dynamodb or aws.shared_document_client("dynamodb")
-    return list(aws.items(dynamodb.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
-                          ExpressionAttributeValues={":n": invoice_no}, ConsistentRead=True,
-                          ProjectionExpression="InvoiceNo, CustomerID, InvoiceDate, Country, Quantity, UnitPrice, LineId"))
+    dynamodb = dynamodb or writer_client()
+    return [plain_item(item) for item in aws.items(
+        dynamodb.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
+        ExpressionAttributeValues={":n": {"S": invoice_no}}, ConsistentRead=True,
+        ProjectionExpression="InvoiceNo, CustomerID, InvoiceDate, Country, Quantity, UnitPrice, LineId")]
 
 
 def whole_in_batch(events: list[OrderLine]) -> set[str]:
@@ -236,15 +244,15 @@ def whole_in_batch(events: list[OrderLine]) -> set[str]:
 def stored_entries(keys: list[tuple[int, str]], dynamodb=None, *, attempts: int = 10,
                    sleep: Callable[[float], None] = time.sleep) -> dict[tuple[int, str], tuple[int, str | None]]:
     """(LineCount, LineDigest) of the stored customer entries among `keys`, 100 per BatchGetItem."""
-    dynamodb = dynamodb or aws.shared_document_client("dynamodb")
+    dynamodb = dynamodb or writer_client()
     found: dict[tuple[int, str], tuple[int, str | None]] = {}
     for start in range(0, len(keys), 100):
         request = {RESOURCES.customer_table: {
-            "Keys": [{"CustomerID": c, "InvoiceNo": i} for c, i in keys[start:start + 100]],
+            "Keys": [{"CustomerID": {"N": str(c)}, "InvoiceNo": {"S": i}} for c, i in keys[start:start + 100]],
             "ProjectionExpression": "CustomerID, InvoiceNo, LineCount, LineDigest", "ConsistentRead": True}}
         for attempt in range(attempts):
             answer = dynamodb.batch_get_item(RequestItems=request)
-            for item in answer.get("Responses", {}).get(RESOURCES.customer_table, []):
+            for item in map(plain_item, answer.get("Responses", {}).get(RESOURCES.customer_table, [])):
                 found[(int(item["CustomerID"]), item["InvoiceNo"])] = (int(item.get("LineCount", -1)),
                                                                        item.get("LineDigest"))
             request = answer.get("UnprocessedKeys") or {}
@@ -274,7 +282,7 @@ def customer_entries(events: list[OrderLine], dynamodb=None, *, workers: int = 8
     with_customer = [e for e in events if e["CustomerID"] is not None]
     if not with_customer:
         return []
-    dynamodb = dynamodb or aws.shared_document_client("dynamodb")
+    dynamodb = dynamodb or writer_client()
     whole = whole_in_batch(events)
     from_batch = customer_totals(invoice_item(e) for e in with_customer if e["InvoiceNo"] in whole)
     stored = stored_entries([(e["CustomerID"], e["InvoiceNo"]) for e in from_batch], dynamodb)
@@ -373,10 +381,12 @@ def write_items(table: str, items: list[dict[str, Any]], dynamodb=None, *, attem
 
 
 def writer_client(cfg=None):
-    """Low-level DynamoDB client, items serialised by us: the resource layer's parameter
-    transformation and botocore's parameter validation were ~40% of the trigger's CPU in profiles,
-    and the items are built by this module in a fixed shape. BatchWriteItem goes out as a signed
-    POST first (aws.SignedPostFirst: botocore's per-call machinery was ~40% of what remained).
+    """The trigger's DynamoDB client: low-level, items serialised by us. The resource layer's
+    parameter transformation and botocore's parameter validation were ~40% of the trigger's CPU in
+    profiles, and the items are built by this module in a fixed shape. BatchWriteItem, and the
+    strongly consistent reads of customer totals (Query, BatchGetItem), go out as signed POSTs
+    first (aws.SignedPostFirst: botocore's per-call machinery was ~40% of what remained of the
+    writes, and ~9% of a trigger worker's CPU went to the reads through the document client).
     The bench writes through the same."""
     settings = dict(parameter_validation=False, max_pool_connections=max(10, WRITE_THREADS * 2))
     if cfg:
@@ -386,7 +396,7 @@ def writer_client(cfg=None):
 
 def _writer(cfg, settings: dict[str, Any]):
     client = aws.wire_json(aws.client("dynamodb", cfg, **settings), "PutItem")
-    return aws.signed_post_first(client, "BatchWriteItem", cfg=cfg)
+    return aws.signed_post_first(client, "BatchWriteItem", "Query", "BatchGetItem", cfg=cfg)
 
 
 @functools.lru_cache(maxsize=None)

@@ -103,17 +103,17 @@ class _Dynamo:
         self.queried: list[str] = []
         self.batch_gets = 0
 
+    # Wire form in and out, as the trigger's low-level client speaks.
     def query(self, **kwargs):
-        invoice = kwargs["ExpressionAttributeValues"][":n"]
+        invoice = kwargs["ExpressionAttributeValues"][":n"]["S"]
         self.queried.append(invoice)
-        return {"Items": [line for line in self.lines if line["InvoiceNo"] == invoice]}
+        return {"Items": [serialize_item(line) for line in self.lines if line["InvoiceNo"] == invoice]}
 
     def batch_get_item(self, RequestItems):
         self.batch_gets += 1
         [(table, request)] = RequestItems.items()
-        found = [self.entries[(k["CustomerID"], k["InvoiceNo"])] for k in request["Keys"]
-                 if (k["CustomerID"], k["InvoiceNo"]) in self.entries]
-        return {"Responses": {table: found}}
+        keys = [(int(k["CustomerID"]["N"]), k["InvoiceNo"]["S"]) for k in request["Keys"]]
+        return {"Responses": {table: [serialize_item(self.entries[key]) for key in keys if key in self.entries]}}
 
 
 def test_customer_entries_total_whole_invoices_from_the_batch_and_query_only_the_rest():
