@@ -675,12 +675,17 @@ def serve() -> None:
     import uvicorn
     from ministack.app import _pid_file, app
 
-    # As MiniStack's main: the soft limit on open files raised to the hard one (connection bursts).
-    import resource
+    # As MiniStack's main: the soft limit on open files raised to the hard one (connection bursts),
+    # and, as there, no failure where that cannot be done (no `resource` on Windows, a container
+    # that refuses it).
+    try:
+        import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
     # The file `ministack --stop` reads, written and removed as MiniStack's main does.
     pid_file = _pid_file(settings["port"])
     with open(pid_file, "w") as f:
