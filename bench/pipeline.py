@@ -335,7 +335,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     kinesis = producer_client(cfg)   # the ingestion Lambda's own PutRecords path
     s3 = aws.client("s3", cfg)
     s3.create_bucket(Bucket=CEILING_BUCKET)
-    dynamodb = stream_trigger.writer_client(cfg)
+    dynamodb = stream_trigger.wire_client(cfg)
     result: dict[str, Any] = {}
 
     # Only the calls are timed: the records, items and bodies of each window are built first (from

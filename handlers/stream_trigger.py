@@ -219,7 +219,7 @@ def plain_item(item: dict[str, Any]) -> dict[str, Any]:
 def stored_invoice_lines(invoice_no: str, dynamodb=None) -> list[dict[str, Any]]:
     """Every line of an invoice as stored, read strongly consistent: the lines this batch just
     wrote must be counted (AWS Query is eventually consistent by default)."""
-    dynamodb = dynamodb or writer_client()
+    dynamodb = dynamodb or wire_client()
     return [plain_item(item) for item in aws.items(
         dynamodb.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
         ExpressionAttributeValues={":n": {"S": invoice_no}}, ConsistentRead=True,
@@ -244,7 +244,7 @@ def whole_in_batch(events: list[OrderLine]) -> set[str]:
 def stored_entries(keys: list[tuple[int, str]], dynamodb=None, *, attempts: int = 10,
                    sleep: Callable[[float], None] = time.sleep) -> dict[tuple[int, str], tuple[int, str | None]]:
     """(LineCount, LineDigest) of the stored customer entries among `keys`, 100 per BatchGetItem."""
-    dynamodb = dynamodb or writer_client()
+    dynamodb = dynamodb or wire_client()
     found: dict[tuple[int, str], tuple[int, str | None]] = {}
     for start in range(0, len(keys), 100):
         request = {RESOURCES.customer_table: {
@@ -282,7 +282,7 @@ def customer_entries(events: list[OrderLine], dynamodb=None, *, workers: int = 8
     with_customer = [e for e in events if e["CustomerID"] is not None]
     if not with_customer:
         return []
-    dynamodb = dynamodb or writer_client()
+    dynamodb = dynamodb or wire_client()
     whole = whole_in_batch(events)
     from_batch = customer_totals(invoice_item(e) for e in with_customer if e["InvoiceNo"] in whole)
     stored = stored_entries([(e["CustomerID"], e["InvoiceNo"]) for e in from_batch], dynamodb)
@@ -361,7 +361,7 @@ def write_items(table: str, items: list[dict[str, Any]], dynamodb=None, *, attem
     Plain puts keyed by event id: no read before write, and a redelivered batch rewrites the same
     items. Raises if any chunk still has unprocessed items after `attempts` (the batch is retried).
     """
-    dynamodb = dynamodb or writer_client()
+    dynamodb = dynamodb or wire_client()
     starts = list(range(0, len(items), BATCH_WRITE_LIMIT))
     # Fault injection point "mid_dynamodb": the first half of the chunks written, the rest not.
     halves = [starts[:len(starts) // 2], starts[len(starts) // 2:]] if len(starts) > 1 else [starts]
@@ -380,29 +380,30 @@ def write_items(table: str, items: list[dict[str, Any]], dynamodb=None, *, attem
     return refused
 
 
-def writer_client(cfg=None):
-    """The trigger's DynamoDB client: low-level, items serialised by us. The resource layer's
-    parameter transformation and botocore's parameter validation were ~40% of the trigger's CPU in
-    profiles, and the items are built by this module in a fixed shape. BatchWriteItem, and the
+def wire_client(cfg=None):
+    """The trigger's DynamoDB client, wire form in and out: low-level, items serialised by us. The
+    resource layer's parameter transformation and botocore's parameter validation were ~40% of the
+    trigger's CPU in profiles, and the items are built by this module in a fixed shape. BatchWriteItem, and the
     strongly consistent reads of customer totals (Query, BatchGetItem), go out as signed POSTs
     first (aws.SignedPostFirst: botocore's per-call machinery was ~40% of what remained of the
     writes, and ~9% of a trigger worker's CPU went to the reads through the document client).
     The bench writes through the same."""
     settings = dict(parameter_validation=False, max_pool_connections=max(10, WRITE_THREADS * 2))
     if cfg:
-        return _writer(cfg, settings)
-    return _shared_writer(**settings)
+        return _wire_client(cfg, settings)
+    return _shared_wire_client(**settings)
 
 
-def _writer(cfg, settings: dict[str, Any]):
+def _wire_client(cfg, settings: dict[str, Any]):
     client = aws.wire_json(aws.client("dynamodb", cfg, **settings), "PutItem")
     return aws.signed_post_first(client, "BatchWriteItem", "Query", "BatchGetItem", cfg=cfg)
 
 
 @functools.lru_cache(maxsize=None)
-def _shared_writer(**settings):
-    # Its own client (not aws.shared_client's): this one sends BatchWriteItem bodies as they are.
-    return _writer(config.stack(), settings)
+def _shared_wire_client(**settings):
+    # Its own client (not aws.shared_client's): this one sends BatchWriteItem, Query and BatchGetItem
+    # bodies as they are.
+    return _wire_client(config.stack(), settings)
 
 
 def write_jsonl(events: list[OrderLine]) -> bytes:
@@ -419,7 +420,7 @@ def decode_and_write_lines(records: list[StreamRecord], dynamodb=None) -> tuple[
     the writer threads while the next slice is decoded. Decoding is this process's CPU and the
     writes are DynamoDB's, so on one machine (the emulator) they use different cores, and on AWS
     the round trips hide the decoding. Returns the batch and the positions DynamoDB refused."""
-    dynamodb = dynamodb or writer_client()
+    dynamodb = dynamodb or wire_client()
     batch = Batch(shard_id=records[0].shard_id, first_sequence=records[0].sequence_number,
                   last_sequence=records[-1].sequence_number)
     seen: set[str] = set()

@@ -280,7 +280,7 @@ def test_the_triggers_writer_stores_through_the_fast_path_and_finds_refused_item
 
     cfg = stack_env["cfg"]
     table = config.resources().invoice_table
-    writer = stream_trigger.writer_client(cfg)
+    writer = stream_trigger.wire_client(cfg)
     assert isinstance(writer, aws.SignedPostFirst)
     items = [{"InvoiceNo": {"S": "fast-path-test"}, "LineId": {"S": f"line-{n:02d}"}, "Quantity": {"N": str(n)},
               "UnitPrice": {"N": "2.55"}, "Description": {"S": "CAFÉ “CRÈME” ☕"}} for n in range(30)]
