@@ -129,6 +129,9 @@ class MemorySampler:
         self.peaks: dict[str, int] = {"emulator": 0, "lambda_workers": 0, "postgres": 0, "ours": 0}
         # pid -> (group, CPU seconds when first seen since the reset, CPU seconds last seen)
         self._cpu: dict[int, tuple[str, float, float]] = {}
+        # (perf_counter time, CPU seconds per group since the reset) at every sample: `cpu_by_phase`
+        # cuts it at a run's phase bounds.
+        self.series: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
@@ -157,7 +160,14 @@ class MemorySampler:
                 seconds = _cpu_seconds(pid)
                 first = self._cpu[pid][1] if pid in self._cpu else 0.0  # born since: all its time counts
                 self._cpu[pid] = (group, first, seconds)
+            self.series.append((time.perf_counter(), self._totals()))
         return now
+
+    def _totals(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for group, first, last in self._cpu.values():
+            totals[group] = totals.get(group, 0.0) + last - first
+        return totals
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -171,15 +181,14 @@ class MemorySampler:
         self.sample()
         with self._lock:
             self._cpu = {pid: (group, last, last) for pid, (group, _, last) in self._cpu.items()}
+            self.series = [(time.perf_counter(), self._totals())]
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds per group since the last reset (processes that ended between two samples lose
         at most `interval` seconds of their time)."""
         self.sample()
-        totals: dict[str, float] = {}
         with self._lock:
-            for group, first, last in self._cpu.values():
-                totals[group] = totals.get(group, 0.0) + last - first
+            totals = self._totals()
         return {group: round(seconds, 1) for group, seconds in sorted(totals.items(), key=lambda g: -g[1])}
 
     def __enter__(self) -> "MemorySampler":
@@ -194,6 +203,31 @@ class MemorySampler:
 
     def peaks_mib(self) -> dict[str, float]:
         return {k: round(v / 1024, 1) for k, v in self.peaks.items()}
+
+
+def cpu_by_phase(series: list[tuple[float, dict[str, float]]],
+                 phases: list[tuple[str, float, float]]) -> dict[str, dict[str, Any]]:
+    """CPU seconds per process group within each phase (name, start, end on the series' clock), from
+    cumulative samples (`MemorySampler.series`), each bound interpolated between the samples around
+    it (0.5 s apart). Which process used the cores while the run waited on what."""
+    def at(moment: float) -> dict[str, float]:
+        if not series:
+            return {}
+        if moment <= series[0][0]:
+            return series[0][1]
+        for (t0, v0), (t1, v1) in zip(series, series[1:]):
+            if t0 <= moment <= t1:
+                share = (moment - t0) / (t1 - t0) if t1 > t0 else 1.0
+                return {g: v0.get(g, 0.0) + (v1.get(g, 0.0) - v0.get(g, 0.0)) * share for g in set(v0) | set(v1)}
+        return series[-1][1]
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, start, end in phases:
+        before, after = at(start), at(end)
+        cpu = {g: round(after.get(g, 0.0) - before.get(g, 0.0), 2) for g in set(before) | set(after)}
+        out[name] = {"seconds": round(end - start, 2),
+                     "cpu_seconds": dict(sorted(cpu.items(), key=lambda g: -g[1]))}
+    return out
 
 
 def machine_description() -> dict[str, Any]:
@@ -374,9 +408,13 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
             customer = stream_trigger.customer_totals(invoice)
             items["invoice"] += len(invoice)
             items["customer"] += len(customer)
+            # In wire form before the clock starts, as the requests of the other stages (until round
+            # eleven this serialisation, ~4 s of the bench's CPU on the full file, was timed with the calls).
+            invoice_wire = [stream_trigger.serialize_item(item) for item in invoice]
+            customer_wire = [stream_trigger.serialize_item(item) for item in customer]
             clock = time.perf_counter()
-            stream_trigger.batch_write(CEILING_INVOICE, invoice, dynamodb)
-            stream_trigger.batch_write(CEILING_CUSTOMER, customer, dynamodb)
+            stream_trigger.write_items(CEILING_INVOICE, invoice_wire, dynamodb)
+            stream_trigger.write_items(CEILING_CUSTOMER, customer_wire, dynamodb)
             write_seconds += time.perf_counter() - clock
             body = stream_trigger.write_jsonl(batch)
             clock = time.perf_counter()
@@ -461,9 +499,11 @@ def _csv_header() -> list[str]:
 # ------------------------------------------------------------------ 2 and 3. through the pipeline
 
 def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_rows: int, *, one_by_one: bool,
-                  concurrency: int, batch_size: int, timeout: float = 3600) -> dict[str, Any]:
+                  concurrency: int, batch_size: int, timeout: float = 3600,
+                  sampler: "MemorySampler | None" = None) -> dict[str, Any]:
     """`ecom replay` as a user runs it (a separate process; it waits for the stream to drain), then
-    only the scheduled job, until the warehouse holds `expected_rows`. Timed from outside."""
+    only the scheduled job, until the warehouse holds `expected_rows`. Timed from outside; with a
+    sampler, also the CPU per process in each phase (`cpu_by_phase`)."""
     from warehouse import db
 
     command = [sys.executable, "-m", "ecom", "replay", str(path), "--no-progress", "--concurrency", str(concurrency),
@@ -504,6 +544,15 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
              for r in runs]
     replay_seconds = float(said.group(5))
     lag_seconds = float(lag.group(1)) if lag else 0.0
+    phases = {}
+    if sampler is not None:
+        sampler.sample()
+        # The replay reports its sending time and the wait for the consumer after its last POST;
+        # it exits right after, so its last POST was `lag` before it returned.
+        last_post = returned - lag_seconds
+        phases = cpu_by_phase(list(sampler.series), [("replay (first to last POST)", last_post - replay_seconds, last_post),
+                                               ("drain (last POST to consumer caught up)", last_post, returned),
+                                               ("batch half after the drain", returned, full)])
     return {
         "command": " ".join(["ecom", *command[3:]]), "rows": int(said.group(1)), "requests": int(said.group(3)),
         "retries": int(said.group(4)), "replay_seconds": replay_seconds, "consumer_lag_seconds": lag_seconds,
@@ -514,7 +563,7 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
         "catalog_seconds": sum(t["steps"].get("catalog", 0) for t in ticks),
         "load_seconds": sum(t["steps"].get("load", 0) for t in ticks),
         "files_loaded": sum(t["files_loaded"] for t in ticks), "rows_inserted": sum(t["rows_inserted"] for t in ticks),
-        "ticks": ticks, "warehouse_rows_at_end": warehouse_rows, "seconds": full - start,
+        "ticks": ticks, "warehouse_rows_at_end": warehouse_rows, "seconds": full - start, "phases": phases,
     }
 
 
@@ -688,7 +737,7 @@ def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concu
             log(f"ours: {facts.rows:,} rows through API -> Kinesis -> trigger -> DynamoDB + S3 -> ETL -> warehouse ...")
             memory.reset()
             out["ours"] = run_user_path(env, path, rows, facts.rows, one_by_one=False, concurrency=concurrency,
-                                        batch_size=batch_size)
+                                        batch_size=batch_size, sampler=memory)
             out["ours"]["peak_memory_mib"] = memory.peaks_mib()
             out["ours"]["cpu_seconds"] = memory.cpu_seconds()
             log("reconciling every store exactly ...")
@@ -736,6 +785,29 @@ def _fmt_s(value: float | None) -> str:
 
 def _fmt_eps(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
+
+
+def phase_table(phases: dict[str, dict[str, Any]], cores: int | None) -> list[str]:
+    """Ours, phase by phase: the cores each process group kept busy on average (CPU seconds / wall
+    seconds), and what stayed idle of the machine's cores."""
+    if not phases:
+        return []
+    totals: dict[str, float] = {}
+    for phase in phases.values():
+        for group, seconds in phase["cpu_seconds"].items():
+            totals[group] = totals.get(group, 0.0) + seconds
+    groups = [g for g, seconds in sorted(totals.items(), key=lambda g: -g[1]) if seconds >= 0.05]
+    lines = ["", "| ours by phase: cores busy (CPU s / wall s) | wall s | " + " | ".join(groups)
+             + (f" | idle of {cores} |" if cores else " |"),
+             "|---|---:|" + "---:|" * (len(groups) + (1 if cores else 0))]
+    for name, phase in phases.items():
+        wall = phase["seconds"]
+        if wall <= 0:
+            continue
+        busy = [phase["cpu_seconds"].get(g, 0.0) / wall for g in groups]
+        idle = [f"{max(0.0, cores - sum(phase['cpu_seconds'].values()) / wall):.2f}"] if cores else []
+        lines.append(f"| {name} | {wall:.1f} | " + " | ".join([f"{b:.2f}" for b in busy] + idle) + " |")
+    return lines
 
 
 def table(out: dict[str, Any]) -> str:
@@ -811,6 +883,7 @@ def table(out: dict[str, Any]) -> str:
     for group in groups:
         lines.append(f"| {group} | " + " | ".join(f"{part.get('cpu_seconds', {}).get(group, 0):,.1f}"
                                                 for _, part in parts) + " |")
+    lines.extend(phase_table(ours.get("phases") or {}, out["machine"].get("cores")))
     rec = out["reconciliation"]
     lines.append("")
     lines.append(f"reconciliation {'EXACT' if rec['exact'] else 'NOT EXACT'}: expected {json.dumps(rec['expected'])}; "

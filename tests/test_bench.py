@@ -12,6 +12,22 @@ from ecom_core.config import PROJECT_ROOT as ROOT
 
 
 @pytest.mark.stack
+def test_cpu_by_phase_cuts_cumulative_samples_at_the_phase_bounds():
+    from bench.pipeline import cpu_by_phase, phase_table
+
+    # Cumulative CPU seconds per group, sampled at t = 0, 1, 3 ("b" appears after the first sample).
+    series = [(0.0, {"a": 0.0}), (1.0, {"a": 1.0, "b": 0.5}), (3.0, {"a": 1.0, "b": 2.5})]
+    phases = cpu_by_phase(series, [("first", 0.5, 2.0), ("second", 2.0, 3.5)])
+    # Bounds between samples are interpolated; a bound after the last sample takes the last sample.
+    assert phases["first"] == {"seconds": 1.5, "cpu_seconds": {"b": 1.25, "a": 0.5}}
+    assert phases["second"] == {"seconds": 1.5, "cpu_seconds": {"b": 1.0, "a": 0.0}}
+    lines = phase_table(phases, cores=2)
+    assert lines[1] == "| ours by phase: cores busy (CPU s / wall s) | wall s | b | a | idle of 2 |"
+    # first: b 1.25/1.5, a 0.5/1.5, idle 2 - 1.75/1.5
+    assert lines[3] == "| first | 1.5 | 0.83 | 0.33 | 0.83 |"
+    assert lines[4] == "| second | 1.5 | 0.67 | 0.00 | 1.33 |"
+
+
 def test_bench_small_slice_reconciles_exactly(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("ECOM_DATA_DIR", "ECOM_AWS_PORT", "ECOM_PG_PORT", "AWS_ENDPOINT_URL", "WAREHOUSE_DSN")}
@@ -42,6 +58,14 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
                 "load_alone_vs_key_only_copy"):
         assert summary[key] > 0
     assert result["ours"]["peak_memory_mib"]["emulator"] > 0
+    # Ours phase by phase: the replay, the drain, the batch half after it; their CPU is part of the run's.
+    phases = result["ours"]["phases"]
+    assert list(phases) == ["replay (first to last POST)", "drain (last POST to consumer caught up)",
+                            "batch half after the drain"]
+    assert abs(phases["batch half after the drain"]["seconds"] - result["ours"]["batch_half_after_drain_seconds"]) < 0.01
+    assert phases["replay (first to last POST)"]["cpu_seconds"]["lambda data-ingestion"] > 0
+    for group, seconds in result["ours"]["cpu_seconds"].items():
+        assert sum(p["cpu_seconds"].get(group, 0) for p in phases.values()) <= seconds + 0.1
 
 
 @pytest.mark.stack
