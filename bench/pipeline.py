@@ -550,9 +550,10 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
         # The replay reports its sending time and the wait for the consumer after its last POST;
         # it exits right after, so its last POST was `lag` before it returned.
         last_post = returned - lag_seconds
-        phases = cpu_by_phase(list(sampler.series), [("replay (first to last POST)", last_post - replay_seconds, last_post),
-                                               ("drain (last POST to consumer caught up)", last_post, returned),
-                                               ("batch half after the drain", returned, full)])
+        phases = cpu_by_phase(list(sampler.series), [
+            ("replay (first to last POST)", last_post - replay_seconds, last_post),
+            ("drain (last POST to consumer caught up)", last_post, returned),
+            ("batch half after the drain", returned, full)])
     return {
         "command": " ".join(["ecom", *command[3:]]), "rows": int(said.group(1)), "requests": int(said.group(3)),
         "retries": int(said.group(4)), "replay_seconds": replay_seconds, "consumer_lag_seconds": lag_seconds,
