@@ -138,9 +138,27 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
 
 
 def stop_process(pid: int | None, timeout: float = 30) -> None:
-    """SIGINT first (lets the emulator save its state), then SIGTERM, then SIGKILL."""
+    """SIGINT first (lets the emulator save its state), then SIGTERM, then SIGKILL; then SIGTERM to
+    what it leaves behind in its process group (it leads one: started with start_new_session). A
+    Lambda worker busy in an invocation when the emulator stops (the ETL job lingering, say) only
+    notices at the end of that invocation, and was found still running after `down`."""
     if not _pid_alive(pid):
         return
+    try:
+        leads_group = os.getpgid(pid) == pid
+    except OSError:
+        leads_group = False
+    try:
+        _stop(pid, timeout)
+    finally:
+        if leads_group:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass  # nothing left of the group
+
+
+def _stop(pid: int, timeout: float) -> None:
     for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.kill(pid, sig)

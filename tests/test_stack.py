@@ -61,6 +61,36 @@ def test_pg_binaries_order_and_the_existing_cluster_decide(monkeypatch, tmp_path
     assert "ECOM_PG_BINARIES" in str(info.value)
 
 
+def test_stopping_the_emulator_also_ends_what_it_left_running_in_its_process_group(tmp_path):
+    # A stand-in for the emulator, started as the stack starts it (a session and process group of
+    # its own): it starts a child that outlives it, as a Lambda worker busy in an invocation does.
+    child_pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              f"open({str(child_pid_file)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (child_pid_file.exists() and child_pid_file.read_text()):
+        assert time.monotonic() < deadline, "the stand-in did not start its child"
+        time.sleep(0.05)
+    child = int(child_pid_file.read_text())
+    stack.stop_process(parent.pid, timeout=5)
+    assert parent.poll() is not None
+    deadline = time.monotonic() + 10
+    while stack._pid_alive(child) and not _is_zombie(child):
+        assert time.monotonic() < deadline, "the emulator's child outlived it"
+        time.sleep(0.05)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def test_lambda_zip_is_reproducible():
     first, second = build_zip(), build_zip()
     assert first == second and code_sha256(first) == code_sha256(second)
