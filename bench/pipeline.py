@@ -593,7 +593,8 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
     """
     from ecom_core import aws
     from warehouse import db
-    from warehouse.status import count_items, count_keys
+    from ecom_core.aws import count_keys
+    from warehouse.status import count_items
 
     clock = time.perf_counter()
     r = config.resources()

@@ -272,6 +272,14 @@ def service_missing(exc: ClientError) -> bool:
     return status == 501 or error_code(exc) in ("InternalFailure", "NotImplemented", "NotImplementedException")
 
 
+def count_keys(s3, bucket: str, prefix: str) -> int:
+    """Objects under a prefix of an S3 bucket."""
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        total += page.get("KeyCount", len(page.get("Contents", [])))
+    return total
+
+
 def pages(call: Callable[..., dict[str, Any]], **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Every page of a DynamoDB Query or Scan, following LastEvaluatedKey."""
     while True:

@@ -46,12 +46,10 @@ def write_state(state: dict[str, Any], cfg: config.Stack | None = None, s3=None)
 def nothing_to_do(state: dict[str, Any], s3) -> bool:
     """True when S3 alone shows there is no work: no raw object pending, no staging file beyond
     those the last run counted as loaded."""
-    from warehouse.status import count_keys
-
     r = config.resources()
     if raw_waiting(s3):
         return False
-    return "files_loaded" in state and count_keys(s3, r.staging_bucket, r.staging_prefix) == state["files_loaded"]
+    return "files_loaded" in state and aws.count_keys(s3, r.staging_bucket, r.staging_prefix) == state["files_loaded"]
 
 
 def _tick_facts(trigger: str) -> dict[str, Any]:

@@ -23,13 +23,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-import psycopg2.extensions
-
 from ecom_core import aws, config
 from ecom_core.contract import COLUMNS, CSV_HEADER, SchemaDrift, csv_row_problem
 from etl.transform import list_keys
-from ecom_core.faults import maybe_fail
-from warehouse import db, star
+from warehouse import star, tables
 
 STAGE = "stage_sales_line"
 STAGE_FILES = "stage_files"
@@ -71,12 +68,6 @@ def check_header(key: str, header_line: str) -> None:
                       f"warehouse/schema.sql and ecom_core/contract.py, then rerun `ecom etl load`.", key=key)
 
 
-def record_in_manifest(cur, key: str, etag: str, rows: int, inserted: int, updated: int) -> None:
-    """The file counts as loaded only together with its rows: same transaction, before COMMIT."""
-    cur.execute(f'INSERT INTO {db.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", '
-                f'"rows_updated") VALUES (%s, %s, %s, %s, %s)', (key, etag, rows, inserted, updated))
-
-
 def file_stats_sql(for_manifest: bool = False) -> str:
     """Per file of the group: rows, distinct events, and events new to the warehouse (each counted
     in the first file of the group that has it, as sequential per-file loads would have counted
@@ -101,7 +92,7 @@ def file_stats_sql(for_manifest: bool = False) -> str:
         return f'SELECT f."file_no", coalesce(r.rows, 0), {events}, coalesce(n.new_events, 0) {stats}'
     return (f'SELECT f."file_key", f."etag", coalesce(r.rows, 0) + coalesce(j.rejected, 0), coalesce(n.new_events, 0), '
             f'{events} - coalesce(n.new_events, 0) {stats}\n'
-            f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {db.REJECTS_TABLE} GROUP BY "file_key") j '
+            f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {tables.REJECTS_TABLE} GROUP BY "file_key") j '
             f'ON j."file_key" = f."file_key"')
 
 
@@ -165,169 +156,6 @@ def screen(key: str, body: bytes) -> tuple[str, list[Reject]]:
         else:
             writer.writerow(values)
     return out.getvalue(), rejects
-
-
-def record_rejects(cur, rejects: list[Reject]) -> None:
-    if rejects:
-        cur.executemany(f'INSERT INTO {db.REJECTS_TABLE} ("file_key", "line_no", "event_id", "reason", "raw_line") '
-                        f'VALUES (%s, %s, %s, %s, %s)', [r.row() for r in rejects])
-
-
-def load_group(conn: psycopg2.extensions.connection,
-               files: list[StagedFile]) -> list[tuple[str, Outcome | None]]:
-    """Load a group of staging files; no row the warehouse refuses ever stops the group.
-
-    1. The whole group in one transaction, as it is (the fast path: nearly always).
-    2. If the warehouse refused a value: again, every row screened first (`screen`); refused rows
-       go to the rejects table in the same transaction.
-    3. If it still refuses (something the screen does not know): file by file, screened; a file
-       that still fails has all its rows set aside with the warehouse's error, so the files
-       behind it load.
-    """
-    try:
-        return load_files(conn, files)
-    except SchemaDrift:
-        conn.rollback()
-        raise
-    except (psycopg2.DataError, psycopg2.IntegrityError, UnicodeDecodeError):
-        conn.rollback()
-    try:
-        return load_files(conn, files, screened=True)
-    except (psycopg2.DataError, psycopg2.IntegrityError):
-        conn.rollback()
-    outcomes: list[tuple[str, Outcome | None]] = []
-    for file in files:
-        try:
-            outcomes += load_files(conn, [file], screened=True)
-        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-            conn.rollback()
-            outcomes += set_file_aside(conn, file, f"refused by the warehouse: {type(exc).__name__}: "
-                                                   f"{str(exc).strip()}"[:1000])
-    return outcomes
-
-
-def set_file_aside(conn: psycopg2.extensions.connection, file: StagedFile, reason: str) -> list[tuple[str, Outcome | None]]:
-    """Every data row of the file to the rejects table, and the file to the manifest (0 inserted)."""
-    key, etag, fetch = file
-    body = fetch()
-    lines = body.decode("utf-8", errors="replace").split("\n")[1:]
-    rejects = [Reject(key, number, _safe(line.split(",", 1)[0], 256) or None, reason, json.dumps(line, ensure_ascii=True))
-               for number, line in enumerate(lines, start=2) if line.strip()]
-    with conn.cursor() as cur:
-        cur.execute(f'LOCK TABLE {db.MANIFEST_TABLE} IN EXCLUSIVE MODE')
-        cur.execute(f'SELECT 1 FROM {db.MANIFEST_TABLE} WHERE "file_key" = %s', (key,))
-        if cur.fetchone():
-            conn.rollback()
-            return [(key, None)]
-        record_rejects(cur, rejects)
-        record_in_manifest(cur, key, etag, len(rejects), 0, 0)
-    conn.commit()
-    return [(key, (len(rejects), 0, 0, len(rejects)))]
-
-
-def keep_fact_statistics_true(cur) -> None:
-    """Postgres: the planner must never take the fact table for empty while it holds rows.
-
-    Auto-analyze sampling the fact table while a load's INSERT is still uncommitted counts none of
-    those rows: it records the table's pages with zero rows (pg_class.reltuples = 0), and from then
-    on the planner estimates one row for it. After a first load into an empty warehouse that turned
-    the duplicate-flag statements into nested loops over the whole table: 593 s instead of ~1 s for
-    the full file (docs/performance.md, round six). So a load holds SHARE UPDATE EXCLUSIVE on the
-    table until it commits (auto-vacuum and auto-analyze skip a table they cannot lock; readers and
-    writers are not blocked), and statistics left that way earlier (fewer rows than pages) are
-    renewed first, inside the transaction."""
-    cur.execute(f"LOCK TABLE {db.FACT_TABLE} IN SHARE UPDATE EXCLUSIVE MODE")
-    cur.execute("SELECT relpages, reltuples FROM pg_class WHERE oid = CAST(%s AS regclass)", (db.FACT_TABLE,))
-    pages, rows = cur.fetchone()
-    if pages > 0 and rows < pages:
-        cur.execute(f"ANALYZE {db.FACT_TABLE}")
-
-
-def load_files(conn: psycopg2.extensions.connection, files: list[StagedFile], *,
-               screened: bool = False) -> list[tuple[str, Outcome | None]]:
-    """Load a group of staging files in one transaction.
-
-    Returns, per file in order, (key, (rows, inserted, updated, rejected)) or (key, None) if it was
-    already loaded. Bodies are fetched one at a time, right before their COPY (bounded memory).
-    `screened`: check every row first and set refused rows aside (see `load_group`).
-    """
-    outcomes: dict[str, Outcome] = {}
-    rejected: dict[str, int] = {}
-    with conn.cursor() as cur:
-        # Loaders running at the same time serialise here; the manifest check is then reliable.
-        cur.execute(f'LOCK TABLE {db.MANIFEST_TABLE} IN EXCLUSIVE MODE')
-        keys = [key for key, _, _ in files]
-        cur.execute(f'SELECT "file_key" FROM {db.MANIFEST_TABLE} WHERE "file_key" = ANY(%s)', (keys,))
-        done = {row[0] for row in cur.fetchall()}
-        todo, seen = [], set(done)
-        for file in files:
-            if file[0] not in seen:  # a key listed twice is loaded once
-                seen.add(file[0])
-                todo.append(file)
-        if not todo:
-            conn.rollback()
-            return [(key, None) for key in keys]
-        keep_fact_statistics_true(cur)
-        # Same column types as the fact table, none of its constraints (CTAS works on Redshift too),
-        # plus the number of the file each row came from, filled in by COPY from a setting.
-        cur.execute(f"DROP TABLE IF EXISTS {STAGE}")
-        cur.execute(f"DROP TABLE IF EXISTS {STAGE_FILES}")
-        cur.execute(f"CREATE TEMPORARY TABLE {STAGE} AS SELECT {COLUMN_LIST} FROM {db.FACT_TABLE} WHERE 1 = 0")
-        cur.execute("SELECT set_config('ecom.load_file_no', '-1', true)")  # must exist when the column is added
-        cur.execute(f"ALTER TABLE {STAGE} ADD COLUMN \"file_no\" integer "
-                    f"DEFAULT current_setting('ecom.load_file_no')::integer")
-        cur.execute(f'CREATE TEMPORARY TABLE {STAGE_FILES} ("file_no" integer NOT NULL, '
-                    f'"file_key" varchar(512) NOT NULL, "etag" varchar(128))')
-        for number, (key, etag, fetch) in enumerate(todo):
-            if screened:
-                text, rejects = screen(key, fetch())
-                record_rejects(cur, rejects)
-                rejected[key] = len(rejects)
-            else:
-                text = fetch().decode("utf-8")
-                check_header(key, text.split("\n", 1)[0])
-            cur.execute("SELECT set_config('ecom.load_file_no', %s, true)", (str(number),))
-            cur.copy_expert(f"COPY {STAGE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)",
-                            io.StringIO(text))
-            del text
-            cur.execute(f'INSERT INTO {STAGE_FILES} ("file_no", "file_key", "etag") VALUES (%s, %s, %s)',
-                        (number, key, etag))
-        cur.execute(ANALYZE_STAGE)
-        star.stage_facts(cur, STAGE, STAGE_FILES)
-        cur.execute(FILE_STATS_SQL)
-        stats = {row[0]: row[1:] for row in cur.fetchall()}
-        star.write_facts(cur)
-        star.refresh_duplicate_flags(cur)
-        star.upsert_dimensions(cur)
-        for number, (key, etag, _) in enumerate(todo):
-            rows, events, inserted = stats[number]
-            # rows_in_file counts every data row, the rejected ones included.
-            rows += rejected.get(key, 0)
-            outcomes[key] = (rows, inserted, events - inserted, rejected.get(key, 0))
-            record_in_manifest(cur, key, etag, rows, inserted, events - inserted)
-        cur.execute(f"DROP TABLE {STAGE}")
-        cur.execute(f"DROP TABLE {STAGE_FILES}")
-        maybe_fail("load.after_copy")
-    conn.commit()
-    reported: set[str] = set()
-    answer = []
-    for key in keys:
-        answer.append((key, outcomes.get(key) if key not in done and key not in reported else None))
-        reported.add(key)
-    return answer
-
-
-def load_file(conn: psycopg2.extensions.connection, key: str, etag: str, body: bytes) -> Outcome | None:
-    """Load one staging file. Returns (rows, inserted, updated, rejected), or None if already loaded."""
-    return load_group(conn, [(key, etag, lambda: body)])[0][1]
-
-
-def loaded_keys(conn: psycopg2.extensions.connection) -> set[str]:
-    with conn.cursor() as cur:
-        cur.execute(f'SELECT "file_key" FROM {db.MANIFEST_TABLE}')
-        keys = {row[0] for row in cur.fetchall()}
-    conn.commit()
-    return keys
 
 
 def pending_keys(done: set[str], cfg: config.Stack | None = None) -> list[dict]:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 from ecom_core import aws, config
 from etl.load import ANALYZE_STAGE, COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql, screen
-from warehouse import db, star
+from warehouse import star, tables
 from warehouse.recorder import RecordingConnection
 from warehouse.redshift_data import DataApi, RedshiftError, literal
 
@@ -42,8 +42,8 @@ def _split(sql: str) -> list[str]:
 
 def schema_statements() -> list[str]:
     """schema.sql and analytics.sql in Redshift's SQL (the views are dropped and re-created)."""
-    statements = [re.sub(r"DEFAULT CURRENT_TIMESTAMP", "DEFAULT SYSDATE", s) for s in _split(db.schema_sql())]
-    return statements + ["DROP SCHEMA IF EXISTS analytics CASCADE"] + _split(db.analytics_sql())
+    statements = [re.sub(r"DEFAULT CURRENT_TIMESTAMP", "DEFAULT SYSDATE", s) for s in _split(tables.schema_sql())]
+    return statements + ["DROP SCHEMA IF EXISTS analytics CASCADE"] + _split(tables.analytics_sql())
 
 
 def star_stage_statements() -> list[str]:
@@ -75,11 +75,11 @@ def copy_statement(table: str, columns: str, manifest_url: str, iam_role: str) -
 def group_statements(files: list[tuple[str, str, str]], iam_role: str, rejects_manifest: str | None = None) -> list[str]:
     """One transaction loading a group: files = [(key, etag, manifest URL of the body to COPY)]."""
     statements = [
-        f"LOCK {db.MANIFEST_TABLE}",
+        f"LOCK {tables.MANIFEST_TABLE}",
         f"DROP TABLE IF EXISTS {STAGE}",
         f"DROP TABLE IF EXISTS {STAGE_FILES}",
         f'CREATE TEMPORARY TABLE {STAGE} AS SELECT {COLUMN_LIST}, CAST(NULL AS INTEGER) AS "file_no" '
-        f"FROM {db.FACT_TABLE} WHERE 1 = 0",
+        f"FROM {tables.FACT_TABLE} WHERE 1 = 0",
         f'CREATE TEMPORARY TABLE {STAGE_FILES} ("file_no" INTEGER NOT NULL, "file_key" VARCHAR(512) NOT NULL, '
         f'"etag" VARCHAR(128))',
     ]
@@ -90,16 +90,16 @@ def group_statements(files: list[tuple[str, str, str]], iam_role: str, rejects_m
             f'INSERT INTO {STAGE_FILES} ("file_no", "file_key", "etag") VALUES ({number}, {literal(key)}, {literal(etag)})',
         ]
     statements += [
-        f'DELETE FROM {STAGE_FILES} WHERE "file_key" IN (SELECT "file_key" FROM {db.MANIFEST_TABLE})',
+        f'DELETE FROM {STAGE_FILES} WHERE "file_key" IN (SELECT "file_key" FROM {tables.MANIFEST_TABLE})',
         f'DELETE FROM {STAGE} WHERE "file_no" NOT IN (SELECT "file_no" FROM {STAGE_FILES})',
     ]
     if rejects_manifest:
-        statements.append(copy_statement(db.REJECTS_TABLE, REJECT_COLUMNS, rejects_manifest, iam_role))
+        statements.append(copy_statement(tables.REJECTS_TABLE, REJECT_COLUMNS, rejects_manifest, iam_role))
     statements += [
         ANALYZE_STAGE,
         *star_stage_statements(),
         # The manifest rows, from the per-file statistics, before the facts change (new vs present).
-        f'INSERT INTO {db.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", "rows_updated") '
+        f'INSERT INTO {tables.MANIFEST_TABLE} ("file_key", "etag", "rows_in_file", "rows_inserted", "rows_updated") '
         f"{file_stats_sql(for_manifest=True)}",
         *star_write_statements(),
         f"DROP TABLE {STAGE}",
@@ -131,10 +131,10 @@ class RedshiftWarehouse:
         self.api.run(schema_statements())
 
     def loaded_keys(self) -> set[str]:
-        return {row[0] for row in self.api.query(f'SELECT "file_key" FROM {db.MANIFEST_TABLE}')}
+        return {row[0] for row in self.api.query(f'SELECT "file_key" FROM {tables.MANIFEST_TABLE}')}
 
     def manifest_files(self) -> int:
-        return int(self.api.query(f"SELECT count(*) FROM {db.MANIFEST_TABLE}")[0][0])
+        return int(self.api.query(f"SELECT count(*) FROM {tables.MANIFEST_TABLE}")[0][0])
 
     def record_run(self, values: dict) -> None:
         columns = ", ".join(f'"{k}"' for k in values)
@@ -215,8 +215,8 @@ class RedshiftWarehouse:
         wanted = ", ".join(literal(k) for k in keys)
         rows = self.api.query(
             f'SELECT m."file_key", m."rows_in_file", m."rows_inserted", m."rows_updated", '
-            f'(SELECT count(*) FROM {db.REJECTS_TABLE} j WHERE j."file_key" = m."file_key") '
-            f'FROM {db.MANIFEST_TABLE} m WHERE m."file_key" IN ({wanted})')
+            f'(SELECT count(*) FROM {tables.REJECTS_TABLE} j WHERE j."file_key" = m."file_key") '
+            f'FROM {tables.MANIFEST_TABLE} m WHERE m."file_key" IN ({wanted})')
         found = {row[0]: tuple(int(v) for v in row[1:]) for row in rows}
         return [(key, found.get(key)) for key in keys]  # type: ignore[misc]
 

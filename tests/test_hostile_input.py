@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ecom_core import aws, config, contract
 from ecom_core.events import bound_event_id
-from etl import load
+from etl import postgres
 from etl.run import run_once
 from etl.transform import jsonl_to_csv
 from handlers.auth import AuthError, _hs256, b64url_encode, mint, verify_jwt
@@ -345,7 +345,7 @@ def test_accepted_events_load_on_the_fast_path(stack_env, clean_stores):
     data, rows = jsonl_to_csv(write_jsonl(unique))
     with db.connection() as conn:
         db.ensure_schema(conn)
-        outcome = load.load_files(conn, [("csv/hypothesis/accepted.csv", "", lambda: data)])
+        outcome = postgres.load_files(conn, [("csv/hypothesis/accepted.csv", "", lambda: data)])
     assert outcome == [("csv/hypothesis/accepted.csv", (rows, rows, 0, 0))]
 
 

@@ -11,7 +11,7 @@ import sqlglot
 from sqlglot import exp
 
 from ecom_core.contract import CSV_HEADER, WAREHOUSE_COLUMNS
-from etl import load
+from etl import load, postgres
 from etl.redshift import group_statements, schema_statements, star_statements
 from warehouse.recorder import RecordingConnection
 from warehouse.redshift_data import DataApi, RedshiftError, literal
@@ -35,7 +35,7 @@ def postgres_load() -> list[str]:
         return [(0, 0.0)] if "pg_class" in sql else []  # the fact table's statistics: empty, as they should be
 
     conn = RecordingConnection(answer)
-    load.load_files(conn, [(key, etag, lambda: BODY) for key, etag in FILES])
+    postgres.load_files(conn, [(key, etag, lambda: BODY) for key, etag in FILES])
     return [s for s in conn.statements if s not in ("COMMIT", "ROLLBACK")]
 
 

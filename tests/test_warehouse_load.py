@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from ecom_core import aws, config
-from etl import catalog, load, transform
+from etl import catalog, load, postgres, transform
 from ecom_core.contract import CSV_HEADER, SchemaDrift
 from etl.run import run_once
 from tests.helpers import read_csv, replay_file, warehouse_rows
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.stack
 
 CRASH_ON_SECOND_FILE = textwrap.dedent("""
     import os, signal
-    from etl import load
+    from etl import load, postgres
 
-    record = load.record_in_manifest
+    record = postgres.record_in_manifest
     load.FILES_PER_TRANSACTION = 1  # one file per transaction, so the first file commits on its own
     seen = []
 
@@ -35,7 +35,7 @@ CRASH_ON_SECOND_FILE = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         record(cur, key, *args)
 
-    load.record_in_manifest = crash_before_commit
+    postgres.record_in_manifest = crash_before_commit
     load.load()
 """)
 
@@ -184,9 +184,9 @@ def test_a_redelivered_event_that_changed_re_evaluates_the_group_it_left(stack_e
     flags = 'SELECT "event_id", "stock_code", "is_duplicate_row" FROM dw.fact_sales_line ORDER BY 1'
     with db.connection() as conn:
         db.ensure_schema(conn)
-        assert load.load_file(conn, "csv/redelivery/1.csv", "", body(first, second)) == (2, 2, 0, 0)
+        assert postgres.load_file(conn, "csv/redelivery/1.csv", "", body(first, second)) == (2, 2, 0, 0)
         assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123A", True)]
-        assert load.load_file(conn, "csv/redelivery/2.csv", "", body(dict(second, stock_code="85123B"))) == (1, 0, 1, 0)
+        assert postgres.load_file(conn, "csv/redelivery/2.csv", "", body(dict(second, stock_code="85123B"))) == (1, 0, 1, 0)
     assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123B", False)]
     assert warehouse_rows('SELECT "product_code" FROM dw.dim_product ORDER BY 1') == [("85123A",), ("85123B",)]
 
@@ -211,7 +211,7 @@ def test_an_event_repeated_in_and_across_the_files_of_a_group_is_one_fact_the_la
              ("csv/repeat/2.csv", _csv_body(e1))]
     with db.connection() as conn:
         db.ensure_schema(conn)
-        outcomes = load.load_group(conn, [(key, "", lambda body=body: body) for key, body in files])
+        outcomes = postgres.load_group(conn, [(key, "", lambda body=body: body) for key, body in files])
     # (rows, inserted, updated, rejected): file 0: 3 rows, 2 distinct events, both new;
     # file 1: e2 counted new in file 0 (so updated here), e3 new; file 2: e1 counted in file 0.
     assert outcomes == [("csv/repeat/0.csv", (3, 2, 0, 0)), ("csv/repeat/1.csv", (2, 1, 1, 0)),
@@ -236,7 +236,7 @@ def test_a_load_keeps_auto_analyze_off_the_fact_table_and_mends_statistics_that_
     events = [dict(LINE, event_id=f"stats-{n}", stock_code=f"3{n:04d}") for n in range(300)]
     with db.connection() as conn:
         db.ensure_schema(conn)
-        assert load.load_file(conn, "csv/stats/0.csv", "", _csv_body(*events[:200]))[1] == 200
+        assert postgres.load_file(conn, "csv/stats/0.csv", "", _csv_body(*events[:200]))[1] == 200
         with conn.cursor() as cur:
             cur.execute("ANALYZE dw.fact_sales_line")
             # What the race leaves behind: the table's pages, no rows.
@@ -256,6 +256,6 @@ def test_a_load_keeps_auto_analyze_off_the_fact_table_and_mends_statistics_that_
             return write_facts(cur)
 
         monkeypatch.setattr(load_module.star, "write_facts", probe_then_write)
-        assert load.load_file(conn, "csv/stats/1.csv", "", _csv_body(*events[200:]))[1] == 100
+        assert postgres.load_file(conn, "csv/stats/1.csv", "", _csv_body(*events[200:]))[1] == 100
     assert probes == ["lock refused"]
     assert warehouse_rows("SELECT reltuples FROM pg_class WHERE oid = CAST('dw.fact_sales_line' AS regclass)") == [(200.0,)]

@@ -1,19 +1,19 @@
-"""Warehouse connection and schema."""
+"""The Postgres connection (psycopg2) and schema, for local tools and the Postgres dialect. Never in a
+Lambda zip: the job reaches the warehouse through the Redshift Data API (warehouse/redshift_data.py)."""
 from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from importlib import resources as importlib_resources
 from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions
 
 from ecom_core import secrets
+from warehouse.tables import FACT_TABLE, MANIFEST_TABLE, REJECTS_TABLE, analytics_sql, schema_sql, sql_file
 
-FACT_TABLE = "dw.fact_sales_line"
-MANIFEST_TABLE = "dw.load_manifest"
-REJECTS_TABLE = "dw.load_rejects"
+__all__ = ["FACT_TABLE", "MANIFEST_TABLE", "REJECTS_TABLE", "analytics_sql", "schema_sql", "connect", "connection",
+           "ensure_schema", "count"]
 
 
 def connect(dsn: str | None = None) -> psycopg2.extensions.connection:
@@ -29,21 +29,13 @@ def connection(dsn: str | None = None) -> Iterator[psycopg2.extensions.connectio
         conn.close()
 
 
-def schema_sql() -> str:
-    return importlib_resources.files("warehouse").joinpath("schema.sql").read_text(encoding="utf-8")
-
-
-def analytics_sql() -> str:
-    return importlib_resources.files("warehouse").joinpath("analytics.sql").read_text(encoding="utf-8")
-
-
 def ensure_schema(conn: psycopg2.extensions.connection) -> None:
     with conn.cursor() as cur:
         # Serialise concurrent first runs (CREATE ... IF NOT EXISTS can still race on catalogs).
         cur.execute("SELECT pg_advisory_xact_lock(74311)")
         cur.execute(schema_sql())
         _add_star_columns(cur)
-        cur.execute(importlib_resources.files("warehouse").joinpath("postgres_indexes.sql").read_text(encoding="utf-8"))
+        cur.execute(sql_file("postgres_indexes.sql"))
         _ensure_analytics_views(cur)
     conn.commit()
 

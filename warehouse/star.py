@@ -16,7 +16,10 @@ which is also how Redshift compares.
 """
 from __future__ import annotations
 
-import psycopg2.extensions
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the statements run on any DB-API cursor (or the recorder); no driver ships
+    import psycopg2.extensions
 
 from ecom_core.contract import WAREHOUSE_COLUMNS
 

@@ -5,14 +5,8 @@ import time
 from typing import Any, Iterator
 
 from ecom_core import aws, config
+from ecom_core.aws import count_keys
 from warehouse import db
-
-
-def count_keys(s3, bucket: str, prefix: str) -> int:
-    total = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        total += page.get("KeyCount", len(page.get("Contents", [])))
-    return total
 
 
 def count_items(dynamodb, table: str) -> int:
