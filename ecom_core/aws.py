@@ -57,7 +57,7 @@ def client(service: str, cfg: config.Stack | None = None, *, read_timeout: int =
     cfg = cfg or config.stack()
     settings = botocore_config(read_timeout=read_timeout, max_pool_connections=max_pool_connections,
                                parameter_validation=parameter_validation)
-    return session(cfg.endpoint_url, cfg.region).client(service, endpoint_url=cfg.endpoint_url,
+    return session(cfg.endpoint_url, cfg.region).client(service, endpoint_url=cfg.endpoint_for(service),
                                                         config=settings, **kwargs)
 
 

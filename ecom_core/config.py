@@ -151,6 +151,8 @@ class Stack:
     # "Endpoint unset" means real AWS. The embedded stack sets it to the emulator.
     aws_endpoint_url: str | None = field(default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL") or None)
     aws_port: int = field(default_factory=lambda: _env_int("ECOM_AWS_PORT", 4566))
+    # The local stacks' Redshift Data API (bootstrap/local/redshift_data): neither emulator has one.
+    redshift_data_port: int = field(default_factory=lambda: _env_int("ECOM_REDSHIFT_DATA_PORT", 4569))
     pg_port: int = field(default_factory=lambda: _env_int("ECOM_PG_PORT", 5433))
     region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
     # Local-development default credentials for the private Postgres cluster.
@@ -174,6 +176,19 @@ class Stack:
     @property
     def local_endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.aws_port}"
+
+    @property
+    def local_redshift_data_url(self) -> str:
+        return f"http://127.0.0.1:{self.redshift_data_port}"
+
+    def endpoint_for(self, service: str) -> str | None:
+        """Where a client of `service` talks to: the emulator's endpoint, except for the Redshift Data
+        API, which the local stacks serve themselves. Inside a Lambda None: botocore then reads
+        AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_REDSHIFT_DATA, which the local stack sets for its workers."""
+        endpoint = self.endpoint_url
+        if endpoint and service == "redshift-data" and self.target != "aws":
+            return os.environ.get("AWS_ENDPOINT_URL_REDSHIFT_DATA") or self.local_redshift_data_url
+        return endpoint
 
     @property
     def endpoint_url(self) -> str | None:
