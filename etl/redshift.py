@@ -25,6 +25,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ecom_core import aws, config
+from ecom_core.faults import maybe_fail
 from etl.load import ANALYZE_STAGE, COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql, screen
 from warehouse import star, tables
 from warehouse.recorder import RecordingConnection
@@ -151,7 +152,9 @@ class RedshiftWarehouse:
             f"LOCK {LEASE_TABLE}",
             f'INSERT INTO {LEASE_TABLE} ("name", "holder", "acquired_at", "expires_at") SELECT {literal(NAME)}, NULL, '
             f"{_lit(EPOCH)}, {_lit(EPOCH)} WHERE NOT EXISTS (SELECT 1 FROM {LEASE_TABLE} WHERE \"name\" = {literal(NAME)})",
-            f'UPDATE {LEASE_TABLE} SET "holder" = {literal(holder)}, "acquired_at" = {_lit(now)}, '
+            # holder_session NULL: the Postgres dialect's session check (warehouse/lease.py) must not
+            # free a lease the Data API holds because an earlier holder's session is gone.
+            f'UPDATE {LEASE_TABLE} SET "holder" = {literal(holder)}, "holder_session" = NULL, "acquired_at" = {_lit(now)}, '
             f'"expires_at" = {_lit(datetime.fromtimestamp(expires))} WHERE "name" = {literal(NAME)} AND '
             f'("holder" IS NULL OR "expires_at" < {_lit(now)} OR "holder" = {literal(holder)})'])
         rows = self.api.query(f'SELECT "holder" FROM {LEASE_TABLE} WHERE "name" = {literal(NAME)}')
@@ -180,8 +183,13 @@ class RedshiftWarehouse:
         group = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         keys = [key for key, _, _ in files]
         try:
-            self.api.run(group_statements([(key, etag, self._manifest(group, n, key)) for n, (key, etag, _)
-                                           in enumerate(files)], self.iam_role))
+            statements = group_statements([(key, etag, self._manifest(group, n, key)) for n, (key, etag, _)
+                                           in enumerate(files)], self.iam_role)
+            # The job dying with its group prepared and nothing committed (the Postgres dialect's
+            # fault of the same name fires inside the open transaction; a batch sent to the Data API
+            # runs to its end whatever becomes of the caller).
+            maybe_fail("load.after_copy")
+            self.api.run(statements)
         except RedshiftError:
             # A value Redshift refused: screen every row, COPY the screened copies and the rejects.
             screened, rejects = [], []
