@@ -1,0 +1,3 @@
+from bootstrap.local.redshift_data.server import main
+
+main()

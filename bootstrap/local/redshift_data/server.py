@@ -1,0 +1,332 @@
+"""The HTTP side: AWS JSON 1.1 (`X-Amz-Target: RedshiftData.<Operation>`), as botocore's
+`redshift-data` client sends it, answered from the statement store (statements.py).
+
+    python -m bootstrap.local.redshift_data --port 4599 --dsn postgresql://... --s3-endpoint http://127.0.0.1:4566
+
+Requests are not signature-checked (any credentials work, as on the other local emulators).
+SQL errors are statements with Status FAILED and an Error, never an HTTP error; malformed requests
+are ValidationException (400), unknown ids ResourceNotFoundException (400).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+from bootstrap.local.redshift_data.statements import ApiError, Engine, Statement, field_value
+
+log = logging.getLogger("redshift_data")
+
+PAGE_ROWS = 10000           # rows per GetStatementResult page (AWS pages at 100 MB)
+SETTLE_SECONDS = 0.05       # ExecuteStatement answers after the statement ends, if it ends this soon
+CONTENT_TYPE = b"application/x-amz-json-1.1"
+TARGET_PREFIX = "RedshiftData."
+
+
+def _token(kind: str, statement_id: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([kind, statement_id, offset]).encode()).decode()
+
+
+def _offset(token: str | None, kind: str, statement_id: str) -> int:
+    if not token:
+        return 0
+    try:
+        got_kind, got_id, offset = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if got_kind == kind and got_id == statement_id and isinstance(offset, int) and offset >= 0:
+            return offset
+    except (ValueError, TypeError):
+        pass
+    raise ApiError("ValidationException", "Invalid NextToken")
+
+
+def _require(payload: dict, name: str, kind: type = str) -> Any:
+    value = payload.get(name)
+    if value is None or (kind is str and value == ""):
+        raise ApiError("ValidationException", f"{name} is required")
+    if not isinstance(value, kind):
+        raise ApiError("ValidationException", f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _target(payload: dict) -> dict[str, str]:
+    """Where the SQL runs: exactly one of ClusterIdentifier / WorkgroupName, and a Database. Every
+    target is the one Postgres database of --dsn (the names are echoed, not checked)."""
+    if payload.get("SessionId") or payload.get("SessionKeepAliveSeconds"):
+        raise ApiError("ValidationException", "Sessions (SessionId, SessionKeepAliveSeconds) are not supported by the "
+                                              "local Redshift Data API: every call is a session of its own")
+    if payload.get("ResultFormat") not in (None, "JSON"):
+        raise ApiError("ValidationException", "ResultFormat CSV is not supported by the local Redshift Data API")
+    cluster, workgroup = payload.get("ClusterIdentifier"), payload.get("WorkgroupName")
+    if bool(cluster) == bool(workgroup):
+        raise ApiError("ValidationException", "Either ClusterIdentifier or WorkgroupName must be specified, not both")
+    target = {"Database": _require(payload, "Database")}
+    target["ClusterIdentifier" if cluster else "WorkgroupName"] = cluster or workgroup
+    for key in ("DbUser", "SecretArn"):
+        if payload.get(key):
+            target[key] = payload[key]
+    return target
+
+
+def _parameters(payload: dict) -> list[dict] | None:
+    params = payload.get("Parameters")
+    if params is None:
+        return None
+    if not isinstance(params, list) or not all(isinstance(p, dict) and isinstance(p.get("name"), str)
+                                               and isinstance(p.get("value"), str) for p in params):
+        raise ApiError("ValidationException", "Parameters must be a list of {name, value} strings")
+    return params
+
+
+class Api:
+    def __init__(self, engine: Engine, *, page_rows: int = PAGE_ROWS, settle_seconds: float = SETTLE_SECONDS):
+        self.engine, self.page_rows, self.settle_seconds = engine, page_rows, settle_seconds
+        self.ops: dict[str, Callable[[dict], Awaitable[dict]]] = {
+            "ExecuteStatement": self.execute_statement, "BatchExecuteStatement": self.batch_execute_statement,
+            "DescribeStatement": self.describe_statement, "GetStatementResult": self.get_statement_result,
+            "ListStatements": self.list_statements, "CancelStatement": self.cancel_statement,
+            "ListDatabases": self.list_databases, "ListSchemas": self.list_schemas, "ListTables": self.list_tables,
+            "DescribeTable": self.describe_table,
+        }
+
+    # -- ASGI
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        status, answer = await self.handle(scope["method"], headers.get("x-amz-target", ""), body)
+        data = json.dumps(answer, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(data)).encode()),
+                                (b"x-amzn-requestid", str(uuid.uuid4()).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def handle(self, method: str, target: str, body: bytes) -> tuple[int, dict]:
+        if method == "GET":
+            return 200, {"service": "redshift-data (local)", "statements": len(self.engine.statements)}
+        try:
+            if not target.startswith(TARGET_PREFIX):
+                raise ApiError("UnknownOperationException", f"Unknown X-Amz-Target {target!r}")
+            op = self.ops.get(target[len(TARGET_PREFIX):])
+            if op is None:
+                raise ApiError("UnknownOperationException", f"Operation {target[len(TARGET_PREFIX):]} is not supported "
+                                                           f"by the local Redshift Data API")
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError:
+                raise ApiError("SerializationException", "The request body is not JSON")
+            if not isinstance(payload, dict):
+                raise ApiError("SerializationException", "The request body is not a JSON object")
+            return 200, await op(payload)
+        except ApiError as err:
+            return err.status, {"__type": err.code, "Message": err.message, "message": err.message, **err.fields}
+        except Exception as exc:  # a bug: the only 5xx
+            log.exception("request %s", target)
+            return 500, {"__type": "InternalServerException", "Message": repr(exc)}
+
+    # -- statements
+    async def _settle(self, st: Statement) -> None:
+        if self.settle_seconds > 0 and st.future is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(st.future)), self.settle_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    def _accepted(self, st: Statement) -> dict:
+        out: dict[str, Any] = {"Id": st.id, "CreatedAt": st.created, **st.target}
+        return out
+
+    async def execute_statement(self, payload: dict) -> dict:
+        sql = _require(payload, "Sql")
+        target = _target(payload)
+        st = self.engine.submit([sql], is_batch=False, target=target, name=payload.get("StatementName"),
+                                parameters=_parameters(payload))
+        await self._settle(st)
+        return self._accepted(st)
+
+    async def batch_execute_statement(self, payload: dict) -> dict:
+        sqls = _require(payload, "Sqls", list)
+        if not sqls or len(sqls) > 40 or not all(isinstance(s, str) and s for s in sqls):
+            raise ApiError("ValidationException", "Sqls must hold 1 to 40 SQL statements")
+        target = _target(payload)
+        st = self.engine.submit(sqls, is_batch=True, target=target, name=payload.get("StatementName"),
+                                parameters=_parameters(payload))
+        await self._settle(st)
+        return self._accepted(st)
+
+    async def describe_statement(self, payload: dict) -> dict:
+        st, sub = self.engine.get(_require(payload, "Id"))
+        wait = payload.get("WaitTimeSeconds")
+        if wait and not st.done.is_set() and st.future is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(st.future)), float(wait))
+            except asyncio.TimeoutError:
+                pass
+        if sub is not None:
+            return sub.describe()
+        return st.describe()
+
+    async def get_statement_result(self, payload: dict) -> dict:
+        statement_id = _require(payload, "Id")
+        st, sub = self.engine.get(statement_id)
+        if sub is None:
+            if st.is_batch:
+                raise ApiError("ValidationException", "Use the Id of a sub-statement (<id>:<n>) for the results of a "
+                                                      "BatchExecuteStatement")
+            sub = st.subs[0]
+        if sub.status != "FINISHED":
+            if sub.status == "FAILED":
+                raise ApiError("ValidationException", f"Query failed: {sub.error}")
+            raise ApiError("ValidationException", f"Query has not finished (Status {sub.status}). Check the status "
+                                                  "with DescribeStatement.")
+        if not sub.has_result_set or sub.rows is None:
+            raise ApiError("ValidationException", "Query does not have result. Please check query status with "
+                                                  "DescribeStatement.")
+        offset = _offset(payload.get("NextToken"), "result", statement_id)
+        rows = sub.rows[offset:offset + self.page_rows]
+        records = await asyncio.to_thread(lambda: [[field_value(v) for v in row] for row in rows])
+        out: dict[str, Any] = {"Records": records, "ColumnMetadata": sub.columns, "TotalNumRows": len(sub.rows)}
+        if offset + self.page_rows < len(sub.rows):
+            out["NextToken"] = _token("result", statement_id, offset + self.page_rows)
+        return out
+
+    async def list_statements(self, payload: dict) -> dict:
+        status = payload.get("Status") or "ALL"
+        name = payload.get("StatementName")
+        limit = payload.get("MaxResults") or 100
+        if not isinstance(limit, int) or not 0 <= limit <= 100:
+            raise ApiError("ValidationException", "MaxResults must be 0 to 100")
+        limit = limit or 100
+        chosen = [st for st in reversed(self.engine.all())
+                  if (status == "ALL" or st.status == status) and (not name or (st.name or "").startswith(name))]
+        offset = _offset(payload.get("NextToken"), "list", "statements")
+        out: dict[str, Any] = {"Statements": [st.summary() for st in chosen[offset:offset + limit]]}
+        if offset + limit < len(chosen):
+            out["NextToken"] = _token("list", "statements", offset + limit)
+        return out
+
+    async def cancel_statement(self, payload: dict) -> dict:
+        st, _ = self.engine.get(_require(payload, "Id"))
+        return {"Status": self.engine.cancel(st)}
+
+    # -- metadata
+    def _page(self, payload: dict, kind: str, items: list, key: str) -> dict:
+        limit = payload.get("MaxResults") or 1000
+        offset = _offset(payload.get("NextToken"), kind, kind)
+        out: dict[str, Any] = {key: items[offset:offset + limit]}
+        if offset + limit < len(items):
+            out["NextToken"] = _token(kind, kind, offset + limit)
+        return out
+
+    async def _meta(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return await asyncio.to_thread(self.engine.metadata_query, sql, params)
+
+    def _meta_target(self, payload: dict) -> None:
+        if bool(payload.get("ClusterIdentifier")) == bool(payload.get("WorkgroupName")):
+            raise ApiError("ValidationException", "Either ClusterIdentifier or WorkgroupName must be specified, not both")
+
+    async def list_databases(self, payload: dict) -> dict:
+        self._meta_target(payload)
+        rows = await self._meta("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname")
+        return self._page(payload, "databases", [r[0] for r in rows], "Databases")
+
+    async def list_schemas(self, payload: dict) -> dict:
+        self._meta_target(payload)
+        _require(payload, "Database")
+        rows = await self._meta("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s AND nspname NOT LIKE 'pg\\_temp\\_%%' "
+                                "AND nspname NOT LIKE 'pg\\_toast%%' ORDER BY nspname",
+                                (payload.get("SchemaPattern") or "%",))
+        return self._page(payload, "schemas", [r[0] for r in rows], "Schemas")
+
+    async def list_tables(self, payload: dict) -> dict:
+        self._meta_target(payload)
+        _require(payload, "Database")
+        rows = await self._meta(
+            "SELECT c.relname, n.nspname, CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
+            "ELSE 'TABLE' END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname LIKE %s AND c.relname LIKE %s "
+            "AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast%%' ORDER BY n.nspname, c.relname",
+            (payload.get("SchemaPattern") or "%", payload.get("TablePattern") or "%"))
+        return self._page(payload, "tables", [{"name": r[0], "schema": r[1], "type": r[2]} for r in rows], "Tables")
+
+    async def describe_table(self, payload: dict) -> dict:
+        self._meta_target(payload)
+        _require(payload, "Database")
+        schema, table = payload.get("Schema") or "public", payload.get("Table")
+        rows = await self._meta(
+            "SELECT table_name, column_name, udt_name, is_nullable, character_maximum_length, numeric_precision, "
+            "numeric_scale, datetime_precision, column_default FROM information_schema.columns "
+            "WHERE table_schema = %s AND (%s IS NULL OR table_name = %s) ORDER BY table_name, ordinal_position",
+            (schema, table, table))
+        if table and not rows:
+            raise ApiError("ValidationException", f"Table {schema}.{table} does not exist")
+        columns = []
+        for name_, column, typ, nullable, char_len, num_prec, num_scale, dt_prec, default in rows:
+            columns.append({"name": column, "label": column, "typeName": typ, "nullable": 1 if nullable == "YES" else 0,
+                            "length": char_len or 0, "precision": char_len or num_prec or 0,
+                            "scale": num_scale if num_scale is not None else (dt_prec or 0),
+                            "isCaseSensitive": typ in ("varchar", "bpchar", "text"), "isCurrency": False,
+                            "isSigned": typ in ("int2", "int4", "int8", "numeric", "float4", "float8"),
+                            "schemaName": schema, "tableName": name_, **({"columnDefault": default} if default else {})})
+        out = self._page(payload, f"describe-{schema}-{table}", columns, "ColumnList")
+        out["TableName"] = table or ""
+        return out
+
+
+def make_app(dsn: str, s3_endpoint: str, *, workers: int = 4, page_rows: int = PAGE_ROWS,
+             settle_seconds: float = SETTLE_SECONDS, region: str = "us-east-1") -> Api:
+    import boto3
+    from botocore.config import Config
+
+    def s3():
+        return boto3.session.Session().client(
+            "s3", endpoint_url=s3_endpoint, region_name=region, aws_access_key_id="test", aws_secret_access_key="test",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
+
+    return Api(Engine(dsn, s3, workers=workers), page_rows=page_rows, settle_seconds=settle_seconds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m bootstrap.local.redshift_data",
+                                     description="A local Redshift Data API backed by Postgres.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--dsn", required=True, help="the Postgres database standing in for Redshift")
+    parser.add_argument("--s3-endpoint", required=True, help="where COPY reads s3:// sources (credentials test/test)")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--workers", type=int, default=4, help="statements running at once")
+    parser.add_argument("--page-rows", type=int, default=PAGE_ROWS, help="rows per GetStatementResult page")
+    parser.add_argument("--settle-ms", type=float, default=SETTLE_SECONDS * 1000,
+                        help="ExecuteStatement waits this long for the statement to end before answering")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = make_app(args.dsn, args.s3_endpoint, workers=args.workers, page_rows=args.page_rows,
+                   settle_seconds=args.settle_ms / 1000, region=args.region)
+    started = time.time()
+    log.info("local redshift-data on %s:%s (ready in %.2f s)", args.host, args.port, time.time() - started)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, lifespan="off")
+
+
+if __name__ == "__main__":
+    main()
