@@ -24,6 +24,7 @@ log = logging.getLogger("redshift_data")
 
 PAGE_ROWS = 10000           # rows per GetStatementResult page (AWS pages at 100 MB)
 SETTLE_SECONDS = 0.05       # ExecuteStatement answers after the statement ends, if it ends this soon
+MAX_BATCH_STATEMENTS = 40   # AWS: BatchExecuteStatement takes 1 to 40 SQL statements (botocore does not check the 40)
 CONTENT_TYPE = b"application/x-amz-json-1.1"
 TARGET_PREFIX = "RedshiftData."
 
@@ -83,8 +84,10 @@ def _parameters(payload: dict) -> list[dict] | None:
 
 
 class Api:
-    def __init__(self, engine: Engine, *, page_rows: int = PAGE_ROWS, settle_seconds: float = SETTLE_SECONDS):
+    def __init__(self, engine: Engine, *, page_rows: int = PAGE_ROWS, settle_seconds: float = SETTLE_SECONDS,
+                 max_batch_statements: int = MAX_BATCH_STATEMENTS):
         self.engine, self.page_rows, self.settle_seconds = engine, page_rows, settle_seconds
+        self.max_batch_statements = max_batch_statements
         self.ops: dict[str, Callable[[dict], Awaitable[dict]]] = {
             "ExecuteStatement": self.execute_statement, "BatchExecuteStatement": self.batch_execute_statement,
             "DescribeStatement": self.describe_statement, "GetStatementResult": self.get_statement_result,
@@ -164,8 +167,12 @@ class Api:
 
     async def batch_execute_statement(self, payload: dict) -> dict:
         sqls = _require(payload, "Sqls", list)
-        if not sqls or len(sqls) > 40 or not all(isinstance(s, str) and s for s in sqls):
-            raise ApiError("ValidationException", "Sqls must hold 1 to 40 SQL statements")
+        if not sqls or not all(isinstance(s, str) and s for s in sqls):
+            raise ApiError("ValidationException", "Sqls must hold 1 or more SQL statements")
+        if len(sqls) > self.max_batch_statements:
+            raise ApiError("ValidationException", f"1 validation error detected: Value at 'sqls' failed to satisfy "
+                                                  f"constraint: Member must have length less than or equal to "
+                                                  f"{self.max_batch_statements} (got {len(sqls)} statements)")
         target = _target(payload)
         st = self.engine.submit(sqls, is_batch=True, target=target, name=payload.get("StatementName"),
                                 parameters=_parameters(payload))
@@ -292,7 +299,8 @@ class Api:
 
 
 def make_app(dsn: str, s3_endpoint: str, *, workers: int = 4, page_rows: int = PAGE_ROWS,
-             settle_seconds: float = SETTLE_SECONDS, region: str = "us-east-1") -> Api:
+             settle_seconds: float = SETTLE_SECONDS, region: str = "us-east-1",
+             max_batch_statements: int = MAX_BATCH_STATEMENTS) -> Api:
     import boto3
     from botocore.config import Config
 
@@ -301,7 +309,8 @@ def make_app(dsn: str, s3_endpoint: str, *, workers: int = 4, page_rows: int = P
             "s3", endpoint_url=s3_endpoint, region_name=region, aws_access_key_id="test", aws_secret_access_key="test",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
 
-    return Api(Engine(dsn, s3, workers=workers), page_rows=page_rows, settle_seconds=settle_seconds)
+    return Api(Engine(dsn, s3, workers=workers), page_rows=page_rows, settle_seconds=settle_seconds,
+               max_batch_statements=max_batch_statements)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -318,11 +327,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page-rows", type=int, default=PAGE_ROWS, help="rows per GetStatementResult page")
     parser.add_argument("--settle-ms", type=float, default=SETTLE_SECONDS * 1000,
                         help="ExecuteStatement waits this long for the statement to end before answering")
+    parser.add_argument("--max-batch-statements", type=int, default=MAX_BATCH_STATEMENTS,
+                        help="statements a BatchExecuteStatement may hold (AWS: 40; raise it only to run loads "
+                             "that would be refused on AWS)")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = make_app(args.dsn, args.s3_endpoint, workers=args.workers, page_rows=args.page_rows,
-                   settle_seconds=args.settle_ms / 1000, region=args.region)
+                   settle_seconds=args.settle_ms / 1000, region=args.region,
+                   max_batch_statements=args.max_batch_statements)
     started = time.time()
     log.info("local redshift-data on %s:%s (ready in %.2f s)", args.host, args.port, time.time() - started)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, lifespan="off")

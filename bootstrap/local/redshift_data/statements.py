@@ -377,7 +377,7 @@ class Engine:
             if typ == "numeric":
                 precision, scale = (c.precision, c.scale) if c.precision is not None else (0, 0)
             elif typ in CHARACTER:
-                precision, scale = (c.display_size if c.display_size and c.display_size > 0 else 65535), 0
+                precision, scale = (c.internal_size if c.internal_size and c.internal_size > 0 else 65535), 0
             else:
                 precision, scale = PRECISION.get(typ, 0), SCALE.get(typ, 0)
             out.append({"name": c.name, "label": c.name, "typeName": typ, "nullable": 0 if not_null else 1,
