@@ -351,8 +351,34 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items, in_flight: int) -
 
 # ------------------------------------------------------------------ 1. ceiling
 
+def _scratch_stream_and_tables(cfg: config.Stack, p) -> None:
+    """The ceiling's own stream and tables, shaped as the platform's (spec), outside its stack."""
+    from ecom_core import aws
+
+    r = p.resources
+    kinesis = aws.client("kinesis", cfg)
+    kinesis.create_stream(StreamName=r.stream, ShardCount=r.stream_shards)
+    kinesis.get_waiter("stream_exists").wait(StreamName=r.stream, WaiterConfig={"Delay": 1})
+    dynamodb = aws.client("dynamodb", cfg)
+    for table in p.tables:
+        attributes = {name: typ for name, typ, _ in table.key}
+        attributes.update({attr: typ for _, attr, typ in table.local_indexes})
+        kwargs: dict[str, Any] = {
+            "TableName": table.name, "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in table.key],
+            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()]}
+        if table.local_indexes:
+            hash_key = next(n for n, _, k in table.key if k == "HASH")
+            kwargs["LocalSecondaryIndexes"] = [
+                {"IndexName": index, "Projection": {"ProjectionType": "ALL"},
+                 "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
+                               {"AttributeName": attr, "KeyType": "RANGE"}]}
+                for index, attr, _ in table.local_indexes]
+        dynamodb.create_table(**kwargs)
+        dynamodb.get_waiter("table_exists").wait(TableName=table.name, WaiterConfig={"Delay": 1})
+
+
 def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch_size: int) -> dict[str, Any]:
-    from bootstrap.deploy import Deployer
     from bootstrap.spec import platform as spec_platform
     from ecom_core import aws
     from handlers import stream_trigger
@@ -363,9 +389,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     cfg = config.stack()
     scratch = config.Resources(stream=CEILING_STREAM, invoice_table=CEILING_INVOICE,
                                customer_table=CEILING_CUSTOMER)
-    deployer = Deployer(cfg, spec_platform(scratch))
-    deployer.stream()
-    deployer.tables()
+    _scratch_stream_and_tables(cfg, spec_platform(scratch))
     kinesis = producer_client(cfg)   # the ingestion Lambda's own PutRecords path
     s3 = aws.client("s3", cfg)
     s3.create_bucket(Bucket=CEILING_BUCKET)

@@ -104,7 +104,7 @@ def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
             typer.echo(f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port} "
                        f"(data in {cfg.data_dir}, logs in {cfg.logs_dir})")
         report = deploy(cfg)
-        typer.echo(f"bootstrap: {len(report.changed)} created or updated, "
+        typer.echo(f"bootstrap (CloudFormation stack): {len(report.changed)} created, updated or deleted, "
                    f"{len(report.actions) - len(report.changed)} unchanged")
     else:
         typer.echo("stack already up (nothing to do)")
@@ -145,16 +145,22 @@ def endpoints(as_json: bool = typer.Option(False, "--json", help="machine-readab
 @app.command()
 def bootstrap(
     target: Optional[str] = typer.Option(None, "--target", help="embedded, compose or aws (default: the configured target)"),
-    plan_only: bool = typer.Option(False, "--plan", help="print what would be created; call nothing"),
+    plan_only: bool = typer.Option(False, "--plan", help="print what would be created, changed or deleted (a change "
+                                                         "set, not executed); without AWS credentials, the template's "
+                                                         "resources"),
     as_json: bool = typer.Option(False, "--json", help="with --plan: machine-readable"),
     template_file: Optional[Path] = typer.Option(
         None, "--template", help="with --target aws: write the platform as a CloudFormation template (YAML; "
                                  ".json for JSON) and its Lambda zips beside it; create nothing"),
     artifact_bucket: Optional[str] = typer.Option(
-        None, "--artifact-bucket", help="with --template: upload the Lambda zips to this existing S3 bucket "
-                                        "and make it the template's default ArtifactBucket"),
+        None, "--artifact-bucket", envvar="ECOM_ARTIFACT_BUCKET",
+        help="S3 bucket for the Lambda zips (created if missing; default ecom-artifacts-<account>[-<region>]); "
+             "with --template: upload them there and make it the template's default"),
+    stack_name: Optional[str] = typer.Option(None, "--stack-name", envvar="ECOM_STACK_NAME",
+                                             help="the CloudFormation stack (default ecom-pipeline)"),
 ) -> None:
-    """Create every resource (idempotent: a second run creates nothing and changes nothing)."""
+    """Deploy the platform as one CloudFormation stack through a change set (idempotent: a second run
+    changes nothing; a code change updates only the functions whose zip changed)."""
     import dataclasses
 
     if target is not None and target not in config.TARGETS:
@@ -172,22 +178,40 @@ def bootstrap(
         if artifact_bucket:
             keys = upload(aws.client("s3", cfg), artifact_bucket)
             typer.echo(f"uploaded to s3://{artifact_bucket}/: {', '.join(keys)}")
-        typer.echo("deploy: aws cloudformation deploy --stack-name ecom-pipeline --capabilities CAPABILITY_NAMED_IAM "
-                   f"--template-file {template_file}"
+        typer.echo(f"deploy: aws cloudformation deploy --stack-name {stack_name or 'ecom-pipeline'} "
+                   f"--capabilities CAPABILITY_NAMED_IAM --template-file {template_file}"
                    + ("" if artifact_bucket else " --parameter-overrides ArtifactBucket=<bucket holding lambda/*.zip>"))
         return
+    from bootstrap import deploy as deployment
+
     if plan_only:
-        from bootstrap.plan import plan, render
+        import boto3
 
-        doc = plan(cfg.region)
-        typer.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+        if cfg.target == "aws" and boto3.session.Session().get_credentials() is None:
+            from bootstrap.plan import plan, render
+
+            doc = plan(cfg.region)
+            typer.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+            return
+        try:
+            changes = deployment.plan_changes(cfg, artifact_bucket=artifact_bucket, name=stack_name)
+        except (deployment.RefusedForAws, deployment.DeployFailed) as exc:
+            fail(str(exc))
+        if as_json:
+            typer.echo(json.dumps([{"resource": r, "action": a, "detail": d} for r, a, d in changes], indent=2))
+            return
+        typer.echo(f"Change set for stack {stack_name or deployment.stack_name()} (not executed, deleted):")
+        for resource, action, detail in changes:
+            typer.echo(f"  {action:9} {resource} ({detail})")
+        typer.echo(f"{len(changes)} to create, update or delete" if changes else "no changes")
         return
-    from bootstrap.deploy import deploy
-
-    report = deploy(cfg)
+    try:
+        report = deployment.deploy(cfg, artifact_bucket=artifact_bucket, name=stack_name)
+    except (deployment.RefusedForAws, deployment.DeployFailed) as exc:
+        fail(str(exc))
     for resource, action in report.actions:
         typer.echo(f"  {action:9} {resource}")
-    typer.echo(f"{len(report.changed)} created or updated")
+    typer.echo(f"{len(report.changed)} created, updated or deleted" if report.changed else "unchanged")
 
 
 @app.command()
