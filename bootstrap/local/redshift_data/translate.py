@@ -42,7 +42,7 @@ class Translation:
 
     @property
     def changed(self) -> bool:
-        return self.kind != "sql" or self.sql != self.source
+        return self.kind != "sql" or self.sql != self.source.strip()
 
 
 def word(token: Token) -> str:
