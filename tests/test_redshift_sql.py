@@ -171,7 +171,7 @@ class StubDataApi:
 
     def execute_statement(self, **kwargs):
         self.calls.append(("execute", kwargs))
-        return {"Id": "s-2"}
+        return {"Id": "s-2", **({"SessionId": "session-1"} if "SessionKeepAliveSeconds" in kwargs else {})}
 
     def describe_statement(self, Id):
         return self.statuses.pop(0)
@@ -201,6 +201,28 @@ def test_data_api_runs_a_batch_as_one_transaction_and_reads_results():
     stub = StubDataApi([{"Status": "FINISHED"}])
     DataApi(cluster, stub, sleep=lambda s: None).run(["SELECT 1"])
     assert stub.calls[0][1]["ClusterIdentifier"] == "c1"
+
+
+def test_a_transaction_beyond_one_batch_runs_in_a_session_of_its_own():
+    """BatchExecuteStatement takes at most 40 statements; a group's load is more. Past 40, `run`
+    opens a session, sends BEGIN, each statement and COMMIT, and ROLLBACK when one fails."""
+    from ecom_core import config
+    from warehouse.redshift_data import MAX_BATCH_STATEMENTS, SESSION_KEEP_ALIVE_SECONDS
+
+    etl = config.Etl(redshift_workgroup="wg", redshift_database="dev", redshift_cluster="")
+    statements = [f"SELECT {n}" for n in range(MAX_BATCH_STATEMENTS + 1)]
+    stub = StubDataApi([{"Status": "FINISHED"}] * (len(statements) + 2))
+    DataApi(etl, stub, sleep=lambda s: None).run(statements)
+    assert stub.calls[0] == ("execute", {"Sql": "BEGIN", "SessionKeepAliveSeconds": SESSION_KEEP_ALIVE_SECONDS,
+                                         "WorkgroupName": "wg", "Database": "dev"})
+    assert stub.calls[1:] == [("execute", {"Sql": sql, "SessionId": "session-1"}) for sql in [*statements, "COMMIT"]]
+    failing = StubDataApi([{"Status": "FINISHED"}] * 3 + [{"Status": "FAILED", "Error": "ERROR: boom"},
+                                                          {"Status": "FINISHED"}])
+    with pytest.raises(RedshiftError, match="boom"):
+        DataApi(etl, failing, sleep=lambda s: None).run(statements)
+    assert [kwargs["Sql"] for _, kwargs in failing.calls] == ["BEGIN", "SELECT 0", "SELECT 1", "SELECT 2", "ROLLBACK"]
+    # A group of files is more than one batch holds: this is the path every group load takes.
+    assert len(group_statements([("k", "e", "s3://b/m")], "arn")) > MAX_BATCH_STATEMENTS
 
 
 def test_literals_refuse_what_they_cannot_quote_safely():

@@ -1,9 +1,12 @@
 """Redshift through the Redshift Data API: boto3 only (no driver in the job's zip), IAM
 authentication (no password), no VPC attachment for the job.
 
-`run(statements)` is one BatchExecuteStatement: Redshift runs the list as one transaction, which is
-what the load needs (COPY, MERGE, dimensions and the manifest commit together or not at all).
-`query(sql)` is one ExecuteStatement and returns the rows as Python values.
+`run(statements)` runs the list as one transaction, which is what the load needs (COPY, MERGE,
+dimensions and the manifest commit together or not at all): one BatchExecuteStatement for up to
+40 statements (the API's limit), otherwise a Data API session of its own in which BEGIN, each
+statement and COMMIT are sent one after another (a caller that dies leaves the session to expire,
+which rolls the transaction back). `query(sql)` is one ExecuteStatement and returns the rows as
+Python values.
 """
 from __future__ import annotations
 
@@ -15,6 +18,14 @@ from ecom_core import aws, config
 
 class RedshiftError(RuntimeError):
     """A statement failed on Redshift; the message is Redshift's."""
+
+
+# BatchExecuteStatement takes at most this many statements (botocore's model: Sqls, max 40).
+MAX_BATCH_STATEMENTS = 40
+# How long a session of `run` outlives its last call. Longer than any pause of ours between two
+# statements of a transaction (fetching and screening a file); short, because a transaction left
+# open by a caller that died holds its locks (the load manifest's) until the session expires.
+SESSION_KEEP_ALIVE_SECONDS = 120
 
 
 class DataApi:
@@ -44,9 +55,24 @@ class DataApi:
             self.sleep(self.poll_seconds)
 
     def run(self, statements: list[str]) -> dict[str, Any]:
-        """All statements in one transaction (BatchExecuteStatement). Raises RedshiftError."""
-        answer = self.client.batch_execute_statement(Sqls=statements, **self._target())
-        return self._wait(answer["Id"])
+        """All statements in one transaction. Raises RedshiftError."""
+        if len(statements) <= MAX_BATCH_STATEMENTS:
+            answer = self.client.batch_execute_statement(Sqls=statements, **self._target())
+            return self._wait(answer["Id"])
+        first = self.client.execute_statement(Sql="BEGIN", SessionKeepAliveSeconds=SESSION_KEEP_ALIVE_SECONDS,
+                                               **self._target())
+        self._wait(first["Id"])
+        session = first["SessionId"]
+        try:
+            for sql in statements:
+                self._wait(self.client.execute_statement(Sql=sql, SessionId=session)["Id"])
+        except BaseException:
+            try:
+                self._wait(self.client.execute_statement(Sql="ROLLBACK", SessionId=session)["Id"])
+            except Exception:  # noqa: BLE001 - the session's expiry rolls it back anyway
+                pass
+            raise
+        return self._wait(self.client.execute_statement(Sql="COMMIT", SessionId=session)["Id"])
 
     def query(self, sql: str) -> list[list[Any]]:
         answer = self.client.execute_statement(Sql=sql, **self._target())
