@@ -6,7 +6,7 @@ files and logs under the data directory (`.data/` by default, ECOM_DATA_DIR to m
     .data/stack.json        what is running: pids and ports
     .data/ministack/        emulator state (saved on a graceful stop) and S3 objects
     .data/pg/               the Postgres cluster
-    .data/logs/             ministack.log, postgres.log
+    .data/logs/             ministack.log, postgres.log, redshift-data.log
 """
 from __future__ import annotations
 
@@ -49,10 +49,11 @@ class StackError(RuntimeError):
 class Status:
     ministack_up: bool
     postgres_up: bool
+    redshift_data_up: bool = True
 
     @property
     def up(self) -> bool:
-        return self.ministack_up and self.postgres_up
+        return self.ministack_up and self.postgres_up and self.redshift_data_up
 
 
 def _state_file(cfg: config.Stack) -> Path:
@@ -122,6 +123,9 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
         "MINISTACK_REGION": cfg.region,
     }
     env.pop("AWS_ENDPOINT_URL", None)
+    # Its Lambda workers inherit this: botocore sends their Data API calls to the stack's own
+    # (bootstrap/local/redshift_data), as the endpoint the emulator injects sends the rest to it.
+    env["AWS_ENDPOINT_URL_REDSHIFT_DATA"] = cfg.local_redshift_data_url
     log = open(cfg.logs_dir / "ministack.log", "ab")
     # Our launcher: MiniStack itself, with the fixes in bootstrap/ministack_launcher.py applied.
     proc = subprocess.Popen([sys.executable, "-m", "bootstrap.ministack_launcher"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -135,6 +139,39 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
         time.sleep(0.1)
     proc.kill()
     raise StackError(f"MiniStack did not become healthy in {timeout:.0f}s; see {cfg.logs_dir / 'ministack.log'}")
+
+
+# ---------------------------------------------------------------- the local Redshift Data API
+
+def redshift_data_healthy(cfg: config.Stack) -> bool:
+    try:
+        return requests.get(f"{cfg.local_redshift_data_url}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def start_redshift_data(cfg: config.Stack, timeout: float = 30) -> int:
+    """The Redshift Data API on the private Postgres (neither emulator has one): the ETL job and the
+    operator's tools reach the warehouse through it, as they reach Redshift on AWS."""
+    if port_open(cfg.redshift_data_port):
+        raise StackError(f"port {cfg.redshift_data_port} on 127.0.0.1 is already taken by another process; "
+                         f"set ECOM_REDSHIFT_DATA_PORT to a free port")
+    log = open(cfg.logs_dir / "redshift-data.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "bootstrap.local.redshift_data", "--port", str(cfg.redshift_data_port),
+                             "--dsn", cfg.warehouse_dsn, "--s3-endpoint", cfg.local_endpoint_url],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"the local Redshift Data API exited with code {proc.returncode}; "
+                             f"see {cfg.logs_dir / 'redshift-data.log'}")
+        if redshift_data_healthy(cfg):
+            return proc.pid
+        time.sleep(0.1)
+    proc.kill()
+    raise StackError(f"the local Redshift Data API did not answer in {timeout:.0f}s; "
+                     f"see {cfg.logs_dir / 'redshift-data.log'}")
 
 
 def stop_process(pid: int | None, timeout: float = 30) -> None:
@@ -398,7 +435,8 @@ def status(cfg: config.Stack | None = None) -> Status:
             postgres = (cfg.data_dir / "pg" / "postmaster.pid").exists() and postgres_ready(cfg, pg_binaries(cfg).bindir)
         except StackError:
             postgres = False
-    return Status(ministack_up=ministack, postgres_up=postgres)
+    redshift_data = _pid_alive(state.get("redshift_data_pid")) and redshift_data_healthy(cfg)
+    return Status(ministack_up=ministack, postgres_up=postgres, redshift_data_up=redshift_data)
 
 
 def up(cfg: config.Stack | None = None) -> bool:
@@ -416,7 +454,9 @@ def up(cfg: config.Stack | None = None) -> bool:
                                 "version": binaries.version}
     if not current.ministack_up:
         state["ministack_pid"] = start_ministack(cfg)
-    state.update(aws_port=cfg.aws_port, pg_port=cfg.pg_port)
+    if not current.redshift_data_up:
+        state["redshift_data_pid"] = start_redshift_data(cfg)
+    state.update(aws_port=cfg.aws_port, pg_port=cfg.pg_port, redshift_data_port=cfg.redshift_data_port)
     _write_state(cfg, state)
     return True
 
@@ -450,6 +490,8 @@ def down(cfg: config.Stack | None = None) -> bool:
     cfg = cfg or config.stack()
     state = read_state(cfg)
     was_running = _pid_alive(state.get("ministack_pid")) or (cfg.data_dir / "pg" / "postmaster.pid").exists()
+    stop_process(state.get("redshift_data_pid"), timeout=10)
+    state.pop("redshift_data_pid", None)
     stop_process(state.get("ministack_pid"))
     if not cfg.warehouse_dsn_override:
         stop_postgres(cfg)
@@ -467,8 +509,8 @@ def temporary_stack(prefix: str = "ecom-", *, keep: bool = False) -> Iterator[di
 
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(data_dir, 0o755)  # Postgres runs as an unprivileged user when we are root
-    env = {"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(free_port()),
-           "ECOM_PG_PORT": str(free_port()), "ECOM_TARGET": "embedded"}
+    env = {"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(free_port()), "ECOM_PG_PORT": str(free_port()),
+           "ECOM_REDSHIFT_DATA_PORT": str(free_port()), "ECOM_TARGET": "embedded"}
     saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL", "WAREHOUSE_DSN"]}
     os.environ.update(env)
     os.environ.pop("AWS_ENDPOINT_URL", None)
