@@ -125,9 +125,12 @@ def build(p: Platform | None = None, code: dict[str, Artifact] | None = None,
             raise ValueError(f"duplicate logical id {lid}")
         resources[lid] = {"Type": rtype, **extra, "Properties": properties}
         labels[lid] = label or f"{rtype} {lid}"
-        if rtype in RETAINED | DELETED:
-            policy = "Retain" if rtype in RETAINED else "Delete"
-            resources[lid].update({"DeletionPolicy": policy, "UpdateReplacePolicy": policy})
+        if rtype in RETAINED:
+            # Kept by delete-stack, but not by the rollback of a failed first creation (the retry
+            # would find them in its way).
+            resources[lid].update({"DeletionPolicy": "RetainExceptOnCreate", "UpdateReplacePolicy": "Retain"})
+        elif rtype in DELETED:
+            resources[lid].update({"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"})
         return lid
 
     def if_given(parameter: str, value: Any, otherwise: Any = NO_VALUE) -> dict[str, Any]:

@@ -7,6 +7,7 @@ code updates that function and nothing else.
 from __future__ import annotations
 
 import io
+import uuid
 import subprocess
 import sys
 import zipfile
@@ -150,3 +151,41 @@ def test_cli_plan_on_the_running_stack_shows_no_changes(stack_env):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "no changes" in out.stdout and "not executed" in out.stdout
+
+
+def test_a_failed_deployment_raises_with_the_failed_resources_reasons(stack_env, monkeypatch):
+    """A stack beside the session's (its names prefixed) with one resource that cannot be created (a
+    custom resource whose function does not exist): the creation rolls back, the error names it and
+    why, and the rollback leaves none of its buckets behind (RetainExceptOnCreate)."""
+    import dataclasses
+
+    from bootstrap import deploy as deployment
+
+    cfg = stack_env["cfg"]
+    r = config.resources()
+    names = {f.name: "fail-" + getattr(r, f.name) for f in dataclasses.fields(r)
+             if isinstance(getattr(r, f.name), str) and not f.name.endswith("_prefix")
+             and f.name not in ("api_key_value", "api_stage")}
+    p = platform(dataclasses.replace(r, **names))
+    original = deployment.build
+
+    def broken(*args, **kwargs):
+        doc, labels = original(*args, **kwargs)
+        doc["Resources"]["Broken"] = {"Type": "Custom::Broken", "DependsOn": [
+            template.logical_id("Bucket", p.buckets[0])], "Properties": {
+            "ServiceToken": {"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}"
+                                        ":function:no-such-function"}}}
+        return doc, labels
+
+    monkeypatch.setattr(deployment, "build", broken)
+    name = "ecom-fail-" + uuid.uuid4().hex[:6]
+    cfn = aws.client("cloudformation", cfg)
+    try:
+        with pytest.raises(deployment.DeployFailed) as failed:
+            Deployment(cfg, name=name, p=p).run()
+    finally:
+        cfn.delete_stack(StackName=name)
+    message = str(failed.value)
+    assert "ROLLBACK" in message and "Broken (Custom::Broken) CREATE_FAILED" in message, message
+    s3 = aws.client("s3", cfg)
+    assert not {b["Name"] for b in s3.list_buckets()["Buckets"]} & set(p.buckets)
