@@ -26,7 +26,6 @@ from bootstrap.template import Artifact, artifacts, build, upload
 from ecom_core import aws, config
 from ecom_core.faults import FaultInjectionRefused, refuse_on_aws
 
-DEFAULT_STACK_NAME = "ecom-pipeline"
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 # CloudFormation's limit for a template sent inline; a larger one goes through the artifact bucket.
 TEMPLATE_BODY_LIMIT = 51_200
@@ -83,13 +82,13 @@ def refuse_local_defaults(environ: dict[str, str] | None = None) -> None:
 
 
 def stack_name() -> str:
-    return os.environ.get("ECOM_STACK_NAME") or DEFAULT_STACK_NAME
+    return config.stack().stack_name
 
 
 def artifact_bucket_name(cfg: config.Stack, account: str, explicit: str | None = None) -> str:
     """`--artifact-bucket`, else ECOM_ARTIFACT_BUCKET, else ecom-artifacts-<account> (and the region
     on AWS, where bucket names are global)."""
-    name = explicit or os.environ.get("ECOM_ARTIFACT_BUCKET")
+    name = explicit or cfg.artifact_bucket
     if name:
         return name
     return f"ecom-artifacts-{account}" if cfg.endpoint_url else f"ecom-artifacts-{account}-{cfg.region}"
@@ -126,11 +125,11 @@ def parameters(cfg: config.Stack, doc: dict[str, Any], bucket: str) -> dict[str,
     values = {"ArtifactBucket": bucket,
               # LocalStack community has no Glue: its database stays out of the stack there.
               "GlueDatabase": "false" if cfg.target == "compose" else "true",
-              "AlarmTopicArn": os.environ.get("ECOM_ALARM_TOPIC_ARN", "")}
+              "AlarmTopicArn": cfg.alarm_topic_arn}
     if cfg.endpoint_url is not None:
         auth = config.auth()
         values.update({"ApiKeyValue": config.resources().api_key_value, "JwtSecret": auth.jwt_secret,
-                       "OperatorKey": auth.operator_key, "WarehouseDsn": cfg.warehouse_dsn})
+                       "OperatorKey": auth.operator_key})
     return {k: v for k, v in values.items() if k in doc["Parameters"]}
 
 

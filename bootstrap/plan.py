@@ -13,7 +13,7 @@ from typing import Any
 from bootstrap.package import code_sha256
 from bootstrap.policies import (LAMBDA_TRUST_POLICY, REDSHIFT_TRUST_POLICY, SCHEDULER_TRUST_POLICY, lambda_policy,
                                 redshift_copy_policy, scheduler_policy, tls_only_policy)
-from bootstrap.template import LOG_RETENTION_DAYS, alarms, artifacts, warehouse_secret_needed
+from bootstrap.template import LOG_RETENTION_DAYS, alarms, artifacts
 from bootstrap.spec import GATEWAY_ERROR_TEMPLATE, Platform, function_environment, invoke_permissions, platform
 from ecom_core import config
 
@@ -93,9 +93,6 @@ def plan(region: str | None = None, p: Platform | None = None) -> dict[str, Any]
             "cluster": etl.redshift_cluster or None,
             "database": etl.redshift_database,
             "access": "Redshift Data API from etl-job (boto3 only; IAM auth; no driver, no VPC attachment)",
-            # The Postgres dialect's DSN secret: in the template while the job's environment names it,
-            # created only when the WarehouseDsn parameter is given (the emulators); none on AWS.
-            "dsn_secret": r.warehouse_secret_name if warehouse_secret_needed(p, "aws") else None,
             "copy_role": {"name": etl.redshift_copy_role_name, "trust": REDSHIFT_TRUST_POLICY,
                           "policy": redshift_copy_policy(p)},
         },

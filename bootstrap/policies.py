@@ -106,8 +106,6 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
              "Action": ["glue:GetTable", "glue:CreateTable", "glue:UpdateTable", "glue:GetDatabase"],
              "Resource": [arn("glue", "catalog"), arn("glue", f"database/{r.glue_database}"),
                           arn("glue", f"table/{r.glue_database}/{r.glue_table}")]},
-            {"Sid": "ReadWarehouseSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-             "Resource": arn("secretsmanager", f"secret:{r.warehouse_secret_name}-??????")},
             # Redshift Data API: statements run as the job's role (no password, no VPC attachment).
             {"Sid": "RedshiftData", "Effect": "Allow",
              "Action": ["redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement",

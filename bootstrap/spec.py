@@ -1,4 +1,5 @@
-"""The platform, described once. `deploy` applies it; `plan` prints it for a real account."""
+"""The platform, described once. bootstrap/template.py renders it as the CloudFormation template that
+bootstrap/deploy.py deploys on every target; `plan` prints it for a real account."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ class Function:
     # Gets the token settings as environment: issuer, audience, and the Secrets Manager names of the
     # token key and the operator key (never their values), which it may read.
     auth_env: bool = False
-    # What it may do, by statement id of bootstrap.deploy.lambda_policy: each function gets its own
+    # What it may do, by statement id of bootstrap.policies.lambda_policy: each function gets its own
     # role with exactly these (least privilege: the read API cannot write, ingestion cannot read).
     permissions: tuple[str, ...] = ("Logs",)
     # Which zip: "handlers" (handlers/ + ecom_core/: stdlib and boto3 only) or "etl" (the job:
@@ -144,7 +145,7 @@ def platform(resources: config.Resources | None = None) -> Platform:
                      "The batch half on a schedule: raw JSON -> staging CSV -> Glue table -> warehouse (lease, "
                      "exactly once per file)", timeout=900, memory=1024, package="etl", etl_env=True,
                      permissions=("EtlRawObjects", "EtlStagingObjects", "EtlListBuckets", "EtlCatalog",
-                                  "ReadWarehouseSecret", "RedshiftData", "Logs")),
+                                  "RedshiftData", "Logs")),
             Function(r.authorizer_function, "handlers.authorizer.handler",
                      "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
                      timeout=10, memory=128, auth_env=True, permissions=("ReadAuthSecrets", "Logs")),
@@ -183,16 +184,15 @@ def function_environment(resources: config.Resources, function: Function | None 
     }
     if function is not None and function.etl_env:
         etl = config.etl()
-        warehouse = etl.warehouse_for(target or config.stack().target)
+        # The job reaches the warehouse through the Redshift Data API on every target (no DSN, no
+        # driver in its zip); locally the stack's own Data API answers for the workgroup.
         env.update({"ECOM_STAGING_BUCKET": resources.staging_bucket, "ECOM_GLUE_DATABASE": resources.glue_database,
                     "ECOM_GLUE_TABLE": resources.glue_table, "ECOM_ETL_SCHEDULE": etl.schedule,
-                    "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds), "ECOM_WAREHOUSE": warehouse,
+                    "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds), "ECOM_WAREHOUSE": "redshift",
                     "ECOM_ETL_LINGER_SECONDS": str(etl.linger_seconds), "ECOM_ETL_POLL_SECONDS": str(etl.poll_seconds),
-                    "ECOM_WAREHOUSE_DSN_SECRET_ID": resources.warehouse_secret_name})
-        if warehouse == "redshift":
-            env.update({"ECOM_REDSHIFT_WORKGROUP": etl.redshift_workgroup, "ECOM_REDSHIFT_CLUSTER": etl.redshift_cluster,
-                        "ECOM_REDSHIFT_DATABASE": etl.redshift_database,
-                        "ECOM_REDSHIFT_COPY_ROLE": etl.redshift_copy_role_name})
+                    "ECOM_REDSHIFT_WORKGROUP": etl.redshift_workgroup, "ECOM_REDSHIFT_CLUSTER": etl.redshift_cluster,
+                    "ECOM_REDSHIFT_DATABASE": etl.redshift_database,
+                    "ECOM_REDSHIFT_COPY_ROLE": etl.redshift_copy_role_name})
     if function is not None and function.auth_env:
         auth = config.auth()
         # Only the functions that verify credentials get these; the keys themselves stay in Secrets

@@ -99,15 +99,17 @@ def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
     except (stack.StackError, compose.ComposeError) as exc:
         fail(str(exc))
     stack.record_target(cfg, chosen)
-    if started:
-        if chosen == "embedded":
-            typer.echo(f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port} "
-                       f"(data in {cfg.data_dir}, logs in {cfg.logs_dir})")
-        report = deploy(cfg)
-        typer.echo(f"bootstrap (CloudFormation stack): {len(report.changed)} created, updated or deleted, "
-                   f"{len(report.actions) - len(report.changed)} unchanged")
-    else:
-        typer.echo("stack already up (nothing to do)")
+    if started and chosen == "embedded":
+        typer.echo(f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port}, "
+                   f"Redshift Data API on 127.0.0.1:{cfg.redshift_data_port} (data in {cfg.data_dir}, logs in {cfg.logs_dir})")
+    elif not started:
+        typer.echo("stack already running")
+    # Every time, so the stack runs the code of this checkout: the change set is empty (and nothing
+    # changes) when the code and settings are those already deployed.
+    report = deploy(cfg)
+    typer.echo(f"bootstrap (CloudFormation stack): {len(report.changed)} created, updated or deleted, "
+               f"{len(report.actions) - len(report.changed)} unchanged"
+               + (": " + ", ".join(f"{what} {action}" for what, action in report.changed) if report.changed else ""))
     _print_endpoints(_endpoints(cfg))
     typer.echo("  stop it with: ecom down   (or make down)")
 

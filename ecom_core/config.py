@@ -65,8 +65,6 @@ class Resources:
     etl_function: str = "etl-job"
     etl_schedule_name: str = "ecom-etl"
     scheduler_role_name: str = "ecom-etl-scheduler-role"
-    # The warehouse connection of the deployed job (emulators: the private cluster's DSN).
-    warehouse_secret_name: str = field(default_factory=lambda: _env("ECOM_WAREHOUSE_SECRET_NAME", "ecom/warehouse-dsn"))
     authorizer_name: str = "ecom-jwt-authorizer"
     api_name: str = "ecom-api"
     api_stage: str = "test"
@@ -165,9 +163,12 @@ class Stack:
     pg_binaries: str | None = field(
         default_factory=lambda: os.environ.get("ECOM_PG_BINARIES") or os.environ.get("ECOM_PG_BINDIR") or None)
     warehouse_dsn_override: str | None = field(default_factory=lambda: os.environ.get("WAREHOUSE_DSN") or None)
-    # The deployed ETL job reads its DSN from Secrets Manager (never from function environment).
-    warehouse_dsn_secret_id: str | None = field(
-        default_factory=lambda: os.environ.get("ECOM_WAREHOUSE_DSN_SECRET_ID") or None)
+    # The CloudFormation stack every target is deployed as (bootstrap/deploy.py), the bucket its
+    # Lambda zips are uploaded to (unset: ecom-artifacts-<account>[-<region> on AWS]), and an SNS
+    # topic for its alarms (unset: alarms without notifications).
+    stack_name: str = field(default_factory=lambda: _env("ECOM_STACK_NAME", "ecom-pipeline"))
+    artifact_bucket: str | None = field(default_factory=lambda: os.environ.get("ECOM_ARTIFACT_BUCKET") or None)
+    alarm_topic_arn: str = field(default_factory=lambda: _env("ECOM_ALARM_TOPIC_ARN", ""))
 
     @property
     def logs_dir(self) -> Path:

@@ -51,11 +51,3 @@ def operator_key_sha256(auth: config.Auth | None = None) -> str:
 def new_secret_value() -> str:
     """A fresh random key (384 bits, URL-safe): what bootstrap writes on AWS and rotation writes."""
     return _random.token_urlsafe(48)
-
-
-def warehouse_dsn(cfg: config.Stack | None = None) -> str:
-    """The warehouse DSN: from Secrets Manager inside the deployed job, else from configuration."""
-    cfg = cfg or config.stack()
-    if cfg.warehouse_dsn_secret_id:
-        return secret_value(cfg.warehouse_dsn_secret_id, config.auth().secret_cache_seconds)
-    return cfg.warehouse_dsn

@@ -188,7 +188,8 @@ def test_aws_plan_has_the_batch_half():
     job = next(f for f in doc["lambda_functions"] if f["name"] == "etl-job")
     assert (job["handler"], job["package"], job["timeout_s"]) == ("etl.job.handler", "etl", 900)
     assert job["environment"]["ECOM_WAREHOUSE"] == "redshift"
-    assert job["environment"]["ECOM_WAREHOUSE_DSN_SECRET_ID"] == "ecom/warehouse-dsn"
+    # No DSN and no secret for one: the Data API authenticates with the job's role.
+    assert not any("DSN" in name for name in job["environment"])
     [schedule] = doc["schedules"]
     assert (schedule["name"], schedule["expression"], schedule["target"], schedule["retry_attempts"]) == \
         ("ecom-etl", "rate(1 minute)", "etl-job", 0)
@@ -206,5 +207,4 @@ def test_aws_plan_has_the_batch_half():
                for r in ([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]))
     job_role = next(r for r in doc["iam_roles"] if r["function"] == "etl-job")
     sids = {st["Sid"] for st in job_role["inline_policies"]["ecom-pipeline"]["Statement"]}
-    assert sids == {"EtlRawObjects", "EtlStagingObjects", "EtlListBuckets", "EtlCatalog", "ReadWarehouseSecret",
-                    "RedshiftData", "Logs"}
+    assert sids == {"EtlRawObjects", "EtlStagingObjects", "EtlListBuckets", "EtlCatalog", "RedshiftData", "Logs"}

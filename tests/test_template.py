@@ -115,8 +115,6 @@ def _plan_inventory(doc: dict) -> set[tuple[str, str]]:
     out |= {("AWS::IAM::Role", r["name"]) for r in doc["iam_roles"]}
     out |= {("AWS::IAM::Role", s["role"]) for s in doc["schedules"]}
     out.add(("AWS::IAM::Role", doc["warehouse"]["copy_role"]["name"]))
-    if doc["warehouse"]["dsn_secret"]:
-        out.add(("AWS::SecretsManager::Secret", doc["warehouse"]["dsn_secret"]))
     if doc["warehouse"]["created_by_bootstrap"]:
         out |= {("AWS::RedshiftServerless::Namespace", doc["warehouse"]["workgroup"]),
                 ("AWS::RedshiftServerless::Workgroup", doc["warehouse"]["workgroup"])}

@@ -9,7 +9,7 @@ from typing import Iterator
 import psycopg2
 import psycopg2.extensions
 
-from ecom_core import secrets
+from ecom_core import config
 from warehouse.tables import FACT_TABLE, MANIFEST_TABLE, REJECTS_TABLE, analytics_sql, schema_sql, sql_file
 
 __all__ = ["FACT_TABLE", "MANIFEST_TABLE", "REJECTS_TABLE", "analytics_sql", "schema_sql", "connect", "connection",
@@ -17,7 +17,7 @@ __all__ = ["FACT_TABLE", "MANIFEST_TABLE", "REJECTS_TABLE", "analytics_sql", "sc
 
 
 def connect(dsn: str | None = None) -> psycopg2.extensions.connection:
-    return psycopg2.connect(dsn or secrets.warehouse_dsn(), connect_timeout=10, application_name="ecom-pipeline")
+    return psycopg2.connect(dsn or config.stack().warehouse_dsn, connect_timeout=10, application_name="ecom-pipeline")
 
 
 @contextmanager
