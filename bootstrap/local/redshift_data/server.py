@@ -6,6 +6,9 @@
 Requests are not signature-checked (any credentials work, as on the other local emulators).
 SQL errors are statements with Status FAILED and an Error, never an HTTP error; malformed requests
 are ValidationException (400), unknown ids ResourceNotFoundException (400).
+
+Sessions: SessionKeepAliveSeconds with a target opens one (the answer carries its SessionId);
+SessionId runs the call on it (statements.Session, docs/local-redshift-data-api.md "Sessions").
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
-from bootstrap.local.redshift_data.statements import ApiError, Engine, Statement, field_value
+from bootstrap.local.redshift_data.statements import (MAX_SESSIONS, ApiError, Engine, Session, Statement,
+                                                      field_value)
 
 log = logging.getLogger("redshift_data")
 
@@ -54,14 +58,26 @@ def _require(payload: dict, name: str, kind: type = str) -> Any:
     return value
 
 
+def _options(payload: dict) -> None:
+    if payload.get("ResultFormat") not in (None, "JSON"):
+        raise ApiError("ValidationException", "ResultFormat CSV is not supported by the local Redshift Data API")
+    wait = payload.get("WaitTimeSeconds")
+    if wait is not None and (not isinstance(wait, int) or isinstance(wait, bool) or not 1 <= wait <= 30):
+        raise ApiError("ValidationException", "WaitTimeSeconds must be an integer from 1 to 30")
+
+
+def _keep_alive(payload: dict) -> int | None:
+    value = payload.get("SessionKeepAliveSeconds")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 86400:
+        raise ApiError("ValidationException", "SessionKeepAliveSeconds must be an integer from 0 to 86400")
+    return value
+
+
 def _target(payload: dict) -> dict[str, str]:
     """Where the SQL runs: exactly one of ClusterIdentifier / WorkgroupName, and a Database. Every
     target is the one Postgres database of --dsn (the names are echoed, not checked)."""
-    if payload.get("SessionId") or payload.get("SessionKeepAliveSeconds"):
-        raise ApiError("ValidationException", "Sessions (SessionId, SessionKeepAliveSeconds) are not supported by the "
-                                              "local Redshift Data API: every call is a session of its own")
-    if payload.get("ResultFormat") not in (None, "JSON"):
-        raise ApiError("ValidationException", "ResultFormat CSV is not supported by the local Redshift Data API")
     cluster, workgroup = payload.get("ClusterIdentifier"), payload.get("WorkgroupName")
     if bool(cluster) == bool(workgroup):
         raise ApiError("ValidationException", "Either ClusterIdentifier or WorkgroupName must be specified, not both")
@@ -71,6 +87,20 @@ def _target(payload: dict) -> dict[str, str]:
         if payload.get(key):
             target[key] = payload[key]
     return target
+
+
+def _session_id(payload: dict) -> str | None:
+    """SessionId, refused with a target: the session already has one (AWS answers the same)."""
+    session_id = payload.get("SessionId")
+    if session_id is None:
+        return None
+    if not isinstance(session_id, str) or not session_id:
+        raise ApiError("ValidationException", "SessionId must be a session's identifier")
+    given = [k for k in ("ClusterIdentifier", "WorkgroupName", "Database") if payload.get(k)]
+    if given:
+        raise ApiError("ValidationException", f"SessionId cannot be specified with {', '.join(given)}: the session "
+                                              "already runs on its cluster or workgroup and database")
+    return session_id
 
 
 def _parameters(payload: dict) -> list[dict] | None:
@@ -93,7 +123,7 @@ class Api:
             "DescribeStatement": self.describe_statement, "GetStatementResult": self.get_statement_result,
             "ListStatements": self.list_statements, "CancelStatement": self.cancel_statement,
             "ListDatabases": self.list_databases, "ListSchemas": self.list_schemas, "ListTables": self.list_tables,
-            "DescribeTable": self.describe_table,
+            "DescribeTable": self.describe_table, "ListSessions": self.list_sessions,
         }
 
     # -- ASGI
@@ -146,24 +176,53 @@ class Api:
             return 500, {"__type": "InternalServerException", "Message": repr(exc)}
 
     # -- statements
-    async def _settle(self, st: Statement) -> None:
-        if self.settle_seconds > 0 and st.future is not None:
+    async def _settle(self, st: Statement, wait: float | None = None) -> None:
+        seconds = wait if wait else self.settle_seconds
+        if seconds > 0 and st.future is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(st.future)), self.settle_seconds)
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(st.future)), seconds)
             except asyncio.TimeoutError:
                 pass
 
-    def _accepted(self, st: Statement) -> dict:
+    def _accepted(self, st: Statement, payload: dict) -> dict:
         out: dict[str, Any] = {"Id": st.id, "CreatedAt": st.created, **st.target}
+        if st.session_id:
+            out["SessionId"] = st.session_id
+        if payload.get("WaitTimeSeconds"):
+            out.update({"Status": st.status, "RedshiftPid": st.pid,
+                        "HasResultSet": any(sub.has_result_set for sub in st.subs)})
         return out
+
+    def _where(self, payload: dict) -> tuple[dict[str, str], Session | None, int | None]:
+        """The call's target and session: SessionId (an open session), or a target, and with
+        SessionKeepAliveSeconds a new session on it (opened last: after every other check)."""
+        _options(payload)
+        keep_alive = _keep_alive(payload)
+        session_id = _session_id(payload)
+        if session_id is not None:
+            session = self.engine.session(session_id)
+            return session.target, session, keep_alive
+        return _target(payload), None, keep_alive
+
+    def _submit(self, payload: dict, sqls: list[str], is_batch: bool, where: tuple) -> Statement:
+        target, session, keep_alive = where
+        opened = session is None and keep_alive is not None
+        if opened:
+            session = self.engine.open_session(target, keep_alive)
+        try:
+            return self.engine.submit(sqls, is_batch=is_batch, target=target, name=payload.get("StatementName"),
+                                      parameters=_parameters(payload), session=session, keep_alive=keep_alive)
+        except ApiError:
+            if opened:
+                session.closed, session.closed_at = "its first statement was refused", time.time()
+            raise
 
     async def execute_statement(self, payload: dict) -> dict:
         sql = _require(payload, "Sql")
-        target = _target(payload)
-        st = self.engine.submit([sql], is_batch=False, target=target, name=payload.get("StatementName"),
-                                parameters=_parameters(payload))
-        await self._settle(st)
-        return self._accepted(st)
+        where = self._where(payload)
+        st = self._submit(payload, [sql], False, where)
+        await self._settle(st, payload.get("WaitTimeSeconds"))
+        return self._accepted(st, payload)
 
     async def batch_execute_statement(self, payload: dict) -> dict:
         sqls = _require(payload, "Sqls", list)
@@ -173,11 +232,13 @@ class Api:
             raise ApiError("ValidationException", f"1 validation error detected: Value at 'sqls' failed to satisfy "
                                                   f"constraint: Member must have length less than or equal to "
                                                   f"{self.max_batch_statements} (got {len(sqls)} statements)")
-        target = _target(payload)
-        st = self.engine.submit(sqls, is_batch=True, target=target, name=payload.get("StatementName"),
-                                parameters=_parameters(payload))
-        await self._settle(st)
-        return self._accepted(st)
+        if payload.get("ExecutionMode") not in (None, "TRANSACTION"):
+            raise ApiError("ValidationException", "ExecutionMode AUTO_COMMIT is not supported by the local Redshift "
+                                                  "Data API: a batch is one transaction")
+        where = self._where(payload)
+        st = self._submit(payload, sqls, True, where)
+        await self._settle(st, payload.get("WaitTimeSeconds"))
+        return self._accepted(st, payload)
 
     async def describe_statement(self, payload: dict) -> dict:
         st, sub = self.engine.get(_require(payload, "Id"))
@@ -228,6 +289,30 @@ class Api:
         out: dict[str, Any] = {"Statements": [st.summary() for st in chosen[offset:offset + limit]]}
         if offset + limit < len(chosen):
             out["NextToken"] = _token("list", "statements", offset + limit)
+        return out
+
+    async def list_sessions(self, payload: dict) -> dict:
+        status, session_id = payload.get("Status"), payload.get("SessionId")
+        if status not in (None, "AVAILABLE", "BUSY", "CLOSED"):
+            raise ApiError("ValidationException", "Status must be AVAILABLE, BUSY or CLOSED")
+        if session_id and any(payload.get(k) for k in ("Status", "ClusterIdentifier", "WorkgroupName", "Database")):
+            raise ApiError("ValidationException", "SessionId cannot be specified with Status, ClusterIdentifier, "
+                                                  "WorkgroupName or Database")
+        if payload.get("ClusterIdentifier") and payload.get("WorkgroupName"):
+            raise ApiError("ValidationException", "Either ClusterIdentifier or WorkgroupName can be specified, not both")
+        limit = payload.get("MaxResults") or 100
+        if not isinstance(limit, int) or not 0 <= limit <= 100:
+            raise ApiError("ValidationException", "MaxResults must be 0 to 100")
+        sessions = await asyncio.to_thread(self.engine.list_sessions)
+        wanted = (status,) if status else ("AVAILABLE", "BUSY") if not session_id else ("AVAILABLE", "BUSY", "CLOSED")
+        chosen = [s.data() for s in reversed(sessions)
+                  if (not session_id or s.id == session_id) and s.status() in wanted
+                  and all(not payload.get(k) or s.target.get(k) == payload[k]
+                          for k in ("ClusterIdentifier", "WorkgroupName", "Database"))]
+        offset = _offset(payload.get("NextToken"), "list", "sessions")
+        out: dict[str, Any] = {"Sessions": chosen[offset:offset + limit]}
+        if offset + limit < len(chosen):
+            out["NextToken"] = _token("list", "sessions", offset + limit)
         return out
 
     async def cancel_statement(self, payload: dict) -> dict:
@@ -300,7 +385,7 @@ class Api:
 
 def make_app(dsn: str, s3_endpoint: str, *, workers: int = 4, page_rows: int = PAGE_ROWS,
              settle_seconds: float = SETTLE_SECONDS, region: str = "us-east-1",
-             max_batch_statements: int = MAX_BATCH_STATEMENTS) -> Api:
+             max_batch_statements: int = MAX_BATCH_STATEMENTS, max_sessions: int = MAX_SESSIONS) -> Api:
     import boto3
     from botocore.config import Config
 
@@ -309,7 +394,7 @@ def make_app(dsn: str, s3_endpoint: str, *, workers: int = 4, page_rows: int = P
             "s3", endpoint_url=s3_endpoint, region_name=region, aws_access_key_id="test", aws_secret_access_key="test",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
 
-    return Api(Engine(dsn, s3, workers=workers), page_rows=page_rows, settle_seconds=settle_seconds,
+    return Api(Engine(dsn, s3, workers=workers, max_sessions=max_sessions), page_rows=page_rows, settle_seconds=settle_seconds,
                max_batch_statements=max_batch_statements)
 
 
@@ -330,12 +415,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-statements", type=int, default=MAX_BATCH_STATEMENTS,
                         help="statements a BatchExecuteStatement may hold (AWS: 40; raise it only to run loads "
                              "that would be refused on AWS)")
+    parser.add_argument("--max-sessions", type=int, default=MAX_SESSIONS,
+                        help="Data API sessions open at once, one Postgres connection each (AWS: 500)")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = make_app(args.dsn, args.s3_endpoint, workers=args.workers, page_rows=args.page_rows,
                    settle_seconds=args.settle_ms / 1000, region=args.region,
-                   max_batch_statements=args.max_batch_statements)
+                   max_batch_statements=args.max_batch_statements, max_sessions=args.max_sessions)
     started = time.time()
     log.info("local redshift-data on %s:%s (ready in %.2f s)", args.host, args.port, time.time() - started)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, lifespan="off")

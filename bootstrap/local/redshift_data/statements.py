@@ -6,6 +6,12 @@ thread, kept), runs the statement (autocommit) or the batch (one transaction: th
 back everything and the remaining statements are ABORTED), keeps the rows for GetStatementResult,
 and ends with DISCARD ALL: like a Data API call on Redshift, each call is a session of its own (its
 temporary tables and SET values do not outlive it).
+
+A Data API *session* (SessionKeepAliveSeconds / SessionId) is one Postgres connection of its own,
+kept open between calls: its statements run one at a time, in call order (a call while the previous
+one still runs is refused, as AWS does: no queueing), autocommit unless the caller sent BEGIN, so
+temporary tables, SETs and an open transaction outlive each call. A session idle longer than its
+keep-alive is closed by the reaper thread: ROLLBACK of whatever is open, then the connection closed.
 """
 from __future__ import annotations
 
@@ -38,6 +44,11 @@ PRECISION = {"int2": 5, "int4": 10, "int8": 19, "float4": 8, "float8": 17, "bool
              "timestamp": 29, "timestamptz": 35, "time": 15, "timetz": 21}
 SCALE = {"float4": 8, "float8": 17, "timestamp": 6, "timestamptz": 6, "time": 6, "timetz": 6}
 LOAD_ERRORS = "local_redshift.stl_load_errors"
+TERMINAL = ("FINISHED", "FAILED", "ABORTED")
+SESSION_MAX_SECONDS = 24 * 3600  # AWS: a session is closed after 24 hours, a statement running in it terminated
+SESSION_REAP_SECONDS = 0.2       # how often idle sessions are checked against their keep-alive
+MAX_SESSIONS = 50                # open sessions at once (AWS: 500 per cluster/workgroup; each is a Postgres connection)
+SESSIONS_KEPT = 5000             # closed sessions remembered (ListSessions, the error for a closed SessionId)
 
 
 class ApiError(Exception):
@@ -94,6 +105,7 @@ class Statement:
     cancel_requested: bool = False
     future: Future | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    session_id: str | None = None
 
     def set(self, status: str) -> None:
         self.status, self.updated = status, time.time()
@@ -106,7 +118,10 @@ class Statement:
             out["Error"] = self.error
         if self.parameters:
             out["QueryParameters"] = self.parameters
+        if self.session_id:
+            out["SessionId"] = self.session_id
         if self.is_batch:
+            out["ExecutionMode"] = "TRANSACTION"
             out["QueryString"] = ";\n".join(s.sql for s in self.subs)
             out["SubStatements"] = [s.describe() for s in self.subs]
             out["HasResultSet"] = any(s.has_result_set for s in self.subs)
@@ -134,6 +149,55 @@ class Statement:
             out["QueryParameters"] = self.parameters
         if self.target.get("SecretArn"):
             out["SecretArn"] = self.target["SecretArn"]
+        if self.session_id:
+            out["SessionId"] = self.session_id
+        return out
+
+
+@dataclass
+class Session:
+    """A Data API session: one Postgres connection kept between calls."""
+    id: str
+    target: dict[str, str]
+    keep_alive: int
+    created: float
+    updated: float = 0.0
+    conn: Any = None
+    current: Statement | None = None      # the last statement submitted (running, or ended)
+    closed: str | None = None             # why it was closed (None while open)
+    closed_at: float = 0.0
+    run_lock: threading.Lock = field(default_factory=threading.Lock)    # held while a statement runs on conn
+    state_lock: threading.Lock = field(default_factory=threading.Lock)  # guards current / closed / keep_alive
+
+    def busy(self) -> bool:
+        return self.current is not None and self.current.status not in TERMINAL
+
+    def idle_since(self) -> float:
+        if self.current is None:
+            return self.created
+        return self.current.updated or self.current.created
+
+    def ttl(self) -> float:
+        return min(self.idle_since() + self.keep_alive, self.created + SESSION_MAX_SECONDS)
+
+    def status(self) -> str:
+        return "CLOSED" if self.closed else "BUSY" if self.busy() else "AVAILABLE"
+
+    def open_transaction(self) -> bool:
+        conn = self.conn
+        return conn is not None and not conn.closed and \
+            conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+    def data(self) -> dict[str, Any]:
+        """SessionData, as ListSessions answers it."""
+        out: dict[str, Any] = {"SessionId": self.id, "Status": self.status(), "CreatedAt": self.created,
+                               "UpdatedAt": self.closed_at or self.updated or self.created,
+                               "SessionAliveSeconds": self.keep_alive, **{k: v for k, v in self.target.items()
+                                                                          if k != "SecretArn"}}
+        if not self.closed:
+            out["SessionTtl"] = self.ttl()
+        if self.busy():
+            out["CurrentStatementId"] = self.current.id
         return out
 
 
@@ -155,18 +219,28 @@ def field_value(value: Any) -> dict[str, Any]:
 
 
 class Engine:
-    def __init__(self, dsn: str, s3_factory: Callable[[], Any], *, workers: int = 4):
+    def __init__(self, dsn: str, s3_factory: Callable[[], Any], *, workers: int = 4, max_sessions: int = MAX_SESSIONS,
+                 reap_seconds: float = SESSION_REAP_SECONDS):
         self.dsn = dsn
         self.s3_factory = s3_factory
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="redshift-data")
+        # Session statements: at most one running per session (a busy session refuses the next call),
+        # so this pool only bounds how many sessions run a statement at the same time.
+        self.max_sessions = max_sessions
+        self.session_pool = ThreadPoolExecutor(max(max_sessions, 1), thread_name_prefix="redshift-data-session")
         self.local = threading.local()
         self.lock = threading.Lock()
         self.statements: OrderedDict[str, Statement] = OrderedDict()
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.query_ids = itertools.count(1000)
         self.type_names: dict[int, str] = {}
         self.meta_lock = threading.Lock()
         self.meta_conn = None
         self._load_type_names()
+        self.stopping = threading.Event()
+        self.reaper = threading.Thread(target=self._reap_loop, args=(reap_seconds,), name="redshift-data-reaper",
+                                       daemon=True)
+        self.reaper.start()
 
     # -- connections
     def connect(self):
@@ -180,8 +254,13 @@ class Engine:
         conn = getattr(self.local, "conn", None)
         if conn is None or conn.closed:
             conn = self.local.conn = self.connect()
-            self.local.s3 = self.s3_factory()
         return conn
+
+    def _s3(self):
+        s3 = getattr(self.local, "s3", None)
+        if s3 is None:
+            s3 = self.local.s3 = self.s3_factory()
+        return s3
 
     def _load_type_names(self) -> None:
         conn = self.connect()
@@ -198,7 +277,7 @@ class Engine:
         finally:
             conn.close()
 
-    def metadata_query(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def metadata_query(self, sql: str, params: tuple = (), *, fetch: bool = True) -> list[tuple]:
         with self.meta_lock:
             for attempt in (1, 2):
                 try:
@@ -206,25 +285,126 @@ class Engine:
                         self.meta_conn = self.connect()
                     with self.meta_conn.cursor() as cur:
                         cur.execute(sql, params)
-                        return cur.fetchall()
+                        return cur.fetchall() if fetch else []
                 except psycopg2.OperationalError:
                     if attempt == 2:
                         raise ApiError("DatabaseConnectionException", "Database connection failed", status=500)
                     self.meta_conn = None
         return []
 
+    # -- sessions
+    def open_session(self, target: dict[str, str], keep_alive: int) -> Session:
+        now = time.time()
+        with self.lock:
+            if sum(1 for s in self.sessions.values() if not s.closed) >= self.max_sessions:
+                raise ApiError("ActiveSessionsExceededException",
+                               f"The maximum number of active sessions ({self.max_sessions}) is reached: wait for "
+                               "one to expire, or run without SessionKeepAliveSeconds")
+            while len(self.sessions) >= SESSIONS_KEPT:
+                oldest = next((s for s in self.sessions.values() if s.closed), None)
+                if oldest is None:
+                    break
+                del self.sessions[oldest.id]
+            session = Session(str(uuid.uuid4()), dict(target), keep_alive, now, now)
+            self.sessions[session.id] = session
+        return session
+
+    def session(self, session_id: str) -> Session:
+        """An open session, or ResourceNotFoundException (never existed) / ValidationException (closed)."""
+        with self.lock:
+            session = self.sessions.get(session_id)
+        if session is None:
+            raise ApiError("ResourceNotFoundException", f"Session {session_id} does not exist.", ResourceId=session_id)
+        self._expire(session, time.time())
+        if session.closed:
+            raise ApiError("ValidationException", f"Session {session_id} is closed: {session.closed}. Start a new "
+                                                  "session (SessionKeepAliveSeconds without SessionId).")
+        return session
+
+    def list_sessions(self) -> list[Session]:
+        now = time.time()
+        with self.lock:
+            sessions = list(self.sessions.values())
+        for session in sessions:
+            self._expire(session, now)
+        return sessions
+
+    def _expire(self, session: Session, now: float) -> None:
+        """Close the session if it outlived its keep-alive (idle) or 24 hours (even busy)."""
+        with session.state_lock:
+            if session.closed:
+                return
+            if now >= session.created + SESSION_MAX_SECONDS:
+                session.closed = "it reached the 24-hour limit of a session"
+            elif not session.busy() and now >= session.ttl():
+                session.closed = (f"it was idle longer than its SessionKeepAliveSeconds ({session.keep_alive} s); "
+                                  "its open transaction, if any, was rolled back")
+            else:
+                return
+            session.closed_at = now
+            running = session.current if session.busy() else None
+        if running is not None:
+            try:
+                self.cancel(running)
+            except ApiError:
+                pass
+        log.info("session %s closed: %s", session.id, session.closed)
+        self.session_pool.submit(self._close_conn, session)
+
+    def _close_conn(self, session: Session) -> None:
+        with session.run_lock:  # after the statement running on it, if any
+            conn, session.conn = session.conn, None
+            if conn is None or conn.closed:
+                return
+            try:
+                if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    with conn.cursor() as cur:
+                        cur.execute("ROLLBACK")
+            except psycopg2.Error:
+                pass
+            finally:
+                conn.close()
+
+    def _reap_loop(self, every: float) -> None:
+        while not self.stopping.wait(every):
+            try:
+                self.list_sessions()
+            except Exception:  # never let the reaper die
+                log.exception("session reaper")
+
     # -- the store
     def submit(self, sqls: list[str], *, is_batch: bool, target: dict[str, str], name: str | None,
-               parameters: list[dict] | None) -> Statement:
+               parameters: list[dict] | None, session: Session | None = None,
+               keep_alive: int | None = None) -> Statement:
         now = time.time()
         sid = str(uuid.uuid4())
         subs = [Sub(f"{sid}:{n}" if is_batch else sid, sql, next(self.query_ids), now)
                 for n, sql in enumerate(sqls, start=1)]
-        st = Statement(sid, subs, is_batch, now, target, name, parameters or None)
+        st = Statement(sid, subs, is_batch, now, target, name, parameters or None,
+                       session_id=session.id if session else None)
+        if session is not None:
+            with session.state_lock:
+                if session.closed:
+                    raise ApiError("ValidationException", f"Session {session.id} is closed: {session.closed}.")
+                if session.busy():
+                    raise ApiError("ValidationException",
+                                   f"Session {session.id} is busy: statement {session.current.id} is still running "
+                                   "(a session runs one statement at a time; wait for it with DescribeStatement)")
+                if is_batch and session.open_transaction():
+                    raise ApiError("ValidationException",
+                                   f"Session {session.id} has an open transaction (BEGIN without COMMIT or ROLLBACK): "
+                                   "BatchExecuteStatement runs as a transaction of its own. End the transaction "
+                                   "first, or send the statements with ExecuteStatement.")
+                if keep_alive is not None:
+                    session.keep_alive = keep_alive
+                session.current, session.updated = st, now
         with self.lock:
             self._evict(now)
             self.statements[sid] = st
-        st.future = self.pool.submit(self._run, st)
+        if session is not None:
+            st.future = self.session_pool.submit(self._run_in_session, st, session)
+        else:
+            st.future = self.pool.submit(self._run, st)
         return st
 
     def _evict(self, now: float) -> None:
@@ -267,6 +447,56 @@ class Engine:
         return True
 
     # -- execution (worker threads)
+    def _run_in_session(self, st: Statement, session: Session) -> None:
+        with session.run_lock:
+            try:
+                if st.cancel_requested or session.closed:
+                    self._abort_rest(st, 0, "Query cancelled on user's request")
+                    st.set("ABORTED")
+                    return
+                st.set("PICKED")
+                if session.conn is None:
+                    try:
+                        session.conn = self.connect()
+                    except psycopg2.Error as exc:
+                        st.error = f"ERROR: could not connect to the database: {str(exc).strip()}"
+                        self._abort_rest(st, 0, st.error, status="FAILED")
+                        self._lost(session, "its connection to the database could not be opened")
+                        st.set("FAILED")
+                        return
+                conn = session.conn
+                st.pid = conn.get_backend_pid()
+                st.conn = conn
+                st.set("STARTED")
+                conn.autocommit = not st.is_batch
+                try:
+                    self._run_subs(st, conn)
+                finally:
+                    st.conn = None
+                    if not conn.closed:
+                        try:
+                            if not conn.autocommit:
+                                conn.rollback()  # nothing left after a batch's commit; its rollback otherwise
+                                conn.autocommit = True
+                        except psycopg2.Error:
+                            conn.close()
+                    if conn.closed:
+                        self._lost(session, "its connection to the database was lost")
+            except Exception as exc:  # a bug here must still end the statement
+                log.exception("statement %s", st.id)
+                st.error = f"ERROR: internal error in the local Redshift Data API: {exc!r}"
+                st.set("FAILED")
+            finally:
+                st.done.set()
+
+    def _lost(self, session: Session, why: str) -> None:
+        with session.state_lock:
+            if not session.closed:
+                session.closed, session.closed_at = why, time.time()
+        conn, session.conn = session.conn, None
+        if conn is not None and not conn.closed:
+            conn.close()
+
     def _run(self, st: Statement) -> None:
         try:
             if st.cancel_requested:
@@ -319,11 +549,14 @@ class Engine:
                     sub.rows = None
                     if not conn.autocommit:
                         conn.rollback()
+                    elif not conn.closed and \
+                            conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS:
+                        _abort_transaction(cur)  # in a session's BEGIN block: any error aborts it, as on Redshift
+                    if load_error:
+                        self._record_load_error(st, sub, load_error)
                     self._abort_rest(st, n + 1, None)
                     st.error = message
                     st.set(failed_status)
-                    if load_error:
-                        self._record_load_error(cur, st, sub, load_error)
                     return
                 sub.duration_ns = time.perf_counter_ns() - started
                 sub.status, sub.updated = "FINISHED", time.time()
@@ -343,7 +576,7 @@ class Engine:
             sub.result_rows = 0
             return
         if t.kind == "copy":
-            sub.result_rows = run_copy(cur, self.local.s3, t.copy)
+            sub.result_rows = run_copy(cur, self._s3(), t.copy)
             return
         sql = t.sql
         if params:
@@ -396,28 +629,57 @@ class Engine:
                 conn.rollback()
                 conn.autocommit = True
             with conn.cursor() as cur:
+                if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    cur.execute("ROLLBACK")  # a BEGIN sent without a session: the call's end ends it
                 cur.execute("DISCARD ALL")
         except psycopg2.Error:
             conn.close()
             self.local.conn = None
 
-    def _record_load_error(self, cur, st: Statement, sub: Sub, error: dict) -> None:
-        """A row in local_redshift.stl_load_errors (kept after the rollback, as Redshift keeps it)."""
+    def _record_load_error(self, st: Statement, sub: Sub, error: dict) -> None:
+        """A row in local_redshift.stl_load_errors, written on a connection of its own (kept after the
+        statement's transaction rolls back, as Redshift keeps it)."""
         try:
-            was = cur.connection.autocommit
-            cur.connection.autocommit = True
-            cur.execute(f"INSERT INTO {LOAD_ERRORS} (userid, slice, tbl, starttime, session, query, filename, "
-                        "line_number, colname, type, col_length, position, raw_line, raw_field_value, err_code, "
-                        "err_reason, is_partial, start_offset) VALUES (100, 0, 0, LOCALTIMESTAMP, %s, %s, %s, %s, %s, "
-                        "'', '', 0, %s, '', %s, %s, 0, 0)",
-                        (st.pid, sub.query_id, error["filename"][:256], error["line_number"], error["colname"][:127],
-                         error["raw_line"][:1024], error["err_code"], error["err_reason"][:100]))
-            cur.connection.autocommit = was
-        except psycopg2.Error:
+            self.metadata_query(
+                f"INSERT INTO {LOAD_ERRORS} (userid, slice, tbl, starttime, session, query, filename, line_number, "
+                "colname, type, col_length, position, raw_line, raw_field_value, err_code, err_reason, is_partial, "
+                "start_offset) VALUES (100, 0, 0, LOCALTIMESTAMP, %s, %s, %s, %s, %s, '', '', 0, %s, '', %s, %s, 0, 0)",
+                (st.pid, sub.query_id, error["filename"][:256], error["line_number"], error["colname"][:127],
+                 error["raw_line"][:1024], error["err_code"], error["err_reason"][:100]), fetch=False)
+        except (psycopg2.Error, ApiError):
             log.exception("could not record the load error of %s", sub.id)
 
     def shutdown(self) -> None:
+        self.stopping.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            sessions = list(self.sessions.values())
+        for session in sessions:
+            if not session.closed:
+                session.closed, session.closed_at = "the server stopped", time.time()
+                conn = session.conn
+                if conn is not None and not conn.closed:
+                    try:
+                        conn.cancel()
+                    except psycopg2.Error:
+                        pass
+        self.session_pool.shutdown(wait=False, cancel_futures=True)
+        for session in sessions:
+            if session.run_lock.acquire(timeout=2):
+                try:
+                    if session.conn is not None and not session.conn.closed:
+                        session.conn.close()  # Postgres rolls back what was open
+                finally:
+                    session.run_lock.release()
+
+
+def _abort_transaction(cur) -> None:
+    """Put the open transaction block in Postgres' aborted state (what any error does on Redshift):
+    for failures raised here before Postgres saw the statement (a refusal, an S3 read)."""
+    try:
+        cur.execute("DO $$BEGIN RAISE EXCEPTION 'aborted by the failed statement'; END$$")
+    except psycopg2.Error:
+        pass
 
 
 def _quote(conn, value: str) -> str:

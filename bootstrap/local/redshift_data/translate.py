@@ -91,6 +91,7 @@ class _Editor:
         self.sql, self.tokens = sql, tokens
         self.edits: list[tuple[int, int, str]] = []
         self.changes: list[str] = []
+        self.indexes: list[str] = []  # statements to run after this one, in its transaction
 
     def text(self, first: int, last: int) -> str:
         """The span's text with the edits already made inside it (inner calls are rewritten first)."""
@@ -134,6 +135,7 @@ REFUSED_FIRST = {
 }
 UNSUPPORTED_TYPES = {"SUPER", "GEOMETRY", "GEOGRAPHY", "HLLSKETCH"}
 TABLE_ATTRIBUTES = {"DISTSTYLE", "DISTKEY", "SORTKEY", "COMPOUND", "INTERLEAVED", "BACKUP", "ENCODE"}
+INDEX_CHANGE = "PRIMARY KEY/UNIQUE -> a non-unique index on the key (local only: lookups stay fast)"
 
 
 def _refuse(what: str) -> Unsupported:
@@ -180,6 +182,8 @@ def translate(sql: str) -> Translation:
         _alter_table(editor)
     _expressions(editor)
     out = editor.result()
+    if editor.indexes:  # one query string: Postgres runs it as one transaction (or in the batch's)
+        out = ";\n".join([out] + editor.indexes)
     changes = list(editor.changes)
     if any(word(t) == "TOP" and i > 0 and word(tokens[i - 1]) in ("SELECT", "DISTINCT", "ALL")
            for i, t in enumerate(tokens)):
@@ -279,14 +283,20 @@ def _create(editor: _Editor) -> None:
     i += 1
     if words[i:i + 3] == ["IF", "NOT", "EXISTS"]:
         i += 3
+    name_first = i
     while i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.DOT:  # schema.table
         i += 2
+    name_last = i
     i += 1
+    keys: list[list[int]] = []  # the columns (token indexes) of each PRIMARY KEY / UNIQUE dropped
     if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
         close = _matching(tokens, i)
         elements = _split_args(tokens, i, close)
         for n, (a, b) in enumerate(elements):
             if _table_constraint(words, a):
+                key = _table_key_columns(tokens, words, a, b)
+                if key:
+                    keys.append(key)
                 # remove the element and the comma before it (or after it, when it is first)
                 if n > 0:
                     editor.remove(elements[n - 1][1] + 1, b, "PRIMARY KEY/UNIQUE/FOREIGN KEY dropped (informational on Redshift)")
@@ -295,9 +305,44 @@ def _create(editor: _Editor) -> None:
                 else:
                     raise Unsupported("ERROR: a table needs at least one column")
             elif words[a] != "LIKE":
-                _column(editor, words, a, b)
+                if _column(editor, words, a, b):
+                    keys.append([a])
         i = close + 1
     _table_attributes(editor, words, i)
+    if keys:
+        editor.indexes.extend(_key_indexes(editor, name_first, name_last, keys))
+
+
+def _table_key_columns(tokens: list[Token], words: list[str], a: int, b: int) -> list[int]:
+    """The column tokens of a table constraint `[CONSTRAINT n] PRIMARY KEY (a, b)` / `UNIQUE (a)`
+    ([] for FOREIGN KEY)."""
+    i = a + 2 if words[a] == "CONSTRAINT" else a
+    if words[i] not in ("PRIMARY", "PRIMARY KEY", "UNIQUE"):
+        return []
+    while i <= b and tokens[i].token_type != TokenType.L_PAREN:
+        i += 1
+    if i > b:
+        return []
+    return [first for first, last in _split_args(tokens, i, _matching(tokens, i)) if first == last]
+
+
+def _key_indexes(editor: _Editor, name_first: int, name_last: int, keys: list[list[int]]) -> list[str]:
+    """`CREATE INDEX IF NOT EXISTS <table>_<cols>_key ON <table> (<cols>)` for each dropped key: not
+    unique (duplicates are stored, as on Redshift), only so that lookups on the key stay fast."""
+    tokens, sql = editor.tokens, editor.sql
+    table = sql[tokens[name_first].start:tokens[name_last].end + 1]
+    out, seen = [], set()
+    for key in keys:
+        columns = tuple(sql[tokens[c].start:tokens[c].end + 1] for c in key)
+        if columns in seen:
+            continue
+        seen.add(columns)
+        name = "_".join([tokens[name_last].text] + [tokens[c].text for c in key] + ["key"])
+        name = re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
+        out.append(f'CREATE INDEX IF NOT EXISTS "{name}" ON {table} ({", ".join(columns)})')
+    if out:
+        editor.changes.append(INDEX_CHANGE)
+    return out
 
 
 def _table_constraint(words: list[str], a: int) -> bool:
@@ -346,8 +391,8 @@ def _strip_mv_attributes(editor: _Editor, words: list[str]) -> None:
 TYPE_RENAMES = {"NVARCHAR": "VARCHAR", "NCHAR": "CHAR", "BPCHAR": "CHAR"}
 
 
-def _column(editor: _Editor, words: list[str], a: int, b: int) -> None:
-    """One column definition: name, type, constraints."""
+def _column(editor: _Editor, words: list[str], a: int, b: int) -> bool:
+    """One column definition: name, type, constraints. True when it had PRIMARY KEY or UNIQUE."""
     tokens = editor.tokens
     i = a + 1  # after the name
     # the type: one or more words, optional (params)
@@ -366,7 +411,8 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> None:
             i += 1
     name = " ".join(type_words)
     if not type_words:
-        return
+        return False
+    is_key = False
     if type_words[0] in UNSUPPORTED_TYPES:
         raise _refuse(f"data type {type_words[0]}")
     if params and editor.text(params[0] + 1, params[1] - 1).strip().upper() == "MAX":
@@ -391,9 +437,11 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> None:
             i += 1
         elif w == "PRIMARY" and i + 1 <= b and words[i + 1] == "KEY":
             editor.remove(i, i + 1, why_key)
+            is_key = True
             i += 2
         elif w in ("UNIQUE", "PRIMARY KEY"):
             editor.remove(i, i, why_key)
+            is_key = True
             i += 1
         elif w == "CONSTRAINT" and i + 2 <= b and words[i + 2] in ("PRIMARY", "PRIMARY KEY", "UNIQUE", "REFERENCES"):
             editor.remove(i, i + 1, why_key)
@@ -429,6 +477,7 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> None:
             i = _matching(tokens, i) + 1
         else:
             i += 1
+    return is_key
 
 
 def _alter_is_layout_only(tokens: list[Token]) -> bool:
