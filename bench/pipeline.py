@@ -118,13 +118,16 @@ class MemorySampler:
     (Linux /proc; zeros elsewhere).
 
     Groups: the emulator process, its Lambda worker processes (CPU: per function), Postgres
-    (postmaster + backends, proportional set size so shared buffers count once), and ours (this
-    process and its children: the `ecom replay` command).
+    (postmaster + backends, proportional set size so shared buffers count once), ours (this
+    process and its children: the `ecom replay` command), and (CPU only) the stack's Redshift Data
+    API, which stands in for Redshift's front end as Postgres stands in for its engine.
     """
 
-    def __init__(self, ministack_pid: int | None, postmaster_pid: int | None, interval: float = 0.5):
+    def __init__(self, ministack_pid: int | None, postmaster_pid: int | None, interval: float = 0.5,
+                 redshift_data_pid: int | None = None):
         self.ministack_pid = ministack_pid
         self.postmaster_pid = postmaster_pid
+        self.redshift_data_pid = redshift_data_pid
         self.interval = interval
         self.peaks: dict[str, int] = {"emulator": 0, "lambda_workers": 0, "postgres": 0, "ours": 0}
         # pid -> (group, CPU seconds when first seen since the reset, CPU seconds last seen)
@@ -144,6 +147,8 @@ class MemorySampler:
                 groups[pid] = f"lambda {_worker_function(pid) or 'worker'}"
         if self.postmaster_pid:
             groups.update({pid: "postgres" for pid in _tree(self.postmaster_pid)})
+        if self.redshift_data_pid:
+            groups[self.redshift_data_pid] = "redshift data api (local)"
         return groups
 
     def sample(self) -> dict[str, int]:
@@ -284,7 +289,8 @@ def fresh_stack(keep: bool = False) -> Iterator[dict[str, Any]]:
                 postmaster = int((env["data_dir"] / "pg" / "postmaster.pid").read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 postmaster = None
-            yield {**env, "ministack_pid": state.get("ministack_pid"), "postmaster_pid": postmaster}
+            yield {**env, "ministack_pid": state.get("ministack_pid"), "postmaster_pid": postmaster,
+           "redshift_data_pid": state.get("redshift_data_pid")}
     finally:
         if saved is not None:
             os.environ["ECOM_ETL_SCHEDULE_STATE"] = saved
@@ -744,7 +750,8 @@ def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concu
                            "replay_concurrency": concurrency, "replay_batch_size": batch_size,
                            "etl_schedule": config.etl().schedule, "etl_schedule_state": config.etl().schedule_state,
                            "stack_startup_seconds": round(env["startup_seconds"], 2)}
-        with MemorySampler(env["ministack_pid"], env["postmaster_pid"]) as memory:
+        with MemorySampler(env["ministack_pid"], env["postmaster_pid"],
+                           redshift_data_pid=env.get("redshift_data_pid")) as memory:
             if not skip_ceiling:
                 log(f"ceiling: the emulator doing the same work directly ({facts.rows:,} records) ...")
                 memory.reset()
