@@ -36,9 +36,15 @@ def _endpoints(cfg: config.Stack) -> dict:
         fail(f"cannot reach the AWS endpoint {cfg.endpoint_url or '(real AWS)'}: {exc}. Is the stack up? (`ecom up`)")
     if api is None:
         fail("the API is not deployed yet; run `ecom up` (or `ecom bootstrap`)")
+    etl = config.etl()
+    # The warehouse as the job reaches it: the Redshift Data API (AWS's, or the local stack's own),
+    # a workgroup or cluster and a database; the DSN is for psql and BI tools on the local Postgres.
+    redshift_data = {"endpoint_url": cfg.endpoint_for("redshift-data") or "(real AWS)",
+                     "workgroup": None if etl.redshift_cluster else etl.redshift_workgroup,
+                     "cluster": etl.redshift_cluster or None, "database": etl.redshift_database}
     return {"target": cfg.target, "api_url": api["api_url"], "events_url": api["api_url"] + "/events",
-            "api_key": api["api_key"], "aws_endpoint_url": cfg.endpoint_url or "", "warehouse_dsn": cfg.warehouse_dsn,
-            "postgres": _postgres(cfg)}
+            "api_key": api["api_key"], "aws_endpoint_url": cfg.endpoint_url or "", "redshift_data": redshift_data,
+            "warehouse_dsn": cfg.warehouse_dsn, "postgres": _postgres(cfg)}
 
 
 def _postgres(cfg: config.Stack) -> dict[str, str | None]:
@@ -69,6 +75,10 @@ def _print_endpoints(info: dict) -> None:
     typer.echo(f"  API (POST events): {info['events_url']}")
     typer.echo(f"  API key (local):   {info['api_key']}")
     typer.echo(f"  AWS endpoint:      {info['aws_endpoint_url'] or '(real AWS)'}")
+    rs = info["redshift_data"]
+    typer.echo(f"  Redshift Data API: {rs['endpoint_url']} ("
+               + (f"cluster {rs['cluster']}" if rs["cluster"] else f"workgroup {rs['workgroup']}")
+               + f", database {rs['database']})")
     typer.echo(f"  Warehouse DSN:     {info['warehouse_dsn']}")
     typer.echo(f"  PostgreSQL:        {info['postgres']['binaries']}"
                + (f"; server reports {info['postgres']['server_version']}" if info['postgres']['server_version'] else ""))

@@ -191,6 +191,8 @@ def test_cli_help_endpoints_and_up_is_a_no_op(stack_env):
                                      check=True).stdout)
     assert info["api_url"] == stack_env["api_url"] and info["api_key"] == stack_env["api_key"]
     assert info["warehouse_dsn"].endswith(f":{stack_env['env']['ECOM_PG_PORT']}/ecom")
+    assert info["redshift_data"] == {"endpoint_url": f"http://127.0.0.1:{stack_env['env']['ECOM_REDSHIFT_DATA_PORT']}",
+                                     "workgroup": "ecom", "cluster": None, "database": "dev"}
     out = subprocess.run(ECOM + ["up"], env=env, capture_output=True, text=True, check=True).stdout
     # Running: nothing started, and the deployment's change set is empty (same code, same settings).
     assert "stack already running" in out and "0 created, updated or deleted" in out and info["events_url"] in out
