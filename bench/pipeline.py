@@ -367,20 +367,7 @@ def _scratch_stream_and_tables(cfg: config.Stack, p) -> None:
     kinesis.get_waiter("stream_exists").wait(StreamName=r.stream, WaiterConfig={"Delay": 1})
     dynamodb = aws.client("dynamodb", cfg)
     for table in p.tables:
-        attributes = {name: typ for name, typ, _ in table.key}
-        attributes.update({attr: typ for _, attr, typ in table.local_indexes})
-        kwargs: dict[str, Any] = {
-            "TableName": table.name, "BillingMode": "PAY_PER_REQUEST",
-            "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in table.key],
-            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()]}
-        if table.local_indexes:
-            hash_key = next(n for n, _, k in table.key if k == "HASH")
-            kwargs["LocalSecondaryIndexes"] = [
-                {"IndexName": index, "Projection": {"ProjectionType": "ALL"},
-                 "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
-                               {"AttributeName": attr, "KeyType": "RANGE"}]}
-                for index, attr, _ in table.local_indexes]
-        dynamodb.create_table(**kwargs)
+        dynamodb.create_table(**table.definition())
         dynamodb.get_waiter("table_exists").wait(TableName=table.name, WaiterConfig={"Delay": 1})
 
 

@@ -3,6 +3,7 @@ bootstrap/deploy.py deploys on every target; `plan` prints it for a real account
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ecom_core import config
 
@@ -12,6 +13,24 @@ class Table:
     name: str
     key: list[tuple[str, str, str]]               # (attribute, type, HASH|RANGE)
     local_indexes: list[tuple[str, str, str]] = field(default_factory=list)  # (index, sort attr, type)
+
+    def definition(self) -> dict[str, Any]:
+        """The table as DynamoDB's CreateTable takes it, which is also the AWS::DynamoDB::Table
+        resource's properties (the same names)."""
+        attributes = {name: typ for name, typ, _ in self.key}
+        attributes.update({attr: typ for _, attr, typ in self.local_indexes})
+        out: dict[str, Any] = {
+            "TableName": self.name, "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in self.key],
+            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()]}
+        if self.local_indexes:
+            hash_key = next(n for n, _, k in self.key if k == "HASH")
+            out["LocalSecondaryIndexes"] = [
+                {"IndexName": index, "Projection": {"ProjectionType": "ALL"},
+                 "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
+                               {"AttributeName": attr, "KeyType": "RANGE"}]}
+                for index, attr, _ in self.local_indexes]
+        return out
 
 
 @dataclass(frozen=True)

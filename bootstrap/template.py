@@ -141,20 +141,7 @@ def build(p: Platform | None = None, code: dict[str, Artifact] | None = None,
     stream = add(logical_id("Stream", r.stream), "AWS::Kinesis::Stream", {
         "Name": r.stream, "ShardCount": r.stream_shards, "RetentionPeriodHours": 24}, f"kinesis stream {r.stream}")
     for table in p.tables:
-        attributes = {name: typ for name, typ, _ in table.key}
-        attributes.update({attr: typ for _, attr, typ in table.local_indexes})
-        properties: dict[str, Any] = {
-            "TableName": table.name, "BillingMode": "PAY_PER_REQUEST",
-            "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in table.key],
-            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()],
-            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True}}
-        if table.local_indexes:
-            hash_key = next(n for n, _, k in table.key if k == "HASH")
-            properties["LocalSecondaryIndexes"] = [
-                {"IndexName": index, "Projection": {"ProjectionType": "ALL"},
-                 "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
-                               {"AttributeName": attr, "KeyType": "RANGE"}]}
-                for index, attr, _ in table.local_indexes]
+        properties = {**table.definition(), "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True}}
         add(logical_id("Table", table.name), "AWS::DynamoDB::Table", properties, f"dynamodb table {table.name}")
     queue = add(logical_id("Queue", r.dead_letter_queue), "AWS::SQS::Queue", {
         "QueueName": r.dead_letter_queue, "MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
