@@ -28,7 +28,8 @@ pytestmark = pytest.mark.stack
 
 @contextmanager
 def job_settings(stack_env, **env):
-    """Deploy with these ECOM_* settings (schedule state, lease...) and put the defaults back after."""
+    """Deploy with these ECOM_* settings (schedule state, lease...) and put the defaults back after;
+    then wait for a tick still lingering to end, so it cannot load the next test's data."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -41,6 +42,18 @@ def job_settings(stack_env, **env):
             else:
                 os.environ[key] = value
         deploy(stack_env["cfg"])
+        _wait_for_free_lease(timeout=config.etl().lease_seconds + 30)
+
+
+def _wait_for_free_lease(timeout: float) -> None:
+    """A tick releases the lease when it stops lingering; a killed one's lease expires."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _warehouse("SELECT count(*) FROM dw.etl_lease WHERE holder IS NOT NULL "
+                      "AND expires_at > (now() AT TIME ZONE 'UTC')") == [(0,)]:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"an ETL tick still held the lease after {timeout} s")
 
 
 def _warehouse(sql: str) -> list[tuple]:
