@@ -272,21 +272,3 @@ def artifact_key(name: str, blob: bytes) -> str:
     """Content-addressed S3 key of a zip: a code change is a new key, unchanged code the same one."""
     return f"lambda/{name}-{hashlib.sha256(blob).hexdigest()[:32]}.zip"
 
-
-def build_zip(root: Path = PROJECT_ROOT, package: str = "handlers") -> bytes:
-    """Transitional, until the deployment path takes one zip per function: the union of the zips of
-    the spec's functions in `package` (same contract, same bundled libraries)."""
-    from bootstrap.spec import platform
-
-    handlers = [fn.handler for fn in platform().functions if fn.package == package]
-    entries: dict[str, Path] = {}
-    for handler in handlers:
-        entries.update(function_sources(handler, root))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-        for arcname, path in sorted(entries.items()):
-            info = zipfile.ZipInfo(arcname, date_time=FIXED_DATE)
-            info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_STORED if arcname.endswith(".gz") else zipfile.ZIP_DEFLATED
-            archive.writestr(info, path.read_bytes())
-    return buffer.getvalue()

@@ -80,10 +80,8 @@ class Artifact:
 
 
 def function_code(fn: Function) -> bytes:
-    """The zip of one function: bootstrap.package.function_zip(fn) (only the modules its handler
-    imports) where it exists, else its package's zip."""
-    build = getattr(package, "function_zip", None)
-    return build(fn) if build is not None else package.build_zip(package=fn.package)
+    """The zip of one function: only the modules its handler imports, and the bundled boto3."""
+    return package.function_zip(fn)
 
 
 def artifacts(p: Platform) -> dict[str, Artifact]:
@@ -91,7 +89,7 @@ def artifacts(p: Platform) -> dict[str, Artifact]:
     out = {}
     for fn in p.functions:
         blob = function_code(fn)
-        out[fn.name] = Artifact(fn.name, f"lambda/{fn.name}-{hashlib.sha256(blob).hexdigest()[:32]}.zip", blob)
+        out[fn.name] = Artifact(fn.name, package.artifact_key(fn.name, blob), blob)
     return out
 
 
