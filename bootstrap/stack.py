@@ -121,6 +121,10 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
         "SERVICES": MINISTACK_SERVICES,
         "LOG_LEVEL": os.environ.get("ECOM_MINISTACK_LOG_LEVEL", "WARNING"),
         "MINISTACK_REGION": cfg.region,
+        # Every signed request is checked against IAM, as on AWS: a function runs with its execution
+        # role's credentials and can do only what the role's policy allows (docs/reliability.md,
+        # "Permissions checked locally"); test/test stays the account's root.
+        "AUTH": "true",
     }
     env.pop("AWS_ENDPOINT_URL", None)
     # Its Lambda workers inherit this: botocore sends their Data API calls to the stack's own

@@ -759,7 +759,16 @@ def _invoke_new_function(cfg, name: str, files: dict[str, str], handler: str = "
     from ecom_core import aws
 
     lam = aws.client("lambda", cfg)
-    lam.create_function(FunctionName=name, Runtime="python3.12", Role="arn:aws:iam::000000000000:role/x",
+    # Under AUTH=true (bootstrap/stack.py) the role must exist, as on AWS: a role that may do nothing.
+    iam = aws.client("iam", cfg)
+    try:
+        role = iam.get_role(RoleName="isolation-test-role")["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        from bootstrap.policies import LAMBDA_TRUST_POLICY
+
+        role = iam.create_role(RoleName="isolation-test-role",
+                               AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY))["Role"]["Arn"]
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=role,
                         Handler=handler, Code={"ZipFile": _zip(files)}, Timeout=30)
     try:
         answer = lam.invoke(FunctionName=name, Payload=b"{}")
