@@ -445,7 +445,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
            stream: bool = typer.Option(True, "--stream/--no-stream", help="also read the stream (shard lag)")) -> None:
     """The operator's view: components, counts per store, shard lag, dead letters, the last ETL run."""
     from replay.deadletters import top_reasons
-    from warehouse.status import store_counts
+    from warehouse.status import permission_denials, store_counts
 
     cfg = config.stack()
     components = _components(cfg)
@@ -457,7 +457,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     counts = store_counts(cfg, include_stream=stream)
     quarantined, reasons = top_reasons(cfg)
     report = {"components": components, "postgres": _postgres(cfg), **counts, "dead_letter_reasons": reasons,
-              "etl_job": _etl_job(cfg)}
+              "etl_job": _etl_job(cfg), "permission_denials": permission_denials(cfg)}
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
@@ -477,6 +477,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         typer.echo(f"  {shard}: {info['records']:,} records, consumer behind by {info['behind']:,}")
     for reason, n in reasons:
         typer.echo(f"  dead letters: {n:,} x {reason}")
+    for function, denial in report["permission_denials"].items():
+        last = time.strftime("%H:%M:%S UTC", time.gmtime(denial["at"] / 1000)) if denial.get("at") else "?"
+        typer.echo(f"  DENIED: {function} may not {denial['action']} on {denial['resource']} "
+                   f"({denial['times']:,} log lines in the last 15 min, the latest at {last}; its role's policy lacks it)")
     last = counts.get("last_etl_run")
     typer.echo(f"  last ETL run: {last['run_id']} {last['outcome']} at {last['finished_at']}"
                + (f" ({last['message']})" if last and last.get("message") else "") if last else "  last ETL run: none")

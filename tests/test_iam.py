@@ -9,6 +9,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 import zipfile
 
@@ -86,6 +89,13 @@ def test_the_trigger_without_its_write_statement_retries_until_it_is_given_back(
         assert "AccessDeniedException" in text and denial in text, text[-3000:]
         assert f":table/{r.invoice_table} because no identity-based policy allows the dynamodb:BatchWriteItem action" \
             in text or f":table/{r.customer_table} because no identity-based policy allows" in text
+        # The operator sees it: `ecom status` names the function, the action and the resource.
+        status = json.loads(subprocess.run([sys.executable, "-m", "ecom", "status", "--json", "--no-stream"],
+                                           env={**os.environ, **stack_env["env"]}, capture_output=True, text=True,
+                                           check=True).stdout)
+        seen = status["permission_denials"][trigger.name]
+        assert seen["action"] == "dynamodb:BatchWriteItem" and seen["times"] >= 1
+        assert seen["resource"].split(":table/")[1] in (r.invoice_table, r.customer_table)
         time.sleep(5)  # a few more retries, still denied
         c = counts(cfg)
         assert (c["invoice_lines"], c["customer_invoices"], c["quarantined"]) == (0, 0, 0)

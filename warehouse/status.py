@@ -1,8 +1,11 @@
 """Counts in every store, and waiting for the stream consumer to catch up."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Iterator
+
+from botocore.exceptions import ClientError
 
 from ecom_core import aws, config
 from ecom_core.aws import count_keys
@@ -126,3 +129,35 @@ def load_rejects(dsn: str | None = None, limit: int | None = None) -> list[dict[
                         + (f" LIMIT {int(limit)}" if limit else ""))
             return [{"file_key": f, "line_no": n, "event_id": e, "reason": r, "raw_line": raw,
                      "rejected_at": at.isoformat(timespec="seconds")} for f, n, e, r, raw, at in cur.fetchall()]
+
+
+# How AWS (and the embedded stack, which checks IAM) words a refusal: who, what, on which resource.
+_DENIAL = re.compile(r"(\S+) is not authorized to perform: (\S+) on resource: \"?([^\s\"]+)")
+
+
+def permission_denials(cfg: config.Stack | None = None, since_seconds: float = 900) -> dict[str, dict[str, Any]]:
+    """Per function, the latest refusal its log shows in the last `since_seconds` (a function being
+    denied keeps failing and being retried: the stream waits, nothing is quarantined), with how
+    many log lines named one. Read from CloudWatch Logs, as an operator would on AWS."""
+    r = config.resources()
+    logs = aws.client("logs", cfg)
+    start = int((time.time() - since_seconds) * 1000)
+    found: dict[str, dict[str, Any]] = {}
+    for function in (r.ingestion_function, r.trigger_function, r.reads_function, r.authorizer_function, r.etl_function):
+        kwargs: dict[str, Any] = {"logGroupName": f"/aws/lambda/{function}", "startTime": start}
+        try:
+            while True:
+                page = logs.filter_log_events(**kwargs)
+                for event in page.get("events", []):
+                    match = _DENIAL.search(event.get("message", ""))
+                    if match:
+                        entry = found.setdefault(function, {"times": 0})
+                        entry.update(times=entry["times"] + 1, principal=match.group(1), action=match.group(2),
+                                     resource=match.group(3), at=event.get("timestamp"))
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        except ClientError as exc:
+            if aws.error_code(exc) != "ResourceNotFoundException":  # no log group yet: nothing logged
+                raise
+    return found
