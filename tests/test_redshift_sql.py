@@ -230,3 +230,13 @@ def test_literals_refuse_what_they_cannot_quote_safely():
     for bad in ("a\\b", "nul\x00", "\u00a3"):
         with pytest.raises(ValueError):
             literal(bad)
+
+
+def test_timestamps_reach_redshift_to_the_microsecond():
+    """The run log and the lease compare times: one cut to the second sorts before a moment it came
+    after (the bench, reading the runs since a time, missed a run that way)."""
+    from datetime import datetime
+
+    from etl.redshift import _lit
+
+    assert _lit(datetime(2026, 12, 5, 17, 0, 1, 250000)) == "TIMESTAMP '2026-12-05 17:00:01.250000'"
