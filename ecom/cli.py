@@ -119,7 +119,9 @@ def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
     report = deploy(cfg)
     typer.echo(f"bootstrap (CloudFormation stack): {len(report.changed)} created, updated or deleted, "
                f"{len(report.actions) - len(report.changed)} unchanged"
-               + (": " + ", ".join(f"{what} {action}" for what, action in report.changed) if report.changed else ""))
+               # What changed, when it is a few things (a code change); a first deployment just counts.
+               + (": " + ", ".join(f"{what} {action}" for what, action in report.changed)
+                  if 0 < len(report.changed) <= 10 else ""))
     _print_endpoints(_endpoints(cfg))
     typer.echo("  stop it with: ecom down   (or make down)")
 
