@@ -1,6 +1,8 @@
 """Test helpers that drive the real stack (no fakes)."""
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -76,3 +78,12 @@ def warehouse_rows(sql: str, params: tuple = ()) -> list[tuple]:
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
+
+
+def function_zip(files: dict[str, str]) -> bytes:
+    """A Lambda deployment package of the given files (name -> source), for test functions."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
 import time
-import zipfile
 
 import boto3
 import pytest
@@ -24,7 +22,7 @@ from ecom_core import aws, config
 from ecom_core.config import SAMPLE_FILE
 from replay.client import Sender, replay
 from replay.source import read_rows
-from tests.helpers import counts
+from tests.helpers import counts, function_zip
 from warehouse.reconcile import open_ledger, reconcile
 from warehouse.status import wait_for_drain
 
@@ -133,14 +131,6 @@ def handler(event, context):
 '''
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
-
-
 @pytest.mark.stack
 def test_a_function_is_denied_what_its_role_does_not_allow(stack_env):
     """A function on the customer-reads role may Query its tables, and nothing else: PutItem on the
@@ -156,7 +146,7 @@ def test_a_function_is_denied_what_its_role_does_not_allow(stack_env):
                           KeySchema=[{"AttributeName": "InvoiceNo", "KeyType": "HASH"}])
     s3.put_object(Bucket=r.raw_bucket, Key=key, Body=b"not for the read API")
     lam.create_function(FunctionName="iam-probe-reads-role", Runtime="python3.12", Role=role_arn,
-                        Handler="fn.handler", Code={"ZipFile": _zip({"fn.py": _PROBE})}, Timeout=30)
+                        Handler="fn.handler", Code={"ZipFile": function_zip({"fn.py": _PROBE})}, Timeout=30)
     try:
         answer = lam.invoke(FunctionName="iam-probe-reads-role", Payload=json.dumps(
             {"invoice_table": r.invoice_table, "other_table": other_table, "bucket": r.raw_bucket, "key": key}))

@@ -19,6 +19,7 @@ from bootstrap.local.ministack import kinesis as kinesis_patch
 from bootstrap.local.ministack import lambda_runtime as runtime_patch
 from bootstrap.local.ministack import lambda_svc as svc_patch
 from ecom_core import config
+from tests.helpers import function_zip
 
 
 def test_the_launchers_kinesis_expiry_keeps_ministacks_behaviour():
@@ -743,17 +744,6 @@ print(len(missing), [p for p in sys.path if "site-packages" in p], importlib.met
     assert done.stdout.split() == ["8", "[]", importlib.metadata.version("boto3")]
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
-
-
 def _invoke_new_function(cfg, name: str, files: dict[str, str], handler: str = "fn.handler") -> tuple:
     """Create `name` from `files`, invoke it once, delete it: (FunctionError or None, payload)."""
     from ecom_core import aws
@@ -769,7 +759,7 @@ def _invoke_new_function(cfg, name: str, files: dict[str, str], handler: str = "
         role = iam.create_role(RoleName="isolation-test-role",
                                AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY))["Role"]["Arn"]
     lam.create_function(FunctionName=name, Runtime="python3.12", Role=role,
-                        Handler=handler, Code={"ZipFile": _zip(files)}, Timeout=30)
+                        Handler=handler, Code={"ZipFile": function_zip(files)}, Timeout=30)
     try:
         answer = lam.invoke(FunctionName=name, Payload=b"{}")
         return answer.get("FunctionError"), json.loads(answer["Payload"].read())
