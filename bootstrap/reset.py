@@ -10,8 +10,9 @@ def empty_stores(cfg: config.Stack) -> None:
     """Empty DynamoDB, the buckets, the Glue table, the replay ledgers and every warehouse table.
 
     The stream cannot be emptied: callers compare stream counts against a baseline."""
-    from warehouse import db
+    from warehouse import schema
     from warehouse.reconcile import ledger_dir
+    from warehouse.redshift_data import DataApi
 
     r = config.resources()
     dynamodb = aws.client("dynamodb", cfg)
@@ -35,12 +36,11 @@ def empty_stores(cfg: config.Stack) -> None:
     except glue.exceptions.EntityNotFoundException:
         pass
     shutil.rmtree(ledger_dir(cfg), ignore_errors=True)
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute("SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') FROM pg_tables "
-                        "WHERE schemaname = 'dw'")
-            tables = cur.fetchone()[0]
-            if tables:
-                cur.execute(f"TRUNCATE {tables}")
-        conn.commit()
+    # Every table of schema dw emptied through the Data API, one TRUNCATE each (Redshift commits a
+    # TRUNCATE on its own, so they cannot share a batch); the schema's version record stays.
+    api = DataApi(cfg=cfg)
+    schema.ensure_schema(api)
+    for (name,) in api.query("SELECT table_name FROM information_schema.tables "
+                             "WHERE table_schema = 'dw' AND table_type = 'BASE TABLE' ORDER BY 1"):
+        if name != "schema_version":
+            api.statement(f'TRUNCATE dw."{name}"')

@@ -207,7 +207,7 @@ def function_environment(resources: config.Resources, function: Function | None 
         # driver in its zip); locally the stack's own Data API answers for the workgroup.
         env.update({"ECOM_STAGING_BUCKET": resources.staging_bucket, "ECOM_GLUE_DATABASE": resources.glue_database,
                     "ECOM_GLUE_TABLE": resources.glue_table, "ECOM_ETL_SCHEDULE": etl.schedule,
-                    "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds), "ECOM_WAREHOUSE": "redshift",
+                    "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds),
                     "ECOM_ETL_LINGER_SECONDS": str(etl.linger_seconds), "ECOM_ETL_POLL_SECONDS": str(etl.poll_seconds),
                     "ECOM_REDSHIFT_WORKGROUP": etl.redshift_workgroup, "ECOM_REDSHIFT_CLUSTER": etl.redshift_cluster,
                     "ECOM_REDSHIFT_DATABASE": etl.redshift_database,

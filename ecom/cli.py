@@ -380,10 +380,10 @@ def _components(cfg: config.Stack) -> dict[str, bool]:
         health = stack.status(cfg)
         up["ministack"], up["postgres"] = health.ministack_up, health.postgres_up
     try:
-        from warehouse import db
+        from warehouse.redshift_data import DataApi
 
-        with db.connection():
-            up["warehouse"] = True
+        # The warehouse as the job and the tools reach it: through the Redshift Data API.
+        up["warehouse"] = DataApi(cfg=cfg, timeout=10).query("SELECT 1") == [[1]]
     except Exception:
         up["warehouse"] = False
     r = config.resources()
@@ -400,14 +400,15 @@ def _components(cfg: config.Stack) -> dict[str, bool]:
 def report(out: Path = typer.Option(config.PROJECT_ROOT / "reports", "--out", "-o",
                                     help="directory for index.html and one CSV per view")) -> None:
     """Write the warehouse report: self-contained HTML with charts (opens offline) + every view as CSV."""
-    import psycopg2
+    from botocore.exceptions import BotoCoreError
 
+    from warehouse.redshift_data import RedshiftError
     from warehouse.report import build_report
 
     try:
         result = build_report(out)
-    except psycopg2.OperationalError as exc:
-        fail(f"cannot reach the warehouse: {str(exc).strip()}. Is the stack up? (`ecom up`)")
+    except (BotoCoreError, RedshiftError) as exc:
+        fail(f"cannot read the warehouse through the Redshift Data API: {str(exc).strip()}. Is the stack up? (`ecom up`)")
     typer.echo(f"report: {result.html_path} ({len(result.charts)} charts, {len(result.csv_paths)} tables as CSV: "
                + ", ".join(f"{view} {rows}" for view, rows in result.rows.items()) + ")")
 

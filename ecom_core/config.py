@@ -249,9 +249,6 @@ class Etl:
     poll_seconds: float = field(default_factory=lambda: float(_env("ECOM_ETL_POLL_SECONDS", "5")))
     # `ecom etl run` waits this long for a scheduled run to finish instead of skipping.
     manual_wait_seconds: int = field(default_factory=lambda: _env_int("ECOM_ETL_MANUAL_WAIT_SECONDS", 600))
-    # Warehouse dialect of the load: postgres (psycopg2, COPY FROM STDIN) or redshift (Data API).
-    # Unset: redshift on the aws target, postgres on the emulators.
-    warehouse_override: str = field(default_factory=lambda: _env("ECOM_WAREHOUSE", ""))
     # Redshift (AWS): an existing Serverless workgroup or provisioned cluster, the database, and the
     # role Redshift assumes to COPY from the staging bucket.
     redshift_workgroup: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_WORKGROUP", "ecom"))
@@ -260,13 +257,6 @@ class Etl:
     redshift_copy_role_name: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_COPY_ROLE", "ecom-redshift-copy-role"))
     # Let bootstrap create a Redshift Serverless namespace + workgroup (otherwise: use the named one).
     create_redshift: bool = field(default_factory=lambda: _env("ECOM_CREATE_REDSHIFT", "0") in ("1", "true", "yes"))
-
-    def warehouse_for(self, target: str) -> str:
-        return self.warehouse_override or ("redshift" if target == "aws" else "postgres")
-
-    @property
-    def warehouse(self) -> str:
-        return self.warehouse_for(Stack().target)
 
     @property
     def interval_seconds(self) -> int | None:

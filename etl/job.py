@@ -63,7 +63,7 @@ def raw_waiting(s3) -> bool:
     return bool(s3.list_objects_v2(Bucket=r.raw_bucket, Prefix=r.raw_prefix, MaxKeys=1).get("KeyCount", 0))
 
 
-def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | None = None,
+def tick(trigger: str = "schedule", cfg: config.Stack | None = None,
          wait_for_lease: float = 0.0, seconds_left: float | None = None) -> dict[str, Any]:
     """One tick of the batch half, as the schedule (or a person) starts it. Returns what happened.
 
@@ -85,7 +85,7 @@ def tick(trigger: str = "schedule", cfg: config.Stack | None = None, dsn: str | 
     # The last run may take a while (a backlog): stop lingering with a fifth of the time (>= 2 min) to spare.
     stop_at = None if seconds_left is None else time.monotonic() + seconds_left - max(120.0, seconds_left / 5)
     try:
-        results = run_while_busy(cfg, dsn, holder=f"{trigger}:{uuid.uuid4().hex[:12]}", wait_for_lease=wait_for_lease,
+        results = run_while_busy(cfg, holder=f"{trigger}:{uuid.uuid4().hex[:12]}", wait_for_lease=wait_for_lease,
                                  linger_seconds=etl.linger_seconds, poll_seconds=etl.poll_seconds,
                                  work_waiting=lambda: raw_waiting(s3), stop_at=stop_at,
                                  # Recorded after every run, so `ecom status` follows a lingering tick.

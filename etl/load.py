@@ -166,7 +166,7 @@ def pending_keys(done: set[str], cfg: config.Stack | None = None) -> list[dict]:
                   key=lambda o: o["Key"])
 
 
-def load(cfg: config.Stack | None = None, dsn: str | None = None,
+def load(cfg: config.Stack | None = None,
          after_group: Callable[[], None] | None = None, *, schema_ready: bool = False) -> LoadResult:
     """Load every pending staging file into the configured warehouse, a group per transaction (in
     a session of its own); `after_group` runs after each committed group (the ETL run renews its
@@ -181,7 +181,7 @@ def load(cfg: config.Stack | None = None, dsn: str | None = None,
     def fetcher(key: str) -> Callable[[], bytes]:
         return lambda: s3.get_object(Bucket=r.staging_bucket, Key=key)["Body"].read()
 
-    warehouse = open_warehouse(cfg, dsn)
+    warehouse = open_warehouse(cfg)
     try:
         if not schema_ready:
             warehouse.ensure_schema()

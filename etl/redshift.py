@@ -1,17 +1,17 @@
-"""The Redshift dialect of the warehouse: the schema and the group load as SQL Redshift runs, sent
-through the Data API (warehouse/redshift_data.py) by the deployed job.
+"""The warehouse side of the load: each group of staging files as one transaction of Redshift SQL,
+sent through the Data API (warehouse/redshift_data.py) by the deployed job and every local run (the
+local stack's Data API runs it on Postgres), with the schema, the lease and the run log.
 
-The load is the Postgres load's twin, step for step (etl/load.py): the same staging table, the same
-per-file statistics, the same star-schema statements (warehouse/star.py, recorded rather than run),
-the same manifest rows, all in one transaction (one BatchExecuteStatement). What differs:
-- COPY reads from S3 with the job's COPY role instead of STDIN. Each file goes through a manifest of
-  its own with `mandatory: true`, because `COPY FROM 's3://bucket/key'` is a prefix match: it would
-  also load `key0`, `key.bak`, ... The rows of a file are tagged with its number by an UPDATE right
-  after its COPY (Postgres uses a column default read from a setting).
-- `LOCK dw.load_manifest` (Redshift has no lock modes). Redshift does not enforce primary keys, so
-  files another loader committed meanwhile are dropped from the staging tables under that lock,
-  and the manifest rows are inserted from the statistics query in the same transaction.
-- Defaults: SYSDATE for CURRENT_TIMESTAMP. Postgres-only indexes (postgres_indexes.sql) are not run.
+Per group (etl/load.py describes the steps):
+- `LOCK dw.load_manifest`, then COPY each file from S3 with the COPY role into one temporary staging
+  table. Each file goes through a manifest of its own with `mandatory: true`, because
+  `COPY FROM 's3://bucket/key'` is a prefix match: it would also load `key0`, `key.bak`, ... The
+  rows of a file are tagged with its number by an UPDATE right after its COPY.
+- Redshift does not enforce primary keys, so files another loader committed meanwhile are dropped
+  from the staging tables under that lock, and the manifest rows are inserted from the
+  statistics query in the same transaction.
+- The star schema's statements (warehouse/star.py, recorded rather than run: they are written as
+  calls on a cursor), the manifest rows, all in one transaction (one BatchExecuteStatement).
 - Rows the warehouse refuses: Redshift's COPY fails the file; the job then screens the group in
   Python (etl.load.screen), COPYs the screened copies and COPYs the rejects into dw.load_rejects.
 """
@@ -20,14 +20,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import uuid
 from datetime import datetime, timezone
 
 from ecom_core import aws, config
 from ecom_core.faults import maybe_fail
 from etl.load import ANALYZE_STAGE, COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql, screen
-from warehouse import star, tables
+from warehouse import lease, schema, star, tables
 from warehouse.recorder import RecordingConnection
 from warehouse.redshift_data import DataApi, RedshiftError, literal
 
@@ -35,30 +34,8 @@ REJECT_COLUMNS = '"file_key", "line_no", "event_id", "reason", "raw_line"'
 COPY_OPTIONS = "FORMAT AS CSV IGNOREHEADER 1 EMPTYASNULL TIMEFORMAT 'auto' ACCEPTINVCHARS"
 
 
-def _split(sql: str) -> list[str]:
-    """Statements of a .sql file, comments dropped (our .sql files have no "--" or ";" in literals)."""
-    text = "\n".join(re.sub(r"--.*$", "", line) for line in sql.splitlines())
-    return [s.strip() for s in text.split(";") if s.strip()]
-
-
-# The fact table's physical layout on Redshift: an invoice's lines on one slice, sorted by the
-# columns the load's duplicate-row flags look up per (invoice, stock code, time) group (the Postgres
-# dialect's index fact_sales_line_row_group; the local Data API indexes a compound sort key too).
-FACT_LAYOUT = 'DISTKEY("invoice_no") COMPOUND SORTKEY("invoice_no", "stock_code", "invoice_ts")'
-
-
-def schema_statements() -> list[str]:
-    """schema.sql and analytics.sql in Redshift's SQL (the views are dropped and re-created)."""
-    statements = [re.sub(r"DEFAULT CURRENT_TIMESTAMP", "DEFAULT SYSDATE", s) for s in _split(tables.schema_sql())]
-    statements = [f"{s} {FACT_LAYOUT}" if s.startswith(f"CREATE TABLE IF NOT EXISTS {tables.FACT_TABLE} ") else s
-                  for s in statements]
-    if sum(FACT_LAYOUT in s for s in statements) != 1:
-        raise RuntimeError(f"schema.sql no longer creates {tables.FACT_TABLE} as one statement")
-    return statements + ["DROP SCHEMA IF EXISTS analytics CASCADE"] + _split(tables.analytics_sql())
-
-
 def star_stage_statements() -> list[str]:
-    """The star schema's staging statements, exactly as the Postgres load runs them."""
+    """The star schema's staging statements (warehouse/star.py, recorded)."""
     recorder = RecordingConnection()
     with recorder.cursor() as cur:
         star.stage_facts(cur, STAGE, STAGE_FILES)
@@ -66,7 +43,7 @@ def star_stage_statements() -> list[str]:
 
 
 def star_write_statements() -> list[str]:
-    """The star schema's writes (facts, flags, dimensions), exactly as the Postgres load runs them."""
+    """The star schema's writes: facts, duplicate flags, dimensions (warehouse/star.py, recorded)."""
     recorder = RecordingConnection()
     with recorder.cursor() as cur:
         star.write_facts(cur)
@@ -130,7 +107,7 @@ class RedshiftWarehouse:
 
     def __init__(self, cfg: config.Stack | None = None, api: DataApi | None = None):
         self.cfg = cfg or config.stack()
-        self.api = api or DataApi()
+        self.api = api or DataApi(cfg=self.cfg)
         self.r = config.resources()
         self.s3 = aws.client("s3", self.cfg)
         etl = config.etl()
@@ -139,7 +116,7 @@ class RedshiftWarehouse:
 
     # -- schema, manifest, runs
     def ensure_schema(self) -> None:
-        self.api.run(schema_statements())
+        schema.ensure_schema(self.api)
 
     def loaded_keys(self) -> set[str]:
         return {row[0] for row in self.api.query(f'SELECT "file_key" FROM {tables.MANIFEST_TABLE}')}
@@ -152,41 +129,19 @@ class RedshiftWarehouse:
         self.api.run([f'DELETE FROM dw.etl_run WHERE "run_id" = {literal(values["run_id"])}',
                       f"INSERT INTO dw.etl_run ({columns}) VALUES ({', '.join(_lit(v) for v in values.values())})"])
 
-    # -- the lease (one batch: lock, create the row once, take it if free, expired or ours)
+    # -- the lease (warehouse/lease.py)
     def acquire(self, holder: str, ttl: float) -> bool:
-        from warehouse.lease import EPOCH, LEASE_TABLE, NAME, _now
-
-        now = _now()
-        expires = now.timestamp() + ttl
-        self.api.run([
-            f"LOCK {LEASE_TABLE}",
-            f'INSERT INTO {LEASE_TABLE} ("name", "holder", "acquired_at", "expires_at") SELECT {literal(NAME)}, NULL, '
-            f"{_lit(EPOCH)}, {_lit(EPOCH)} WHERE NOT EXISTS (SELECT 1 FROM {LEASE_TABLE} WHERE \"name\" = {literal(NAME)})",
-            # holder_session NULL: the Postgres dialect's session check (warehouse/lease.py) must not
-            # free a lease the Data API holds because an earlier holder's session is gone.
-            f'UPDATE {LEASE_TABLE} SET "holder" = {literal(holder)}, "holder_session" = NULL, "acquired_at" = {_lit(now)}, '
-            f'"expires_at" = {_lit(datetime.fromtimestamp(expires))} WHERE "name" = {literal(NAME)} AND '
-            f'("holder" IS NULL OR "expires_at" < {_lit(now)} OR "holder" = {literal(holder)})'])
-        rows = self.api.query(f'SELECT "holder" FROM {LEASE_TABLE} WHERE "name" = {literal(NAME)}')
-        return bool(rows) and rows[0][0] == holder
+        return lease.acquire(self.api, holder, ttl)
 
     def renew(self, holder: str, ttl: float) -> None:
-        from warehouse.lease import LeaseLost
-
-        if not self.acquire(holder, ttl):
-            raise LeaseLost(f"the ETL lease is no longer held by {holder}")
+        lease.renew(self.api, holder, ttl)
 
     def release(self, holder: str) -> None:
-        from warehouse.lease import EPOCH, LEASE_TABLE, NAME
-
-        self.api.run([f'UPDATE {LEASE_TABLE} SET "holder" = NULL, "expires_at" = {_lit(EPOCH)} '
-                      f'WHERE "name" = {literal(NAME)} AND "holder" = {literal(holder)}'])
+        lease.release(self.api, holder)
 
     def lease_holder(self) -> str:
-        from warehouse.lease import LEASE_TABLE
-
-        rows = self.api.query(f'SELECT "holder", "expires_at" FROM {LEASE_TABLE}')
-        return f"{rows[0][0]} until {rows[0][1]}" if rows else "nobody"
+        held = lease.current(self.api)
+        return f"{held.holder} until {held.expires_at}" if held.holder else "nobody"
 
     # -- the load
     def load_group(self, files: list[StagedFile]) -> list[tuple[str, Outcome | None]]:
@@ -243,9 +198,4 @@ class RedshiftWarehouse:
 
 
 def _lit(value) -> str:
-    if isinstance(value, datetime):
-        # To the microsecond, as Redshift's TIMESTAMP keeps it: a run's start cut to the second sorted
-        # before a moment it came after (the bench, which reads runs since a time, missed one).
-        return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S.%f}'"
-    return literal(value)
-
+    return lease.timestamp(value) if isinstance(value, datetime) else literal(value)

@@ -55,17 +55,17 @@ def take_lease(warehouse, holder: str, wait_for_lease: float) -> None:
         time.sleep(1.0)
 
 
-def run_once(cfg: config.Stack | None = None, dsn: str | None = None, *, holder: str | None = None,
+def run_once(cfg: config.Stack | None = None, *, holder: str | None = None,
              wait_for_lease: float = 0.0) -> RunResult:
     """Transform, catalog and load everything pending, holding the ETL lease for the whole run.
 
     Raises LeaseHeld (having done nothing) when another run holds the lease for longer than
     `wait_for_lease` seconds. The lease is renewed after every committed group of files and
     released at the end; a run that dies leaves it to expire (config.etl().lease_seconds)."""
-    return run_while_busy(cfg, dsn, holder=holder, wait_for_lease=wait_for_lease)[-1]
+    return run_while_busy(cfg, holder=holder, wait_for_lease=wait_for_lease)[-1]
 
 
-def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, holder: str | None = None,
+def run_while_busy(cfg: config.Stack | None = None, *, holder: str | None = None,
                    wait_for_lease: float = 0.0, linger_seconds: float = 0.0, poll_seconds: float | None = None,
                    work_waiting: Callable[[], bool] | None = None, stop_at: float | None = None,
                    after_run: Callable[[list[RunResult]], None] | None = None) -> list[RunResult]:
@@ -74,7 +74,7 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
     Each run is recorded on its own in dw.etl_run, and `after_run` gets the runs so far after
     each one. With linger 0 (the default) this is one run. `poll_seconds`: between checks for new
     input (default: the configured config.etl().poll_seconds, as the deployed job uses)."""
-    warehouse = open_warehouse(cfg, dsn)
+    warehouse = open_warehouse(cfg)
     results: list[RunResult] = []
     try:
         warehouse.ensure_schema()
@@ -83,7 +83,7 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
         try:
             while True:
                 run_started = time.monotonic()
-                results.append(_run(warehouse, _run_id(), holder, cfg, dsn))
+                results.append(_run(warehouse, _run_id(), holder, cfg))
                 if after_run is not None:
                     after_run(results)
                 if not linger_seconds or work_waiting is None:
@@ -108,7 +108,7 @@ def run_while_busy(cfg: config.Stack | None = None, dsn: str | None = None, *, h
             try:
                 warehouse.release(holder)
             except Exception:  # noqa: BLE001 - e.g. the warehouse restarted: the lease frees itself
-                pass           # (its session is gone on Postgres; it expires on Redshift)
+                pass           # (it expires)
     finally:
         warehouse.close()
 
@@ -117,7 +117,7 @@ def _run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None, dsn: str | None) -> RunResult:
+def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None) -> RunResult:
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     t = l = None
@@ -134,7 +134,7 @@ def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None, dsn: str
         timings["catalog"] = time.perf_counter() - step
         step = time.perf_counter()
         # The load gets its own session: the group transactions never hold up the lease renewals.
-        l = load.load(cfg, dsn, after_group=lambda: warehouse.renew(holder, ttl), schema_ready=True)
+        l = load.load(cfg, after_group=lambda: warehouse.renew(holder, ttl), schema_ready=True)
         timings["load"] = time.perf_counter() - step
     except Exception as exc:
         _record(warehouse, run_id, started, "failed", f"{type(exc).__name__}: {exc}", t, l)

@@ -1,17 +1,12 @@
-"""One load interface, two warehouse dialects.
+"""The load interface `etl.run` and `etl.load` speak: the schema, which files are loaded, loading a
+group of files as one transaction, the ETL lease and the run log.
 
-    Redshift (the Data API, COPY from S3 with an IAM role)  -> etl/redshift.RedshiftWarehouse: every
-        target, the deployed job included (locally the stack's Data API runs it on Postgres)
-    Postgres (psycopg2, COPY FROM STDIN)                     -> etl/postgres.PostgresWarehouse: local
-        tools asked for it (ECOM_WAREHOUSE=postgres); not in the job's zip
-
-`etl.run` and `etl.load` speak only this interface: the schema, which files are loaded, loading a
-group of files as one transaction, the ETL lease and the run log. `open_warehouse` picks the dialect
-from configuration (ECOM_WAREHOUSE).
+One dialect implements it: Redshift's, through the Data API (etl/redshift.RedshiftWarehouse), on
+every target. Locally the stack's own Data API (bootstrap/local/redshift_data) runs the same
+statements on Postgres, so what a local run or test exercises is what runs on AWS.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Protocol
 
 from ecom_core import config
@@ -33,11 +28,7 @@ class Warehouse(Protocol):
     def close(self) -> None: ...
 
 
-def open_warehouse(cfg: config.Stack | None = None, dsn: str | None = None) -> Warehouse:
-    if config.etl().warehouse == "redshift":
-        from etl.redshift import RedshiftWarehouse
+def open_warehouse(cfg: config.Stack | None = None) -> Warehouse:
+    from etl.redshift import RedshiftWarehouse
 
-        return RedshiftWarehouse(cfg)
-    # Imported by name, not by an import statement: psycopg2 is not in any zip, and the zip builder
-    # (bootstrap/package.py) follows import statements. A job configured for Postgres fails here.
-    return importlib.import_module("etl.postgres").PostgresWarehouse(dsn)
+    return RedshiftWarehouse(cfg)

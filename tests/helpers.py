@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -72,6 +73,26 @@ def dynamo_items(cfg: config.Stack, table: str) -> list[dict]:
 
     deserialize = TypeDeserializer().deserialize
     return [{k: deserialize(v) for k, v in item.items()} for item in aws.items(client.scan, TableName=table)]
+
+
+def load_staged(cfg: config.Stack, files: list[tuple[str, bytes]]) -> list[tuple[str, tuple | None]]:
+    """Put each (key, CSV body) in the staging bucket and load them as one group, the way the job
+    does (etl/redshift.py, through the stack's Redshift Data API). Returns the per-file outcomes."""
+    from etl.redshift import RedshiftWarehouse
+
+    s3 = aws.client("s3", cfg)
+    for key, body in files:
+        s3.put_object(Bucket=config.resources().staging_bucket, Key=key, Body=body)
+    # One warehouse client for the test session: its Data API session carries every group (a new
+    # client per call would leave a session behind each time, up to the API's limit).
+    warehouse = _warehouses.get(id(cfg))
+    if warehouse is None:
+        warehouse = _warehouses[id(cfg)] = RedshiftWarehouse(cfg)
+    warehouse.ensure_schema()
+    return warehouse.load_group([(key, "", lambda body=body: body) for key, body in files])
+
+
+_warehouses: dict[int, Any] = {}
 
 
 def warehouse_rows(sql: str, params: tuple = ()) -> list[tuple]:

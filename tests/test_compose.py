@@ -187,7 +187,7 @@ def test_aws_plan_has_the_batch_half():
     doc = plan(region="eu-west-1")
     job = next(f for f in doc["lambda_functions"] if f["name"] == "etl-job")
     assert (job["handler"], job["package"], job["timeout_s"]) == ("etl.job.handler", "etl", 900)
-    assert job["environment"]["ECOM_WAREHOUSE"] == "redshift"
+    assert {"ECOM_REDSHIFT_WORKGROUP", "ECOM_REDSHIFT_DATABASE"} <= set(job["environment"])
     # No DSN and no secret for one: the Data API authenticates with the job's role.
     assert not any("DSN" in name for name in job["environment"])
     [schedule] = doc["schedules"]

@@ -20,7 +20,7 @@ from bootstrap.deploy import deploy
 from ecom_core import aws, config
 from ecom_core.config import SAMPLE_FILE
 from tests.helpers import replay_file
-from warehouse import db, lease
+from warehouse import db, lease, redshift_data, schema
 from warehouse.reconcile import reconcile
 
 pytestmark = pytest.mark.stack
@@ -109,14 +109,14 @@ def test_an_idle_tick_opens_no_warehouse_transaction(stack_env, clean_stores):
     assert job.tick("test")["outcome"] == "succeeded"
 
     def no_warehouse(*args, **kwargs):
-        raise AssertionError("an idle tick must not connect to the warehouse")
+        raise AssertionError("an idle tick must not call the warehouse")
 
-    real_connect = db.connect
-    db.connect = no_warehouse
+    real = redshift_data.DataApi.__init__
+    redshift_data.DataApi.__init__ = no_warehouse
     try:
         assert job.tick("test") == {"outcome": "idle"}
     finally:
-        db.connect = real_connect
+        redshift_data.DataApi.__init__ = real
     assert job.read_state(stack_env["cfg"])["last_tick"]["outcome"] == "idle"
 
 
@@ -130,13 +130,13 @@ def test_ticks_never_overlap_and_load_once(stack_env, clean_stores):
         return json.loads(answer["Payload"].read())
 
     # A run holds the lease (here: the test itself): a tick does nothing, says why, loads nothing.
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        assert lease.acquire(conn, "test-holder", ttl=60)
-        skipped = invoke()
-        assert skipped["outcome"] == "skipped" and "test-holder" in skipped["reason"]
-        assert _warehouse(f"SELECT count(*) FROM {db.FACT_TABLE}") == [(0,)]
-        lease.release(conn, "test-holder")
+    api = redshift_data.DataApi(cfg=stack_env["cfg"])
+    schema.ensure_schema(api)
+    assert lease.acquire(api, "test-holder", ttl=60)
+    skipped = invoke()
+    assert skipped["outcome"] == "skipped" and "test-holder" in skipped["reason"]
+    assert _warehouse(f"SELECT count(*) FROM {db.FACT_TABLE}") == [(0,)]
+    lease.release(api, "test-holder")
 
     # Two ticks fired together: one loads, the other is skipped (lease) or idle (came after).
     outcomes: list[dict] = []
@@ -223,7 +223,7 @@ def test_lingering_runs_start_an_interval_apart_and_pick_up_a_quiet_arrival_at_o
         clock["now"] += 1.0  # every run takes one second
         return "result"
 
-    monkeypatch.setattr(etl_run, "open_warehouse", lambda cfg, dsn: Warehouse())
+    monkeypatch.setattr(etl_run, "open_warehouse", lambda cfg: Warehouse())
     monkeypatch.setattr(etl_run, "take_lease", lambda warehouse, holder, wait: None)
     monkeypatch.setattr(etl_run, "_run", one_run)
     monkeypatch.setattr(etl_run.time, "monotonic", lambda: clock["now"])

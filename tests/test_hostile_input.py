@@ -23,13 +23,12 @@ from hypothesis import strategies as st
 
 from ecom_core import aws, config, contract
 from ecom_core.events import bound_event_id
-from etl import postgres
 from etl.run import run_once
 from etl.transform import jsonl_to_csv
 from handlers.auth import AuthError, _hs256, b64url_encode, mint, verify_jwt
 from handlers.events import InvalidEvent, accept_event, normalize_event
 from handlers.stream_trigger import invoice_item, invoice_wire_item, serialize_item, write_jsonl
-from tests.helpers import counts, dynamo_items
+from tests.helpers import counts, dynamo_items, load_staged
 from warehouse import db
 from warehouse.reconcile import reconcile
 from warehouse.status import load_rejects, wait_for_drain
@@ -343,10 +342,12 @@ def test_accepted_events_load_on_the_fast_path(stack_env, clean_stores):
     unique = list({e["event_id"]: e for e in accepted}.values())
     assert len(unique) >= 20
     data, rows = jsonl_to_csv(write_jsonl(unique))
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        outcome = postgres.load_files(conn, [("csv/hypothesis/accepted.csv", "", lambda: data)])
+    outcome = load_staged(stack_env["cfg"], [("csv/hypothesis/accepted.csv", data)])
     assert outcome == [("csv/hypothesis/accepted.csv", (rows, rows, 0, 0))]
+    # The fast path: the group's COPY took every row; nothing was screened (etl/redshift.py).
+    screened = aws.client("s3", stack_env["cfg"]).list_objects_v2(Bucket=config.resources().staging_bucket,
+                                                                   Prefix="_etl/screened/")
+    assert screened.get("KeyCount", 0) == 0
 
 
 @pytest.mark.stack

@@ -27,7 +27,8 @@ BUCKET = "rsdata-test-bucket"
 
 # ------------------------------------------------------------------ translation (no stack)
 def project_statements() -> list[str]:
-    from etl.redshift import group_statements, schema_statements
+    from etl.redshift import group_statements
+    from warehouse.schema import schema_statements
 
     files = [("csv/a.csv", "e1", "s3://staging-bucket-ecom/_etl/manifests/g/0.manifest"),
              ("csv/b.csv", "e2", "s3://staging-bucket-ecom/_etl/manifests/g/1.manifest")]

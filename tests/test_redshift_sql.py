@@ -1,24 +1,24 @@
-"""The Redshift dialect (etl/redshift.py): every statement the schema and the load emit parses as
-Redshift SQL (sqlglot), and the load names the same tables, columns and keys as its Postgres twin
-(the statements etl/load.py runs, recorded). No Redshift is reachable here: the Data API client is
-exercised against a stub."""
+"""The warehouse's SQL (etl/redshift.py, warehouse/schema.py, warehouse/lease.py): every statement
+the schema, the load and the lease emit parses as Redshift SQL (sqlglot) and carries no Postgres-only
+syntax; the Data API client (warehouse/redshift_data.py) against a stub. The same statements run on
+the stack's local Data API in tests/test_local_redshift_data.py and every pipeline test."""
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
+from decimal import Decimal
 
 import pytest
 import sqlglot
 from sqlglot import exp
 
-from ecom_core.contract import CSV_HEADER, WAREHOUSE_COLUMNS
-from etl import load, postgres
-from etl.redshift import group_statements, schema_statements, star_statements
-from warehouse.recorder import RecordingConnection
-from warehouse.redshift_data import DataApi, RedshiftError, literal
+from ecom_core.contract import WAREHOUSE_COLUMNS
+from etl.redshift import group_statements, star_statements
+from warehouse.redshift_data import DataApi, RedshiftError, bind, literal
+from warehouse.schema import schema_statements, star_upgrade_statements
 
 FILES = [("csv/shardId-000000000000/1-9.csv", "etag-1"), ("csv/shardId-000000000001/2-8.csv", "etag-2")]
 ROLE = "arn:aws:iam::123456789012:role/ecom-redshift-copy-role"
-BODY = (",".join(CSV_HEADER) + "\n").encode()
 
 
 def redshift_load() -> list[str]:
@@ -27,16 +27,24 @@ def redshift_load() -> list[str]:
                             rejects_manifest="s3://staging-bucket-ecom/_etl/manifests/g/-1.manifest")
 
 
-def postgres_load() -> list[str]:
-    """What etl/load.py sends Postgres for the same group, recorded (one stats row per file)."""
-    def answer(sql: str) -> list[tuple]:
-        if sql == load.FILE_STATS_SQL:
-            return [(n, 0, 0, 0) for n in range(len(FILES))]
-        return [(0, 0.0)] if "pg_class" in sql else []  # the fact table's statistics: empty, as they should be
+def lease_statements() -> list[str]:
+    from warehouse import lease
 
-    conn = RecordingConnection(answer)
-    postgres.load_files(conn, [(key, etag, lambda: BODY) for key, etag in FILES])
-    return [s for s in conn.statements if s not in ("COMMIT", "ROLLBACK")]
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def run(self, statements):
+            self.sent += statements
+
+        def statement(self, sql, *args, **kwargs):
+            self.sent.append(sql)
+            return type("R", (), {"rows": []})()
+
+    api = Recorder()
+    lease.acquire(api, "holder-1", 60)
+    lease.release(api, "holder-1")
+    return api.sent
 
 
 def parse(sql: str, dialect: str) -> exp.Expression:
@@ -62,7 +70,7 @@ def names(sql: str, dialect: str) -> tuple[set[str], set[str]]:
 
 
 def test_every_redshift_statement_parses():
-    statements = schema_statements() + redshift_load()
+    statements = schema_statements() + redshift_load() + lease_statements() + star_upgrade_statements(["amount"])
     assert len(statements) > 60
     for sql in statements:
         if sql.startswith("LOCK "):
@@ -71,68 +79,43 @@ def test_every_redshift_statement_parses():
         tree = parse(sql, "redshift")
         assert not isinstance(tree, exp.Command), sql[:120]
     text = "\n".join(statements).replace(ROLE, "<role>")
-    # Postgres-only syntax the dialect must not carry.
+    # Postgres-only syntax the warehouse SQL must not carry.
     for forbidden in ("ON CONFLICT", "::", "FROM STDIN", "set_config", "current_setting", "SERIAL", "ANY(",
-                      "CURRENT_TIMESTAMP", "VALUES (1, '1'"):
+                      "CURRENT_TIMESTAMP", "VALUES (1, '1'", "pg_backend_pid", "pg_stat_activity", "IN EXCLUSIVE MODE"):
         assert forbidden not in text, forbidden
 
 
-def test_the_schema_creates_the_same_tables_and_columns_on_both():
-    from warehouse import db
-
-    postgres = [s for s in re.split(r";\s*\n", db.schema_sql()) if "CREATE TABLE" in s]
-    redshift = [s for s in schema_statements() if s.startswith("CREATE TABLE")]
-
-    def tables(statements: list[str], dialect: str) -> dict[str, set[str]]:
-        out = {}
-        for sql in statements:
-            sql = "\n".join(re.sub(r"--.*$", "", line) for line in sql.splitlines())
-            tree = parse(sql[sql.index("CREATE"):], dialect)
+def test_the_schema_creates_every_table_the_pipeline_uses():
+    created = {}
+    for sql in schema_statements():
+        if sql.startswith("CREATE TABLE"):
+            tree = parse(sql, "redshift")
             table = tree.find(exp.Table)
-            out[f"{table.db}.{table.name}"] = {c.name for c in tree.find_all(exp.ColumnDef)}
-        return out
-
-    assert tables(redshift, "redshift") == tables(postgres, "postgres")
+            created[f"{table.db}.{table.name}"] = {c.name for c in tree.find_all(exp.ColumnDef)}
     assert {"dw.fact_sales_line", "dw.load_manifest", "dw.load_rejects", "dw.etl_lease", "dw.etl_run",
-            "dw.dim_product", "dw.dim_customer", "dw.dim_date", "dw.dim_country"} <= set(tables(redshift, "redshift"))
+            "dw.dim_product", "dw.dim_customer", "dw.dim_date", "dw.dim_country", "dw.schema_version"} == set(created)
+    assert set(WAREHOUSE_COLUMNS) <= created["dw.fact_sales_line"]
+    fact = next(s for s in schema_statements() if s.startswith("CREATE TABLE IF NOT EXISTS dw.fact_sales_line"))
+    assert fact.endswith('DISTKEY("invoice_no") COMPOUND SORTKEY("invoice_no", "stock_code", "invoice_ts")')
 
 
-def test_the_load_is_the_postgres_load_step_for_step():
-    pg, rs = postgres_load(), redshift_load()
-    pg_kinds = {kind(s, "postgres"): s for s in pg}
-    rs_kinds = {kind(s, "redshift"): s for s in rs}
-    # Where the dialects differ, and why (each documented in etl/redshift.py).
-    only_postgres = {
-        ("SELECT", "dw.load_manifest"),       # files already loaded: Postgres asks first (ANY(%s)) ...
-        ("SELECT", ""),                       # set_config: the file number as a COPY column default
-        ("ALTER", "stage_sales_line"),        # ... and that default on the staging table
-        ("LOCK", "dw.fact_sales_line"),       # auto-analyze kept off the fact table during a load ...
-        ("SELECT", "pg_class"),               # ... and its statistics checked (Redshift: no autoanalyze race)
-    }
-    only_redshift = {
-        ("UPDATE", "stage_sales_line"),       # ... Redshift tags each file's rows after its COPY
-        ("DELETE", "stage_files"),            # ... and drops already-loaded files under the lock
-        ("DELETE", "stage_sales_line"),
-        ("COPY", "dw.load_rejects"),          # rejects arrive by COPY (a batch takes no parameters)
-    }
-    stats_select = next(k for k, s in pg_kinds.items() if s == load.FILE_STATS_SQL)
-    only_postgres.add(stats_select)           # the statistics: read by Postgres, INSERT ... SELECT on Redshift
-    assert set(pg_kinds) - set(rs_kinds) == only_postgres
-    assert set(rs_kinds) - set(pg_kinds) == only_redshift
-    for key in set(pg_kinds) & set(rs_kinds):
-        pg_tables, pg_columns = names(pg_kinds[key], "postgres")
-        rs_tables, rs_columns = names(rs_kinds[key], "redshift")
-        if key == ("INSERT", "dw.load_manifest"):
-            # VALUES from Python vs SELECT from the statistics (+ each file's rejects).
-            pg_tables |= {"stage_files", "stage_sales_line", "dw.fact_sales_line", "dw.load_rejects"}
-            assert {"file_key", "etag", "rows_in_file", "rows_inserted", "rows_updated"} <= rs_columns & pg_columns
-            continue
-        if key == ("CREATE", "stage_sales_line"):
-            pg_columns.add("file_no")  # added by the ALTER above on Postgres
-        if key == ("COPY", "stage_sales_line"):
-            pg_columns.discard("STDIN")  # the source: STDIN there, an S3 manifest here
-        assert rs_tables == pg_tables, key
-        assert rs_columns == pg_columns, (key, rs_columns ^ pg_columns)
+def test_parameters_travel_as_named_parameters_and_only_safe_values_inline():
+    assert bind('SELECT 1 WHERE "a" = %s AND "b" = %s AND "c" = %s AND "d" LIKE \'x%%\'', ("o'k", None, 7)) == \
+        ('SELECT 1 WHERE "a" = :p1 AND "b" = NULL AND "c" = 7 AND "d" LIKE \'x%\'', [{"name": "p1", "value": "o'k"}])
+    assert bind("SELECT %s", (datetime(2011, 12, 9, 12, 50),)) == ("SELECT :p1", [{"name": "p1", "value": "2011-12-09T12:50:00"}])
+    assert bind("SELECT 'no parameters: %s stays'", ()) == ("SELECT 'no parameters: %s stays'", [])
+    with pytest.raises(ValueError):
+        bind("SELECT %s", (1, 2))
+
+
+def test_results_are_typed_by_their_column_metadata():
+    from warehouse.redshift_data import _typed
+
+    assert _typed({"stringValue": "12.500"}, "numeric") == Decimal("12.500")
+    assert _typed({"stringValue": "2011-12-09 12:50:00"}, "timestamp") == datetime(2011, 12, 9, 12, 50)
+    assert _typed({"stringValue": "2011-12-09"}, "date") == date(2011, 12, 9)
+    assert _typed({"longValue": 3}, "int8") == 3 and _typed({"isNull": True}, "numeric") is None
+    assert _typed({"stringValue": "x"}, "varchar") == "x"
 
 
 def test_copy_reads_each_file_through_a_mandatory_manifest_with_the_copy_role():
@@ -152,7 +135,6 @@ def test_star_sql_is_shared_not_copied():
     rs = redshift_load()
     star = star_statements()
     assert star and all(s in rs for s in star)
-    assert all(s in postgres_load() for s in star)
     merges = [s for s in star if s.lstrip().startswith("MERGE")]
     assert len(merges) == 4 and all("WHEN MATCHED" in m and "WHEN NOT MATCHED" in m for m in merges)  # dimensions
     # The facts: the present events updated, the new ones inserted, as stage_fact tells them apart.

@@ -11,31 +11,33 @@ import textwrap
 import pytest
 
 from ecom_core import aws, config
-from etl import catalog, load, postgres, transform
+from etl import catalog, load, transform
 from ecom_core.contract import CSV_HEADER, SchemaDrift
 from etl.run import run_once
-from tests.helpers import read_csv, replay_file, warehouse_rows
+from tests.helpers import load_staged, read_csv, replay_file, warehouse_rows
 
 pytestmark = pytest.mark.stack
 
-CRASH_ON_SECOND_FILE = textwrap.dedent("""
+CRASH_BEFORE_THE_SECOND_COMMIT = textwrap.dedent("""
     import os, signal
-    from etl import load, postgres
+    from etl import load
+    from warehouse import redshift_data
 
-    record = postgres.record_in_manifest
-    load.FILES_PER_TRANSACTION = 1  # one file per transaction, so the first file commits on its own
-    seen = []
+    load.FILES_PER_TRANSACTION = 1               # one file per transaction: the first commits on its own
+    redshift_data.MAX_BATCH_STATEMENTS = 0       # every transaction in a Data API session: BEGIN, ..., COMMIT
+    redshift_data.SESSION_KEEP_ALIVE_SECONDS = 5  # the session a dead job leaves expires (and rolls back) soon
+    commit = redshift_data.DataApi._commit
+    groups = []
 
-    def crash_before_commit(cur, key, *args):
-        seen.append(key)
-        if len(seen) == 2:
-            # COPY and MERGE are done: the rows are there, inside the open transaction.
-            cur.execute('SELECT count(*) FROM dw.fact_sales_line')
-            print("crashing in", key, "with", cur.fetchone()[0], "rows visible", flush=True)
+    def crash_before_commit(self, session):
+        rows = self.statement('SELECT count(*) FROM dw.fact_sales_line', session=session).rows[0][0]
+        files = self.statement('SELECT count(*) FROM dw.load_manifest', session=session).rows[0][0]
+        if files == 2:  # the second file's group: COPY, facts, dimensions and manifest done, not committed
+            print("crashing with", rows, "rows visible", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-        record(cur, key, *args)
+        return commit(self, session)
 
-    postgres.record_in_manifest = crash_before_commit
+    redshift_data.DataApi._commit = crash_before_commit
     load.load()
 """)
 
@@ -64,11 +66,11 @@ def test_crash_between_copy_and_commit_then_rerun_loads_each_file_once(stack_env
     rows_per_file = {k: _staged_rows(cfg, k) for k in keys}
 
     env = {**os.environ, **stack_env["env"]}
-    crashed = subprocess.run([sys.executable, "-c", CRASH_ON_SECOND_FILE], env=env, capture_output=True, text=True,
-                             timeout=300)
+    crashed = subprocess.run([sys.executable, "-c", CRASH_BEFORE_THE_SECOND_COMMIT], env=env, capture_output=True,
+                             text=True, timeout=300)
     assert crashed.returncode == -9, crashed.stderr                     # killed, not a clean exit
     visible = rows_per_file[keys[0]] + rows_per_file[keys[1]]
-    assert f"crashing in {keys[1]} with {visible} rows visible" in crashed.stdout
+    assert f"crashing with {visible} rows visible" in crashed.stdout    # inside the open transaction
 
     # Only the first file committed: its rows, its manifest entry, its dimension rows.
     assert warehouse_rows('SELECT "file_key" FROM dw.load_manifest') == [(keys[0],)]
@@ -76,7 +78,7 @@ def test_crash_between_copy_and_commit_then_rerun_loads_each_file_once(stack_env
         [(rows_per_file[keys[0]], 1)]
     _dimensions_match_facts()
 
-    rerun = load.load(cfg)
+    rerun = load.load(cfg)  # waits for the dead job's session to expire: it holds the manifest's lock
     assert rerun.files_loaded == len(keys) - 1 and rerun.loaded_keys == keys[1:]
     assert rerun.rows_inserted == 2000 - rows_per_file[keys[0]] and rerun.rows_updated == 0
     assert load.load(cfg).files_loaded == 0                             # and nothing is left to do
@@ -142,8 +144,9 @@ def test_a_new_staging_column_stops_the_load_naming_it(stack_env, clean_stores):
 
 def test_a_warehouse_from_before_the_star_schema_is_upgraded_in_place(stack_env, clean_stores, slice_file):
     """The previous version's fact table (no derived columns, no dimensions) gains them on the next
-    ensure_schema, with the same values a fresh load computes."""
-    from warehouse import db, star
+    ensure_schema (through the Data API, as the job runs it), with the same values a fresh load computes."""
+    from warehouse import db, schema, star
+    from warehouse.redshift_data import DataApi
 
     replay_file(stack_env, slice_file, rows=1500)
     run_once(stack_env["cfg"])
@@ -162,33 +165,13 @@ def test_a_warehouse_from_before_the_star_schema_is_upgraded_in_place(stack_env,
                 cur.execute(f'ALTER TABLE dw.fact_sales_line DROP COLUMN "{column}" CASCADE')
             cur.execute("DROP TABLE dw.dim_product, dw.dim_customer, dw.dim_country, dw.dim_date")
         conn.commit()
-        assert warehouse_rows("SELECT to_regclass('analytics.top_products')") == [(None,)]   # CASCADE took the views
-        db.ensure_schema(conn)
+    assert warehouse_rows("SELECT to_regclass('analytics.top_products')") == [(None,)]   # CASCADE took the views
+    changed = schema.ensure_schema(DataApi(cfg=stack_env["cfg"]))
+    assert changed == [f"added the star columns {', '.join(star.DERIVED_COLUMN_TYPES)} and built the dimensions",
+                       "re-created the analytics views"]
     assert state() == fresh
+    assert schema.ensure_schema(DataApi(cfg=stack_env["cfg"])) == []    # and the next run changes nothing
     assert warehouse_rows("SELECT count(*) FROM analytics.sales_line") == [(1500,)]
-
-
-def test_a_redelivered_event_that_changed_re_evaluates_the_group_it_left(stack_env, clean_stores):
-    """Two identical rows: one is flagged. If one of them is redelivered with another stock code, the
-    group it left has one member, which must no longer be flagged (and the new group has none)."""
-    from warehouse import db
-
-    def body(*events):
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
-        writer.writerows([[e[c] for c in CSV_HEADER] for e in events])
-        return out.getvalue().encode("utf-8")
-
-    first, second = dict(LINE, event_id="same-a"), dict(LINE, event_id="same-b")
-    flags = 'SELECT "event_id", "stock_code", "is_duplicate_row" FROM dw.fact_sales_line ORDER BY 1'
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        assert postgres.load_file(conn, "csv/redelivery/1.csv", "", body(first, second)) == (2, 2, 0, 0)
-        assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123A", True)]
-        assert postgres.load_file(conn, "csv/redelivery/2.csv", "", body(dict(second, stock_code="85123B"))) == (1, 0, 1, 0)
-    assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123B", False)]
-    assert warehouse_rows('SELECT "product_code" FROM dw.dim_product ORDER BY 1') == [("85123A",), ("85123B",)]
 
 
 def _csv_body(*events) -> bytes:
@@ -199,19 +182,30 @@ def _csv_body(*events) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+def test_a_redelivered_event_that_changed_re_evaluates_the_group_it_left(stack_env, clean_stores):
+    """Two identical rows: one is flagged. If one of them is redelivered with another stock code, the
+    group it left has one member, which must no longer be flagged (and the new group has none)."""
+    cfg = stack_env["cfg"]
+    first, second = dict(LINE, event_id="same-a"), dict(LINE, event_id="same-b")
+    flags = 'SELECT "event_id", "stock_code", "is_duplicate_row" FROM dw.fact_sales_line ORDER BY 1'
+    assert load_staged(cfg, [("csv/redelivery/1.csv", _csv_body(first, second))]) == \
+        [("csv/redelivery/1.csv", (2, 2, 0, 0))]
+    assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123A", True)]
+    assert load_staged(cfg, [("csv/redelivery/2.csv", _csv_body(dict(second, stock_code="85123B")))]) == \
+        [("csv/redelivery/2.csv", (1, 0, 1, 0))]
+    assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123B", False)]
+    assert warehouse_rows('SELECT "product_code" FROM dw.dim_product ORDER BY 1') == [("85123A",), ("85123B",)]
+
+
 def test_an_event_repeated_in_and_across_the_files_of_a_group_is_one_fact_the_last_file_wins(stack_env, clean_stores):
     """One group, three files: file 0 holds e1 and e2 twice, file 1 holds e2 again (changed) and
     e3, file 2 only e1. Per file the manifest counts rows, and each event as new only in the first
     file that has it (as file-by-file loads would have); the warehouse keeps the last file's copy."""
-    from warehouse import db
-
     e1, e2, e3 = (dict(LINE, event_id=f"rep-{n}", stock_code=f"2000{n}") for n in (1, 2, 3))
     files = [("csv/repeat/0.csv", _csv_body(e1, e2, e2)),
              ("csv/repeat/1.csv", _csv_body(dict(e2, quantity="7"), e3)),
              ("csv/repeat/2.csv", _csv_body(e1))]
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        outcomes = postgres.load_group(conn, [(key, "", lambda body=body: body) for key, body in files])
+    outcomes = load_staged(stack_env["cfg"], files)
     # (rows, inserted, updated, rejected): file 0: 3 rows, 2 distinct events, both new;
     # file 1: e2 counted new in file 0 (so updated here), e3 new; file 2: e1 counted in file 0.
     assert outcomes == [("csv/repeat/0.csv", (3, 2, 0, 0)), ("csv/repeat/1.csv", (2, 1, 1, 0)),
@@ -221,41 +215,3 @@ def test_an_event_repeated_in_and_across_the_files_of_a_group_is_one_fact_the_la
     assert warehouse_rows('SELECT "file_key", "rows_in_file", "rows_inserted", "rows_updated" FROM dw.load_manifest '
                           'ORDER BY 1') == [("csv/repeat/0.csv", 3, 2, 0), ("csv/repeat/1.csv", 2, 1, 1),
                                             ("csv/repeat/2.csv", 1, 0, 1)]
-
-
-def test_a_load_keeps_auto_analyze_off_the_fact_table_and_mends_statistics_that_say_empty(
-        stack_env, clean_stores, monkeypatch):
-    """Auto-analyze sampling the fact table during an uncommitted load records its pages with zero
-    rows, and the planner then estimates one row for it (nested loops over the whole table: 593 s
-    instead of ~1 s on the full file). A load holds the lock auto-analyze needs until it commits,
-    and mends such statistics before its statements are planned."""
-    import psycopg2
-    from etl import load as load_module
-    from warehouse import db, star
-
-    events = [dict(LINE, event_id=f"stats-{n}", stock_code=f"3{n:04d}") for n in range(300)]
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        assert postgres.load_file(conn, "csv/stats/0.csv", "", _csv_body(*events[:200]))[1] == 200
-        with conn.cursor() as cur:
-            cur.execute("ANALYZE dw.fact_sales_line")
-            # What the race leaves behind: the table's pages, no rows.
-            cur.execute("UPDATE pg_class SET reltuples = 0 WHERE oid = CAST('dw.fact_sales_line' AS regclass)")
-        conn.commit()
-
-        probes = []
-        write_facts = star.write_facts
-
-        def probe_then_write(cur):
-            with db.connection() as other, other.cursor() as ocur:
-                try:  # what auto-analyze asks for (it skips the table when it cannot have it)
-                    ocur.execute("LOCK TABLE dw.fact_sales_line IN SHARE UPDATE EXCLUSIVE MODE NOWAIT")
-                    probes.append("lock granted")
-                except psycopg2.errors.LockNotAvailable:
-                    probes.append("lock refused")
-            return write_facts(cur)
-
-        monkeypatch.setattr(load_module.star, "write_facts", probe_then_write)
-        assert postgres.load_file(conn, "csv/stats/1.csv", "", _csv_body(*events[200:]))[1] == 100
-    assert probes == ["lock refused"]
-    assert warehouse_rows("SELECT reltuples FROM pg_class WHERE oid = CAST('dw.fact_sales_line' AS regclass)") == [(200.0,)]

@@ -6,14 +6,16 @@ stops renewing; its lease expires and the next tick takes over and redoes what w
 (each file's rows and manifest entry commit together, so nothing is loaded twice). Timestamps
 come from the caller's clock (UTC), the same on every job instance.
 
-On Postgres the lease also records the holder's server session (`pg_backend_pid()`): a process
-that dies takes its session with it, and a lease whose session is gone is free at once, without
-waiting for it to expire. Redshift (etl/redshift.py) has only the expiry.
+Redshift SQL through the Data API (warehouse/redshift_data.py): one batch takes the lease (a batch
+is one transaction), a query reads who holds it. Redshift has no sessions a lease could follow
+(a dead holder's Data API session outlives it), so a lease is freed by its expiry alone.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+
+from warehouse.redshift_data import DataApi, literal
 
 LEASE_TABLE = "dw.etl_lease"
 NAME = "etl"
@@ -34,54 +36,40 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _lock(cur) -> None:
-    cur.execute(f"LOCK TABLE {LEASE_TABLE} IN EXCLUSIVE MODE")
+def timestamp(value: datetime) -> str:
+    # To the microsecond, as Redshift's TIMESTAMP keeps it: a run's start cut to the second sorted
+    # before a moment it came after (the bench, which reads runs since a time, missed one).
+    return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S.%f}'"
 
 
-def acquire(conn, holder: str, ttl: float) -> bool:
-    """Take the lease if it is free, expired, or already ours. Commits; True if we hold it."""
+def acquire(api: DataApi, holder: str, ttl: float) -> bool:
+    """Take the lease if it is free, expired, or already ours (then: extend it). True if we hold it."""
     now = _now()
-    with conn.cursor() as cur:
-        _lock(cur)
-        cur.execute(f'SELECT count(*) FROM {LEASE_TABLE} WHERE "name" = %s', (NAME,))
-        if cur.fetchone()[0] == 0:
-            cur.execute(f'INSERT INTO {LEASE_TABLE} ("name", "holder", "acquired_at", "expires_at") '
-                        f'VALUES (%s, NULL, %s, %s)', (NAME, EPOCH, EPOCH))
-        cur.execute(f'UPDATE {LEASE_TABLE} SET "holder" = %s, "acquired_at" = %s, "expires_at" = %s, '
-                    f'"holder_session" = pg_backend_pid() '
-                    f'WHERE "name" = %s AND ("holder" IS NULL OR "expires_at" < %s OR "holder" = %s '
-                    f'OR "holder_session" NOT IN (SELECT "pid" FROM pg_stat_activity WHERE "pid" IS NOT NULL))',
-                    (holder, now, now + timedelta(seconds=ttl), NAME, now, holder))
-        taken = cur.rowcount == 1
-    conn.commit()
-    return taken
+    api.run([
+        f"LOCK {LEASE_TABLE}",
+        f'INSERT INTO {LEASE_TABLE} ("name", "holder", "acquired_at", "expires_at") SELECT {literal(NAME)}, NULL, '
+        f"{timestamp(EPOCH)}, {timestamp(EPOCH)} "
+        f'WHERE NOT EXISTS (SELECT 1 FROM {LEASE_TABLE} WHERE "name" = {literal(NAME)})',
+        f'UPDATE {LEASE_TABLE} SET "holder" = {literal(holder)}, "acquired_at" = {timestamp(now)}, '
+        f'"expires_at" = {timestamp(now + timedelta(seconds=ttl))} WHERE "name" = {literal(NAME)} AND '
+        f'("holder" IS NULL OR "expires_at" < {timestamp(now)} OR "holder" = {literal(holder)})'])
+    return current(api).holder == holder
 
 
-def renew(conn, holder: str, ttl: float) -> None:
-    """Extend our lease; raise LeaseLost if it is no longer ours. Commits."""
-    now = _now()
-    with conn.cursor() as cur:
-        cur.execute(f'UPDATE {LEASE_TABLE} SET "expires_at" = %s WHERE "name" = %s AND "holder" = %s '
-                    f'AND "expires_at" >= %s', (now + timedelta(seconds=ttl), NAME, holder, now))
-        kept = cur.rowcount == 1
-    conn.commit()
-    if not kept:
+def renew(api: DataApi, holder: str, ttl: float) -> None:
+    """Extend our lease; raise LeaseLost if another run holds it now."""
+    if not acquire(api, holder, ttl):
         raise LeaseLost(f"the ETL lease is no longer held by {holder}")
 
 
-def release(conn, holder: str) -> None:
-    with conn.cursor() as cur:
-        cur.execute(f'UPDATE {LEASE_TABLE} SET "holder" = NULL, "expires_at" = %s WHERE "name" = %s AND "holder" = %s',
-                    (EPOCH, NAME, holder))
-    conn.commit()
+def release(api: DataApi, holder: str) -> None:
+    api.run([f'UPDATE {LEASE_TABLE} SET "holder" = NULL, "expires_at" = {timestamp(EPOCH)} '
+             f'WHERE "name" = {literal(NAME)} AND "holder" = {literal(holder)}'])
 
 
-def current(conn) -> Holder:
-    with conn.cursor() as cur:
-        cur.execute(f'SELECT "holder", "expires_at" FROM {LEASE_TABLE} WHERE "name" = %s AND "holder_session" IN '
-                    f'(SELECT "pid" FROM pg_stat_activity)', (NAME,))
-        row = cur.fetchone()
-    conn.commit()
-    if row is None or row[0] is None or row[1] < _now():
+def current(api: DataApi) -> Holder:
+    """Who holds the lease now (Holder(None, None) when nobody does, or it has expired)."""
+    rows = api.statement(f'SELECT "holder", "expires_at" FROM {LEASE_TABLE} WHERE "name" = {literal(NAME)}').rows
+    if not rows or rows[0][0] is None or rows[0][1] < _now():
         return Holder(None, None)
-    return Holder(row[0], row[1])
+    return Holder(rows[0][0], rows[0][1])

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ecom_core import aws, config
-from warehouse import db
+from warehouse import schema, tables
+from warehouse.redshift_data import DataApi
 from warehouse.status import stream_records
 
 # The stages in data-path order; the ones whose exactness is the platform's promise are marked.
@@ -154,19 +155,31 @@ def staging_stage(cfg, r: config.Resources) -> Stage:
     return stage
 
 
-def warehouse_stage(dsn: str | None = None) -> Stage:
+# Event ids read per statement: keyset pages keep each result far below the Data API's 100 MB.
+WAREHOUSE_PAGE_ROWS = 200_000
+
+
+def warehouse_stage(cfg: config.Stack | None = None) -> Stage:
+    """Every event id in the fact table with its copies, read through the Redshift Data API."""
     stage = Stage("warehouse")
-    with db.connection(dsn) as conn:
-        db.ensure_schema(conn)
-        with conn.cursor(name="reconcile") as cur:  # server-side cursor: constant memory on the client
-            cur.itersize = 50_000
-            cur.execute(f'SELECT "event_id", count(*) FROM {db.FACT_TABLE} GROUP BY "event_id"')
-            for event_id, copies in cur:
-                stage.rows += copies
-                stage.ids.add(event_id)
-                if copies > 1:
-                    stage.duplicated.append(event_id)
-    return stage
+    api = DataApi(cfg=cfg)
+    schema.ensure_schema(api)
+    after: str | None = None
+    while True:
+        # The last id of the page before travels as a parameter: ids other producers sent may hold
+        # anything a literal could not carry.
+        where = "" if after is None else 'WHERE "event_id" > :after '
+        rows = api.statement(f'SELECT "event_id", count(*) FROM {tables.FACT_TABLE} {where}'
+                             f'GROUP BY "event_id" ORDER BY "event_id" LIMIT {WAREHOUSE_PAGE_ROWS}',
+                             None if after is None else [{"name": "after", "value": after}]).rows
+        for event_id, copies in rows:
+            stage.rows += copies
+            stage.ids.add(event_id)
+            if copies > 1:
+                stage.duplicated.append(event_id)
+        if len(rows) < WAREHOUSE_PAGE_ROWS:
+            return stage
+        after = rows[-1][0]
 
 
 def dead_letter_ids(cfg, r: config.Resources) -> tuple[set[str], int]:
@@ -186,9 +199,9 @@ def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None)
     r = config.resources()
     accepted = read_ledgers(cfg) if accepted is None else accepted
     dead, _ = dead_letter_ids(cfg, r)
-    rejected = warehouse_rejected_ids()
+    rejected = warehouse_rejected_ids(cfg)
     stages = [stream_stage(cfg, r), dynamodb_stage(cfg, r), raw_stage(cfg, r), staging_stage(cfg, r),
-              warehouse_stage()]
+              warehouse_stage(cfg)]
     for stage in stages:
         # A row the warehouse set aside is quarantined (counted, findable), not missing.
         quarantined = dead | rejected if stage.name == "warehouse" else dead
@@ -197,9 +210,8 @@ def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None)
     return Reconciliation(accepted=accepted, stages=stages, dead_lettered=dead, warehouse_rejected=rejected)
 
 
-def warehouse_rejected_ids(dsn: str | None = None) -> set[str]:
-    with db.connection(dsn) as conn:
-        db.ensure_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(f'SELECT DISTINCT "event_id" FROM {db.REJECTS_TABLE} WHERE "event_id" IS NOT NULL')
-            return {row[0] for row in cur.fetchall()}
+def warehouse_rejected_ids(cfg: config.Stack | None = None) -> set[str]:
+    api = DataApi(cfg=cfg)
+    schema.ensure_schema(api)
+    return {row[0] for row in api.statement(
+        f'SELECT DISTINCT "event_id" FROM {tables.REJECTS_TABLE} WHERE "event_id" IS NOT NULL').rows}

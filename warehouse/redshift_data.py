@@ -3,15 +3,25 @@ authentication (no password), no VPC attachment for the job.
 
 `run(statements)` runs the list as one transaction, which is what the load needs (COPY, MERGE,
 dimensions and the manifest commit together or not at all): one BatchExecuteStatement for up to
-40 statements (the API's limit), otherwise a Data API session of its own in which BEGIN, each
-statement and COMMIT are sent one after another (a caller that dies leaves the session to expire,
-which rolls the transaction back). `query(sql)` is one ExecuteStatement and returns the rows as
+40 statements (the API's limit), otherwise BEGIN, each statement and COMMIT one after another in
+the client's Data API session (a caller that dies leaves the session to expire, which rolls the
+transaction back). `query(sql)` is one ExecuteStatement and returns the rows as
 Python values.
+
+`connect()` gives the operator's tools (status, reconcile, report, query) a DB-API-like connection
+over the same API: a Data API session of its own, so temporary tables and a transaction span
+its statements as they would on one database connection; `%s` parameters travel as the API's named
+parameters. The same code reads the local stand-in and a real workgroup.
 """
 from __future__ import annotations
 
+import re
 import time
-from typing import Any, Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Callable, Iterator, Sequence
+
+from botocore.exceptions import ClientError
 
 from ecom_core import aws, config
 
@@ -29,11 +39,12 @@ SESSION_KEEP_ALIVE_SECONDS = 120
 
 
 class DataApi:
-    def __init__(self, etl: config.Etl | None = None, client=None, *, poll_seconds: float = 0.25,
-                 timeout: float = 900, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, etl: config.Etl | None = None, client=None, *, cfg: config.Stack | None = None,
+                 poll_seconds: float = 0.25, timeout: float = 900, sleep: Callable[[float], None] = time.sleep):
         self.etl = etl or config.etl()
-        self.client = client or aws.client("redshift-data")
+        self.client = client or aws.client("redshift-data", cfg)
         self.poll_seconds, self.timeout, self.sleep = poll_seconds, timeout, sleep
+        self.session: str | None = None   # the session long transactions run in (see _begin)
 
     def _target(self) -> dict[str, str]:
         # A provisioned cluster (IAM: temporary credentials for the job's role) or a Serverless workgroup.
@@ -59,10 +70,7 @@ class DataApi:
         if len(statements) <= MAX_BATCH_STATEMENTS:
             answer = self.client.batch_execute_statement(Sqls=statements, **self._target())
             return self._wait(answer["Id"])
-        first = self.client.execute_statement(Sql="BEGIN", SessionKeepAliveSeconds=SESSION_KEEP_ALIVE_SECONDS,
-                                               **self._target())
-        self._wait(first["Id"])
-        session = first["SessionId"]
+        session = self._begin()
         try:
             for sql in statements:
                 self._wait(self.client.execute_statement(Sql=sql, SessionId=session)["Id"])
@@ -72,21 +80,194 @@ class DataApi:
             except Exception:  # noqa: BLE001 - the session's expiry rolls it back anyway
                 pass
             raise
+        return self._commit(session)
+
+    def _begin(self) -> str:
+        """BEGIN in this client's session: the one its last long transaction used while it lives
+        (a session is a server connection: one per transaction would pile up to the API's limit
+        of active sessions), else a new one."""
+        if self.session:
+            try:
+                self._wait(self.client.execute_statement(Sql="BEGIN", SessionId=self.session)["Id"])
+                return self.session
+            except ClientError as exc:
+                if aws.error_code(exc) not in ("ValidationException", "ResourceNotFoundException"):
+                    raise
+                self.session = None   # expired (or closed): open another
+        first = self.client.execute_statement(Sql="BEGIN", SessionKeepAliveSeconds=SESSION_KEEP_ALIVE_SECONDS,
+                                               **self._target())
+        self._wait(first["Id"])
+        self.session = first["SessionId"]
+        return self.session
+
+    def _commit(self, session: str) -> dict[str, Any]:
         return self._wait(self.client.execute_statement(Sql="COMMIT", SessionId=session)["Id"])
 
     def query(self, sql: str) -> list[list[Any]]:
-        answer = self.client.execute_statement(Sql=sql, **self._target())
+        return [list(row) for row in self.statement(sql).rows]
+
+    def statement(self, sql: str, parameters: list[dict[str, str]] | None = None, *, session: str | None = None,
+                  keep_alive: int | None = None) -> "Result":
+        """One ExecuteStatement (in `session`, or opening one that lives `keep_alive` seconds), waited
+        for; its rows as Python values typed by the result's column metadata."""
+        kwargs: dict[str, Any] = {"Sql": sql}
+        if parameters:
+            kwargs["Parameters"] = parameters
+        if session:
+            kwargs["SessionId"] = session
+        else:
+            kwargs.update(self._target())
+            if keep_alive:
+                kwargs["SessionKeepAliveSeconds"] = keep_alive
+        answer = self.client.execute_statement(**kwargs)
         status = self._wait(answer["Id"])
+        result = Result(session=answer.get("SessionId") or session, rowcount=int(status.get("ResultRows", -1)))
         if not status.get("HasResultSet"):
-            return []
-        rows: list[list[Any]] = []
-        kwargs: dict[str, Any] = {"Id": answer["Id"]}
+            return result
+        page_args: dict[str, Any] = {"Id": answer["Id"]}
         while True:
-            page = self.client.get_statement_result(**kwargs)
-            rows += [[_value(field) for field in record] for record in page["Records"]]
+            page = self.client.get_statement_result(**page_args)
+            if not result.columns:
+                result.columns = [(c.get("name") or c.get("label") or "", c.get("typeName") or "")
+                                  for c in page.get("ColumnMetadata", [])]
+            types = [t for _, t in result.columns]
+            result.rows += [tuple(_typed(field, types[i] if i < len(types) else "") for i, field in enumerate(record))
+                            for record in page["Records"]]
             if not page.get("NextToken"):
-                return rows
-            kwargs["NextToken"] = page["NextToken"]
+                return result
+            page_args["NextToken"] = page["NextToken"]
+
+
+class Result:
+    def __init__(self, session: str | None = None, rowcount: int = -1):
+        self.session, self.rowcount = session, rowcount
+        self.columns: list[tuple[str, str]] = []   # (name, Redshift type name)
+        self.rows: list[tuple[Any, ...]] = []
+
+
+# How long a tool's session outlives its last statement: a tool that dies leaves it (and any
+# transaction it opened) to expire this soon after.
+TOOL_SESSION_SECONDS = 60
+
+
+class Connection:
+    """The operator tools' connection: a Data API session, opened by the first statement."""
+
+    def __init__(self, api: DataApi | None = None):
+        self.api = api or DataApi()
+        self.session: str | None = None
+        self.in_transaction = False
+
+    def cursor(self) -> "Cursor":
+        return Cursor(self)
+
+    def _run(self, sql: str, parameters: list[dict[str, str]] | None = None) -> Result:
+        result = self.api.statement(sql, parameters, session=self.session,
+                                    keep_alive=None if self.session else TOOL_SESSION_SECONDS)
+        self.session = result.session
+        return result
+
+    def begin(self) -> None:
+        """An explicit transaction in which every statement sees one snapshot. Redshift runs every
+        isolation level it accepts as serializable; the level is named for the local stand-in,
+        whose Postgres would otherwise read committed (a snapshot per statement)."""
+        self._run("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        self.in_transaction = True
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            self._run("COMMIT")
+            self.in_transaction = False
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self._run("ROLLBACK")
+            self.in_transaction = False
+
+    def close(self) -> None:
+        # A session cannot be closed through the API; it expires TOOL_SESSION_SECONDS after its last
+        # statement. An open transaction is rolled back first, so nothing waits for the expiry.
+        try:
+            self.rollback()
+        except RedshiftError:
+            pass
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Cursor:
+    """What the tools use of a DB-API cursor: execute with %s parameters, fetch, iterate, description."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.description: list[tuple[str, str]] | None = None
+        self.rowcount = -1
+        self._rows: list[tuple[Any, ...]] = []
+        self._next = 0
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        text, parameters = bind(sql, params)
+        result = self.connection._run(text, parameters)
+        self.description = list(result.columns) if result.columns else None
+        self.rowcount, self._rows, self._next = result.rowcount, result.rows, 0
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows, self._next = self._rows[self._next:], len(self._rows)
+        return rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def close(self) -> None:
+        self._rows = []
+
+    def __enter__(self) -> "Cursor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(cfg: config.Stack | None = None) -> Connection:
+    return Connection(DataApi(cfg=cfg))
+
+
+_PLACEHOLDER = re.compile(r"%(s|%)")
+
+
+def bind(sql: str, params: Sequence[Any]) -> tuple[str, list[dict[str, str]]]:
+    """psycopg2-style `%s` placeholders as the Data API's `:pN` parameters. The API's parameter
+    values are non-empty strings, so NULL, numbers, booleans and '' are written as literals."""
+    if not params:
+        return sql, []
+    values = iter(params)
+    parameters: list[dict[str, str]] = []
+
+    def one(match: re.Match) -> str:
+        if match.group(1) == "%":
+            return "%"
+        value = next(values)
+        if value is None or isinstance(value, (bool, int, float, Decimal)) or value == "":
+            return literal(value) if not isinstance(value, (float, Decimal)) else repr(float(value))
+        name = f"p{len(parameters) + 1}"
+        parameters.append({"name": name, "value": value.isoformat() if isinstance(value, (date, datetime)) else str(value)})
+        return f":{name}"
+
+    text = _PLACEHOLDER.sub(one, sql)
+    if next(values, _PLACEHOLDER) is not _PLACEHOLDER:
+        raise ValueError("more parameters than %s placeholders")
+    return text, parameters
 
 
 def _value(field: dict[str, Any]) -> Any:
@@ -97,6 +278,21 @@ def _value(field: dict[str, Any]) -> Any:
         if kind in field:
             return field[kind]
     return None
+
+
+def _typed(field: dict[str, Any], type_name: str) -> Any:
+    """A field as the Python value a database driver gives: the API sends DECIMAL, DATE and
+    TIMESTAMP as strings, which the column's type name says how to read."""
+    value = _value(field)
+    if not isinstance(value, str):
+        return value
+    if type_name in ("numeric", "decimal"):
+        return Decimal(value)
+    if type_name in ("timestamp", "timestamptz"):
+        return datetime.fromisoformat(value)
+    if type_name == "date":
+        return date.fromisoformat(value)
+    return value
 
 
 def literal(value: Any) -> str:

@@ -14,7 +14,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
-from warehouse import db
+from ecom_core import config
+from warehouse import redshift_data, schema
+from warehouse.redshift_data import DataApi
 
 # Every view in the report, in page order: title, what it answers, rows shown in the page
 # (the CSV always has them all).
@@ -271,16 +273,18 @@ svg .tick { stroke: #999; stroke-width: 1; } svg .year { font-weight: 600; }
 """
 
 
-def build_report(out_dir: Path, dsn: str | None = None) -> ReportResult:
+def build_report(out_dir: Path, cfg: config.Stack | None = None) -> ReportResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(html_path=out_dir / "index.html")
     sections: list[str] = []
-    with db.connection(dsn) as conn:
-        db.ensure_schema(conn)
+    schema.ensure_schema(DataApi(cfg=cfg))
+    # Read through the Redshift Data API, in a session of its own (the temporary tables below live
+    # in it), as on a real workgroup.
+    with redshift_data.connect(cfg) as conn:
+        # One snapshot for the whole report: every table and chart agrees with every other.
+        conn.begin()
         with conn.cursor() as cur:
-            # One snapshot for the whole report: every table and chart agrees with every other.
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             # Each view is computed once (into a temp table, dropped with the session); the charts
             # read the same rows as the tables.
             for view, *_ in VIEWS:

@@ -1,5 +1,5 @@
--- The warehouse (Postgres 15 standing in for Redshift). Idempotent: safe to run on every load.
--- Written in the SQL both engines accept: no ON CONFLICT, no SERIAL, quoted-free simple names.
+-- The warehouse, in the SQL Redshift runs (locally the stack's Redshift Data API runs it on Postgres).
+-- Idempotent: safe to run on every load. No ON CONFLICT, no SERIAL, quoted-free simple names.
 CREATE SCHEMA IF NOT EXISTS dw;
 
 -- One row per event (order line). event_id is the key: the load MERGEs on it, so a file or an
@@ -56,12 +56,10 @@ CREATE TABLE IF NOT EXISTS dw.load_rejects (
 );
 
 -- The ETL lease (warehouse/lease.py): at most one run at a time, scheduled or manual. A run that
--- dies stops renewing it; the first tick after expires_at takes over (on Postgres at once: the lease
--- names the holder's server session, and a session that is gone holds nothing).
+-- dies stops renewing it; the first tick after expires_at takes over.
 CREATE TABLE IF NOT EXISTS dw.etl_lease (
     name            varchar(64)   NOT NULL PRIMARY KEY,
     holder          varchar(128),
-    holder_session  integer,
     acquired_at     timestamp     NOT NULL,
     expires_at      timestamp     NOT NULL
 );
@@ -125,4 +123,12 @@ CREATE TABLE IF NOT EXISTS dw.dim_date (
     day_of_week       smallint      NOT NULL,  -- 0 = Sunday .. 6 = Saturday
     day_name          varchar(3)    NOT NULL,
     is_weekend        boolean       NOT NULL
+);
+
+-- Which version of each part of the schema the warehouse holds: the checksum of analytics.sql its
+-- views were made from (warehouse/schema.py re-creates them when the file changes, not every run).
+CREATE TABLE IF NOT EXISTS dw.schema_version (
+    part        varchar(32)   NOT NULL PRIMARY KEY,
+    checksum    varchar(64)   NOT NULL,
+    applied_at  timestamp     NOT NULL DEFAULT CURRENT_TIMESTAMP
 );

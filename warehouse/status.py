@@ -9,7 +9,8 @@ from botocore.exceptions import ClientError
 
 from ecom_core import aws, config
 from ecom_core.aws import count_keys
-from warehouse import db
+from warehouse import schema, tables
+from warehouse.redshift_data import DataApi
 
 
 def count_items(dynamodb, table: str) -> int:
@@ -60,18 +61,7 @@ def store_counts(cfg: config.Stack | None = None, *, include_stream: bool = True
     counts["raw_objects_processed"] = count_keys(s3, r.raw_bucket, r.processed_prefix)
     counts["staging_files"] = count_keys(s3, r.staging_bucket, r.staging_prefix)
     counts["quarantined"] = count_keys(s3, r.dead_letter_bucket, r.dead_letter_prefix)
-    with db.connection() as conn:
-        db.ensure_schema(conn)
-        counts["warehouse_rows"] = db.count(conn, db.FACT_TABLE)
-        counts["files_loaded"] = db.count(conn, db.MANIFEST_TABLE)
-        counts["warehouse_rejects"] = db.count(conn, db.REJECTS_TABLE)
-        with conn.cursor() as cur:
-            cur.execute('SELECT "run_id", "outcome", "finished_at", "files_loaded", "rows_inserted", "message" '
-                        'FROM dw.etl_run ORDER BY "started_at" DESC LIMIT 1')
-            row = cur.fetchone()
-        counts["last_etl_run"] = None if row is None else {
-            "run_id": row[0], "outcome": row[1], "finished_at": row[2].isoformat() if row[2] else None,
-            "files_loaded": row[3], "rows_inserted": row[4], "message": row[5]}
+    counts.update(warehouse_counts(DataApi(cfg=cfg)))
     counts["staging_files_unloaded"] = counts["staging_files"] - counts["files_loaded"]
     return counts
 
@@ -119,16 +109,31 @@ def wait_for_drain(high_water: dict[str, str], cfg: config.Stack | None = None, 
         time.sleep(poll)
 
 
-def load_rejects(dsn: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def warehouse_counts(api: DataApi | None = None) -> dict[str, Any]:
+    """The warehouse's side of `ecom status`, read through the Redshift Data API (what the job uses)."""
+    api = api or DataApi()
+    schema.ensure_schema(api)
+    rows = api.statement(
+        f"SELECT (SELECT count(*) FROM {tables.FACT_TABLE}), (SELECT count(*) FROM {tables.MANIFEST_TABLE}), "
+        f"(SELECT count(*) FROM {tables.REJECTS_TABLE})").rows[0]
+    last = api.statement('SELECT "run_id", "outcome", "finished_at", "files_loaded", "rows_inserted", "message" '
+                         'FROM dw.etl_run ORDER BY "started_at" DESC LIMIT 1').rows
+    run = last[0] if last else None
+    return {"warehouse_rows": rows[0], "files_loaded": rows[1], "warehouse_rejects": rows[2],
+            "last_etl_run": None if run is None else {
+                "run_id": run[0], "outcome": run[1], "finished_at": run[2].isoformat() if run[2] else None,
+                "files_loaded": run[3], "rows_inserted": run[4], "message": run[5]}}
+
+
+def load_rejects(limit: int | None = None, api: DataApi | None = None) -> list[dict[str, Any]]:
     """Rows the load set aside (dw.load_rejects), newest first: where each came from and why."""
-    with db.connection(dsn) as conn:
-        db.ensure_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(f'SELECT "file_key", "line_no", "event_id", "reason", "raw_line", "rejected_at" '
-                        f'FROM {db.REJECTS_TABLE} ORDER BY "rejected_at" DESC, "file_key", "line_no"'
-                        + (f" LIMIT {int(limit)}" if limit else ""))
-            return [{"file_key": f, "line_no": n, "event_id": e, "reason": r, "raw_line": raw,
-                     "rejected_at": at.isoformat(timespec="seconds")} for f, n, e, r, raw, at in cur.fetchall()]
+    api = api or DataApi()
+    schema.ensure_schema(api)
+    rows = api.statement(f'SELECT "file_key", "line_no", "event_id", "reason", "raw_line", "rejected_at" '
+                         f'FROM {tables.REJECTS_TABLE} ORDER BY "rejected_at" DESC, "file_key", "line_no"'
+                         + (f" LIMIT {int(limit)}" if limit else "")).rows
+    return [{"file_key": f, "line_no": n, "event_id": e, "reason": r, "raw_line": raw,
+             "rejected_at": at.isoformat(timespec="seconds")} for f, n, e, r, raw, at in rows]
 
 
 # How AWS (and the embedded stack, which checks IAM) words a refusal: who, what, on which resource.
