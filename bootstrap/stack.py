@@ -125,6 +125,8 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
         # role's credentials and can do only what the role's policy allows (docs/reliability.md,
         # "Permissions checked locally"); test/test stays the account's root.
         "AUTH": "true",
+        # Every denial, one JSON line each (bootstrap/local/ministack/iam.py).
+        "ECOM_IAM_DENIALS_LOG": str(cfg.logs_dir / "iam-denials.jsonl"),
     }
     env.pop("AWS_ENDPOINT_URL", None)
     # Its Lambda workers inherit this: botocore sends their Data API calls to the stack's own

@@ -35,6 +35,25 @@ def stack_env():
                 os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def no_permission_is_denied(request):
+    """Under the roles' full policies nothing the stack does is refused: after every test on the
+    stack (except those that take a permission away, marked `denies_permissions`), the emulator's
+    record of denials (bootstrap/local/ministack/iam.py) has no new line. A statement missing from a
+    role fails the test that needed it, even where the function caught the refusal."""
+    if "stack_env" not in request.fixturenames or request.node.get_closest_marker("denies_permissions"):
+        yield
+        return
+    record = request.getfixturevalue("stack_env")["cfg"].logs_dir / "iam-denials.jsonl"
+    start = record.stat().st_size if record.exists() else 0
+    yield
+    if record.exists():
+        with open(record, encoding="utf-8") as log:
+            log.seek(start)
+            denied = log.read().splitlines()
+        assert not denied, f"{len(denied)} request(s) denied under the full policies: " + "; ".join(denied[:5])
+
+
 @pytest.fixture
 def clean_stores(stack_env):
     """Empty every store (DynamoDB, buckets, Glue table, warehouse). The stream cannot be emptied:

@@ -66,6 +66,7 @@ def _function_log_text(cfg, function_name: str) -> str:
 
 
 @pytest.mark.stack
+@pytest.mark.denies_permissions
 def test_the_trigger_without_its_write_statement_retries_until_it_is_given_back(stack_env, clean_stores):
     """WriteOltp taken away on the running stack: the sample's events reach the stream but not
     DynamoDB, the trigger's log names the denial (role, action, table), nothing is quarantined (an
@@ -132,6 +133,7 @@ def handler(event, context):
 
 
 @pytest.mark.stack
+@pytest.mark.denies_permissions
 def test_a_function_is_denied_what_its_role_does_not_allow(stack_env):
     """A function on the customer-reads role may Query its tables, and nothing else: PutItem on the
     same table, a Query on another table, a GetObject from a bucket of the platform are denied,
@@ -323,6 +325,7 @@ NOT_CHECKED_LOCALLY = {"RedshiftData"}
 
 
 @pytest.mark.stack
+@pytest.mark.denies_permissions
 def test_every_statement_of_every_role_is_needed(stack_env):
     """Least privilege, proven: for each function and each Allow statement of its role, the call the
     function (or the Lambda service for it: log writing, the stream's event source mapping, the

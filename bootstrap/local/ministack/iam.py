@@ -27,6 +27,10 @@ resource a request is checked against, and the message of a denial.
   resource as AWS's does (`User: <arn> is not authorized to perform: <action> on resource:
   <resource> because no identity-based policy allows the <action> action`, and the explicit-deny
   variant; S3 quotes the resource). Status codes, error codes and envelopes stay MiniStack's.
+  Each denial is also appended, as one JSON line (time, service, action, principal, resource), to
+  the file ECOM_IAM_DENIALS_LOG names (bootstrap/stack.py: logs/iam-denials.jsonl): the one record
+  of a refusal the function caught and did not log; the test suite asserts it stays empty outside
+  the tests that deny on purpose (tests/conftest.py).
 
 No upstream proposal yet. Checked in tests/test_iam.py (on the running stack) and
 tests/test_local_ministack.py (the declared names).
@@ -36,6 +40,8 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import json
+import os
+import time
 
 from bootstrap.local.ministack._patching import check as _check
 from bootstrap.local.ministack._patching import targets
@@ -190,12 +196,22 @@ def denial_naming_the_resource(original, identity_denial_message):
         if not message and not error_code and not (explicit_deny and resource_policy_arn):
             named = f'"{resource_arn}"' if service == "s3" else resource_arn
             message = identity_denial_message(action, principal_arn, named, explicit_deny)
+        record_denial(service, action, principal_arn, resource_arn)
         return original(service, action, principal_arn, request_id, error_code=error_code, message=message,
                         headers=headers, resource_arn=resource_arn, explicit_deny=explicit_deny,
                         resource_policy_arn=resource_policy_arn)
 
     access_denied_response.__wrapped__ = original
     return access_denied_response
+
+
+def record_denial(service: str, action: str, principal_arn: str, resource_arn: str) -> None:
+    path = os.environ.get("ECOM_IAM_DENIALS_LOG")
+    if path:
+        line = json.dumps({"at": round(time.time(), 3), "service": service, "action": action,
+                           "principal": principal_arn, "resource": resource_arn})
+        with open(path, "a", encoding="utf-8") as log:  # one short write: whole lines under O_APPEND
+            log.write(line + "\n")
 
 
 def check() -> None:
