@@ -69,7 +69,7 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
         return f"arn:aws:{service}:{region}:{account}:{resource}"
 
     statements = [
-            {"Sid": "PutToStream", "Effect": "Allow", "Action": ["kinesis:PutRecords", "kinesis:PutRecord"],
+            {"Sid": "PutToStream", "Effect": "Allow", "Action": ["kinesis:PutRecords"],
              "Resource": arn("kinesis", f"stream/{r.stream}")},
             {"Sid": "ReadStream", "Effect": "Allow",
              "Action": ["kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:DescribeStream",
@@ -103,7 +103,7 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
             {"Sid": "EtlListBuckets", "Effect": "Allow", "Action": ["s3:ListBucket"],
              "Resource": [f"arn:aws:s3:::{r.raw_bucket}", f"arn:aws:s3:::{r.staging_bucket}"]},
             {"Sid": "EtlCatalog", "Effect": "Allow",
-             "Action": ["glue:GetTable", "glue:CreateTable", "glue:UpdateTable", "glue:GetDatabase"],
+             "Action": ["glue:GetTable", "glue:CreateTable", "glue:UpdateTable"],
              "Resource": [arn("glue", "catalog"), arn("glue", f"database/{r.glue_database}"),
                           arn("glue", f"table/{r.glue_database}/{r.glue_table}")]},
             # Redshift Data API: statements run as the job's role (no password, no VPC attachment).

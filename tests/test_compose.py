@@ -118,7 +118,7 @@ def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
             assert all(r != "*" for r in resources), statement
             assert all(r.startswith("arn:aws:s3:::") or ":eu-west-1:<account-id>:" in r for r in resources), statement
     logs = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
-    assert actions_of["data-ingestion"] == {"kinesis:PutRecords", "kinesis:PutRecord"} | logs
+    assert actions_of["data-ingestion"] == {"kinesis:PutRecords"} | logs
     assert not any(a.startswith(("dynamodb:Batch", "dynamodb:Put", "s3:", "kinesis:Put")) for a in actions_of["customer-reads"])
     # The two verifiers read the keys from Secrets Manager, exactly those two secrets.
     assert actions_of["api-authorizer"] == logs | {"secretsmanager:GetSecretValue"}
