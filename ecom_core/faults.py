@@ -14,8 +14,8 @@ Points:
     trigger.mid_dynamodb      kinesis-trigger, after the first chunk of a DynamoDB batch write
     trigger.after_dynamodb    kinesis-trigger, after DynamoDB, before the raw S3 object
     transform.after_csv       etl transform, after a CSV is written, before its raw object moves
-    load.after_copy           etl load, a group's files staged and its statements ready, before they
-                              are sent (on the warehouse they run as one transaction)
+    load.after_copy           etl load, after COPY and the fact write, before COMMIT (inside the
+                              group's open Data API transaction)
 """
 from __future__ import annotations
 

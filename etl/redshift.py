@@ -150,11 +150,9 @@ class RedshiftWarehouse:
         try:
             statements = group_statements([(key, etag, self._manifest(group, n, key)) for n, (key, etag, _)
                                            in enumerate(files)], self.iam_role)
-            # The job dying with its group prepared and nothing committed (the Postgres dialect's
-            # fault of the same name fires inside the open transaction; a batch sent to the Data API
-            # runs to its end whatever becomes of the caller).
-            maybe_fail("load.after_copy")
-            self.api.run(statements)
+            # The fault point: the group's COPY, facts, dimensions and manifest rows done inside its
+            # open transaction, not committed.
+            self.api.run(statements, before_commit=lambda: maybe_fail("load.after_copy"))
         except RedshiftError:
             # A value Redshift refused: screen every row, COPY the screened copies and the rejects.
             screened, rejects = [], []

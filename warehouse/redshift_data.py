@@ -65,15 +65,21 @@ class DataApi:
                 raise RedshiftError(f"statement {statement_id} did not finish within {self.timeout} s")
             self.sleep(self.poll_seconds)
 
-    def run(self, statements: list[str]) -> dict[str, Any]:
-        """All statements in one transaction. Raises RedshiftError."""
+    def run(self, statements: list[str], before_commit: Callable[[], None] | None = None) -> dict[str, Any]:
+        """All statements in one transaction. Raises RedshiftError. `before_commit` runs with the
+        transaction's work done and not committed (a batch: before it is sent, the server runs it
+        whole) - the load's fault point."""
         if len(statements) <= MAX_BATCH_STATEMENTS:
+            if before_commit is not None:
+                before_commit()
             answer = self.client.batch_execute_statement(Sqls=statements, **self._target())
             return self._wait(answer["Id"])
         session = self._begin()
         try:
             for sql in statements:
                 self._wait(self.client.execute_statement(Sql=sql, SessionId=session)["Id"])
+            if before_commit is not None:
+                before_commit()
         except BaseException:
             try:
                 self._wait(self.client.execute_statement(Sql="ROLLBACK", SessionId=session)["Id"])
