@@ -33,9 +33,10 @@ class RedshiftError(RuntimeError):
 # BatchExecuteStatement takes at most this many statements (botocore's model: Sqls, max 40).
 MAX_BATCH_STATEMENTS = 40
 # How long a session of `run` outlives its last call. Longer than any pause of ours between two
-# statements of a transaction (fetching and screening a file); short, because a transaction left
-# open by a caller that died holds its locks (the load manifest's) until the session expires.
-SESSION_KEEP_ALIVE_SECONDS = 120
+# statements of a transaction (its statements are prepared before BEGIN: the pause is one round
+# trip); short, because a transaction left open by a caller that died holds its locks (the load
+# manifest's, which the next run waits for) until the session expires.
+SESSION_KEEP_ALIVE_SECONDS = 30
 
 
 class DataApi:
