@@ -87,3 +87,15 @@ def id_digest(event_ids) -> int:
     for event_id in event_ids:
         total = (total + id_hash(event_id)) % DIGEST_MODULUS
     return total
+
+
+def record_field(data: bytes | str, name: str) -> object | None:
+    """A top-level field of a raw stream record, or None when the record is not a JSON object
+    holding it: not UTF-8, not JSON, or nested too deep to parse. A hostile record is quarantined
+    by the trigger, and the operator's tools that read it later (reconcile, dead-letter redrive)
+    must go on past it: Python's parser raises RecursionError for deep nesting, not ValueError."""
+    try:
+        payload = json_codec.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return payload.get(name) if isinstance(payload, dict) else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ecom_core import aws, config
+from ecom_core.events import record_field
 
 REDRIVEN_PREFIX = "redriven/"
 
@@ -77,12 +78,9 @@ def top_reasons(cfg: config.Stack | None = None, n: int = 10) -> tuple[int, list
 
 
 def _partition_key(data: bytes, fallback: str) -> str:
-    try:
-        payload = json.loads(data)
-        if isinstance(payload, dict) and isinstance(payload.get("InvoiceNo"), (str, int)) and str(payload["InvoiceNo"]):
-            return str(payload["InvoiceNo"])[:256]
-    except (ValueError, UnicodeDecodeError):
-        pass
+    invoice = record_field(data, "InvoiceNo")
+    if isinstance(invoice, (str, int)) and not isinstance(invoice, bool) and str(invoice):
+        return str(invoice)[:256]
     return fallback
 
 

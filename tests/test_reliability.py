@@ -249,12 +249,14 @@ def test_emulator_and_postgres_restarts_lose_nothing(stack_env, clean_stores):
     returncode, err = etl.finish()
     # The group's transaction was open in the job's Data API session when Postgres went: it is gone,
     # never half committed. The run then failed or redid the group in a new session (etl/redshift.py
-    # takes a failed group for refused values and loads it screened); either way the next run
-    # leaves every file loaded once.
+    # runs a failed group once more as it is); either way the next run leaves every file loaded once,
+    # none of them through the screening path (nothing in it was refused).
     assert returncode == 0 or "connection" in err.lower() or "terminat" in err.lower(), err[-500:]
     run_once(cfg)
     c = counts(cfg)
     assert c["files_loaded"] == c["staging_files"]
+    screened = aws.client("s3", cfg).list_objects_v2(Bucket=config.resources().staging_bucket, Prefix="_etl/screened/")
+    assert screened.get("KeyCount", 0) == 0
     assert_exact(stack_env, 15000)
 
 
@@ -349,3 +351,47 @@ def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clea
         Limit=10000)["Records"]), key=int)
     assert wait_for_drain({shard: tip}, cfg, timeout=60)
     assert counts(cfg)["invoice_lines"] == len(ours)
+
+
+DEEP_RECORD = b'{"a":' * 100_000 + b"1" + b"}" * 100_000   # 600 KB: within a Kinesis record's 1 MiB
+
+
+def test_record_fields_of_hostile_bytes_are_none_not_an_exception():
+    from ecom_core.events import record_field
+
+    assert record_field(DEEP_RECORD, "event_id") is None               # RecursionError inside
+    assert record_field(b"[" * 50_000 + b"]" * 50_000, "event_id") is None
+    assert record_field(b"\xff\xfe", "event_id") is None and record_field(b"[1]", "event_id") is None
+    assert record_field(b'{"event_id": "e-1", "InvoiceNo": 536365}', "InvoiceNo") == 536365
+
+
+def test_a_deeply_nested_record_on_the_stream_breaks_no_operator_tool(stack_env, clean_stores):
+    """Another producer puts a record nested 100,000 deep on the stream: the trigger quarantines it,
+    and reconcile, `dlq list`, `dlq show` and `dlq redrive` all go on past it (they crashed with
+    RecursionError for as long as the record was retained)."""
+    cfg = stack_env["cfg"]
+    kinesis = aws.client("kinesis", cfg)
+    answer = kinesis.put_records(StreamName=config.resources().stream,
+                                 Records=[{"Data": DEEP_RECORD, "PartitionKey": "deep"}])
+    assert not answer.get("FailedRecordCount"), answer
+    record = answer["Records"][0]
+    assert wait_for_drain({record["ShardId"]: record["SequenceNumber"]}, cfg, timeout=120)
+    assert counts(cfg)["quarantined"] == 1
+
+    result = reconcile(cfg, accepted=set())
+    stream = next(s for s in result.stages if s.name == "stream")
+    assert stream.unreadable >= 1 and result.dead_lettered == set()     # counted, not crashed on
+    env = {**os.environ, **stack_env["env"]}
+
+    def ecom(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ecom", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    listed = ecom("dlq", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [letter] = [row for row in json.loads(listed.stdout) if row["stage"] == "stream"]
+    assert ecom("dlq", "show", letter["key"]).returncode == 0
+    redriven = ecom("dlq", "redrive", letter["key"])
+    assert redriven.returncode == 0, redriven.stderr
+    reconciled = ecom("reconcile")
+    assert reconciled.returncode in (0, 1) and "Traceback" not in reconciled.stderr, reconciled.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ecom_core import aws, config
+from ecom_core.events import record_field
 from warehouse import schema, tables
 from warehouse.redshift_data import DataApi
 from warehouse.status import stream_records
@@ -84,11 +85,8 @@ def read_ledgers(cfg: config.Stack | None = None) -> set[str]:
 
 
 def _event_id_of(data: bytes | str) -> str | None:
-    try:
-        payload = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return payload.get("event_id") if isinstance(payload, dict) and isinstance(payload.get("event_id"), str) else None
+    event_id = record_field(data, "event_id")
+    return event_id if isinstance(event_id, str) else None
 
 
 def stream_stage(cfg, r: config.Resources) -> Stage:
