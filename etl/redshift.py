@@ -147,12 +147,18 @@ class RedshiftWarehouse:
     def load_group(self, files: list[StagedFile]) -> list[tuple[str, Outcome | None]]:
         group = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         keys = [key for key, _, _ in files]
+        statements = group_statements([(key, etag, self._manifest(group, n, key)) for n, (key, etag, _)
+                                       in enumerate(files)], self.iam_role)
         try:
-            statements = group_statements([(key, etag, self._manifest(group, n, key)) for n, (key, etag, _)
-                                           in enumerate(files)], self.iam_role)
-            # The fault point: the group's COPY, facts, dimensions and manifest rows done inside its
-            # open transaction, not committed.
-            self.api.run(statements, before_commit=lambda: maybe_fail("load.after_copy"))
+            try:
+                # The fault point: the group's COPY, facts, dimensions and manifest rows done inside
+                # its open transaction, not committed.
+                self.api.run(statements, before_commit=lambda: maybe_fail("load.after_copy"))
+            except RedshiftError:
+                # Once more as it is: a transaction lost to a restart or a dropped connection is not
+                # a refused value (the group statements skip files committed meanwhile); a refused
+                # value fails again.
+                self.api.run(statements)
         except RedshiftError:
             # A value Redshift refused: screen every row, COPY the screened copies and the rejects.
             screened, rejects = [], []
