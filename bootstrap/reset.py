@@ -11,7 +11,7 @@ def empty_stores(cfg: config.Stack) -> None:
 
     The stream cannot be emptied: callers compare stream counts against a baseline."""
     from warehouse import schema
-    from warehouse.reconcile import ledger_dir
+    from warehouse.reconcile import ledger_dir, mark_reset
     from warehouse.redshift_data import DataApi
 
     r = config.resources()
@@ -36,6 +36,7 @@ def empty_stores(cfg: config.Stack) -> None:
     except glue.exceptions.EntityNotFoundException:
         pass
     shutil.rmtree(ledger_dir(cfg), ignore_errors=True)
+    mark_reset(cfg)  # the stream keeps its records: the reconciliation starts after them
     # Every table of schema dw emptied through the Data API, one TRUNCATE each (Redshift commits a
     # TRUNCATE on its own, so they cannot share a batch); the schema's version record stays.
     api = DataApi(cfg=cfg)

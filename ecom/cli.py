@@ -505,13 +505,14 @@ def reconcile(as_json: bool = typer.Option(False, "--json", help="machine-readab
     if as_json:
         typer.echo(json.dumps(result.as_dict(limit=limit), indent=2))
     else:
-        typer.echo(f"accepted by the API (replay ledgers): {len(result.accepted):,}; "
+        typer.echo(f"accepted by the API (stream since the last reset, raw archive, replay ledgers): {len(result.accepted):,}; "
                    f"dead-lettered: {len(result.dead_lettered):,}; warehouse rejects: {len(result.warehouse_rejected):,}")
         typer.echo(f"  {'stage':10} {'events':>10} {'rows':>10} {'missing':>8} {'dup':>6} {'unexpected':>10}")
         for stage in result.stages:
             typer.echo(f"  {stage.name:10} {len(stage.ids):>10,} {stage.rows:>10,} {len(stage.missing):>8,} "
                        f"{len(stage.duplicated):>6,} {len(stage.unexpected):>10,}")
-            for kind, ids in (("missing", stage.missing), ("duplicated", stage.duplicated)):
+            for kind, ids in (("missing", stage.missing), ("duplicated", stage.duplicated),
+                              ("unexpected", stage.unexpected)):
                 for event_id in ids[:limit]:
                     typer.echo(f"      {kind}: {event_id}")
         typer.echo("exact" if result.exact else "NOT exact")

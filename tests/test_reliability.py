@@ -23,7 +23,7 @@ from etl.run import run_once
 from etl.transform import TRANSFORM_THREADS
 from ecom_core.faults import FaultInjected
 from tests.helpers import InFaultWindow, counts, replay_file
-from warehouse.reconcile import read_ledgers, reconcile
+from warehouse.reconcile import open_ledger, read_ledgers, reconcile
 from warehouse.status import wait_for_drain
 
 pytestmark = pytest.mark.stack
@@ -395,3 +395,55 @@ def test_a_deeply_nested_record_on_the_stream_breaks_no_operator_tool(stack_env,
     assert redriven.returncode == 0, redriven.stderr
     reconciled = ecom("reconcile")
     assert reconciled.returncode in (0, 1) and "Traceback" not in reconciled.stderr, reconciled.stderr
+
+
+def test_reconcile_counts_every_accepted_event_not_just_the_replayed_ones(stack_env, clean_stores):
+    """What the API accepted is what reached the stream, whoever sent it. Events another producer
+    put on the stream (no replay ledger) are checked through every stage; an event in a store that
+    was never accepted, or one a ledger holds that the stream lost, makes reconcile NOT exact (the
+    CLI exits 1). Stream records from before the last reset are history, not missing events."""
+    from ecom_core.config import SAMPLE_FILE
+    from handlers.events import accept_event
+
+    cfg = stack_env["cfg"]
+    replay_file(stack_env, SAMPLE_FILE, rows=40)               # a replay: its ledger holds 40 ids
+    other = [accept_event({"InvoiceNo": "581587", "StockCode": f"2272{i}", "Description": "CIRCUS PARADE",
+                           "Quantity": 4, "InvoiceDate": "12/9/2011 12:50", "UnitPrice": 2.55,
+                           "CustomerID": 12680, "Country": "France"}) for i in range(5)]
+    kinesis = aws.client("kinesis", cfg)
+    answer = kinesis.put_records(StreamName=config.resources().stream,
+                                 Records=[{"Data": json.dumps(e).encode(), "PartitionKey": "581587"} for e in other])
+    assert not answer.get("FailedRecordCount"), answer
+    assert wait_for_drain({rec["ShardId"]: rec["SequenceNumber"] for rec in answer["Records"]}, cfg, timeout=120)
+    run_once(cfg)
+    assert_exact(stack_env, 45)                                 # the other producer's 5 included
+    env = {**os.environ, **stack_env["env"]}
+
+    def cli_reconcile() -> dict:
+        done = subprocess.run([sys.executable, "-m", "ecom", "reconcile", "--json"], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == (0 if json.loads(done.stdout)["exact"] else 1), done.stderr
+        return json.loads(done.stdout)
+
+    assert cli_reconcile()["exact"]
+    # One of the other producer's events lost from DynamoDB: missing, though no ledger names it.
+    dynamodb = aws.client("dynamodb", cfg)
+    table = config.resources().invoice_table
+    keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
+    [item] = [i for i in aws.items(dynamodb.scan, TableName=table) if i["LineId"]["S"] == other[0]["event_id"]]
+    dynamodb.delete_item(TableName=table, Key={k: item[k] for k in keys})
+    lost = cli_reconcile()
+    assert not lost["exact"] and lost["stages"]["dynamodb"]["missing_ids"] == [other[0]["event_id"]]
+    dynamodb.put_item(TableName=table, Item=item)
+    # An item written around the API: unexpected, and a failure.
+    forged = dict(item, LineId={"S": "never-accepted-0001"})
+    dynamodb.put_item(TableName=table, Item=forged)
+    around = cli_reconcile()
+    assert not around["exact"] and around["stages"]["dynamodb"]["unexpected_ids"] == ["never-accepted-0001"]
+    dynamodb.delete_item(TableName=table, Key={k: forged[k] for k in keys})
+    # An id a replay ledger holds that the stream never got (an acknowledged event lost): missing.
+    with open_ledger(cfg, SAMPLE_FILE) as ledger:
+        ledger.write("acknowledged-then-lost\n")
+    gone = reconcile(cfg)
+    assert not gone.exact
+    assert {s.name: s.missing for s in gone.stages}["stream"] == ["acknowledged-then-lost"]

@@ -1,12 +1,16 @@
 """Per-event reconciliation across every stage: what was accepted, and where each event is now.
 
-Accepted events come from the replay ledgers (`<data dir>/ledger/*.ids`, one event id per line,
-written as the API accepts each batch). Each store is read in full and compared by event id:
-    missing     accepted, not in the store, and not in the dead letters
+Accepted events are every event the API put on the stream, whoever sent it (the stream is where
+an answer of 200 puts an event), with the trigger's raw archive for events the stream no longer
+retains, and the replay ledgers (`<data dir>/ledger/*.ids`, one event id per line, written as the
+API accepts each batch): an id a ledger holds that the stream lost is missing there. Since the
+last reset (`mark_reset`: the stores emptied, the stream's positions recorded), older stream
+records are history. Each store is read in full and compared by event id:
+    missing     accepted, not in the store, and not in the dead letters (or warehouse rejects)
     duplicated  more than one row for one event id where there must be one (warehouse)
-    unexpected  in the store but in no ledger (e.g. sent by another client): reported, not a failure
-Stream and raw/staging copies of one event are normal under at-least-once delivery; they are
-counted ("copies") but are not failures: the stores keyed by event id are what must be exact.
+    unexpected  in a store but never accepted (written around the API)
+Any of them makes the reconciliation not exact. Stream and raw/staging copies of one event are
+normal under at-least-once delivery; they are counted ("copies"), not failures.
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ class Reconciliation:
 
     @property
     def exact(self) -> bool:
-        return all(not s.missing for s in self.stages) and \
+        return all(not s.missing and not s.unexpected for s in self.stages) and \
             all(not s.duplicated for s in self.stages if s.name in EXACT_STAGES)
 
     def as_dict(self, limit: int = 100) -> dict:
@@ -89,9 +93,36 @@ def _event_id_of(data: bytes | str) -> str | None:
     return event_id if isinstance(event_id, str) else None
 
 
+BASELINE_FILE = "stream-baseline.json"
+
+
+def mark_reset(cfg: config.Stack | None = None) -> dict[str, str]:
+    """The stores were just emptied: record each shard's last sequence number, so that the records
+    before it (which the stream keeps) are history to the reconciliation, not missing events."""
+    r = config.resources()
+    kinesis = aws.client("kinesis", cfg)
+    last: dict[str, str] = {}
+    for shard, record in stream_records(kinesis, r.stream):
+        last[shard] = record["SequenceNumber"]
+    directory = ledger_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / BASELINE_FILE).write_text(json.dumps(last), encoding="utf-8")
+    return last
+
+
+def stream_baseline(cfg: config.Stack | None = None) -> dict[str, int]:
+    path = ledger_dir(cfg) / BASELINE_FILE
+    if not path.exists():
+        return {}
+    return {shard: int(seq) for shard, seq in json.loads(path.read_text(encoding="utf-8")).items()}
+
+
 def stream_stage(cfg, r: config.Resources) -> Stage:
     stage = Stage("stream")
-    for _, record in stream_records(aws.client("kinesis", cfg), r.stream):
+    baseline = stream_baseline(cfg)
+    for shard, record in stream_records(aws.client("kinesis", cfg), r.stream):
+        if int(record["SequenceNumber"]) <= baseline.get(shard, -1):
+            continue
         stage.rows += 1
         event_id = _event_id_of(record["Data"])
         if event_id is None:
@@ -193,17 +224,22 @@ def dead_letter_ids(cfg, r: config.Resources) -> tuple[set[str], int]:
 
 
 def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None) -> Reconciliation:
+    """Every stage against what was accepted: the stream's events since the last reset, the raw
+    archive's, the replay ledgers' and `accepted` (ids the caller knows were accepted)."""
     cfg = cfg or config.stack()
     r = config.resources()
-    accepted = read_ledgers(cfg) if accepted is None else accepted
     dead, _ = dead_letter_ids(cfg, r)
     rejected = warehouse_rejected_ids(cfg)
     stages = [stream_stage(cfg, r), dynamodb_stage(cfg, r), raw_stage(cfg, r), staging_stage(cfg, r),
               warehouse_stage(cfg)]
+    stream, raw = stages[0], stages[2]
+    accepted = read_ledgers(cfg) | stream.ids | raw.ids | (accepted or set())
     for stage in stages:
         # A row the warehouse set aside is quarantined (counted, findable), not missing.
         quarantined = dead | rejected if stage.name == "warehouse" else dead
-        stage.missing = sorted(accepted - stage.ids - quarantined)
+        # An event the trigger archived was on the stream, which may since have let it expire.
+        present = stage.ids | raw.ids if stage is stream else stage.ids
+        stage.missing = sorted(accepted - present - quarantined)
         stage.unexpected = sorted(stage.ids - accepted)
     return Reconciliation(accepted=accepted, stages=stages, dead_lettered=dead, warehouse_rejected=rejected)
 
