@@ -242,6 +242,82 @@ def test_customer_rfm_and_segments(loaded):
                    for name, s in segments.items()}
 
 
+def _guest_lines(prefix: str, invoice_no: str, moment: str, count: int) -> bytes:
+    """`count` guest lines (no customer id) of one new invoice at `moment`, as a staging CSV."""
+    from etl import load
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(load.CSV_HEADER)
+    for n in range(count):
+        writer.writerow([f"{prefix}-{n:03d}", invoice_no, "85123A",
+                         "WHITE HANGING HEART T-LIGHT HOLDER", n + 1, moment, "2.55", "", "United Kingdom"])
+    return out.getvalue().encode("utf-8")
+
+
+def test_rfm_reference_date_ignores_outlying_lines(stack_env, loaded):
+    """RFM's reference date cannot be moved by outlying lines: a batch dated 2099-12-31 (after its
+    own load: impossible, however many) and one line the day after the data's last day (plausible
+    but alone: under 1% of the busiest day's lines) leave every recency, score and segment as it
+    was. Under the old rule (the last day in the data) both moved every customer. A real new day,
+    with a normal number of lines, still moves the date: then every recency grows by one day."""
+    from datetime import date
+
+    from ecom_core import aws, config
+    from warehouse import db
+
+    def rfm():
+        return (rows_as_dicts("SELECT * FROM analytics.customer_rfm"),
+                rows_as_dicts("SELECT * FROM analytics.rfm_segments"))
+
+    before, segments_before = rfm()
+    assert max(r["last_purchase_ts"] for r in before if r["last_purchase_ts"]).date() == date(2011, 12, 9)
+    tables = ("dim_product", "dim_customer", "dim_country", "dim_date", "load_manifest")
+    saved = {t: warehouse_rows(f"SELECT * FROM dw.{t}") for t in tables}
+    busiest = warehouse_rows('SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dw.fact_sales_line '
+                             'GROUP BY CAST("invoice_ts" AS DATE)) AS d')[0][0]
+    future_lines = busiest // 100 + 5           # above 1% of the busiest day: only "not after the load" stops them
+    files = [("rfm-outliers/future.csv",
+              _guest_lines("rfm-outlier-future", "990001", "2099-12-31T12:00:00", future_lines)),
+             ("rfm-outliers/next-day.csv", _guest_lines("rfm-outlier-next", "990002", "2011-12-10T09:00:00", 1))]
+    more = ("rfm-outliers/next-day-more.csv",
+            _guest_lines("rfm-outlier-more", "990003", "2011-12-10T10:00:00", future_lines))
+    try:
+        outcomes = load_staged(stack_env["cfg"], files)
+        assert all(outcome is not None for _, outcome in outcomes), outcomes
+        # The plain last day in the data is now 2099-12-31: the old reference date.
+        assert warehouse_rows('SELECT CAST(MAX("invoice_ts") AS DATE) FROM dw.fact_sales_line') == \
+            [(date(2099, 12, 31),)]
+        assert warehouse_rows('SELECT COUNT(*) FROM dw.fact_sales_line WHERE CAST("invoice_ts" AS DATE) = %s',
+                              (date(2011, 12, 10),)) == [(1,)]
+        after, segments_after = rfm()
+        assert after == before
+        assert segments_after == segments_before
+
+        # A real new day (more than 1% of the busiest day's lines) moves the reference date by one day.
+        assert load_staged(stack_env["cfg"], [more])[0][1] is not None
+        moved, _ = rfm()
+        assert [(r["customer_id"], r["recency_days"]) for r in moved] == \
+            [(r["customer_id"], None if r["recency_days"] is None else r["recency_days"] + 1) for r in before]
+        assert [(r["customer_id"], r["rfm_cell"], r["segment"]) for r in moved] == \
+            [(r["customer_id"], r["rfm_cell"], r["segment"]) for r in before]
+    finally:
+        # Leave the warehouse as the pipeline wrote it, for the tests that follow.
+        with db.connection() as conn:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM dw.fact_sales_line WHERE event_id LIKE %s", ("rfm-outlier-%",))
+                for table, rows in saved.items():
+                    cur.execute(f"DELETE FROM dw.{table}")
+                    for row in rows:
+                        cur.execute(f"INSERT INTO dw.{table} VALUES ({', '.join(['%s'] * len(row))})", row)
+            conn.commit()
+        s3 = aws.client("s3", stack_env["cfg"])
+        for key, _ in files + [more]:
+            s3.delete_object(Bucket=config.resources().staging_bucket, Key=key)
+    assert rfm() == (before, segments_before)
+    assert warehouse_rows("SELECT count(*) FROM analytics.sales_line") == [(len(loaded),)]
+
+
 def test_invoice_sizes_and_data_quality(loaded):
     df = loaded
     got = warehouse_rows("SELECT * FROM analytics.invoice_size_distribution")

@@ -10,7 +10,8 @@
 --   stock_code           = the product code, upper-cased (85099b and 85099B are one product).
 --   real product         = dim_product.is_product (not POST, DOT, M, C2, D, S, BANK CHARGES, AMAZONFEE,
 --                          CRUK, gift vouchers, B).
--- Views are Postgres SQL; on Redshift the only changes are noted inline (date arithmetic).
+-- Views are Redshift SQL that Postgres also runs once the local Data API has translated it (only
+-- DATEADD, in customer_rfm); the one change a Redshift version may need is noted inline (date arithmetic).
 CREATE SCHEMA analytics;
 
 -- Every line with its dimensions: the one table a BI tool needs for ad-hoc questions.
@@ -117,15 +118,33 @@ WHERE "is_product"
 ORDER BY "cancelled_quantity" DESC, "stock_code";
 
 -- RFM per customer with an id. Recency counts days from the last purchase (a non-cancellation line)
--- to the last day in the data, not to today: the data ends in 2011. frequency = sales invoices;
--- monetary = revenue net of the customer's cancellations. Scores 1-5 (5 = best) are
+-- to the reference date ("snapshot_date"), not to today: the data ends in 2011. frequency = sales
+-- invoices; monetary = revenue net of the customer's cancellations. Scores 1-5 (5 = best) are
 -- ceil(5 x cumulative share of customers at or below this value): equal values always get equal
 -- scores, so a score can be empty when many customers tie (e.g. frequency 1). Customers with only
 -- cancellations have no recency and rank as least recent.
+-- The reference date is the latest calendar day that
+--   (1) counts only lines not dated after the day they were loaded (loaded_at, the load's SYSDATE,
+--       UTC) plus one day of grace, as invoice times are the shop's local time: a line dated in the
+--       future of its own load is impossible, however many such lines there are (a 2099-12-31
+--       batch), and
+--   (2) has at least 1% as many such lines as the busiest day: one stray line (or a few) dated a
+--       plausible day after the real data cannot move it either.
+-- The plain last day in the data (MAX(invoice_ts)) let one line dated 2099-12-31 make every
+-- customer "at risk". On the source file the rule changes nothing: every day has at least 279
+-- lines, the busiest 5,331, and the last (2011-12-09) 1,632. On a live feed the date moves to a
+-- new day once that day has 1% of the busiest day's lines.
 -- Redshift: write DATEDIFF(day, last_purchase, snapshot) for the date subtraction.
 CREATE VIEW analytics.customer_rfm AS
-WITH "snapshot" AS (
-    SELECT CAST(MAX("invoice_ts") AS DATE) AS "snapshot_date" FROM dw."fact_sales_line"
+WITH "plausible_days" AS (
+    SELECT CAST("invoice_ts" AS DATE) AS "day", COUNT(*) AS "lines"
+    FROM dw."fact_sales_line"
+    WHERE CAST("invoice_ts" AS DATE) <= CAST(DATEADD(day, 1, "loaded_at") AS DATE)
+    GROUP BY CAST("invoice_ts" AS DATE)
+), "snapshot" AS (
+    SELECT MAX(p."day") AS "snapshot_date"
+    FROM "plausible_days" AS p
+    WHERE 100 * p."lines" >= (SELECT MAX(b."lines") FROM "plausible_days" AS b)
 ), "per_customer" AS (
     SELECT "customer_id",
            MIN(CASE WHEN NOT "is_cancellation" THEN "invoice_ts" END) AS "first_purchase_ts",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import html
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -32,8 +33,9 @@ VIEWS: list[tuple[str, str, str, int]] = [
      "invoice, and cancelled revenue per sold revenue, in the month the cancellation happened.", 100),
     ("cancellation_rate_by_product", "Cancellation rate by product", "Real products with the most "
      "cancelled units; a rate above 1 means goods sold before the data starts were cancelled in it.", 25),
-    ("customer_rfm", "Customers by revenue, with RFM scores", "Recency in days before the last day of "
-     "data, frequency = sales invoices, monetary = net revenue; scores 1-5, 5 = best.", 25),
+    ("customer_rfm", "Customers by revenue, with RFM scores", "Recency in days before the reference date "
+     "(the latest day with a normal volume of lines, never a stray or future-dated line), frequency = sales "
+     "invoices, monetary = net revenue; scores 1-5, 5 = best.", 25),
     ("rfm_segments", "RFM segments", "Customers and their net revenue per segment.", 50),
     ("invoice_size_distribution", "Invoice size distribution", "Sales invoices by number of lines.", 50),
     ("data_quality", "Data quality", "How many lines each trap in the source covers.", 50),
@@ -130,12 +132,41 @@ def _fmt(value: Any, column: str = "") -> str:
     return str(value)
 
 
-def _csv_value(value: Any) -> Any:
+# A cell a spreadsheet (Excel, LibreOffice, Google Sheets) reads as a formula when its text starts
+# with one of these (OWASP "CSV Injection"; ASVS 1.2.10 adds NUL; a leading LF is kept out for the same
+# reason as CR).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
+# Text that is a plain decimal number: a spreadsheet reads it as that number and nothing else.
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def csv_cell(value: Any) -> Any:
+    """One value as the report's CSV writes it: NULL empty, timestamps ISO, numbers (Decimal, int,
+    float) exactly as stored (-27.5 stays -27.5), and text that a spreadsheet would run as a formula
+    neutralised the way OWASP recommends: a single quote in front ("=cmd" -> "'=cmd"), which the
+    spreadsheet shows as text. Leading whitespace counts as nothing (" =cmd" is caught too): a
+    spreadsheet, or the warehouse's trimming, may drop it.
+
+    Text that is a plain number ("-5", "+3.5", "1e3") is left alone: opened in a spreadsheet it is
+    that number and cannot call anything (OWASP's rule is about cells that are not numbers), while a
+    quote in front would change the value every other CSV reader sees. Anything more than a plain
+    number ("-5+1", "-1)*A1", " -5") is neutralised."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
+    if isinstance(value, str) and value and not PLAIN_NUMBER.fullmatch(value) and (
+            value.startswith(FORMULA_START) or value.lstrip().startswith(FORMULA_START)):
+        return "'" + value
     return value
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A view's rows as CSV (UTF-8, RFC 4180 quoting), every cell through csv_cell."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows([csv_cell(v) for v in row] for row in rows)
 
 
 def _query(cur, sql: str) -> tuple[list[str], list[tuple]]:
@@ -309,10 +340,7 @@ def build_report(out_dir: Path, cfg: config.Stack | None = None) -> ReportResult
                 # Views end in ORDER BY; a temp table does not keep it, so order by the view's own columns.
                 columns, rows = _query(cur, f'SELECT * FROM "report_{view}" ORDER BY {VIEW_ORDER[view]}')
                 csv_path = out_dir / f"{view}.csv"
-                with open(csv_path, "w", encoding="utf-8", newline="") as handle:
-                    writer = csv.writer(handle)
-                    writer.writerow(columns)
-                    writer.writerows([_csv_value(v) for v in row] for row in rows)
+                write_csv(csv_path, columns, rows)
                 result.csv_paths[view] = csv_path
                 result.rows[view] = len(rows)
                 sections.append(
