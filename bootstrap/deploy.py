@@ -64,12 +64,39 @@ class RefusedForAws(RuntimeError):
     """A setting that is fine on an emulator and unsafe on a real account."""
 
 
+# A secret given on AWS (any setting of config.DEV_DEFAULTS) is at least this long and not trivially weak.
+MIN_SECRET_BYTES = 32
+MIN_SECRET_DISTINCT_CHARACTERS = 8
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why `value` is too weak to be a secret on AWS, None when it is not. Never names the value."""
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    if len(set(value)) < MIN_SECRET_DISTINCT_CHARACTERS:
+        return f"has fewer than {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters"
+    if value in (value + value)[1:-1]:
+        return "is a repetition of a shorter string"
+    if len({ord(b) - ord(a) for a, b in zip(value, value[1:])}) == 1:
+        return "is a run of consecutive characters"
+    return None
+
+
 def refuse_local_defaults(environ: dict[str, str] | None = None) -> None:
-    """Real AWS gets no local-development default (their values are printed in the README) and
-    no fault injection. Secrets and the API key are generated on AWS instead."""
+    """Real AWS gets no local-development default (their values are printed in the README), no
+    weak secret (secret_weakness) and no fault injection. Unset, secrets and the API key are
+    generated on AWS instead."""
     environ = os.environ if environ is None else environ
-    problems = [f"{name} is set to the local-development default" for name, default in config.DEV_DEFAULTS.items()
-                if environ.get(name) == default]
+    problems = []
+    for name, default in config.DEV_DEFAULTS.items():
+        value = environ.get(name)
+        if not value:  # unset (or empty, which config reads as unset): generated on AWS
+            continue
+        if value == default:
+            problems.append(f"{name} is set to the local-development default")
+        elif (weakness := secret_weakness(value)) is not None:
+            problems.append(f"{name} {weakness} (a secret on AWS needs at least {MIN_SECRET_BYTES} bytes, "
+                            f"{MIN_SECRET_DISTINCT_CHARACTERS} distinct characters, no repeated pattern)")
     if environ.get("WAREHOUSE_DSN") and config.DEV_PG_PASSWORD in environ["WAREHOUSE_DSN"]:
         problems.append("WAREHOUSE_DSN holds the local-development password")
     try:
@@ -78,7 +105,8 @@ def refuse_local_defaults(environ: dict[str, str] | None = None) -> None:
         problems.append(str(exc))
     if problems:
         raise RefusedForAws("refusing to deploy to AWS: " + "; ".join(problems)
-                            + ". Unset them: the stack generates secrets in Secrets Manager.")
+                            + ". Unset them: the stack generates secrets in Secrets Manager (or give random values, "
+                            + "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))').")
 
 
 def stack_name() -> str:

@@ -369,11 +369,149 @@ def postgres_ready(cfg: config.Stack, bindir: Path) -> bool:
     return out.returncode == 0
 
 
+# A server killed uncleanly (SIGKILL, the OOM killer) leaves its postmaster.pid and socket lock file
+# (.s.PGSQL.<port>.lock) behind. Postgres removes them itself when the PID in them is dead, and does
+# crash recovery; it refuses to start while that PID is alive: a zombie not yet reaped (PID 1 of some
+# containers reaps late) or a PID the system has given to another process since. Those files are
+# removed here, and only when neither that PID nor any other process runs in the data directory (the
+# postmaster and its backends work there): never the files of a live server.
+
+def _process(pid: int) -> tuple[str, list[str], str | None] | None:
+    """(state, command line, working directory) of a process, None when there is none. Linux reads
+    /proc; elsewhere `ps` (no working directory). A state starting with Z is a zombie."""
+    if Path("/proc/self").is_dir():
+        proc = Path("/proc") / str(pid)
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except (OSError, IndexError):
+            return "?", [], None
+        try:
+            cwd: str | None = os.readlink(proc / "cwd")
+        except OSError:
+            cwd = None  # another user's process, or it is just exiting
+        return state, argv, cwd
+    out = subprocess.run(["ps", "-o", "stat=", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    state, _, command = out.stdout.strip().partition(" ")
+    return state, command.split(), None
+
+
+def _postmaster_state(pid: int, pgdata: Path) -> str:
+    """"ours" (a live process working in `pgdata`), "gone" (no such process, a zombie, or another
+    program) or "unknown" (alive, but its working directory cannot be read: Postgres decides)."""
+    info = _process(pid)
+    if info is None or info[0].startswith(("Z", "X")):
+        return "gone"
+    _, argv, cwd = info
+    if cwd is not None:
+        return "ours" if Path(cwd) == pgdata else "gone"
+    name = os.path.basename(argv[0]) if argv else "postgres"
+    return "unknown" if "postgres" in name or "postmaster" in name else "gone"
+
+
+def _processes_in(pgdata: Path) -> list[int]:
+    """Live processes working in `pgdata`: what is left of a killed server (its backends notice the
+    postmaster's death and exit, not at once). Linux only: elsewhere Postgres' own check decides."""
+    if not Path("/proc/self").is_dir():
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(os.readlink(f"/proc/{entry}/cwd")) != pgdata:
+                continue
+        except OSError:
+            continue
+        info = _process(int(entry))
+        if info is not None and not info[0].startswith(("Z", "X")):
+            found.append(int(entry))
+    return found
+
+
+def _lock_file(path: Path) -> tuple[bytes, int | None] | None:
+    """(content, PID) of a Postgres lock file; None when there is none. A standalone backend writes -PID."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    first = content.split(b"\n", 1)[0].strip().lstrip(b"-")
+    return content, int(first) if first.isdigit() else None
+
+
+def running_postmaster(cfg: config.Stack) -> tuple[int, int | None] | None:
+    """(PID, port) of the postmaster running on the cluster according to its postmaster.pid, None
+    when none surely does (no file, or its PID is gone: see _postmaster_state)."""
+    pgdata = Path(os.path.realpath(cfg.data_dir / "pg"))
+    lock = _lock_file(pgdata / "postmaster.pid")
+    if lock is None or lock[1] is None or _postmaster_state(lock[1], pgdata) != "ours":
+        return None
+    lines = lock[0].decode(errors="replace").splitlines()
+    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+    return lock[1], port
+
+
+def clear_stale_lock_files(cfg: config.Stack, timeout: float = 30) -> bool:
+    """Remove the lock files a killed server left (see above); True when there were some. Waits up
+    to `timeout` s for what is left of that server to exit (a StackError names it otherwise)."""
+    pgdata = Path(os.path.realpath(cfg.data_dir / "pg"))
+    pid_file = pgdata / "postmaster.pid"
+    lock = _lock_file(pid_file)
+    if lock is None:
+        return False
+    pid = lock[1]
+    if pid is not None and _postmaster_state(pid, pgdata) != "gone":
+        return False  # running, or cannot be told: pg_ctl decides
+    deadline = time.monotonic() + timeout
+    while True:
+        if _lock_file(pid_file) != lock:
+            return False  # a server was started meanwhile
+        left = _processes_in(pgdata)
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            raise StackError(f"PostgreSQL of {pgdata} was killed (its postmaster, PID {pid}, is gone), but processes "
+                             f"it started still run there: {' '.join(map(str, left))}. End them "
+                             f"(kill {' '.join(map(str, left))}) and run `ecom up` again")
+        time.sleep(0.1)
+    if pid is not None:
+        for socket_lock in pgdata.glob(".s.PGSQL.*.lock"):
+            found = _lock_file(socket_lock)
+            if found is not None and found[1] == pid:
+                socket_lock.unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _wait_for_running(cfg: config.Stack, binaries: PgBinaries, pid: int, port: int | None, timeout: float) -> None:
+    """A postmaster of this cluster runs (starting, or recovering after a crash of a backend): wait
+    until it accepts connections on the configured port."""
+    log_file = cfg.logs_dir / "postgres.log"
+    if port is not None and port != cfg.pg_port:
+        raise StackError(f"PostgreSQL (PID {pid}) already runs on {cfg.data_dir / 'pg'}, on port {port} instead of "
+                         f"{cfg.pg_port}: set ECOM_PG_PORT={port}, or stop it (ECOM_PG_PORT={port} ecom down)")
+    deadline = time.monotonic() + timeout
+    while not postgres_ready(cfg, binaries.bindir):
+        if time.monotonic() > deadline:
+            raise StackError(f"PostgreSQL (PID {pid}) runs on {cfg.data_dir / 'pg'} but did not accept connections "
+                             f"on port {cfg.pg_port} in {timeout:.0f}s; see {log_file}")
+        time.sleep(0.2)
+
+
 def start_postgres(cfg: config.Stack, timeout: float = 60) -> PgBinaries:
     binaries = pg_binaries(cfg)
     bindir = binaries.bindir
     pgdata = cfg.data_dir / "pg"
     run_as = _as_service_user()
+    running = running_postmaster(cfg)
+    if running is not None:
+        _wait_for_running(cfg, binaries, *running, timeout=timeout)
+        return binaries
+    clear_stale_lock_files(cfg)
     if port_open(cfg.pg_port):
         raise StackError(f"port {cfg.pg_port} on 127.0.0.1 is already taken by another process; "
                          f"set ECOM_PG_PORT to a free port")
@@ -454,10 +592,15 @@ def up(cfg: config.Stack | None = None) -> bool:
         return False
     state = read_state(cfg)
     if not current.postgres_up and not cfg.warehouse_dsn_override:
+        # Also after the server was killed: start_postgres clears what it left (crash recovery is Postgres').
         binaries = start_postgres(cfg)
         # What runs, for `ecom status` and `ecom endpoints`.
         state["pg_binaries"] = {"source": binaries.source, "bindir": str(binaries.bindir),
                                 "version": binaries.version}
+        if current.redshift_data_up:
+            # Its pooled connections went with the old server: each would fail its next statement.
+            stop_process(state.get("redshift_data_pid"), timeout=10)
+            current.redshift_data_up = False
     if not current.ministack_up:
         state["ministack_pid"] = start_ministack(cfg)
     if not current.redshift_data_up:

@@ -2,11 +2,14 @@
 
 Against the session's stack (tests/conftest.py), which `bootstrap.deploy.deploy` created: the stack
 owns every resource the spec names, a second deployment changes nothing, and a changed function's
-code updates that function and nothing else.
+code updates that function and nothing else. Without a stack: what a deployment to real AWS
+refuses before its first call (weak secrets).
 """
 from __future__ import annotations
 
 import io
+import os
+import secrets
 import uuid
 import subprocess
 import sys
@@ -15,11 +18,9 @@ import zipfile
 import pytest
 
 from bootstrap import template
-from bootstrap.deploy import Deployment, deploy, stack_name
+from bootstrap.deploy import Deployment, RefusedForAws, deploy, stack_name
 from bootstrap.spec import function_environment, platform
 from ecom_core import aws, config
-
-pytestmark = pytest.mark.stack
 
 
 def _stack_resources(cfg) -> dict[str, list[dict]]:
@@ -32,6 +33,7 @@ def _stack_resources(cfg) -> dict[str, list[dict]]:
     return out
 
 
+@pytest.mark.stack
 def test_one_stack_owns_every_resource_the_platform_uses(stack_env):
     cfg = stack_env["cfg"]
     p = platform()
@@ -82,6 +84,7 @@ def test_one_stack_owns_every_resource_the_platform_uses(stack_env):
     assert not any(value in str(described["Parameters"]) for value in config.DEV_DEFAULTS.values())
 
 
+@pytest.mark.stack
 def test_a_second_deployment_changes_nothing(stack_env):
     cfg = stack_env["cfg"]
     report = deploy(cfg)
@@ -112,6 +115,7 @@ def _with_comment(blob: bytes, member: str) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.stack
 def test_a_changed_handler_updates_that_function_only(stack_env, monkeypatch):
     cfg = stack_env["cfg"]
     r = config.resources()
@@ -145,6 +149,7 @@ def test_a_changed_handler_updates_that_function_only(stack_env, monkeypatch):
     assert lam.get_function_configuration(FunctionName=r.reads_function)["CodeSha256"] == before[r.reads_function]
 
 
+@pytest.mark.stack
 def test_cli_plan_on_the_running_stack_shows_no_changes(stack_env):
     env = {**__import__("os").environ, **stack_env["env"]}
     out = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--plan"], env=env, capture_output=True,
@@ -153,6 +158,7 @@ def test_cli_plan_on_the_running_stack_shows_no_changes(stack_env):
     assert "no changes" in out.stdout and "not executed" in out.stdout
 
 
+@pytest.mark.stack
 def test_a_failed_deployment_raises_with_the_failed_resources_reasons(stack_env, monkeypatch):
     """A stack beside the session's (its names prefixed) with one resource that cannot be created (a
     custom resource whose function does not exist): the creation rolls back, the error names it and
@@ -189,3 +195,55 @@ def test_a_failed_deployment_raises_with_the_failed_resources_reasons(stack_env,
     assert "ROLLBACK" in message and "Broken (Custom::Broken) CREATE_FAILED" in message, message
     s3 = aws.client("s3", cfg)
     assert not {b["Name"] for b in s3.list_buckets()["Buckets"]} & set(p.buckets)
+
+
+# ---------------------------------------------------------------- no stack: what real AWS refuses
+
+class ReachedAws(Exception):
+    """The deployment got past its refusals to its first AWS call."""
+
+
+@pytest.fixture
+def aws_cfg(monkeypatch):
+    """The aws target with no secret, DSN or fault injection set, and no AWS call possible."""
+    def first_call(*args, **kwargs):
+        raise ReachedAws()
+
+    monkeypatch.setattr(aws, "client", first_call)
+    for name in [*config.DEV_DEFAULTS, "WAREHOUSE_DSN", "ECOM_FAULTS"]:
+        monkeypatch.delenv(name, raising=False)
+    return config.Stack(target="aws", aws_endpoint_url=None)
+
+
+@pytest.mark.parametrize("variable", sorted(config.DEV_DEFAULTS))
+def test_aws_deploy_refuses_a_weak_secret_before_any_call(aws_cfg, monkeypatch, variable):
+    """A secret given for AWS has at least 32 bytes and is not trivially weak; the refusal names
+    the variable and the rule, never the value."""
+    strong = secrets.token_urlsafe(30)
+    for value, rule in [("a", "shorter than 32 bytes"), (strong[:31], "shorter than 32 bytes"),
+                        ("a" * 40, "fewer than 8 distinct characters"),
+                        ("0123456789abcdef" * 3, "repetition of a shorter string"),
+                        ("".join(map(chr, range(ord("A"), ord("A") + 40))), "run of consecutive characters")]:
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(RefusedForAws, match=f"{variable} [^;]*{rule}") as info:
+            deploy(aws_cfg)
+        message = str(info.value)
+        assert "at least 32 bytes" in message
+        if len(value) > 1:
+            assert value not in message and value[:8] not in message, "the refusal echoes the secret"
+    assert len(strong[:31].encode()) == 31
+
+
+def test_aws_deploy_accepts_a_strong_secret_or_none(aws_cfg, monkeypatch):
+    """Unset, the stack generates the secrets (Secrets Manager, API Gateway); set, a random 40-character
+    value passes. Either way the deployment goes on to AWS."""
+    with pytest.raises(ReachedAws):
+        deploy(aws_cfg)
+    for variable in config.DEV_DEFAULTS:
+        monkeypatch.setenv(variable, secrets.token_urlsafe(30))  # 40 characters
+    assert all(len(os.environ[v]) == 40 for v in config.DEV_DEFAULTS)
+    with pytest.raises(ReachedAws):
+        deploy(aws_cfg)
+    monkeypatch.setenv("ECOM_JWT_SECRET", "")  # empty is unset for config: generated as well
+    with pytest.raises(ReachedAws):
+        deploy(aws_cfg)
