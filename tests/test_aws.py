@@ -272,6 +272,7 @@ def test_signed_post_first_signs_an_ipv6_host_as_botocore_does():
         server.close()
 
 
+@pytest.mark.stack
 def test_the_triggers_writer_stores_through_the_fast_path_and_finds_refused_items(stack_env):
     """On the running emulator: the stream trigger's writer (SignedPostFirst over BatchWriteItem)
     stores every valid item exactly, and an item DynamoDB refuses (over 400 KB) still comes back
@@ -297,6 +298,7 @@ def test_the_triggers_writer_stores_through_the_fast_path_and_finds_refused_item
         dynamodb.delete_item(TableName=table, Key={"InvoiceNo": item["InvoiceNo"], "LineId": item["LineId"]})
 
 
+@pytest.mark.stack
 def test_the_ingestion_producer_puts_records_byte_for_byte(stack_env):
     """On the running emulator: the ingestion Lambda's PutRecords path (wire-form records through
     SignedPostFirst) puts each event's canonical JSON, byte for byte, on the invoice's shard."""

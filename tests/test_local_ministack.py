@@ -46,6 +46,7 @@ def test_the_launchers_kinesis_expiry_keeps_ministacks_behaviour():
             assert ours["shards"]["shardId-000000000000"]["records"] is untouched
 
 
+@pytest.mark.stack
 def test_the_embedded_emulator_runs_with_the_launchers_fixes(stack_env):
     state = stack.read_state(stack_env["cfg"])
     with open(f"/proc/{state['ministack_pid']}/cmdline", "rb") as handle:
@@ -67,6 +68,7 @@ def test_the_launcher_serves_with_ministacks_settings_or_leaves_it_to_ministack(
     assert server.uvicorn_settings() is None
 
 
+@pytest.mark.stack
 def test_the_embedded_emulator_answers_over_uvicorn_as_over_ministacks_server(stack_env):
     import http.client
 

@@ -37,8 +37,9 @@ def project_statements() -> list[str]:
 
 
 def test_project_statements_pass_through_except_what_redshift_only():
-    """Only SYSDATE, the informational keys and COPY are rewritten; every other statement reaches
-    Postgres byte for byte (the views, MERGE, the star-schema statements, LOCK)."""
+    """Only SYSDATE, DATEADD (the RFM view's reference date), the informational keys and COPY are
+    rewritten; every other statement reaches Postgres byte for byte (the other views, MERGE, the
+    star-schema statements, LOCK)."""
     changed = {}
     for sql in project_statements():
         t = translate(sql)
@@ -47,7 +48,7 @@ def test_project_statements_pass_through_except_what_redshift_only():
         else:
             assert t.sql == sql.strip()
     assert all(t.kind == "copy" or set(t.changes) <= {
-        "SYSDATE -> LOCALTIMESTAMP (transaction start, UTC)",
+        "SYSDATE -> LOCALTIMESTAMP (transaction start, UTC)", "DATEADD -> timestamp + n * interval",
         "PRIMARY KEY/UNIQUE/FOREIGN KEY dropped (informational on Redshift)", INDEX_CHANGE,
         "DISTSTYLE/DISTKEY/SORTKEY/ENCODE/BACKUP dropped (physical layout)"} for t in changed.values())
     fact = next(t for s, t in changed.items() if "fact_sales_line (" in s and s.startswith("CREATE TABLE"))
@@ -60,6 +61,8 @@ def test_project_statements_pass_through_except_what_redshift_only():
     rejects = next(t for s, t in changed.items() if "dw.load_rejects (" in s and s.startswith("CREATE TABLE"))
     assert "PRIMARY KEY" not in rejects.sql
     assert rejects.sql.endswith('"load_rejects_file_key_line_no_key" ON dw.load_rejects (file_key, line_no)')
+    [rfm] = [t for s, t in changed.items() if "DATEADD" in s]
+    assert set(rfm.changes) == {"DATEADD -> timestamp + n * interval"} and "customer_rfm" in rfm.source
     copies = [t for t in changed.values() if t.kind == "copy"]
     assert len(copies) == 3 and all(c.copy.manifest and c.copy.csv and c.copy.ignore_header == 1 for c in copies)
 

@@ -238,6 +238,7 @@ def test_raw_objects_arriving_during_a_transform_are_kept(stack_env, clean_store
     assert c["raw_objects_pending"] == 0 and c["warehouse_rows"] == 417 and c["invoice_lines"] == 417
 
 
+@pytest.mark.stack
 def test_the_warehouse_runs_with_the_load_settings(stack_env):
     """The embedded cluster and docker-compose's Postgres keep the load's sorts and temporary tables
     in memory (bootstrap/stack.py PG_LOAD_SETTINGS), with the same values."""
