@@ -37,6 +37,7 @@ class SchemaDrift(RuntimeError):
 # downstream of the API (DynamoDB numbers, the warehouse columns on Postgres *and* Redshift, where
 # varchar(n) counts bytes). Ingestion (handlers/events.py) and the load's row check (etl/load.py)
 # both ask these functions, so the two cannot drift apart.
+REPLACEMENT_CHARACTER = "\ufffd"    # what a lenient decoder puts where bytes were not UTF-8
 TEXT_BYTES = {"event_id": 128, "InvoiceNo": 32, "StockCode": 32, "Description": 1000, "Country": 64}
 MAX_ABS_QUANTITY = 10**9            # warehouse integer (int4)
 PRICE_DECIMALS = 3                  # numeric(14,3) would round a 4th decimal away silently
@@ -55,10 +56,16 @@ def text_problem(value: str, max_bytes: int) -> str | None:
     zero-width joiners: text that displays unlike its bytes), lone surrogates (not Unicode; they
     cannot be encoded as UTF-8), private-use and unassigned code points, line and paragraph
     separators. `str.isprintable()` is exactly that set (plus ordinary spaces allowed), at C speed.
+    Also refused: U+FFFD, the replacement character. It is what bytes that were not UTF-8 become
+    when a decoder replaces them (API Gateway does, for a text body): text holding one is not the
+    text that was sent, and no stage could give the original back.
     """
     if not value.isprintable():
         bad = next(ch for ch in value if not ch.isprintable())
         return f"contains the character U+{ord(bad):04X}, which is not accepted (control, format or invalid)"
+    if REPLACEMENT_CHARACTER in value:
+        return (f"contains U+FFFD at character {value.index(REPLACEMENT_CHARACTER)}: the replacement for bytes "
+                f"that were not valid UTF-8; send the text as UTF-8")
     size = len(value.encode("utf-8"))
     if size > max_bytes:
         return f"longer than {max_bytes} bytes (UTF-8)"

@@ -4,7 +4,8 @@ Verification is deliberately strict and small:
 - the header must name exactly the algorithm we expect (`HS256`); `none`, `HS512`, `RS256`, ... are
   refused before any key is looked at, so an attacker cannot choose the algorithm (the classic
   `alg: none` and RS256->HS256 key-confusion attacks);
-- the signature is compared in constant time over the exact bytes received;
+- every segment must be canonical unpadded base64url (one spelling per byte string), and the
+  signature is compared in constant time over the exact bytes received;
 - `exp` and `iat` are required, `nbf` is honoured, and a token may not live longer than
   `max_token_ttl_seconds` (exp - iat), whoever minted it; `iss` and `aud` must match configuration;
 - a customer token's `sub` must be a customer id (positive integer, as text, matched whole);
@@ -66,12 +67,20 @@ def b64url_encode(raw: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
+    """Canonical unpadded base64url only (RFC 7515 section 2): the url-safe alphabet, no '=', and
+    the one spelling of the bytes. The last character of a segment whose length is not a multiple
+    of 4 carries 2 or 4 bits beyond the bytes; base64 decoders ignore them, so up to 16 spellings
+    decode alike (a signature whose last character was changed would still verify). Only the
+    spelling `b64url_encode` gives back is accepted."""
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise AuthError("token is not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise AuthError("token is not base64url") from exc
+    if b64url_encode(raw) != text:
+        raise AuthError("token is not canonical base64url (unused bits set in a segment's last character)")
+    return raw
 
 
 def _hs256(key: bytes, signing_input: bytes) -> bytes:

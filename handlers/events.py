@@ -17,6 +17,7 @@ from typing import Any
 
 from ecom_core import contract
 from ecom_core.events import EVENT_FIELDS, OrderLine, bound_event_id
+from ecom_core.json_codec import InexactNumber
 
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
 REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
@@ -55,8 +56,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _inexact(value: Any, field: str, index: int | None, errors: list[FieldError]) -> bool:
+    """True (and the field's error noted) for a number the request body held but a float cannot:
+    1e-400 (read as 0.0), 1e400 (inf), NaN, 2.55000000000000001 (2.55). json_codec.loads_request
+    marks them; taking the float would store something the client did not send."""
+    if isinstance(value, InexactNumber):
+        errors.append(FieldError(index, field, value.problem))
+        return True
+    return False
+
+
 def _code(value: Any, field: str, index: int | None, errors: list[FieldError]) -> str | None:
     """InvoiceNo / StockCode: text, or a whole number that pandas turned into one."""
+    if _inexact(value, field, index, errors):
+        return None
     if isinstance(value, str):
         text = value.strip()
     elif _is_number(value) and math.isfinite(value) and float(value).is_integer():
@@ -175,7 +188,7 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
         out["Description"] = _text(description, "Description", index, errors)
 
     quantity = raw.get("Quantity")
-    if quantity is not None:
+    if quantity is not None and not _inexact(quantity, "Quantity", index, errors):
         if isinstance(quantity, int) and not isinstance(quantity, bool):
             value = quantity
         elif isinstance(quantity, float) and math.isfinite(quantity) and quantity.is_integer():
@@ -201,7 +214,7 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
                 out["InvoiceDate"] = stored
 
     price = raw.get("UnitPrice")
-    if price is not None:
+    if price is not None and not _inexact(price, "UnitPrice", index, errors):
         if not _is_number(price) or not math.isfinite(price):
             errors.append(FieldError(index, "UnitPrice", f"must be a number, got {_short(price)}"))
         else:
@@ -216,6 +229,8 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
     customer = raw.get("CustomerID")
     if customer is None:
         out["CustomerID"] = None
+    elif _inexact(customer, "CustomerID", index, errors):
+        pass
     elif _is_number(customer) and math.isfinite(customer) and float(customer).is_integer() \
             and contract.customer_problem(int(customer)) is None:
         out["CustomerID"] = int(customer)

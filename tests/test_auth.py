@@ -73,3 +73,45 @@ def test_authorizer_policy_names_every_allowed_route():
     operator = authenticate("Operator op-key-for-unit-tests", auth=AUTH)
     assert policy_for(operator, arn)["policyDocument"]["Statement"][0]["Resource"] == [
         "arn:aws:execute-api:us-east-1:000000000000:api1/test/GET/*"]
+
+
+B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_only_canonical_base64url_verifies():
+    """A 32-byte signature is 43 characters: the last carries 2 bits beyond the bytes, which base64
+    decoders ignore. A token whose last character differs only there decodes to the same signature;
+    it is refused, as are padding and characters outside the url-safe alphabet."""
+    import base64
+
+    from handlers.auth import b64url_decode
+
+    token = mint(14911, ttl_seconds=600, now=NOW, auth=AUTH)
+    assert verify_jwt(token, auth=AUTH, now=NOW).customer_id == 14911
+    signing_input, _, signature = token.rpartition(".")
+    assert len(signature) == 43
+    unused_bits = 2 ** (len(signature) * 6 - 32 * 8) - 1                 # 0b11
+    position = B64URL_ALPHABET.index(signature[-1])
+    for flip in range(1, unused_bits + 1):
+        tampered = signature[:-1] + B64URL_ALPHABET[position ^ flip]
+        # The same bytes to a lenient decoder: what made the changed token verify.
+        assert base64.urlsafe_b64decode(tampered + "=") == base64.urlsafe_b64decode(signature + "=")
+        with pytest.raises(AuthError, match="not canonical base64url"):
+            verify_jwt(signing_input + "." + tampered, auth=AUTH, now=NOW)
+        with pytest.raises(AuthError):
+            authenticate("Bearer " + signing_input + "." + tampered, auth=AUTH, now=NOW)
+    # Every segment, whatever its length: "QQ" is b"A", and so (leniently) are "QR", "QS", "QT".
+    assert b64url_decode("QQ") == b"A" and b64url_decode("QUE") == b"AA"
+    for text in ("QR", "QS", "QT", "QUF", "QQ==", "QQ=", "Q+E", "Q/E", "QU E", "QUE\n"):
+        with pytest.raises(AuthError, match="base64url"):
+            b64url_decode(text)
+    # The header and payload are signed as the text received, so a respelled one fails the signature
+    # check anyway; b64url_decode refuses it on its own too.
+    header, payload, _ = token.split(".")
+    for segment in (header, payload):
+        if len(segment) % 4:                                          # its last character has unused bits
+            changed = segment[:-1] + B64URL_ALPHABET[B64URL_ALPHABET.index(segment[-1]) ^ 1]
+            with pytest.raises(AuthError, match="not canonical base64url"):
+                b64url_decode(changed)
+            with pytest.raises(AuthError):
+                verify_jwt(token.replace(segment, changed, 1), auth=AUTH, now=NOW)

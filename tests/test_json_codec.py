@@ -7,6 +7,7 @@ price form ingestion accepts, generated values and texts, and hostile corner cas
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -172,3 +173,84 @@ def test_without_orjson_the_standard_library_answers():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT,
                             timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+# ---------------------------------------------------------------- loads_request: a client's body, read as sent
+def _as_sent(literal: str, value) -> bool:
+    """A plain float holds the literal's value (as ingestion reads numbers: repr's decimal); an
+    InexactNumber is json's float for a literal it does not hold, and keeps the literal."""
+    from decimal import Decimal
+
+    json_float = float(literal)
+    held = math.isfinite(json_float) and (Decimal(repr(json_float)) == Decimal(literal)
+                                          or (json_float == 0 and Decimal(literal) == 0))
+    if type(value) is float:
+        return held and repr(value) == repr(json_float)
+    return (not held and isinstance(value, json_codec.InexactNumber) and value.literal == literal
+            and repr(float(value)) == repr(json_float))
+
+
+number_literals = st.builds(
+    lambda sign, whole, fraction, exponent: sign + whole + (("." + fraction) if fraction else "") + exponent,
+    st.sampled_from(["", "-"]), st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,20}", fullmatch=True)),
+    st.from_regex(r"[0-9]{0,22}", fullmatch=True),
+    st.one_of(st.just(""), st.from_regex(r"[eE][-+]?[0-9]{1,4}", fullmatch=True)))
+
+
+@PROPERTY
+@given(literal=number_literals)
+def test_loads_request_reads_every_number_as_sent_or_marks_it(literal):
+    value = json_codec.loads_request(literal.encode())
+    if type(value) is int:
+        assert value == int(literal)
+    else:
+        assert _as_sent(literal, value), (literal, value)
+
+
+@PROPERTY
+@given(text=texts_from_values)
+def test_loads_request_answers_what_json_answers_on_what_json_writes(text):
+    """json.dumps writes every finite float as repr: read back as the same plain float. NaN and
+    Infinity (json writes them; they are not JSON) come back marked."""
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:                     # a lone surrogate in the text: read the str
+        body = text
+    ours, theirs = json_codec.loads_request(body), json.loads(text)
+    pending = [(ours, theirs)]
+    while pending:
+        x, y = pending.pop()
+        if isinstance(y, float) and not math.isfinite(y):
+            assert isinstance(x, json_codec.InexactNumber) and repr(float(x)) == repr(y)
+        elif isinstance(y, dict):
+            assert list(x) == list(y)
+            pending.extend((x[k], y[k]) for k in y)
+        elif isinstance(y, list):
+            assert len(x) == len(y)
+            pending.extend(zip(x, y))
+        else:
+            assert same(x, y), (text, x, y)
+
+
+def test_loads_request_reads_every_price_and_the_files_events_as_json_does():
+    prices = [k / 1000 for k in range(-1_000_000, 1_000_001)]
+    generator = random.Random(16)
+    prices += [generator.randrange(-10**12, 10**12 + 1) / 1000 for _ in range(300_000)]
+    text = json.dumps(prices)
+    assert same(json_codec.loads_request(text.encode()), json.loads(text))
+    rows = [row.event for row in read_rows(FULL_FILE, limit=60_000)]
+    text = json.dumps(rows, ensure_ascii=False)
+    assert same(json_codec.loads_request(text.encode()), json.loads(text))
+
+
+@pytest.mark.parametrize("raw", HOSTILE_BYTES)
+def test_loads_request_takes_utf8_only(raw):
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        with pytest.raises(json_codec.NotUTF8, match=f"at byte {exc.start} "):
+            json_codec.loads_request(raw)
+        return
+    ours = outcome(json_codec.loads_request, raw)
+    theirs = outcome(json.loads, text.removeprefix("\ufeff"))
+    assert ours[0] == theirs[0] and (same(ours[1], theirs[1]) if ours[0] == "value" else ours[1] == theirs[1])
