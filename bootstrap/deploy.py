@@ -21,6 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bootstrap import spec
 from bootstrap.spec import Platform, platform
 from bootstrap.template import Artifact, artifacts, build, upload
 from ecom_core import aws, config
@@ -340,8 +341,8 @@ class Deployment:
         stack = self.cfn.describe_stacks(StackName=self.name)["Stacks"][0]
         out = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         key = aws.client("apigateway", self.cfg).get_api_key(apiKey=out["ApiKeyId"], includeValue=True)["value"]
-        return {"api_id": out["ApiId"], "api_url": aws.api_url(out["ApiId"], self.cfg), "api_key": key,
-                "stream_arn": out["StreamArn"]}
+        return {"api_id": out["ApiId"], "api_url": aws.api_url(out["ApiId"], self.cfg, stage=out.get("ApiStage")),
+                "api_key": key, "stream_arn": out["StreamArn"]}
 
     def plan(self) -> list[tuple[str, str, str]]:
         """What a deployment would do, without doing it: (resource, action, detail) from a change set
@@ -394,11 +395,12 @@ def plan_changes(cfg: config.Stack | None = None, *, artifact_bucket: str | None
 def find_api(cfg: config.Stack | None = None) -> dict[str, str] | None:
     """The deployed API's id, URL and key, or None when bootstrap has not run."""
     cfg = cfg or config.stack()
-    r = config.resources()
+    r = spec.for_target(config.resources(), cfg.target)   # the stage and key names on this target
     apigw = aws.client("apigateway", cfg)
     api = next((a for a in apigw.get_rest_apis(limit=500)["items"] if a["name"] == r.api_name), None)
     if api is None:
         return None
     key = next((k for k in apigw.get_api_keys(nameQuery=r.api_key_name, includeValues=True)["items"]
                 if k["name"] == r.api_key_name), None)
-    return {"api_id": api["id"], "api_url": aws.api_url(api["id"], cfg), "api_key": (key or {}).get("value", "")}
+    return {"api_id": api["id"], "api_url": aws.api_url(api["id"], cfg, stage=r.api_stage),
+            "api_key": (key or {}).get("value", "")}

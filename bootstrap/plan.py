@@ -28,7 +28,7 @@ def _redacted(environment: dict[str, str]) -> dict[str, str]:
 
 
 def plan(region: str | None = None, p: Platform | None = None) -> dict[str, Any]:
-    p = p or platform()
+    p = p or platform(target="aws")   # the plan of a real account, under its names
     r = p.resources
     region = region or config.stack().region
     digests = {name: code_sha256(artifact.blob) for name, artifact in artifacts(p).items()}

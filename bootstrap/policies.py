@@ -3,7 +3,9 @@ the plan (bootstrap/plan.py) prints them, so the two cannot drift apart.
 
 Least privilege: each function's role gets exactly the statements its spec names (bootstrap/spec.py,
 `Function.permissions`), each a named action on a named resource; the only wildcard action is the
-TLS-only bucket policy's Deny, which grants nothing.
+TLS-only bucket policy's Deny, which grants nothing. The one managed policy is AWS's own for API
+Gateway's account-wide CloudWatch Logs role (AWS form only): that role writes the logs of every REST
+API of the account in the region, so it cannot be narrowed to ours.
 """
 from __future__ import annotations
 
@@ -25,6 +27,16 @@ def scheduler_policy(p: Platform, account: str, region: str, sched: Schedule) ->
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "InvokeTarget", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
          "Resource": f"arn:aws:lambda:{region}:{account}:function:{sched.function}"}]}
+
+
+APIGATEWAY_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+# Named actions on every log group of the account: logs:CreateLogGroup, CreateLogStream, DescribeLogGroups,
+# DescribeLogStreams, PutLogEvents, GetLogEvents, FilterLogEvents.
+APIGATEWAY_LOGS_MANAGED_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
 
 
 REDSHIFT_TRUST_POLICY = {

@@ -2,6 +2,7 @@
 bootstrap/deploy.py deploys on every target; `plan` prints it for a real account."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ class Function:
     package: str = "handlers"
     # Gets the ETL settings and the warehouse secret's name.
     etl_env: bool = False
+    # ReservedConcurrentExecutions on AWS (None: none reserved); see platform() for the values.
+    reserved_concurrency: int | None = None
 
     @property
     def role_name(self) -> str:
@@ -135,8 +138,44 @@ class Platform:
                 (r.operator_secret_name, "operator key of the read API (ECOM_OPERATOR_KEY)")]
 
 
-def platform(resources: config.Resources | None = None) -> Platform:
-    r = resources or config.resources()
+# The emulators' development names (the README, the tests and the CLI use them) and what a real
+# AWS deployment gets instead: nothing on an AWS account says "local" or "test".
+LOCAL_JWT_ISSUER = "ecom-local"
+AWS_JWT_ISSUER = "ecom-pipeline"
+AWS_NAMES = {"api_stage": "v1", "api_key_name": "ecom-pipeline-key"}
+
+
+def for_target(resources: config.Resources, target: str | None) -> config.Resources:
+    """The resources' names on `target`: on AWS the production stage and API key name."""
+    return dataclasses.replace(resources, **AWS_NAMES) if target == "aws" else resources
+
+
+def jwt_issuer(target: str | None) -> str:
+    """The token issuer the functions verify: the configured one, except that AWS never gets the
+    emulators' development issuer (ECOM_JWT_ISSUER set to anything else is kept)."""
+    issuer = config.auth().jwt_issuer
+    return AWS_JWT_ISSUER if target == "aws" and issuer == LOCAL_JWT_ISSUER else issuer
+
+
+# Reserved concurrency of the functions behind the public API (AWS only). The usage plan lets 10,000
+# requests/s through (Throttle), and concurrency = rate x duration: at ~150 ms a request
+# data-ingestion alone would need ~1,500 concurrent executions, more than the account's default
+# quota (1,000) for all functions together, so a producer at the plan's limit would starve the
+# stream consumer (whose backlog expires after 24 h) and the ETL job. Reserving caps each public
+# function, and guarantees it that much:
+# - data-ingestion 200: ~1,300 requests/s at ~150 ms, 650,000 events/s in batches of 500 (far past
+#   the stream's shards; docs/performance.md sizes 50,000 events/s at 15-20 executions);
+# - customer-reads 100: ~2,000 requests/s at ~50 ms (one or two DynamoDB queries);
+# - api-authorizer 50: ~5,000 token checks/s at ~10 ms, and API Gateway caches each answer 60 s.
+# Above that Lambda throttles and the caller gets a 429/5xx, which `ecom replay` retries. Together
+# 350: 650 of the default 1,000 stay for kinesis-trigger and etl-job (AWS keeps at least 100
+# unreserved; an account whose quota is below 450 must raise it first: docs/aws.md).
+RESERVED_CONCURRENCY = {"ingestion": 200, "reads": 100, "authorizer": 50}
+
+
+def platform(resources: config.Resources | None = None, target: str | None = None) -> Platform:
+    """The platform; with target "aws", under the names a real account gets (for_target)."""
+    r = for_target(resources or config.resources(), target)
     return Platform(
         resources=r,
         buckets=[r.raw_bucket, r.staging_bucket, r.dead_letter_bucket],
@@ -151,7 +190,7 @@ def platform(resources: config.Resources | None = None) -> Platform:
         functions=[
             Function(r.ingestion_function, "handlers.ingestion.handler",
                      "POST /events: validate, normalise, PutRecords to the stream", timeout=30, memory=256,
-                     permissions=("PutToStream", "Logs")),
+                     permissions=("PutToStream", "Logs"), reserved_concurrency=RESERVED_CONCURRENCY["ingestion"]),
             Function(r.trigger_function, "handlers.stream_trigger.handler",
                      "Kinesis batch -> DynamoDB lines and customer entries + raw JSON Lines in S3",
                      timeout=120, memory=512,
@@ -159,7 +198,8 @@ def platform(resources: config.Resources | None = None) -> Platform:
                                   "OnFailureDestination", "Logs")),
             Function(r.reads_function, "handlers.reads.handler",
                      "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
-                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "ReadAuthSecrets", "Logs")),
+                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "ReadAuthSecrets", "Logs"),
+                     reserved_concurrency=RESERVED_CONCURRENCY["reads"]),
             Function(r.etl_function, "etl.job.handler",
                      "The batch half on a schedule: raw JSON -> staging CSV -> Glue table -> warehouse (lease, "
                      "exactly once per file)", timeout=900, memory=1024, package="etl", etl_env=True,
@@ -167,7 +207,8 @@ def platform(resources: config.Resources | None = None) -> Platform:
                                   "RedshiftData", "Logs")),
             Function(r.authorizer_function, "handlers.authorizer.handler",
                      "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
-                     timeout=10, memory=128, auth_env=True, permissions=("ReadAuthSecrets", "Logs")),
+                     timeout=10, memory=128, auth_env=True, permissions=("ReadAuthSecrets", "Logs"),
+                     reserved_concurrency=RESERVED_CONCURRENCY["authorizer"]),
         ],
         routes=[Route("/events", "POST", r.ingestion_function, api_key_required=True),
                 Route("/customers/{customerId}/invoices", "GET", r.reads_function, api_key_required=False,
@@ -216,7 +257,7 @@ def function_environment(resources: config.Resources, function: Function | None 
         auth = config.auth()
         # Only the functions that verify credentials get these; the keys themselves stay in Secrets
         # Manager (ecom_core/secrets.py reads them at cold start).
-        env.update({"ECOM_JWT_ISSUER": auth.jwt_issuer, "ECOM_JWT_AUDIENCE": auth.jwt_audience,
+        env.update({"ECOM_JWT_ISSUER": jwt_issuer(target), "ECOM_JWT_AUDIENCE": auth.jwt_audience,
                     "ECOM_JWT_SECRET_ID": resources.jwt_secret_name,
                     "ECOM_OPERATOR_KEY_SECRET_ID": resources.operator_secret_name,
                     "ECOM_JWT_MAX_TTL_SECONDS": str(auth.max_token_ttl_seconds),

@@ -623,14 +623,18 @@ def _stored_auth() -> config.Auth:
 
     from ecom_core import secrets
 
+    from bootstrap import spec
+
     r = config.resources()
+    # The issuer the deployed authorizer verifies on this target (the production one on AWS).
     stored = dataclasses.replace(config.auth(), jwt_secret_id=r.jwt_secret_name,
-                                 operator_key_secret_id=r.operator_secret_name)
+                                 operator_key_secret_id=r.operator_secret_name,
+                                 jwt_issuer=spec.jwt_issuer(config.stack().target))
     try:
         secrets.jwt_secret(stored)
         secrets.operator_key(stored)
     except (BotoCoreError, ClientError):
-        return config.auth()
+        return dataclasses.replace(config.auth(), jwt_issuer=stored.jwt_issuer)
     return stored
 
 
