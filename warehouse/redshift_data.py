@@ -30,6 +30,8 @@ class RedshiftError(RuntimeError):
     """A statement failed on Redshift; the message is Redshift's."""
 
 
+# The first pause before asking again whether a statement has finished (see DataApi._wait).
+FIRST_POLL_SECONDS = 0.01
 # BatchExecuteStatement takes at most this many statements (botocore's model: Sqls, max 40).
 MAX_BATCH_STATEMENTS = 40
 # How long a session of `run` outlives its last call. Longer than any pause of ours between two
@@ -55,6 +57,9 @@ class DataApi:
 
     def _wait(self, statement_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
+        # Polls start short and double up to poll_seconds: most statements of a load take tens of
+        # milliseconds, and a fixed quarter-second poll added up to seconds per group of files.
+        pause = FIRST_POLL_SECONDS
         while True:
             status = self.client.describe_statement(Id=statement_id)
             if status["Status"] == "FINISHED":
@@ -64,7 +69,8 @@ class DataApi:
             if time.monotonic() > deadline:
                 self.client.cancel_statement(Id=statement_id)
                 raise RedshiftError(f"statement {statement_id} did not finish within {self.timeout} s")
-            self.sleep(self.poll_seconds)
+            self.sleep(min(pause, self.poll_seconds))
+            pause *= 2
 
     def run(self, statements: list[str], before_commit: Callable[[], None] | None = None) -> dict[str, Any]:
         """All statements in one transaction. Raises RedshiftError. `before_commit` runs with the
