@@ -3,10 +3,10 @@ sent through the Data API (warehouse/redshift_data.py) by the deployed job and e
 local stack's Data API runs it on Postgres), with the schema, the lease and the run log.
 
 Per group (etl/load.py describes the steps):
-- `LOCK dw.load_manifest`, then COPY each file from S3 with the COPY role into one temporary staging
-  table. Each file goes through a manifest of its own with `mandatory: true`, because
-  `COPY FROM 's3://bucket/key'` is a prefix match: it would also load `key0`, `key.bak`, ... The
-  rows of a file are tagged with its number by an UPDATE right after its COPY.
+- `LOCK dw.load_manifest`, then COPY each file from S3 with the COPY role into a temporary table of
+  its own. Each file goes through a manifest of its own with `mandatory: true`, because
+  `COPY FROM 's3://bucket/key'` is a prefix match: it would also load `key0`, `key.bak`, ... One
+  INSERT ... SELECT ... UNION ALL then fills the staging table, each file's rows with its number.
 - Redshift does not enforce primary keys, so files another loader committed meanwhile are dropped
   from the staging tables under that lock, and the manifest rows are inserted from the
   statistics query in the same transaction.
@@ -71,11 +71,22 @@ def group_statements(files: list[tuple[str, str, str]], iam_role: str, rejects_m
         f'CREATE TEMPORARY TABLE {STAGE_FILES} ("file_no" INTEGER NOT NULL, "file_key" VARCHAR(512) NOT NULL, '
         f'"etag" VARCHAR(128))',
     ]
-    for number, (key, etag, manifest_url) in enumerate(files):
+    # Each file into a temporary table of its own, then all of them into the staging table in one
+    # INSERT that numbers their rows: tagging each file's rows with an UPDATE after its COPY
+    # rescanned and rewrote the growing staging table every time (2.7 s of a 12.5 s full-file load).
+    per_file = [f"{STAGE}_{number}" for number in range(len(files))]
+    for table, (key, etag, manifest_url) in zip(per_file, files):
         statements += [
-            copy_statement(STAGE, COLUMN_LIST, manifest_url, iam_role),
-            f'UPDATE {STAGE} SET "file_no" = {number} WHERE "file_no" IS NULL',
-            f'INSERT INTO {STAGE_FILES} ("file_no", "file_key", "etag") VALUES ({number}, {literal(key)}, {literal(etag)})',
+            f"CREATE TEMPORARY TABLE {table} AS SELECT {COLUMN_LIST} FROM {tables.FACT_TABLE} WHERE 1 = 0",
+            copy_statement(table, COLUMN_LIST, manifest_url, iam_role),
+        ]
+    if files:
+        statements += [
+            f'INSERT INTO {STAGE} ({COLUMN_LIST}, "file_no") '
+            + " UNION ALL ".join(f"SELECT {COLUMN_LIST}, {number} FROM {table}" for number, table in enumerate(per_file)),
+            f'INSERT INTO {STAGE_FILES} ("file_no", "file_key", "etag") VALUES '
+            + ", ".join(f"({number}, {literal(key)}, {literal(etag)})" for number, (key, etag, _) in enumerate(files)),
+            f"DROP TABLE {', '.join(per_file)}",
         ]
     statements += [
         f'DELETE FROM {STAGE_FILES} WHERE "file_key" IN (SELECT "file_key" FROM {tables.MANIFEST_TABLE})',
