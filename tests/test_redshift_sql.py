@@ -104,6 +104,7 @@ def test_parameters_travel_as_named_parameters_and_only_safe_values_inline():
         ('SELECT 1 WHERE "a" = :p1 AND "b" = NULL AND "c" = 7 AND "d" LIKE \'x%\'', [{"name": "p1", "value": "o'k"}])
     assert bind("SELECT %s", (datetime(2011, 12, 9, 12, 50),)) == ("SELECT :p1", [{"name": "p1", "value": "2011-12-09T12:50:00"}])
     assert bind("SELECT 'no parameters: %s stays'", ()) == ("SELECT 'no parameters: %s stays'", [])
+    assert bind("SELECT %s, %s", (Decimal("12.345678901234567890"), 2.5)) == ("SELECT 12.345678901234567890, 2.5", [])
     with pytest.raises(ValueError):
         bind("SELECT %s", (1, 2))
 

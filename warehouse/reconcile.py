@@ -25,7 +25,7 @@ from ecom_core import aws, config
 from ecom_core.events import record_field
 from warehouse import schema, tables
 from warehouse.redshift_data import DataApi
-from warehouse.status import stream_records
+from warehouse.status import shard_positions, stream_records
 
 # The stages in data-path order; the ones whose exactness is the platform's promise are marked.
 EXACT_STAGES = ("dynamodb", "warehouse")
@@ -99,11 +99,8 @@ BASELINE_FILE = "stream-baseline.json"
 def mark_reset(cfg: config.Stack | None = None) -> dict[str, str]:
     """The stores were just emptied: record each shard's last sequence number, so that the records
     before it (which the stream keeps) are history to the reconciliation, not missing events."""
-    r = config.resources()
-    kinesis = aws.client("kinesis", cfg)
-    last: dict[str, str] = {}
-    for shard, record in stream_records(kinesis, r.stream):
-        last[shard] = record["SequenceNumber"]
+    shards = shard_positions(aws.client("kinesis", cfg), config.resources().stream)
+    last = {shard: info["last_sequence"] for shard, info in shards.items() if info["last_sequence"] is not None}
     directory = ledger_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / BASELINE_FILE).write_text(json.dumps(last), encoding="utf-8")
@@ -188,11 +185,9 @@ def staging_stage(cfg, r: config.Resources) -> Stage:
 WAREHOUSE_PAGE_ROWS = 200_000
 
 
-def warehouse_stage(cfg: config.Stack | None = None) -> Stage:
+def warehouse_stage(api: DataApi) -> Stage:
     """Every event id in the fact table with its copies, read through the Redshift Data API."""
     stage = Stage("warehouse")
-    api = DataApi(cfg=cfg)
-    schema.ensure_schema(api)
     after: str | None = None
     while True:
         # The last id of the page before travels as a parameter: ids other producers sent may hold
@@ -229,9 +224,11 @@ def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None)
     cfg = cfg or config.stack()
     r = config.resources()
     dead, _ = dead_letter_ids(cfg, r)
-    rejected = warehouse_rejected_ids(cfg)
+    api = DataApi(cfg=cfg)
+    schema.ensure_schema(api)
+    rejected = warehouse_rejected_ids(api)
     stages = [stream_stage(cfg, r), dynamodb_stage(cfg, r), raw_stage(cfg, r), staging_stage(cfg, r),
-              warehouse_stage(cfg)]
+              warehouse_stage(api)]
     stream, raw = stages[0], stages[2]
     accepted = read_ledgers(cfg) | stream.ids | raw.ids | (accepted or set())
     for stage in stages:
@@ -244,8 +241,6 @@ def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None)
     return Reconciliation(accepted=accepted, stages=stages, dead_lettered=dead, warehouse_rejected=rejected)
 
 
-def warehouse_rejected_ids(cfg: config.Stack | None = None) -> set[str]:
-    api = DataApi(cfg=cfg)
-    schema.ensure_schema(api)
+def warehouse_rejected_ids(api: DataApi) -> set[str]:
     return {row[0] for row in api.statement(
         f'SELECT DISTINCT "event_id" FROM {tables.REJECTS_TABLE} WHERE "event_id" IS NOT NULL').rows}

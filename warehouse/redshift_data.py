@@ -273,8 +273,10 @@ def bind(sql: str, params: Sequence[Any]) -> tuple[str, list[dict[str, str]]]:
         if match.group(1) == "%":
             return "%"
         value = next(values)
-        if value is None or isinstance(value, (bool, int, float, Decimal)) or value == "":
-            return literal(value) if not isinstance(value, (float, Decimal)) else repr(float(value))
+        if value is None or isinstance(value, (bool, int)) or value == "":
+            return literal(value)
+        if isinstance(value, (float, Decimal)):
+            return repr(value) if isinstance(value, float) else str(value)   # a Decimal keeps every digit
         name = f"p{len(parameters) + 1}"
         parameters.append({"name": name, "value": value.isoformat() if isinstance(value, (date, datetime)) else str(value)})
         return f":{name}"

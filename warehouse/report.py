@@ -17,7 +17,6 @@ from typing import Any, Sequence
 
 from ecom_core import config
 from warehouse import redshift_data, schema
-from warehouse.redshift_data import DataApi
 
 # Every view in the report, in page order: title, what it answers, rows shown in the page
 # (the CSV always has them all).
@@ -309,10 +308,10 @@ def build_report(out_dir: Path, cfg: config.Stack | None = None) -> ReportResult
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(html_path=out_dir / "index.html")
     sections: list[str] = []
-    schema.ensure_schema(DataApi(cfg=cfg))
     # Read through the Redshift Data API, in a session of its own (the temporary tables below live
     # in it), as on a real workgroup.
     with redshift_data.connect(cfg) as conn:
+        schema.ensure_schema(conn.api)
         # One snapshot for the whole report: every table and chart agrees with every other.
         conn.begin()
         with conn.cursor() as cur:
