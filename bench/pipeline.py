@@ -379,7 +379,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     from handlers import stream_trigger
     from handlers.ingestion import producer_client, wire_record
     from warehouse import db
-    from etl.load import COLUMN_LIST
+    from warehouse.staging import COLUMN_LIST
 
     cfg = config.stack()
     scratch = config.Resources(stream=CEILING_STREAM, invoice_table=CEILING_INVOICE,
@@ -488,7 +488,7 @@ def create_copy_target(cur, table: str, *, all_indexes: bool = True) -> list[str
     else a primary key on event_id only (the yardstick of rounds one to six). Returns the index
     definitions."""
     from ecom_core.contract import COLUMNS
-    from etl.load import COLUMN_LIST
+    from warehouse.staging import COLUMN_LIST
     from warehouse import db
 
     cur.execute(f"DROP TABLE IF EXISTS {table}")

@@ -1,7 +1,7 @@
 """The load interface `etl.run` and `etl.load` speak: the schema, which files are loaded, loading a
 group of files as one transaction, the ETL lease and the run log.
 
-One dialect implements it: Redshift's, through the Data API (etl/redshift.RedshiftWarehouse), on
+One dialect implements it: Redshift's, through the Data API (warehouse/redshift.RedshiftWarehouse), on
 every target. Locally the stack's own Data API (bootstrap/local/redshift_data) runs the same
 statements on Postgres, so what a local run or test exercises is what runs on AWS.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from ecom_core import config
-from etl.load import Outcome, StagedFile
+from warehouse.redshift import RedshiftWarehouse
+from warehouse.staging import Outcome, StagedFile
 
 
 class Warehouse(Protocol):
@@ -29,6 +30,4 @@ class Warehouse(Protocol):
 
 
 def open_warehouse(cfg: config.Stack | None = None) -> Warehouse:
-    from etl.redshift import RedshiftWarehouse
-
     return RedshiftWarehouse(cfg)

@@ -77,8 +77,8 @@ def dynamo_items(cfg: config.Stack, table: str) -> list[dict]:
 
 def load_staged(cfg: config.Stack, files: list[tuple[str, bytes]]) -> list[tuple[str, tuple | None]]:
     """Put each (key, CSV body) in the staging bucket and load them as one group, the way the job
-    does (etl/redshift.py, through the stack's Redshift Data API). Returns the per-file outcomes."""
-    from etl.redshift import RedshiftWarehouse
+    does (warehouse/redshift.py, through the stack's Redshift Data API). Returns the per-file outcomes."""
+    from warehouse.redshift import RedshiftWarehouse
 
     s3 = aws.client("s3", cfg)
     for key, body in files:

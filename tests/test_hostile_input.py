@@ -344,7 +344,7 @@ def test_accepted_events_load_on_the_fast_path(stack_env, clean_stores):
     data, rows = jsonl_to_csv(write_jsonl(unique))
     outcome = load_staged(stack_env["cfg"], [("csv/hypothesis/accepted.csv", data)])
     assert outcome == [("csv/hypothesis/accepted.csv", (rows, rows, 0, 0))]
-    # The fast path: the group's COPY took every row; nothing was screened (etl/redshift.py).
+    # The fast path: the group's COPY took every row; nothing was screened (warehouse/redshift.py).
     screened = aws.client("s3", stack_env["cfg"]).list_objects_v2(Bucket=config.resources().staging_bucket,
                                                                    Prefix="_etl/screened/")
     assert screened.get("KeyCount", 0) == 0

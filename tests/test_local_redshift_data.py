@@ -28,7 +28,7 @@ BUCKET = "rsdata-test-bucket"
 
 # ------------------------------------------------------------------ translation (no stack)
 def project_statements() -> list[str]:
-    from etl.redshift import group_statements
+    from warehouse.redshift import group_statements
     from warehouse.schema import schema_statements
 
     files = [("csv/a.csv", "e1", "s3://staging-bucket-ecom/_etl/manifests/g/0.manifest"),
@@ -547,10 +547,10 @@ def test_cancel_list_and_catalog(client):
 
 @pytest.mark.stack
 def test_redshift_warehouse_loads_the_stack_postgres(client, server, clean_stores, pg):
-    """The project's Redshift load (etl/redshift.py), unchanged, through this API: schema, lease,
+    """The project's Redshift load (warehouse/redshift.py), unchanged, through this API: schema, lease,
     a group of staging files COPYed from S3 in one batch, the run log, the outcomes."""
     from ecom_core import aws, config
-    from etl.redshift import RedshiftWarehouse
+    from warehouse.redshift import RedshiftWarehouse
     from warehouse.redshift_data import DataApi
 
     cfg = server["cfg"]
@@ -558,7 +558,7 @@ def test_redshift_warehouse_loads_the_stack_postgres(client, server, clean_store
     s3 = aws.client("s3", cfg)
     warehouse = RedshiftWarehouse(cfg, api=DataApi(client=client, poll_seconds=0.05))
     # AWS takes at most 40 statements per BatchExecuteStatement; a group load is 43 + 3 per file
-    # (etl/redshift.group_statements), so the client sends it in a session: BEGIN, each statement,
+    # (warehouse/redshift.group_statements), so the client sends it in a session: BEGIN, each statement,
     # COMMIT. This server keeps AWS's limit of 40 (server["app"].max_batch_statements).
     assert server["app"].max_batch_statements == 40
     _round_trip(warehouse, cfg, r, s3, pg)
@@ -646,7 +646,7 @@ def test_key_index_speeds_up_a_group_load(server):
 def _bench(client, cfg, pg) -> None:
     from ecom_core import aws, config
     from ecom_core.contract import CSV_HEADER
-    from etl.redshift import RedshiftWarehouse
+    from warehouse.redshift import RedshiftWarehouse
     from warehouse.redshift_data import DataApi
 
     r = config.resources()

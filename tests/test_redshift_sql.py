@@ -1,4 +1,4 @@
-"""The warehouse's SQL (etl/redshift.py, warehouse/schema.py, warehouse/lease.py): every statement
+"""The warehouse's SQL (warehouse/redshift.py, warehouse/schema.py, warehouse/lease.py): every statement
 the schema, the load and the lease emit parses as Redshift SQL (sqlglot) and carries no Postgres-only
 syntax; the Data API client (warehouse/redshift_data.py) against a stub. The same statements run on
 the stack's local Data API in tests/test_local_redshift_data.py and every pipeline test."""
@@ -13,7 +13,7 @@ import sqlglot
 from sqlglot import exp
 
 from ecom_core.contract import WAREHOUSE_COLUMNS
-from etl.redshift import group_statements, star_statements
+from warehouse.redshift import group_statements, star_statements
 from warehouse.redshift_data import DataApi, RedshiftError, bind, literal
 from warehouse.schema import schema_statements, star_upgrade_statements
 
@@ -131,7 +131,7 @@ def test_copy_reads_each_file_through_a_mandatory_manifest_with_the_copy_role():
         assert f"FROM 's3://staging-bucket-ecom/_etl/manifests/g/{number}.manifest'" in sql
         assert f"IAM_ROLE '{ROLE}' MANIFEST" in sql and "IGNOREHEADER 1" in sql
         assert ", ".join(f'"{c}"' for c in WAREHOUSE_COLUMNS) in sql
-    from etl.redshift import manifest_document
+    from warehouse.redshift import manifest_document
     import json
 
     assert json.loads(manifest_document("b", "csv/x.csv")) == {"entries": [{"url": "s3://b/csv/x.csv", "mandatory": True}]}
@@ -225,6 +225,6 @@ def test_timestamps_reach_redshift_to_the_microsecond():
     after (the bench, reading the runs since a time, missed a run that way)."""
     from datetime import datetime
 
-    from etl.redshift import _lit
+    from warehouse.redshift import _lit
 
     assert _lit(datetime(2026, 12, 5, 17, 0, 1, 250000)) == "TIMESTAMP '2026-12-05 17:00:01.250000'"

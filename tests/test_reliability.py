@@ -248,7 +248,7 @@ def test_emulator_and_postgres_restarts_lose_nothing(stack_env, clean_stores):
     stack.restart_postgres(cfg)
     returncode, err = etl.finish()
     # The group's transaction was open in the job's Data API session when Postgres went: it is gone,
-    # never half committed. The run then failed or redid the group in a new session (etl/redshift.py
+    # never half committed. The run then failed or redid the group in a new session (warehouse/redshift.py
     # runs a failed group once more as it is); either way the next run leaves every file loaded once,
     # none of them through the screening path (nothing in it was refused).
     assert returncode == 0 or "connection" in err.lower() or "terminat" in err.lower(), err[-500:]

@@ -10,7 +10,7 @@ import pytest
 
 from ecom_core.config import FULL_FILE
 from ecom_core.contract import CSV_HEADER, SchemaDrift
-from etl.load import check_header
+from warehouse.staging import check_header
 from etl.transform import jsonl_to_csv, staging_key_for
 from ecom_core import config
 from handlers.stream_trigger import write_jsonl

@@ -2,7 +2,7 @@
 sent through the Data API (warehouse/redshift_data.py) by the deployed job and every local run (the
 local stack's Data API runs it on Postgres), with the schema, the lease and the run log.
 
-Per group (etl/load.py describes the steps):
+Per group (etl/load.py describes the steps; warehouse/staging.py has the staging tables):
 - `LOCK dw.load_manifest`, then COPY each file from S3 with the COPY role into a temporary table of
   its own. Each file goes through a manifest of its own with `mandatory: true`, because
   `COPY FROM 's3://bucket/key'` is a prefix match: it would also load `key0`, `key.bak`, ... One
@@ -13,7 +13,7 @@ Per group (etl/load.py describes the steps):
 - The star schema's statements (warehouse/star.py, recorded rather than run: they are written as
   calls on a cursor), the manifest rows, all in one transaction (one BatchExecuteStatement).
 - Rows the warehouse refuses: Redshift's COPY fails the file; the job then screens the group in
-  Python (etl.load.screen), COPYs the screened copies and COPYs the rejects into dw.load_rejects.
+  Python (warehouse.staging.screen), COPYs the screened copies and COPYs the rejects into dw.load_rejects.
 """
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ from datetime import datetime, timezone
 
 from ecom_core import aws, config
 from ecom_core.faults import maybe_fail
-from etl.load import ANALYZE_STAGE, COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql, screen
 from warehouse import lease, schema, star, tables
 from warehouse.recorder import RecordingConnection
 from warehouse.redshift_data import DataApi, RedshiftError, literal
+from warehouse.staging import (ANALYZE_STAGE, COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql,
+                               screen)
 
 REJECT_COLUMNS = '"file_key", "line_no", "event_id", "reason", "raw_line"'
 COPY_OPTIONS = "FORMAT AS CSV IGNOREHEADER 1 EMPTYASNULL TIMEFORMAT 'auto' ACCEPTINVCHARS"
@@ -112,7 +113,7 @@ def manifest_document(bucket: str, key: str) -> bytes:
 
 
 class RedshiftWarehouse:
-    """The load interface (see etl/warehouses.py) on Redshift, through the Data API."""
+    """The load interface (etl/warehouses.py) on Redshift, through the Data API."""
 
     dialect = "redshift"
 
