@@ -1,7 +1,7 @@
 """Start MiniStack with our patches applied (`python -m bootstrap.ministack_launcher`).
 
 The patches live in bootstrap/local/ministack/, one module per patched MiniStack module
-(kinesis, dynamodb, lambda_svc, lambda_runtime, iam), with the emulator process's settings
+(kinesis, durability, dynamodb, lambda_svc, lambda_runtime, iam), with the emulator process's settings
 (process) and the server (server). Each is checked against MiniStack's own code in
 tests/test_local_ministack.py and described in docs/emulator-notes.md. Before anything is patched,
 every patch module checks that MiniStack is the pinned release and has every name it replaces or
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sys
 
-from bootstrap.local.ministack import dynamodb, iam, kinesis, lambda_runtime, lambda_svc, process
+from bootstrap.local.ministack import durability, dynamodb, iam, kinesis, lambda_runtime, lambda_svc, process
 from bootstrap.local.ministack._patching import PatchTargetMissing
 from bootstrap.local.ministack.server import serve
 
 # Every patch module, in the order they are applied.
-PATCHES = (kinesis, dynamodb, lambda_svc, lambda_runtime, iam)
+PATCHES = (kinesis, durability, dynamodb, lambda_svc, lambda_runtime, iam)
 
 
 def check() -> None:

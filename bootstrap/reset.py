@@ -1,6 +1,7 @@
 """Empty every store of a stack (for benchmarks and tests that need a clean start)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 from ecom_core import aws, config
@@ -31,10 +32,8 @@ def empty_stores(cfg: config.Stack) -> None:
             if objects:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
     glue = aws.client("glue", cfg)
-    try:
+    with contextlib.suppress(glue.exceptions.EntityNotFoundException):
         glue.delete_table(DatabaseName=r.glue_database, Name=r.glue_table)
-    except glue.exceptions.EntityNotFoundException:
-        pass
     shutil.rmtree(ledger_dir(cfg), ignore_errors=True)
     mark_reset(cfg)  # the stream keeps its records: the reconciliation starts after them
     # Every table of schema dw emptied through the Data API, one TRUNCATE each (Redshift commits a
@@ -45,3 +44,8 @@ def empty_stores(cfg: config.Stack) -> None:
                              "WHERE table_schema = 'dw' AND table_type = 'BASE TABLE' ORDER BY 1"):
         if name != "schema_version":
             api.statement(f'TRUNCATE dw."{name}"')
+    if cfg.target == "embedded":
+        from bootstrap.stack import checkpoint
+
+        # A crash from now on brings back the emptied stores, not the last saved ones (durability.py).
+        checkpoint(cfg)

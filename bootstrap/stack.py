@@ -10,6 +10,7 @@ files and logs under the data directory (`.data/` by default, ECOM_DATA_DIR to m
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import importlib.util
@@ -24,18 +25,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 
+from bootstrap.local.ministack.durability import CHECKPOINT_PATH, RECOVERY_FILE
 from ecom_core import config
 
 # What the platform uses; loading fewer services makes the emulator start faster and smaller.
 # cloudformation: `ecom bootstrap --target aws --template` output can be deployed to the emulator too.
-MINISTACK_SERVICES = "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler,cloudformation"
+MINISTACK_SERVICES = ("s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler,"
+                      "cloudformation")
 PG_SERVICE_USER = "postgres"
 # Server settings for the ETL load (see start_postgres); docker-compose.yml passes the same.
 PG_LOAD_SETTINGS = "-c work_mem=64MB -c temp_buffers=64MB"
@@ -111,6 +115,11 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
     root = cfg.data_dir / "ministack"
     for sub in ("state", "s3", "tmp"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    # A killed emulator's Lambda workers outlive it until their invocation ends: gone before the new
+    # one starts (their batches are delivered again; bootstrap/local/ministack/durability.py).
+    for pid in _processes_in(root / "tmp", below=True):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     env = {
         **os.environ,
         "GATEWAY_PORT": str(cfg.aws_port),
@@ -132,10 +141,12 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
     # Its Lambda workers inherit this: botocore sends their Data API calls to the stack's own
     # (bootstrap/local/redshift_data), as the endpoint the emulator injects sends the rest to it.
     env["AWS_ENDPOINT_URL_REDSHIFT_DATA"] = cfg.local_redshift_data_url
-    log = open(cfg.logs_dir / "ministack.log", "ab")
-    # Our launcher: MiniStack itself, with the fixes in bootstrap/ministack_launcher.py applied.
-    proc = subprocess.Popen([sys.executable, "-m", "bootstrap.ministack_launcher"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(root))
+    # Our launcher: MiniStack itself, with the fixes in bootstrap/ministack_launcher.py applied. The
+    # child writes its own copy of the log's descriptor; ours is closed once it has started.
+    with open(cfg.logs_dir / "ministack.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bootstrap.ministack_launcher"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                cwd=str(root))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -148,6 +159,26 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
 
 
 # ---------------------------------------------------------------- the local Redshift Data API
+
+def checkpoint(cfg: config.Stack) -> dict:
+    """Have the emulator save its whole state now, as a graceful stop does (the mappings' positions
+    first; bootstrap/local/ministack/durability.py): after a deployment that changed something and
+    after emptying the stores, so that a crash brings back this deployment and these stores, and
+    the stream's journal brings back every record acknowledged since."""
+    answer = requests.post(f"{cfg.local_endpoint_url}{CHECKPOINT_PATH}", timeout=300)
+    if answer.status_code != 200:
+        raise StackError(f"the emulator could not save its state ({answer.status_code}): {answer.text[:500]}")
+    return answer.json()
+
+
+def last_recovery(cfg: config.Stack) -> dict | None:
+    """What the emulator's last start put back on the stream from its journal (None before any)."""
+    path = cfg.data_dir / "ministack" / "state" / RECOVERY_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
 
 def redshift_data_healthy(cfg: config.Stack) -> bool:
     try:
@@ -162,11 +193,12 @@ def start_redshift_data(cfg: config.Stack, timeout: float = 30) -> int:
     if port_open(cfg.redshift_data_port):
         raise StackError(f"port {cfg.redshift_data_port} on 127.0.0.1 is already taken by another process; "
                          f"set ECOM_REDSHIFT_DATA_PORT to a free port")
-    log = open(cfg.logs_dir / "redshift-data.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "bootstrap.local.redshift_data", "--port", str(cfg.redshift_data_port),
-                             "--dsn", cfg.warehouse_dsn, "--s3-endpoint", cfg.local_endpoint_url],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"})
+    with open(cfg.logs_dir / "redshift-data.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bootstrap.local.redshift_data",
+                                 "--port", str(cfg.redshift_data_port), "--dsn", cfg.warehouse_dsn,
+                                 "--s3-endpoint", cfg.local_endpoint_url],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -195,10 +227,8 @@ def stop_process(pid: int | None, timeout: float = 30) -> None:
         _stop(pid, timeout)
     finally:
         if leads_group:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left of the group
                 os.killpg(pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass  # nothing left of the group
 
 
 def _stop(pid: int, timeout: float) -> None:
@@ -273,7 +303,7 @@ def _wheel_bindir() -> Path | None:
     return bindir if _is_server_bindir(bindir) else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _server_version(bindir: Path) -> str:
     out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=30)
     match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)?)", out.stdout)
@@ -413,9 +443,11 @@ def _postmaster_state(pid: int, pgdata: Path) -> str:
     return "unknown" if "postgres" in name or "postmaster" in name else "gone"
 
 
-def _processes_in(pgdata: Path) -> list[int]:
-    """Live processes working in `pgdata`: what is left of a killed server (its backends notice the
-    postmaster's death and exit, not at once). Linux only: elsewhere Postgres' own check decides."""
+def _processes_in(directory: Path, *, below: bool = False) -> list[int]:
+    """Live processes working in `directory` (or, with `below`, anywhere under it): what is left of
+    a killed server (Postgres' backends notice the postmaster's death and exit, not at once; the
+    emulator's Lambda workers finish the invocation they were in). Linux only: elsewhere Postgres'
+    own check decides, and a worker's write with its dead emulator's credentials is refused."""
     if not Path("/proc/self").is_dir():
         return []
     found = []
@@ -423,9 +455,10 @@ def _processes_in(pgdata: Path) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            if Path(os.readlink(f"/proc/{entry}/cwd")) != pgdata:
-                continue
+            cwd = Path(os.readlink(f"/proc/{entry}/cwd"))
         except OSError:
+            continue
+        if cwd != directory and not (below and cwd.is_relative_to(directory)):
             continue
         info = _process(int(entry))
         if info is not None and not info[0].startswith(("Z", "X")):
@@ -576,7 +609,8 @@ def status(cfg: config.Stack | None = None) -> Status:
         postgres = True
     else:
         try:
-            postgres = (cfg.data_dir / "pg" / "postmaster.pid").exists() and postgres_ready(cfg, pg_binaries(cfg).bindir)
+            postgres = ((cfg.data_dir / "pg" / "postmaster.pid").exists()
+                        and postgres_ready(cfg, pg_binaries(cfg).bindir))
         except StackError:
             postgres = False
     redshift_data = _pid_alive(state.get("redshift_data_pid")) and redshift_data_healthy(cfg)
@@ -669,6 +703,7 @@ def temporary_stack(prefix: str = "ecom-", *, keep: bool = False) -> Iterator[di
         clock = time.perf_counter()
         up(cfg)
         report = deploy(cfg)
+        checkpoint(cfg)
         yield {"cfg": cfg, "env": env, "data_dir": data_dir, "startup_seconds": time.perf_counter() - clock,
                **report.outputs}
     finally:

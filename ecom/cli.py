@@ -6,7 +6,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -80,19 +79,21 @@ def _print_endpoints(info: dict) -> None:
                + (f"cluster {rs['cluster']}" if rs["cluster"] else f"workgroup {rs['workgroup']}")
                + f", database {rs['database']})")
     typer.echo(f"  Warehouse DSN:     {info['warehouse_dsn']}")
+    server_version = info["postgres"]["server_version"]
     typer.echo(f"  PostgreSQL:        {info['postgres']['binaries']}"
-               + (f"; server reports {info['postgres']['server_version']}" if info['postgres']['server_version'] else ""))
+               + (f"; server reports {server_version}" if server_version else ""))
 
 
 @app.command()
-def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
-                                        help="embedded, compose, or auto (compose when a Docker engine answers)")) -> None:
+def up(stack_choice: str = typer.Option(
+        "embedded", "--stack", envvar="STACK",
+        help="embedded, compose, or auto (compose when a Docker engine answers)")) -> None:
     """Start a stack (embedded: MiniStack + private Postgres; compose: LocalStack + Postgres), bootstrap it,
     print the endpoints."""
     import dataclasses
 
-    from bootstrap.deploy import deploy
     from bootstrap import compose, stack
+    from bootstrap.deploy import deploy
 
     try:
         chosen, why = compose.choose(stack_choice)
@@ -111,12 +112,23 @@ def up(stack_choice: str = typer.Option("embedded", "--stack", envvar="STACK",
     stack.record_target(cfg, chosen)
     if started and chosen == "embedded":
         typer.echo(f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port}, "
-                   f"Redshift Data API on 127.0.0.1:{cfg.redshift_data_port} (data in {cfg.data_dir}, logs in {cfg.logs_dir})")
+                   f"Redshift Data API on 127.0.0.1:{cfg.redshift_data_port} "
+                   f"(data in {cfg.data_dir}, logs in {cfg.logs_dir})")
+        recovery = stack.last_recovery(cfg)
+        if recovery and recovery.get("unclean_stop"):
+            typer.echo(f"recovered from an unclean stop of the emulator: {recovery['records']} stream records back "
+                       f"from its journal in {recovery['seconds']} s; the trigger delivers the "
+                       f"{recovery['redelivered']} after its last saved position again, so DynamoDB and S3 get "
+                       "back what the crash took (idempotently, by event id)")
     elif not started:
         typer.echo("stack already running")
     # Every time, so the stack runs the code of this checkout: the change set is empty (and nothing
     # changes) when the code and settings are those already deployed.
     report = deploy(cfg)
+    if chosen == "embedded" and (started or report.changed):
+        # The emulator's state saved with this deployment in it: a crash brings back this API id,
+        # keys, functions and mappings (bootstrap/local/ministack/durability.py).
+        stack.checkpoint(cfg)
     typer.echo(f"bootstrap (CloudFormation stack): {len(report.changed)} created, updated or deleted, "
                f"{len(report.actions) - len(report.changed)} unchanged"
                # What changed, when it is a few things (a code change); a first deployment just counts.
@@ -158,19 +170,20 @@ def endpoints(as_json: bool = typer.Option(False, "--json", help="machine-readab
 
 @app.command()
 def bootstrap(
-    target: Optional[str] = typer.Option(None, "--target", help="embedded, compose or aws (default: the configured target)"),
+    target: str | None = typer.Option(None, "--target",
+                                      help="embedded, compose or aws (default: the configured target)"),
     plan_only: bool = typer.Option(False, "--plan", help="print what would be created, changed or deleted (a change "
                                                          "set, not executed); without AWS credentials, the template's "
                                                          "resources"),
     as_json: bool = typer.Option(False, "--json", help="with --plan: machine-readable"),
-    template_file: Optional[Path] = typer.Option(
+    template_file: Path | None = typer.Option(
         None, "--template", help="with --target aws: write the platform as a CloudFormation template (YAML; "
                                  ".json for JSON) and its Lambda zips beside it; create nothing"),
-    artifact_bucket: Optional[str] = typer.Option(
+    artifact_bucket: str | None = typer.Option(
         None, "--artifact-bucket", envvar="ECOM_ARTIFACT_BUCKET",
         help="S3 bucket for the Lambda zips (created if missing; default ecom-artifacts-<account>[-<region>]); "
              "with --template: upload them there and make it the template's default"),
-    stack_name: Optional[str] = typer.Option(None, "--stack-name", envvar="ECOM_STACK_NAME",
+    stack_name: str | None = typer.Option(None, "--stack-name", envvar="ECOM_STACK_NAME",
                                              help="the CloudFormation stack (default ecom-pipeline)"),
 ) -> None:
     """Deploy the platform as one CloudFormation stack through a change set (idempotent: a second run
@@ -231,17 +244,19 @@ def bootstrap(
 @app.command()
 def replay(
     file: Path = typer.Argument(DEFAULT_DATA, help="Kaggle CSV, gzip or plain"),
-    rows: Optional[int] = typer.Option(None, "--rows", "-n", help="send only the first N rows"),
+    rows: int | None = typer.Option(None, "--rows", "-n", help="send only the first N rows"),
     one_by_one: bool = typer.Option(False, "--one-by-one", help="one event per request, like the original script"),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=64, help="requests in flight"),
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=500, help="events per request"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="wait until the stream consumer has caught up"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Replay the Kaggle file through POST /events. Event ids come from file + row: replaying twice duplicates nothing."""
+    """Replay the Kaggle file through POST /events. Event ids come from file + row: replaying twice
+    duplicates nothing."""
     from tqdm import tqdm
 
-    from replay.client import ReplayError, Sender, replay as run_replay
+    from replay.client import ReplayError, Sender
+    from replay.client import replay as run_replay
     from replay.source import SourceError, read_rows
     from warehouse.status import wait_for_drain
 
@@ -314,7 +329,7 @@ def etl_load() -> None:
 
 
 @etl_app.command("run")
-def etl_run(every: Optional[float] = typer.Option(None, "--every", help="repeat every SECONDS until interrupted")) -> None:
+def etl_run(every: float | None = typer.Option(None, "--every", help="repeat every SECONDS until interrupted")) -> None:
     """transform, catalog and load in one go (optionally repeated), under the same lease as the
     scheduled job: if a scheduled run is busy, this waits for it (ECOM_ETL_MANUAL_WAIT_SECONDS)."""
     from ecom_core.contract import SchemaDrift
@@ -330,10 +345,10 @@ def etl_run(every: Optional[float] = typer.Option(None, "--every", help="repeat 
         except LeaseHeld as exc:
             fail(str(exc))
         record(result, "manual", config.stack())
-        t, l = result.transform, result.load
+        t, loaded = result.transform, result.load
         typer.echo(f"etl run {result.run_id}: {t.objects} raw objects -> {len(t.csv_keys)} CSV ({t.rows} rows); "
-                   f"catalog {result.catalog.action}; loaded {l.files_loaded} files, {l.rows_inserted} new rows "
-                   f"in {result.seconds:.1f}s")
+                   f"catalog {result.catalog.action}; loaded {loaded.files_loaded} files, "
+                   f"{loaded.rows_inserted} new rows in {result.seconds:.1f}s")
         for error in t.errors:
             typer.echo(f"  left in place: {error}", err=True)
         if every is None:
@@ -372,8 +387,8 @@ def _etl_job(cfg: config.Stack) -> dict:
 
 def _components(cfg: config.Stack) -> dict[str, bool]:
     """Whether each part answers: the emulator, Postgres, the pipeline's functions (the ETL job too)."""
-    from ecom_core import aws
     from bootstrap import stack
+    from ecom_core import aws
 
     up: dict[str, bool] = {}
     if cfg.target == "embedded":
@@ -408,7 +423,8 @@ def report(out: Path = typer.Option(config.PROJECT_ROOT / "reports", "--out", "-
     try:
         result = build_report(out)
     except (BotoCoreError, RedshiftError) as exc:
-        fail(f"cannot read the warehouse through the Redshift Data API: {str(exc).strip()}. Is the stack up? (`ecom up`)")
+        fail(f"cannot read the warehouse through the Redshift Data API: {str(exc).strip()}. "
+             f"Is the stack up? (`ecom up`)")
     typer.echo(f"report: {result.html_path} ({len(result.charts)} charts, {len(result.csv_paths)} tables as CSV: "
                + ", ".join(f"{view} {rows}" for view, rows in result.rows.items()) + ")")
 
@@ -416,7 +432,7 @@ def report(out: Path = typer.Option(config.PROJECT_ROOT / "reports", "--out", "-
 @app.command()
 def bench(
     file: Path = typer.Argument(DEFAULT_DATA, help="Kaggle CSV, gzip or plain"),
-    rows: Optional[int] = typer.Option(None, "--rows", "-n", help="only the first N rows (default: the whole file)"),
+    rows: int | None = typer.Option(None, "--rows", "-n", help="only the first N rows (default: the whole file)"),
     original_rows: int = typer.Option(3000, "--original-rows", min=1, help="slice for the one-by-one original design"),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=64, help="replay requests in flight"),
     as_json: bool = typer.Option(False, "--json", help="print the full results as JSON instead of the table"),
@@ -483,7 +499,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     for function, denial in report["permission_denials"].items():
         last = time.strftime("%H:%M:%S UTC", time.gmtime(denial["at"] / 1000)) if denial.get("at") else "?"
         typer.echo(f"  DENIED: {function} may not {denial['action']} on {denial['resource']} "
-                   f"({denial['times']:,} log lines in the last 15 min, the latest at {last}; its role's policy lacks it)")
+                   f"({denial['times']:,} log lines in the last 15 min, the latest at {last}; "
+                   f"its role's policy lacks it)")
     last = counts.get("last_etl_run")
     typer.echo(f"  last ETL run: {last['run_id']} {last['outcome']} at {last['finished_at']}"
                + (f" ({last['message']})" if last and last.get("message") else "") if last else "  last ETL run: none")
@@ -491,7 +508,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     tick = job.get("last_tick")
     typer.echo(f"  ETL job: schedule {job.get('schedule')} ({job.get('state')})"
                + (f"; last tick {tick['at']} ({tick.get('trigger')}) {tick['outcome']}"
-                  + (f", {tick.get('files_loaded', 0)} files, {tick.get('rows_inserted', 0)} rows" if tick.get('run_id') else "")
+                  + (f", {tick.get('files_loaded', 0)} files, {tick.get('rows_inserted', 0)} rows"
+                     if tick.get("run_id") else "")
                   + (f"; next about {job['next_tick']}" if job.get("next_tick") else "") if tick else "; no tick yet"))
 
 
@@ -505,8 +523,9 @@ def reconcile(as_json: bool = typer.Option(False, "--json", help="machine-readab
     if as_json:
         typer.echo(json.dumps(result.as_dict(limit=limit), indent=2))
     else:
-        typer.echo(f"accepted by the API (stream since the last reset, raw archive, replay ledgers): {len(result.accepted):,}; "
-                   f"dead-lettered: {len(result.dead_lettered):,}; warehouse rejects: {len(result.warehouse_rejected):,}")
+        typer.echo(f"accepted by the API (stream since the last reset, raw archive, replay ledgers): "
+                   f"{len(result.accepted):,}; dead-lettered: {len(result.dead_lettered):,}; "
+                   f"warehouse rejects: {len(result.warehouse_rejected):,}")
         typer.echo(f"  {'stage':10} {'events':>10} {'rows':>10} {'missing':>8} {'dup':>6} {'unexpected':>10}")
         for stage in result.stages:
             typer.echo(f"  {stage.name:10} {len(stage.ids):>10,} {stage.rows:>10,} {len(stage.missing):>8,} "
@@ -532,7 +551,7 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
     from replay.deadletters import letters
     from warehouse.status import load_rejects
 
-    rows = [{"stage": "stream", **l.summary()} for l in letters(config.stack())]
+    rows = [{"stage": "stream", **letter.summary()} for letter in letters(config.stack())]
     rejects = load_rejects()
     rows += [{"stage": "warehouse", "key": f"{r['file_key']}#{r['line_no']}", "kind": "warehouse reject",
               "reason": r["reason"][:200], "event_id": r["event_id"], "quarantined_at": r["rejected_at"]}
@@ -621,9 +640,8 @@ def _stored_auth() -> config.Auth:
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ecom_core import secrets
-
     from bootstrap import spec
+    from ecom_core import secrets
 
     r = config.resources()
     # The issuer the deployed authorizer verifies on this target (the production one on AWS).
@@ -643,7 +661,8 @@ app.add_typer(secrets_app, name="secrets")
 
 
 @secrets_app.command("rotate")
-def secrets_rotate(which: str = typer.Argument(..., help="jwt (the token signing key) or operator (the operator key)")) -> None:
+def secrets_rotate(which: str = typer.Argument(
+        ..., help="jwt (the token signing key) or operator (the operator key)")) -> None:
     """Write a new random value. Deployed functions pick it up within ECOM_SECRET_CACHE_SECONDS; tokens
     signed with the old key stop working then. (On the emulators `ecom bootstrap` restores the configured value.)"""
     from ecom_core import aws
@@ -657,7 +676,7 @@ def secrets_rotate(which: str = typer.Argument(..., help="jwt (the token signing
     typer.echo(f"rotated {names[which]} (version {version['VersionId']}); the value is in Secrets Manager only")
 
 
-def _read_api(path: str, params: dict, as_customer: Optional[str], bearer: Optional[str], follow: bool) -> list[dict]:
+def _read_api(path: str, params: dict, as_customer: str | None, bearer: str | None, follow: bool) -> list[dict]:
     """GET a read route, following `next` when asked. Default credential: the operator key (local)."""
     import requests
 
@@ -694,8 +713,11 @@ def _read_api(path: str, params: dict, as_customer: Optional[str], bearer: Optio
 
 def _table(rows: list[list], headers: list[str], right: set[int]) -> None:
     widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
-    fmt = lambda r: "  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
-                              for i, (v, w) in enumerate(zip(r, widths)))
+
+    def fmt(r: list) -> str:
+        return "  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
+                         for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+
     typer.echo(fmt(headers))
     typer.echo("  ".join("-" * w for w in widths))
     for row in rows:
@@ -704,10 +726,11 @@ def _table(rows: list[list], headers: list[str], right: set[int]) -> None:
 
 @query_app.command("customer")
 def query_customer(customer_id: str = typer.Argument(...),
-                   limit: Optional[int] = typer.Option(None, "--limit", help="invoices per page (1-100, default 20)"),
+                   limit: int | None = typer.Option(None, "--limit", help="invoices per page (1-100, default 20)"),
                    follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
-                   as_customer: bool = typer.Option(False, "--as-customer", help="use a token for this customer instead of the operator key"),
-                   bearer: Optional[str] = typer.Option(None, "--token", help="send this bearer token")) -> None:
+                   as_customer: bool = typer.Option(False, "--as-customer",
+                                                    help="use a token for this customer instead of the operator key"),
+                   bearer: str | None = typer.Option(None, "--token", help="send this bearer token")) -> None:
     """A customer's invoices, newest first: number, date, country, kind, lines, total."""
     pages = _read_api(f"/customers/{customer_id}/invoices", {"limit": limit},
                       customer_id if as_customer else None, bearer, follow)
@@ -720,18 +743,20 @@ def query_customer(customer_id: str = typer.Argument(...),
 
 @query_app.command("invoice")
 def query_invoice(invoice_no: str = typer.Argument(...),
-                  limit: Optional[int] = typer.Option(None, "--limit", help="lines per page (1-100, default 20)"),
+                  limit: int | None = typer.Option(None, "--limit", help="lines per page (1-100, default 20)"),
                   follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
-                  as_customer: Optional[str] = typer.Option(None, "--as-customer", help="use a token for this customer id"),
-                  bearer: Optional[str] = typer.Option(None, "--token", help="send this bearer token")) -> None:
+                  as_customer: str | None = typer.Option(None, "--as-customer",
+                                                         help="use a token for this customer id"),
+                  bearer: str | None = typer.Option(None, "--token", help="send this bearer token")) -> None:
     """An invoice: header, lines (stock code, description, quantity, unit price, amount) and total."""
     pages = _read_api(f"/invoices/{invoice_no}", {"limit": limit}, as_customer, bearer, follow)
     head = pages[0]
     typer.echo(f"invoice {head['invoiceNo']} ({head['kind']})  customer {head['customerId'] or 'guest'}  "
                f"{head['country']}  {head['invoiceDate']}")
-    lines = [l for p in pages for l in p["lines"]]
-    _table([[l["stockCode"], (l["description"] or "")[:40], l["quantity"], f"{l['unitPrice']:.2f}", f"{l['amount']:.2f}"]
-            for l in lines], ["stock code", "description", "qty", "unit price", "amount"], right={2, 3, 4})
+    lines = [line for p in pages for line in p["lines"]]
+    _table([[line["stockCode"], (line["description"] or "")[:40], line["quantity"], f"{line['unitPrice']:.2f}",
+             f"{line['amount']:.2f}"] for line in lines],
+           ["stock code", "description", "qty", "unit price", "amount"], right={2, 3, 4})
     typer.echo(f"{head['lineCount']} lines, total {head['total']:.2f}"
                + (f" (shown {len(lines)}; more with --all)" if len(lines) < head["lineCount"] else ""))
 

@@ -6,8 +6,8 @@ MiniStack's answers and stored records and only removes a cost that grows with t
   on `kinesis._expire_records`).
 - `kinesis_routing_remembered` (`_partition_key_to_hash` remembered per key, `_route_to_shard` with
   the bounds parsed once): no upstream proposal.
-- `put_records_without_decoding` replaces `_put_records` (no second base64 decoding): no upstream
-  proposal.
+- `put_records_without_decoding` replaces `_put_records` (no second base64 decoding, and the records
+  journaled before the answer: bootstrap/local/ministack/durability.py): no upstream proposal.
 
 Checked against MiniStack's own functions in tests/test_local_ministack.py.
 """
@@ -17,6 +17,7 @@ import base64
 import functools
 import time
 
+from bootstrap.local.ministack import durability
 from bootstrap.local.ministack._patching import check as _check
 from bootstrap.local.ministack._patching import memoized_for_text, strictly_base64, targets
 
@@ -128,16 +129,21 @@ def put_records_without_decoding(kinesis):
             return kinesis.error_response_json("ValidationException", "Records total payload size exceeds 5 MB limit", 400)
 
         results = []
+        appended = []
         encryption = stream.get("EncryptionType", "NONE")
         for rec in records:
             pk = rec.get("PartitionKey", "")
             eh = rec.get("ExplicitHashKey")
             sid = kinesis._route_to_shard(int(eh) if eh else kinesis._partition_key_to_hash(pk), stream)
             seq = kinesis._next_sequence_number()
-            stream["shards"][sid]["records"].append({
-                "SequenceNumber": seq, "ApproximateArrivalTimestamp": round(time.time(), 3),
-                "Data": rec.get("Data", ""), "PartitionKey": pk})
+            record = {"SequenceNumber": seq, "ApproximateArrivalTimestamp": round(time.time(), 3),
+                      "Data": rec.get("Data", ""), "PartitionKey": pk}
+            stream["shards"][sid]["records"].append(record)
+            appended.append((sid, record))
             results.append({"SequenceNumber": seq, "ShardId": sid, "EncryptionType": encryption})
+        if durability.JOURNAL is not None:
+            # On disk before the answer: a 200 means the records survive a crash (durability.py).
+            durability.JOURNAL.append(stream, appended)
         kinesis.esm_wake.set()
         try:
             from ministack.services import firehose

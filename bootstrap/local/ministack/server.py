@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from bootstrap.local.ministack import durability
+
 
 # MiniStack's own server settings (`ministack.app.main`), kept when serving through uvicorn.
 KEEP_ALIVE_SECONDS = 75
@@ -50,6 +52,7 @@ def serve() -> None:
         from ministack.app import main
 
         main()
+        durability.stopped_cleanly()
         return
     import uvicorn
     from ministack.app import _pid_file, app
@@ -71,6 +74,7 @@ def serve() -> None:
         f.write(str(os.getpid()))
     try:
         uvicorn.run(app, **settings)
+        durability.stopped_cleanly()
     finally:
         try:
             os.remove(pid_file)
