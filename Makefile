@@ -7,7 +7,7 @@ ECOM := $(BIN)/ecom
 SAMPLE := data/sample-data.csv
 PACKAGES := ecom_core handlers replay warehouse etl bootstrap bench ecom
 
-.PHONY: help install up down demo test lint unit soak replay etl status reconcile endpoints report bench bench-read clean
+.PHONY: help install up down demo test lint unit test-unit soak replay etl status reconcile endpoints report bench bench-read clean
 
 help:
 	@echo "make demo     start the embedded stack, replay the 417-row sample, run the ETL, print the counts"
@@ -52,12 +52,13 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pyflakes $(PACKAGES) tests
 
-unit: lint
-	$(BIN)/python -m pytest -m "not stack"
+# The fast tests alone: tests/unit, no stack (about a minute on 2 cores). `unit` is the same target.
+test-unit unit: lint
+	$(BIN)/python -m pytest tests/unit
 
 # The reliability soak on more rows than CI uses (SOAK_ROWS, default the full file).
 soak: install
-	ECOM_SOAK_ROWS=$(or $(SOAK_ROWS),541909) $(BIN)/python -m pytest tests/test_reliability.py -k soak -s
+	ECOM_SOAK_ROWS=$(or $(SOAK_ROWS),541909) $(BIN)/python -m pytest tests/stack/test_reliability.py -k soak -s
 
 replay: install
 	$(ECOM) replay $(if $(ROWS),--rows $(ROWS),)

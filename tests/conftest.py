@@ -1,4 +1,10 @@
-"""One embedded stack for the whole test session: free ports, a temp data dir, torn down at the end."""
+"""Shared fixtures, and the layout's one rule.
+
+tests/unit/<package>/test_<module>.py need no stack; everything under tests/stack/ runs on an
+embedded stack (the session's `stack_env`, started once on free ports in a temp dir and torn down
+at the end, or one of its own) and is marked `stack` here, by folder. A test outside tests/stack
+that takes `stack_env` is a collection error, so `pytest tests/unit` (`make unit`) never starts one.
+Helpers the tests import live in tests/support/."""
 from __future__ import annotations
 
 import csv
@@ -12,15 +18,33 @@ from bootstrap.reset import empty_stores
 from ecom_core.config import FULL_FILE
 
 
+STACK_TESTS = Path(__file__).resolve().parent / "stack"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark every test under tests/stack `stack` (before `-m` selects), and refuse a test elsewhere
+    that needs the session's stack: it belongs under tests/stack."""
+    misplaced = []
+    for item in items:
+        if STACK_TESTS in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.stack)
+        elif "stack_env" in getattr(item, "fixturenames", ()):
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError("these tests need the embedded stack: move them under tests/stack/: "
+                                + ", ".join(misplaced))
+
+
 @pytest.fixture(scope="session")
 def stack_env():
     """Start MiniStack + Postgres on free ports in a temp dir, bootstrap, and yield the endpoints."""
     from bootstrap import stack
 
     # The ETL job's schedule stays off on the shared stack: most tests run the ETL by hand and count
-    # what each run loads; tests/test_etl_job.py switches it on.
+    # what each run loads; tests/stack/etl/test_job.py switches it on.
     # A tick lingers only briefly here (a few seconds instead of 30) so tests that invoke the job
-    # do not wait for it; tests/test_etl_job.py checks the lingering itself.
+    # do not wait for it; tests/stack/etl/test_job.py checks the lingering itself.
     settings = {"ECOM_ETL_SCHEDULE_STATE": "DISABLED", "ECOM_ETL_LINGER_SECONDS": "3", "ECOM_ETL_POLL_SECONDS": "0.5"}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
@@ -58,7 +82,7 @@ def no_permission_is_denied(request):
 def clean_stores(stack_env):
     """Empty every store (DynamoDB, buckets, Glue table, warehouse). The stream cannot be emptied:
     tests compare stream counts against the baseline this returns."""
-    from tests import helpers
+    from tests.support import helpers
 
     empty_stores(stack_env["cfg"])
     return helpers.counts(stack_env["cfg"])
