@@ -23,6 +23,7 @@ deployment has, except for the original's records already consumed on the stream
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -32,16 +33,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from bootstrap.reset import empty_stores
 from ecom_core import config
 from ecom_core.events import DIGEST_MODULUS, id_hash
-from bootstrap.reset import empty_stores
 from warehouse import schema
 from warehouse.redshift_data import DataApi
 
@@ -198,7 +200,7 @@ class MemorySampler:
             totals = self._totals()
         return {group: round(seconds, 1) for group, seconds in sorted(totals.items(), key=lambda g: -g[1])}
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self.reset()
         self._thread.start()
         return self
@@ -222,7 +224,7 @@ def cpu_by_phase(series: list[tuple[float, dict[str, float]]],
             return {}
         if moment <= series[0][0]:
             return series[0][1]
-        for (t0, v0), (t1, v1) in zip(series, series[1:]):
+        for (t0, v0), (t1, v1) in itertools.pairwise(series):
             if t0 <= moment <= t1:
                 share = (moment - t0) / (t1 - t0) if t1 > t0 else 1.0
                 return {g: v0.get(g, 0.0) + (v1.get(g, 0.0) - v0.get(g, 0.0)) * share for g in set(v0) | set(v1)}
@@ -241,7 +243,7 @@ def machine_description() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
-            cpu = next((l.split(":", 1)[1].strip() for l in handle if l.startswith("model name")), cpu)
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
     memory_gib = None
@@ -398,7 +400,7 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
         pending = records
         while pending:
             answer = kinesis.put_records(StreamName=CEILING_STREAM, Records=pending)
-            pending = [r for r, o in zip(pending, answer["Records"]) if o.get("ErrorCode")]
+            pending = [r for r, o in zip(pending, answer["Records"], strict=True) if o.get("ErrorCode")]
 
     put_seconds = 0.0
     with ThreadPoolExecutor(max_workers=put_concurrency) as pool:
@@ -465,8 +467,8 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
                 conn.commit()
                 clock = time.perf_counter()
                 with conn.cursor() as cur:
-                    cur.copy_expert(f"COPY {CEILING_COPY_TABLE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)",
-                                    spool)
+                    cur.copy_expert(f"COPY {CEILING_COPY_TABLE} ({COLUMN_LIST}) FROM STDIN "
+                                    f"WITH (FORMAT csv, HEADER true)", spool)
                 conn.commit()
                 result[seconds_key] = time.perf_counter() - clock
                 with conn.cursor() as cur:
@@ -476,7 +478,8 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
                 conn.commit()
                 if all_indexes:
                     result["copy_indexes"] = created
-    result["seconds"] = sum(result[k] for k in ("kinesis_put_seconds", "dynamodb_seconds", "s3_seconds", "copy_seconds"))
+    result["seconds"] = sum(result[k] for k in ("kinesis_put_seconds", "dynamodb_seconds", "s3_seconds",
+                                                "copy_seconds"))
     return result
 
 
@@ -488,8 +491,8 @@ def create_copy_target(cur, table: str, *, all_indexes: bool = True) -> list[str
     else a primary key on event_id only (the yardstick of rounds one to six). Returns the index
     definitions."""
     from ecom_core.contract import COLUMNS
-    from warehouse.staging import COLUMN_LIST
     from warehouse import db
+    from warehouse.staging import COLUMN_LIST
 
     cur.execute(f"DROP TABLE IF EXISTS {table}")
     cur.execute(f"CREATE TABLE {table} AS SELECT {COLUMN_LIST} FROM {db.FACT_TABLE} WHERE 1 = 0")
@@ -522,7 +525,7 @@ def _csv_header() -> list[str]:
 
 def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_rows: int, *, one_by_one: bool,
                   concurrency: int, batch_size: int, timeout: float = 3600,
-                  sampler: "MemorySampler | None" = None) -> dict[str, Any]:
+                  sampler: MemorySampler | None = None) -> dict[str, Any]:
     """`ecom replay` as a user runs it (a separate process; it waits for the stream to drain), then
     only the scheduled job, until the warehouse holds `expected_rows`. Timed from outside; with a
     sampler, also the CPU per process in each phase (`cpu_by_phase`)."""
@@ -562,7 +565,8 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
         runs = _recorded_runs(conn, since, warehouse_rows - rows_before)
     ticks = [{"started_at": r[0].isoformat(), "seconds": (r[1] - r[0]).total_seconds() if r[1] else None,
               "outcome": r[2], "raw_objects": r[3], "files_loaded": r[4], "rows_inserted": r[5],
-              "steps": {name: float(sec) for name, sec in re.findall(r"(transform|catalog|load) ([\d.]+) s", r[6] or "")}}
+              "steps": {name: float(sec)
+                        for name, sec in re.findall(r"(transform|catalog|load) ([\d.]+) s", r[6] or "")}}
              for r in runs]
     replay_seconds = float(said.group(5))
     lag_seconds = float(lag.group(1)) if lag else 0.0
@@ -614,8 +618,8 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
     pagination costs O(table size) per page, so every extra full scan is quadratic.
     """
     from ecom_core import aws
-    from warehouse import db
     from ecom_core.aws import count_keys
+    from warehouse import db
     from warehouse.status import count_items
 
     clock = time.perf_counter()
@@ -696,7 +700,7 @@ def etl_quiet(cfg: config.Stack, wait_seconds: float = 600) -> Iterator[Callable
             scheduler.update_schedule(**fields, State="ENABLED")
 
 
-def measure_load_alone(cfg: config.Stack, rows: int, sampler: "MemorySampler | None" = None) -> dict[str, Any]:
+def measure_load_alone(cfg: config.Stack, rows: int, sampler: MemorySampler | None = None) -> dict[str, Any]:
     """The pipeline's load once more with Postgres to itself: after the reconciliation, the
     warehouse's facts, dimensions, manifest and rejects are emptied and every staging file the job
     loaded is loaded again by the job's own load code (`etl.load.load`: groups of
@@ -729,7 +733,7 @@ def measure_load_alone(cfg: config.Stack, rows: int, sampler: "MemorySampler | N
 def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concurrency: int = 4,
         batch_size: int = 500, keep: bool = False, skip_ceiling: bool = False, skip_original: bool = False,
         log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     out: dict[str, Any] = {"started_at": started_at.isoformat(timespec="seconds"), "file": str(path),
                            "machine": machine_description()}
     log("counting the source (one streaming pass) ...")
@@ -770,7 +774,7 @@ def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concu
             log("the load alone: every staging file again into the emptied warehouse ...")
             out["load_alone"] = measure_load_alone(env["cfg"], facts.rows, memory)
     out["summary"] = summarise(out)
-    out["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return out
 
 
@@ -855,7 +859,8 @@ def table(out: dict[str, Any]) -> str:
     row("API -> Kinesis (replay)", ours["replay_seconds"], ceiling and ceiling["kinesis_put_seconds"],
         original and original["replay_seconds"], o_rows)
     row("Kinesis -> DynamoDB + S3 (from replay start)", ours["consumer_seconds"],
-        ceiling and ceiling["dynamodb_seconds"] + ceiling["s3_seconds"], original and original["consumer_seconds"], o_rows)
+        ceiling and ceiling["dynamodb_seconds"] + ceiling["s3_seconds"], original and original["consumer_seconds"],
+        o_rows)
     row("  consumer lag after the last POST", ours["consumer_lag_seconds"], None,
         original and original["consumer_lag_seconds"], o_rows)
     row("batch half after the drain (next scheduled tick)", ours["batch_half_after_drain_seconds"], None,
@@ -920,7 +925,7 @@ def table(out: dict[str, Any]) -> str:
 
 def save(out: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = directory / f"{stamp}-{out['rows']}rows"
     base.with_suffix(".json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     base.with_suffix(".md").write_text(f"# ecom bench {out['started_at']}\n\n"

@@ -29,7 +29,9 @@ BIG_CUSTOMER, BIG_INVOICE = 14911, "573585"
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
     return {"n": len(ordered), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99),
             "mean": statistics.fmean(ordered), "max": ordered[-1]}
 
@@ -44,13 +46,13 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
     import boto3
     import requests
 
+    from bench.readapi_data import expectations, write_filtered
+    from bootstrap.deploy import find_api
     from ecom_core import aws, config
     from handlers.auth import mint
     from replay.client import Sender, replay
     from replay.source import read_rows
-    from bench.readapi_data import expectations, write_filtered
     from warehouse.status import store_counts, wait_for_drain
-    from bootstrap.deploy import find_api
 
     cfg = config.stack()
     r = config.resources()
@@ -114,15 +116,16 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
         "GET /invoices/{no}", "bare Query invoice (all lines)", "bare Lambda invoke (400, no DynamoDB)")}
     largest: dict[str, list[float]] = {k: [] for k in series}
     # Warm-up: the workers, the connections and the authorizer cache of the first tokens.
-    for c, n in zip(pick_customers[:30], pick_invoices[:30]):
-        get(f"{base}/customers/{c}/invoices", tokens[c]); get(f"{base}/invoices/{n}", operator)
-    for i, (c, n) in enumerate(zip(pick_customers, pick_invoices)):
+    for c, n in zip(pick_customers[:30], pick_invoices[:30], strict=True):
+        get(f"{base}/customers/{c}/invoices", tokens[c])
+        get(f"{base}/invoices/{n}", operator)
+    for i, (c, n) in enumerate(zip(pick_customers, pick_invoices, strict=True)):
         measured = {
-            "GET /customers/{id}/invoices": timed(lambda: get(f"{base}/customers/{c}/invoices", tokens[c])),
-            "bare Query customer (ByDate, 21)": timed(lambda: bare_customer(c)),
-            "read-time aggregation (1+20 Queries)": timed(lambda: read_time_aggregation(c)),
-            "GET /invoices/{no}": timed(lambda: get(f"{base}/invoices/{n}", operator)),
-            "bare Query invoice (all lines)": timed(lambda: bare_invoice(n)),
+            "GET /customers/{id}/invoices": timed(lambda c=c: get(f"{base}/customers/{c}/invoices", tokens[c])),
+            "bare Query customer (ByDate, 21)": timed(lambda c=c: bare_customer(c)),
+            "read-time aggregation (1+20 Queries)": timed(lambda c=c: read_time_aggregation(c)),
+            "GET /invoices/{no}": timed(lambda n=n: get(f"{base}/invoices/{n}", operator)),
+            "bare Query invoice (all lines)": timed(lambda n=n: bare_invoice(n)),
             "bare Lambda invoke (400, no DynamoDB)": timed(bare_invoke),
         }
         for name, ms in measured.items():

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
 
 from ecom_core.config import FULL_FILE
 

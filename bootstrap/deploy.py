@@ -12,6 +12,7 @@ stack, and the outputs the CLI and tests use (api_id, api_url, api_key, stream_a
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -78,7 +79,7 @@ def secret_weakness(value: str) -> str | None:
         return f"has fewer than {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters"
     if value in (value + value)[1:-1]:
         return "is a repetition of a shorter string"
-    if len({ord(b) - ord(a) for a, b in zip(value, value[1:])}) == 1:
+    if len({ord(b) - ord(a) for a, b in itertools.pairwise(value)}) == 1:
         return "is a run of consecutive characters"
     return None
 

@@ -165,7 +165,7 @@ def closure(handler_module: str, root: Path = PROJECT_ROOT) -> tuple[list[str], 
 
 
 # ---------------------------------------------------------------- the bundled libraries
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bundled_distributions() -> tuple[importlib.metadata.Distribution, ...]:
     """boto3 and its dependencies (not extras), as installed: the pinned versions."""
     found: dict[str, importlib.metadata.Distribution] = {}
@@ -197,7 +197,7 @@ def _bundled_files(dist: importlib.metadata.Distribution) -> list[tuple[str, Pat
     return files
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bundled_top_level() -> frozenset[str]:
     """The import names the bundled libraries provide (boto3, botocore, dateutil, six, ...)."""
     names = set()

@@ -11,10 +11,17 @@ import json
 from typing import Any
 
 from bootstrap.package import code_sha256
-from bootstrap.policies import (LAMBDA_TRUST_POLICY, REDSHIFT_TRUST_POLICY, SCHEDULER_TRUST_POLICY, lambda_policy,
-                                redshift_copy_policy, scheduler_policy, tls_only_policy)
-from bootstrap.template import LOG_RETENTION_DAYS, alarms, artifacts
+from bootstrap.policies import (
+    LAMBDA_TRUST_POLICY,
+    REDSHIFT_TRUST_POLICY,
+    SCHEDULER_TRUST_POLICY,
+    lambda_policy,
+    redshift_copy_policy,
+    scheduler_policy,
+    tls_only_policy,
+)
 from bootstrap.spec import GATEWAY_ERROR_TEMPLATE, Platform, function_environment, invoke_permissions, platform
+from bootstrap.template import LOG_RETENTION_DAYS, alarms, artifacts
 from ecom_core import config
 
 ACCOUNT_PLACEHOLDER = "<account-id>"
@@ -60,7 +67,8 @@ def plan(region: str | None = None, p: Platform | None = None) -> dict[str, Any]
             for f in p.functions],
         "lambda_functions": [
             {"name": f.name, "runtime": p.runtime, "handler": f.handler, "memory_mb": f.memory,
-             "timeout_s": f.timeout, "role": f.role_name, "environment": _redacted(function_environment(r, f, target="aws")),
+             "timeout_s": f.timeout, "role": f.role_name,
+             "environment": _redacted(function_environment(r, f, target="aws")),
              "package": f.package, "code_sha256": digests[f.name], "description": f.description}
             for f in p.functions],
         "rest_api": {
@@ -86,8 +94,9 @@ def plan(region: str | None = None, p: Platform | None = None) -> dict[str, Any]
             "dialect": "redshift",
             "engine": ("Redshift Serverless namespace + workgroup created by bootstrap (ECOM_CREATE_REDSHIFT=1)"
                        if etl.create_redshift else
-                       f"existing {'cluster ' + etl.redshift_cluster if etl.redshift_cluster else 'Serverless workgroup ' + etl.redshift_workgroup}"
-                       " (named in configuration)"),
+                       "existing " + (f"cluster {etl.redshift_cluster}" if etl.redshift_cluster
+                                      else f"Serverless workgroup {etl.redshift_workgroup}")
+                       + " (named in configuration)"),
             "created_by_bootstrap": etl.create_redshift,
             "workgroup": None if etl.redshift_cluster else etl.redshift_workgroup,
             "cluster": etl.redshift_cluster or None,
@@ -118,7 +127,8 @@ def render(doc: dict[str, Any]) -> str:
     """Human-readable plan: one line per resource, policies in full."""
     lines = [f"Plan for AWS account {doc['account']} in {doc['region']} (nothing is created; no AWS call is made)", ""]
     for b in doc["s3_buckets"]:
-        lines.append(f"  + s3 bucket            {b['name']} (public access blocked, {b['encryption']}, TLS-only policy)")
+        lines.append(f"  + s3 bucket            {b['name']} (public access blocked, {b['encryption']}, "
+                     f"TLS-only policy)")
     s = doc["kinesis_stream"]
     lines.append(f"  + kinesis stream       {s['name']}: {s['shards']} shards, retention {s['retention_hours']} h, "
                  f"partition key InvoiceNo")
@@ -152,11 +162,14 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"  + gateway responses    {', '.join(g['type'] for g in api['gateway_responses'])}: JSON error body")
     lines.append(f"  + api key / usage plan {api['api_key']['name']} / {api['usage_plan']['name']}")
     for sc in doc["schedules"]:
-        lines.append(f"  + schedule             {sc['name']}: {sc['expression']} ({sc['state']}) -> lambda {sc['target']}, "
-                     f"no retries, via role {sc['role']} (lambda:InvokeFunction on that function only)")
+        lines.append(f"  + schedule             {sc['name']}: {sc['expression']} ({sc['state']}) "
+                     f"-> lambda {sc['target']}, no retries, via role {sc['role']} "
+                     f"(lambda:InvokeFunction on that function only)")
     w = doc["warehouse"]
-    lines.append(f"  + warehouse            {w['dialect']}: {w['engine']}, database {w['database']}; {w['access']}")
-    lines.append(f"  + iam role             {w['copy_role']['name']} for Redshift COPY: read-only on the staging bucket")
+    lines.append(f"  + warehouse            {w['dialect']}: {w['engine']}, database {w['database']}; "
+                 f"{w['access']}")
+    lines.append(f"  + iam role             {w['copy_role']['name']} for Redshift COPY: read-only on the "
+                 f"staging bucket")
     for g in doc["log_groups"]:
         lines.append(f"  + log group            {g['name']}: retention {g['retention_days']} days")
     for a in doc["alarms"]:
@@ -165,7 +178,8 @@ def render(doc: dict[str, Any]) -> str:
                      f"{source}; {a['description']}")
     m = doc["event_source_mapping"]
     lines.append(f"  + event source mapping {m['stream']} -> {m['function']}: {m['starting_position']}, batch "
-                 f"{m['batch_size']}, window {m['maximum_batching_window_s']} s, {m['maximum_retry_attempts']} retries, "
+                 f"{m['batch_size']}, window {m['maximum_batching_window_s']} s, "
+                 f"{m['maximum_retry_attempts']} retries, "
                  f"bisect on error, on failure -> {m['on_failure']}")
     for role in doc["iam_roles"]:
         lines += ["", f"IAM policy of {role['name']} (least privilege):",

@@ -14,7 +14,6 @@ from typing import Any
 from bootstrap.spec import Function, Platform, Schedule
 from ecom_core import config
 
-
 SCHEDULER_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"},
@@ -51,7 +50,8 @@ def redshift_copy_policy(p: Platform) -> dict[str, Any]:
     r = p.resources
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "ReadStaging", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": [f"arn:aws:s3:::{r.staging_bucket}/{r.staging_prefix}*", f"arn:aws:s3:::{r.staging_bucket}/_etl/*"]},
+         "Resource": [f"arn:aws:s3:::{r.staging_bucket}/{r.staging_prefix}*",
+                      f"arn:aws:s3:::{r.staging_bucket}/_etl/*"]},
         {"Sid": "ListStaging", "Effect": "Allow", "Action": ["s3:ListBucket"],
          "Resource": f"arn:aws:s3:::{r.staging_bucket}"}]}
 

@@ -16,8 +16,9 @@ import socket
 import ssl
 import threading
 import zlib
-from functools import lru_cache
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -29,18 +30,25 @@ from botocore.httpsession import get_cert_path
 
 from ecom_core import config, json_codec
 
+if TYPE_CHECKING:
+    from botocore.config import _RetryDict  # the stubs' type of Config(retries=...)
+
 # The emulators accept any credentials; these are local-development placeholders, not secrets.
-LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+LOCAL_ACCESS_KEY = LOCAL_SECRET_KEY = "test"
 # One retry policy for every client: botocore's "standard" mode (exponential backoff with jitter,
 # retries throttling and transient 5xx) with a few more attempts than its default 3, because the
 # emulator answers 5xx while it restarts.
-RETRIES = {"max_attempts": 8, "mode": "standard"}
+RETRIES: _RetryDict = {"max_attempts": 8, "mode": "standard"}
+# A boto3 client. boto3-stubs types one per service only with its per-service packages
+# (mypy-boto3-s3, ...), which are not installed: our clients are made from a service name.
+Client: TypeAlias = Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def session(endpoint: str | None, region: str) -> boto3.session.Session:
     if endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        return boto3.session.Session(region_name=region, **LOCAL_CREDENTIALS)
+        return boto3.session.Session(region_name=region, aws_access_key_id=LOCAL_ACCESS_KEY,
+                                     aws_secret_access_key=LOCAL_SECRET_KEY)
     return boto3.session.Session(region_name=region)
 
 
@@ -51,22 +59,24 @@ def botocore_config(*, read_timeout: int = 120, max_pool_connections: int = 32,
 
 
 def client(service: str, cfg: config.Stack | None = None, *, read_timeout: int = 120,
-           max_pool_connections: int = 32, parameter_validation: bool = True, **kwargs):
+           max_pool_connections: int = 32, parameter_validation: bool = True, **kwargs: Any) -> Client:
     """A new client. `parameter_validation=False` is for hot paths whose requests we build ourselves
     (botocore's validation was a large share of the stream trigger's CPU)."""
     cfg = cfg or config.stack()
     settings = botocore_config(read_timeout=read_timeout, max_pool_connections=max_pool_connections,
                                parameter_validation=parameter_validation)
-    return session(cfg.endpoint_url, cfg.region).client(service, endpoint_url=cfg.endpoint_for(service),
+    # The name is not a literal, which the stubs' per-service overloads need.
+    return session(cfg.endpoint_url, cfg.region).client(service, endpoint_url=cfg.endpoint_for(service),  # type: ignore[call-overload]
                                                         config=settings, **kwargs)
 
 
-def document_client(service: str = "dynamodb", cfg: config.Stack | None = None, **kwargs):
+def document_client(service: str = "dynamodb", cfg: config.Stack | None = None, **kwargs: Any) -> Client:
     """A client that speaks plain Python values (DynamoDB: str/Decimal/dict, no {"S": ...} wire form)."""
     cfg = cfg or config.stack()
     settings = botocore_config(**kwargs)
-    return session(cfg.endpoint_url, cfg.region).resource(service, endpoint_url=cfg.endpoint_url,
-                                                          config=settings).meta.client
+    resource = session(cfg.endpoint_url, cfg.region).resource(  # type: ignore[call-overload]  # (as in client())
+        service, endpoint_url=cfg.endpoint_url, config=settings)
+    return resource.meta.client
 
 
 def wire_json_body(parameters: dict[str, Any]) -> bytes:
@@ -81,11 +91,11 @@ class _WireJsonSerializer:
     not walked through botocore's model-driven serializer (a quarter of the stream trigger's
     per-call CPU). Headers, signing, retries and response parsing stay botocore's."""
 
-    def __init__(self, inner, operations: frozenset[str]):
+    def __init__(self, inner: Any, operations: frozenset[str]) -> None:
         self._inner = inner
         self._operations = operations
 
-    def serialize_to_request(self, parameters, operation_model):
+    def serialize_to_request(self, parameters: dict[str, Any], operation_model: Any) -> dict[str, Any]:
         if operation_model.name not in self._operations:
             return self._inner.serialize_to_request(parameters, operation_model)
         request = self._inner.serialize_to_request({}, operation_model)
@@ -93,7 +103,7 @@ class _WireJsonSerializer:
         return request
 
 
-def wire_json(client, *operations: str):
+def wire_json(client: Client, *operations: str) -> Client:
     """Make `client` send these operations' parameters as they are (see _WireJsonSerializer).
     Only for parameters in exact wire form, with validation off (they are not checked)."""
     client._serializer = _WireJsonSerializer(client._serializer, frozenset(operations))
@@ -106,7 +116,7 @@ class SigV4Signer:
     derived once per day and secret instead of on every request. Pure apart from the clock and the
     credentials' refresh (`get_frozen_credentials`); tests compare it with botocore's signer."""
 
-    def __init__(self, credentials, service: str, region: str):
+    def __init__(self, credentials: Any, service: str, region: str) -> None:
         self._credentials = credentials
         self._service, self._region = service, region
         self._key: tuple[str, str, bytes] | None = None
@@ -124,7 +134,7 @@ class SigV4Signer:
         """`headers` (lower-case names) plus host, x-amz-date, the session token if any, and the
         Authorization that signs them all over `body`."""
         credentials = self._credentials.get_frozen_credentials()
-        stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+        stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
         signed = {**headers, "host": host, "x-amz-date": stamp}
         if credentials.token:
             signed["x-amz-security-token"] = credentials.token
@@ -141,15 +151,15 @@ class SigV4Signer:
         return signed
 
 
-class _NoDelay:
+class _NoDelay(http.client.HTTPConnection):
     # Without TCP_NODELAY a request's body waits on the header segment's delayed ACK (botocore
     # sets it on its sockets too): four writer threads took 3x longer.
-    def connect(self):
+    def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _NoDelayConnection(_NoDelay, http.client.HTTPConnection):
+class _NoDelayConnection(_NoDelay):
     pass
 
 
@@ -174,8 +184,8 @@ class SignedPostFirst:
     reads again), and whose parameters
     are in exact wire form. A fast answer is the service's JSON without botocore's ResponseMetadata."""
 
-    def __init__(self, client, operations: frozenset[str], credentials, *, read_timeout: int,
-                 connect_timeout: float = 5):
+    def __init__(self, client: Client, operations: frozenset[str], credentials: Any, *, read_timeout: int,
+                 connect_timeout: float = 5) -> None:
         self._client = client
         model = client.meta.service_model
         url = urlsplit(client.meta.endpoint_url)
@@ -195,7 +205,7 @@ class SignedPostFirst:
         self._targets = {xform_name(name): f"{model.metadata['targetPrefix']}.{name}" for name in operations}
         self._local = threading.local()
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name in self._targets:
             return lambda **parameters: self._post(name, parameters)
         return getattr(self._client, name)
@@ -236,7 +246,8 @@ class SignedPostFirst:
         return getattr(self._client, method)(**parameters)
 
 
-def signed_post_first(client, *operations: str, cfg: config.Stack | None = None, read_timeout: int = 120):
+def signed_post_first(client: Client, *operations: str, cfg: config.Stack | None = None,
+                      read_timeout: int = 120) -> Client:
     """`client` (made by `client()` with the same cfg), its `operations` sent as SignedPostFirst and
     made `wire_json` here, so that a fallback through the client sends the same body. Through a
     proxy (HTTP(S)_PROXY) the client is returned as it is: SignedPostFirst connects directly."""
@@ -250,15 +261,15 @@ def signed_post_first(client, *operations: str, cfg: config.Stack | None = None,
     return SignedPostFirst(client, frozenset(operations), credentials, read_timeout=read_timeout)
 
 
-@lru_cache(maxsize=None)
-def shared_client(service: str, **kwargs):
+@cache
+def shared_client(service: str, **kwargs: Any) -> Client:
     """One client per process and settings, reused across warm Lambda invocations (clients are
     thread-safe; building one costs ~50 ms)."""
     return client(service, **kwargs)
 
 
-@lru_cache(maxsize=None)
-def shared_document_client(service: str = "dynamodb"):
+@cache
+def shared_document_client(service: str = "dynamodb") -> Client:
     return document_client(service)
 
 
@@ -272,7 +283,7 @@ def service_missing(exc: ClientError) -> bool:
     return status == 501 or error_code(exc) in ("InternalFailure", "NotImplemented", "NotImplementedException")
 
 
-def count_keys(s3, bucket: str, prefix: str) -> int:
+def count_keys(s3: Client, bucket: str, prefix: str) -> int:
     """Objects under a prefix of an S3 bucket."""
     total = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

@@ -254,7 +254,8 @@ class Etl:
     redshift_workgroup: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_WORKGROUP", "ecom"))
     redshift_cluster: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_CLUSTER", ""))
     redshift_database: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_DATABASE", "dev"))
-    redshift_copy_role_name: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_COPY_ROLE", "ecom-redshift-copy-role"))
+    redshift_copy_role_name: str = field(
+        default_factory=lambda: _env("ECOM_REDSHIFT_COPY_ROLE", "ecom-redshift-copy-role"))
     # Let bootstrap create a Redshift Serverless namespace + workgroup (otherwise: use the named one).
     create_redshift: bool = field(default_factory=lambda: _env("ECOM_CREATE_REDSHIFT", "0") in ("1", "true", "yes"))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 from typing import TypedDict
 
 from ecom_core import json_codec
@@ -82,7 +83,7 @@ def id_hash(event_id: str) -> int:
     return int(hashlib.md5(event_id.encode()).hexdigest()[:15], 16)
 
 
-def id_digest(event_ids) -> int:
+def id_digest(event_ids: Iterable[str]) -> int:
     total = 0
     for event_id in event_ids:
         total = (total + id_hash(event_id)) % DIGEST_MODULUS

@@ -90,7 +90,7 @@ class InexactNumber(float):
 
     literal: str
 
-    def __new__(cls, value: float, literal: str) -> "InexactNumber":
+    def __new__(cls, value: float, literal: str) -> InexactNumber:
         number = super().__new__(cls, value)
         number.literal = literal
         return number

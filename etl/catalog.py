@@ -11,8 +11,8 @@ import csv
 import functools
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from botocore.exceptions import ClientError
 
@@ -85,7 +85,7 @@ def infer(csv_bodies: Iterable[bytes], previous: dict[str, str] | None = None) -
     for name in list(previous or {}):
         if name not in columns:
             columns.append(name)
-    return [(name, "string" if name in ALWAYS_STRING or types.get(name) is None else types[name])
+    return [(name, found if name not in ALWAYS_STRING and (found := types.get(name)) is not None else "string")
             for name in columns]
 
 

@@ -15,19 +15,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from ecom_core import aws, config
+
+if TYPE_CHECKING:  # imported when a run starts (etl.run), not at every cold start
+    from etl.run import RunResult
 
 STATE_KEY = "_etl/state.json"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def read_state(cfg: config.Stack | None = None, s3=None) -> dict[str, Any]:
+def read_state(cfg: config.Stack | None = None, s3: aws.Client | None = None) -> dict[str, Any]:
     r = config.resources()
     try:
         body = (s3 or aws.client("s3", cfg)).get_object(Bucket=r.staging_bucket, Key=STATE_KEY)["Body"].read()
@@ -36,14 +39,14 @@ def read_state(cfg: config.Stack | None = None, s3=None) -> dict[str, Any]:
         return {}
 
 
-def write_state(state: dict[str, Any], cfg: config.Stack | None = None, s3=None) -> None:
+def write_state(state: dict[str, Any], cfg: config.Stack | None = None, s3: aws.Client | None = None) -> None:
     r = config.resources()
     (s3 or aws.client("s3", cfg)).put_object(Bucket=r.staging_bucket, Key=STATE_KEY,
                                              Body=json.dumps(state, default=str).encode(),
                                              ContentType="application/json")
 
 
-def nothing_to_do(state: dict[str, Any], s3) -> bool:
+def nothing_to_do(state: dict[str, Any], s3: aws.Client) -> bool:
     """True when S3 alone shows there is no work: no raw object pending, no staging file beyond
     those the last run counted as loaded."""
     r = config.resources()
@@ -58,7 +61,7 @@ def _tick_facts(trigger: str) -> dict[str, Any]:
     return {"trigger": trigger, "at": _now(), "schedule": etl.schedule, "interval_seconds": etl.interval_seconds}
 
 
-def raw_waiting(s3) -> bool:
+def raw_waiting(s3: aws.Client) -> bool:
     r = config.resources()
     return bool(s3.list_objects_v2(Bucket=r.raw_bucket, Prefix=r.raw_prefix, MaxKeys=1).get("KeyCount", 0))
 
@@ -100,8 +103,8 @@ def tick(trigger: str = "schedule", cfg: config.Stack | None = None,
     return _summary(results)  # already recorded by the last after_run
 
 
-def record(results, trigger: str, cfg: config.Stack | None = None, facts: dict[str, Any] | None = None,
-           s3=None) -> dict[str, Any]:
+def record(results: RunResult | list[RunResult], trigger: str, cfg: config.Stack | None = None,
+           facts: dict[str, Any] | None = None, s3: aws.Client | None = None) -> dict[str, Any]:
     """Write finished runs (etl.run.RunResult, one or the list of a tick) to the job state:
     `ecom status` and the idle check read it. Returns the tick's summary."""
     results = results if isinstance(results, list) else [results]
@@ -111,7 +114,7 @@ def record(results, trigger: str, cfg: config.Stack | None = None, facts: dict[s
     return summary
 
 
-def _summary(results) -> dict[str, Any]:
+def _summary(results: list[RunResult]) -> dict[str, Any]:
     result = results[-1]
     return {"outcome": result.outcome, "run_id": result.run_id, "runs": len(results),
             "files_loaded": sum(r.load.files_loaded for r in results),

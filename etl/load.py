@@ -17,8 +17,8 @@ file number comes from a COPY per file into its own staging table); see docs/war
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ecom_core import aws, config
 from ecom_core.contract import SchemaDrift

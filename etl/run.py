@@ -1,16 +1,16 @@
 """One ETL run: transform -> catalog -> load under the warehouse lease, recorded in dw.etl_run."""
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ecom_core import config
 from etl import catalog, load, transform
-from etl.warehouses import open_warehouse
-
+from etl.warehouses import Warehouse, open_warehouse
 
 # Between lingering runs, how often to look for new input once the poll interval has passed.
 ARRIVAL_CHECK_SECONDS = 0.5
@@ -33,18 +33,18 @@ class RunResult:
     manifest_files: int = 0   # files the warehouse holds after the run (the job's idle check)
 
 
-def _record(warehouse, run_id: str, started: datetime, outcome: str, message: str = "",
-            t: transform.TransformResult | None = None, l: load.LoadResult | None = None,
+def _record(warehouse: Warehouse, run_id: str, started: datetime, outcome: str, message: str = "",
+            t: transform.TransformResult | None = None, loaded: load.LoadResult | None = None,
             staging_files: int = 0) -> None:
     warehouse.record_run({
         "run_id": run_id, "started_at": started.replace(tzinfo=None),
-        "finished_at": datetime.now(timezone.utc).replace(tzinfo=None), "outcome": outcome,
+        "finished_at": datetime.now(UTC).replace(tzinfo=None), "outcome": outcome,
         "raw_objects": t.objects if t else 0, "staging_files": staging_files,
-        "files_loaded": l.files_loaded if l else 0, "rows_inserted": l.rows_inserted if l else 0,
+        "files_loaded": loaded.files_loaded if loaded else 0, "rows_inserted": loaded.rows_inserted if loaded else 0,
         "message": message[:2000]})
 
 
-def take_lease(warehouse, holder: str, wait_for_lease: float) -> None:
+def take_lease(warehouse: Warehouse, holder: str, wait_for_lease: float) -> None:
     """Hold the ETL lease (for config.etl().lease_seconds; renew it as the work goes), waiting up to
     `wait_for_lease` seconds for a run that holds it; LeaseHeld if it still does."""
     ttl = config.etl().lease_seconds
@@ -68,7 +68,7 @@ def run_once(cfg: config.Stack | None = None, *, holder: str | None = None,
 def run_while_busy(cfg: config.Stack | None = None, *, holder: str | None = None,
                    wait_for_lease: float = 0.0, linger_seconds: float = 0.0, poll_seconds: float | None = None,
                    work_waiting: Callable[[], bool] | None = None, stop_at: float | None = None,
-                   after_run: Callable[[list[RunResult]], None] | None = None) -> list[RunResult]:
+                   after_run: Callable[[list[RunResult]], object] | None = None) -> list[RunResult]:
     """One run, then, under the same lease, another each time `work_waiting()` says new input has
     arrived, until nothing has come for `linger_seconds` or the clock passes `stop_at` (monotonic).
     Each run is recorded on its own in dw.etl_run, and `after_run` gets the runs so far after
@@ -105,22 +105,21 @@ def run_while_busy(cfg: config.Stack | None = None, *, holder: str | None = None
                     return results
                 warehouse.renew(holder, config.etl().lease_seconds)
         finally:
-            try:
+            # e.g. the warehouse restarted: the lease frees itself (it expires)
+            with contextlib.suppress(Exception):
                 warehouse.release(holder)
-            except Exception:  # noqa: BLE001 - e.g. the warehouse restarted: the lease frees itself
-                pass           # (it expires)
     finally:
         warehouse.close()
 
 
 def _run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None) -> RunResult:
-    started = datetime.now(timezone.utc)
+def _run(warehouse: Warehouse, run_id: str, holder: str, cfg: config.Stack | None) -> RunResult:
+    started = datetime.now(UTC)
     clock = time.perf_counter()
-    t = l = None
+    t = loaded = None
     timings: dict[str, float] = {}
     ttl = config.etl().lease_seconds
     try:
@@ -134,13 +133,13 @@ def _run(warehouse, run_id: str, holder: str, cfg: config.Stack | None) -> RunRe
         timings["catalog"] = time.perf_counter() - step
         step = time.perf_counter()
         # The load gets its own session: the group transactions never hold up the lease renewals.
-        l = load.load(cfg, after_group=lambda: warehouse.renew(holder, ttl), schema_ready=True)
+        loaded = load.load(cfg, after_group=lambda: warehouse.renew(holder, ttl), schema_ready=True)
         timings["load"] = time.perf_counter() - step
     except Exception as exc:
-        _record(warehouse, run_id, started, "failed", f"{type(exc).__name__}: {exc}", t, l)
+        _record(warehouse, run_id, started, "failed", f"{type(exc).__name__}: {exc}", t, loaded)
         raise
     outcome = "succeeded" if not t.errors else "partial"
     # Step times first (the bench and an operator read them from dw.etl_run), then any errors.
     steps = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in timings.items())
-    _record(warehouse, run_id, started, outcome, "; ".join([steps, *t.errors]), t, l, staging_files=c.files)
-    return RunResult(run_id, t, c, l, time.perf_counter() - clock, timings, outcome, warehouse.manifest_files())
+    _record(warehouse, run_id, started, outcome, "; ".join([steps, *t.errors]), t, loaded, staging_files=c.files)
+    return RunResult(run_id, t, c, loaded, time.perf_counter() - clock, timings, outcome, warehouse.manifest_files())

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ecom_core import aws, config, json_codec
 from ecom_core.contract import COLUMNS, CSV_HEADER
@@ -26,7 +27,7 @@ class TransformResult:
     errors: list[str] = field(default_factory=list)
 
 
-def list_keys(s3, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+def list_keys(s3: aws.Client, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         yield from page.get("Contents", [])
 
@@ -70,7 +71,7 @@ def jsonl_to_csv(body: bytes) -> tuple[bytes, int]:
 TRANSFORM_THREADS = 4
 
 
-def _transform_object(s3, r: config.Resources, raw_key: str) -> tuple[str, int] | str:
+def _transform_object(s3: aws.Client, r: config.Resources, raw_key: str) -> tuple[str, int] | str:
     """One raw object -> its staging CSV, then moved to processed/. Returns (staging key, rows),
     or why it was left in place."""
     body = s3.get_object(Bucket=r.raw_bucket, Key=raw_key)["Body"].read()

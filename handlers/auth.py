@@ -27,7 +27,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from ecom_core import config, secrets
 
@@ -125,6 +125,10 @@ def _json_segment(text: str, what: str) -> dict[str, Any]:
     return value
 
 
+@overload
+def _int_claim(claims: dict[str, Any], name: str, required: Literal[True]) -> int: ...
+@overload
+def _int_claim(claims: dict[str, Any], name: str, required: bool) -> int | None: ...
 def _int_claim(claims: dict[str, Any], name: str, required: bool) -> int | None:
     value = claims.get(name)
     if value is None:

@@ -59,7 +59,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise  # our failure, not the client's: API Gateway answers 500 and the client may retry
     except Exception as exc:  # noqa: BLE001 - whatever the credential does to us, the answer is a 401
         # The reason is logged (never the token); the caller gets API Gateway's plain 401.
-        reason = str(exc) if isinstance(exc, (AuthError, ValueError)) else f"unreadable credential ({type(exc).__name__})"
+        reason = (str(exc) if isinstance(exc, (AuthError, ValueError))
+                  else f"unreadable credential ({type(exc).__name__})")
         outcome.update(allowed=False, reason=ascii(reason)[:200])
         raise Exception("Unauthorized") from None  # the exact message API Gateway maps to 401
     finally:

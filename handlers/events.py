@@ -11,7 +11,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -106,7 +106,7 @@ def parse_invoice_date(value: str) -> datetime:
     if parsed.tzinfo is not None:
         # Stored naive like the source (UK local time); an offset is converted to UTC first.
         # Near year 1 or 9999 that conversion leaves the calendar: OverflowError, a client error.
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
 
 
@@ -219,7 +219,7 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
             errors.append(FieldError(index, "UnitPrice", f"must be a number, got {_short(price)}"))
         else:
             exact, problem = exact_price(price)
-            if problem is None and "Quantity" in out:
+            if exact is not None and "Quantity" in out:
                 problem = contract.amount_problem(out["Quantity"], exact)
             if problem:
                 errors.append(FieldError(index, "UnitPrice", problem))

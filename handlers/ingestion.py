@@ -8,7 +8,8 @@ import base64
 import functools
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ecom_core import aws, config, json_codec
 from ecom_core.events import OrderLine, event_json
@@ -18,7 +19,7 @@ from handlers.http import Request, error, parse_request, response
 RESOURCES = config.resources()
 LIMITS = config.limits()
 class PutFailed(RuntimeError):
-    def __init__(self, accepted: list[OrderLine], failed: list[tuple[dict[str, Any], str]]):
+    def __init__(self, accepted: list[OrderLine], failed: list[tuple[OrderLine, str]]) -> None:
         self.accepted = accepted
         self.failed = failed
         super().__init__(f"{len(failed)} records could not be put after retries")
@@ -36,7 +37,7 @@ def wire_record(event: OrderLine) -> dict[str, Any]:
     return {"Data": base64.b64encode(record["Data"]).decode("ascii"), "PartitionKey": record["PartitionKey"]}
 
 
-def producer_client(cfg: config.Stack | None = None):
+def producer_client(cfg: config.Stack | None = None) -> aws.Client:
     """The Kinesis client PutRecords goes through: records in wire form (`wire_record`), sent as a
     signed POST first (aws.SignedPostFirst; botocore's validation, serialisation and parsing of
     500 records were a third of this Lambda's put). A fallback re-send can repeat records a lost
@@ -45,12 +46,12 @@ def producer_client(cfg: config.Stack | None = None):
     return _producer(cfg or config.stack())
 
 
-@functools.lru_cache(maxsize=None)
-def _producer(cfg: config.Stack):
+@functools.cache
+def _producer(cfg: config.Stack) -> aws.Client:
     return aws.signed_post_first(aws.client("kinesis", cfg, parameter_validation=False), "PutRecords", cfg=cfg)
 
 
-def put_events(events: list[OrderLine], client=None, *, attempts: int | None = None,
+def put_events(events: list[OrderLine], client: aws.Client | None = None, *, attempts: int | None = None,
                sleep: Callable[[float], None] = time.sleep) -> dict[str, str]:
     """PutRecords, retrying only the records that failed (throttling is per record). `client`
     takes wire-form records (`producer_client`).
@@ -66,7 +67,7 @@ def put_events(events: list[OrderLine], client=None, *, attempts: int | None = N
     for attempt in range(attempts):
         result = client.put_records(StreamName=RESOURCES.stream, Records=[wire_record(e) for e in pending])
         retry: list[OrderLine] = []
-        for event, outcome in zip(pending, result["Records"]):
+        for event, outcome in zip(pending, result["Records"], strict=True):
             if "SequenceNumber" in outcome and not outcome.get("ErrorCode"):
                 shard, seq = outcome["ShardId"], outcome["SequenceNumber"]
                 if shard not in high_water or int(seq) > int(high_water[shard]):

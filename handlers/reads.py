@@ -42,7 +42,7 @@ class HttpError(Exception):
         super().__init__(message)
 
 
-def dynamodb():
+def dynamodb() -> aws.Client:
     # The document client (de)serialises plain Python values (Decimal, int, str) for us.
     return aws.shared_document_client("dynamodb")
 
@@ -89,7 +89,8 @@ def page_limit(query: dict[str, str]) -> int:
 
 
 # ---------------------------------------------------------------- queries
-def query_page(kwargs: dict[str, Any], limit: int, client=None) -> tuple[list[dict[str, Any]], bool]:
+def query_page(kwargs: dict[str, Any], limit: int,
+               client: aws.Client | None = None) -> tuple[list[dict[str, Any]], bool]:
     """Up to `limit` items and whether more exist. Asks for one extra item so the last page never
     announces a `next` that turns out empty; follows LastEvaluatedKey across 1 MB result pages."""
     client = client or dynamodb()
@@ -105,7 +106,8 @@ def query_page(kwargs: dict[str, Any], limit: int, client=None) -> tuple[list[di
         kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
 
 
-def invoice_lines(invoice_no: str, client=None, *, consistent: bool = False) -> list[dict[str, Any]]:
+def invoice_lines(invoice_no: str, client: aws.Client | None = None, *,
+                  consistent: bool = False) -> list[dict[str, Any]]:
     client = client or dynamodb()
     return list(aws.items(client.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
                           ExpressionAttributeValues={":n": invoice_no}, ConsistentRead=consistent))
@@ -113,11 +115,12 @@ def invoice_lines(invoice_no: str, client=None, *, consistent: bool = False) -> 
 
 def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:
     """Line count and exact total of a set of lines (Decimal arithmetic, no float drift)."""
-    total = sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in lines), Decimal(0))
+    total = sum((Decimal(line["Quantity"]) * Decimal(line["UnitPrice"]) for line in lines), Decimal(0))
     return {"LineCount": len(lines), "Total": total}
 
 
-def list_customer_invoices(customer_id: int, limit: int, cursor: str | None, client=None) -> dict[str, Any]:
+def list_customer_invoices(customer_id: int, limit: int, cursor: str | None,
+                           client: aws.Client | None = None) -> dict[str, Any]:
     client = client or dynamodb()
     scope = f"c:{customer_id}"
     kwargs: dict[str, Any] = {
@@ -131,9 +134,9 @@ def list_customer_invoices(customer_id: int, limit: int, cursor: str | None, cli
     missing = [i for i in items if "LineCount" not in i or "Total" not in i]
     if missing:
         with ThreadPoolExecutor(max_workers=min(8, len(missing))) as pool:
-            computed = pool.map(lambda i: summarize([l for l in invoice_lines(i["InvoiceNo"], client)
-                                                     if l.get("CustomerID") == customer_id]), missing)
-            for item, summary in zip(missing, computed):
+            computed = pool.map(lambda i: summarize([line for line in invoice_lines(i["InvoiceNo"], client)
+                                                     if line.get("CustomerID") == customer_id]), missing)
+            for item, summary in zip(missing, computed, strict=True):
                 item.update(summary)
     invoices = [{"invoiceNo": i["InvoiceNo"], "invoiceDate": i["InvoiceDate"], "country": i.get("Country"),
                  "kind": invoice_kind(i["InvoiceNo"]), "lineCount": number(i["LineCount"]),
@@ -144,14 +147,15 @@ def list_customer_invoices(customer_id: int, limit: int, cursor: str | None, cli
 
 def invoice_owner(lines: list[dict[str, Any]]) -> int | None:
     """The one CustomerID every line carries, or None (guest lines, or lines that disagree)."""
-    owners = {l.get("CustomerID") for l in lines}
+    owners = {line.get("CustomerID") for line in lines}
     if len(owners) != 1:
         return None
     owner = owners.pop()
     return None if owner is None else int(owner)
 
 
-def get_invoice(invoice_no: str, principal: Principal, limit: int, cursor: str | None, client=None) -> dict[str, Any]:
+def get_invoice(invoice_no: str, principal: Principal, limit: int, cursor: str | None,
+                client: aws.Client | None = None) -> dict[str, Any]:
     scope = f"i:{invoice_no}"
     after = decode_cursor(cursor, scope, 1)[0] if cursor else None
     # The total, the line count and the ownership check need every line, so the whole invoice is read
@@ -160,10 +164,10 @@ def get_invoice(invoice_no: str, principal: Principal, limit: int, cursor: str |
     owner = invoice_owner(lines)
     if not lines or (principal.role != OPERATOR and (owner is None or owner != principal.customer_id)):
         raise HttpError(404, f"invoice {invoice_no} not found")
-    lines.sort(key=lambda l: l["LineId"])
-    remaining = [l for l in lines if after is None or l["LineId"] > after]
+    lines.sort(key=lambda line: line["LineId"])
+    remaining = [line for line in lines if after is None or line["LineId"] > after]
     page, more = remaining[:limit], len(remaining) > limit
-    first = min(lines, key=lambda l: (l["InvoiceDate"], l["LineId"]))
+    first = min(lines, key=lambda line: (line["InvoiceDate"], line["LineId"]))
     summary = summarize(lines)
     return {
         "invoiceNo": invoice_no, "customerId": owner, "country": first.get("Country"),
@@ -171,9 +175,9 @@ def get_invoice(invoice_no: str, principal: Principal, limit: int, cursor: str |
         "cancelled": invoice_kind(invoice_no) == "cancellation",
         "lineCount": summary["LineCount"], "total": number(summary["Total"]),
         "count": len(page),
-        "lines": [{"lineId": l["LineId"], "stockCode": l["StockCode"], "description": l.get("Description"),
-                   "quantity": number(l["Quantity"]), "unitPrice": number(l["UnitPrice"]),
-                   "amount": number(Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]))} for l in page],
+        "lines": [{"lineId": line["LineId"], "stockCode": line["StockCode"], "description": line.get("Description"),
+                   "quantity": number(line["Quantity"]), "unitPrice": number(line["UnitPrice"]),
+                   "amount": number(Decimal(line["Quantity"]) * Decimal(line["UnitPrice"]))} for line in page],
         "next": encode_cursor(scope, [page[-1]["LineId"]]) if more else None,
     }
 
@@ -218,7 +222,8 @@ def route(request: Request, event: dict[str, Any]) -> tuple[int, dict[str, Any],
         if not INVOICE_NO.fullmatch(invoice_no):
             raise HttpError(400, "invoiceNo must be 1-32 characters of letters, digits and ._- (e.g. 536365, C536379)")
         return 200, get_invoice(invoice_no, principal, limit, cursor), principal
-    raise HttpError(404, f"no route for {ascii(request.method)[:20]} {ascii(resource)[:80] if resource else '(unknown)'}")
+    route = ascii(resource)[:80] if resource else "(unknown)"
+    raise HttpError(404, f"no route for {ascii(request.method)[:20]} {route}")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

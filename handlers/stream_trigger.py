@@ -14,19 +14,20 @@ import functools
 import json
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from ecom_core import aws, config, heap, json_codec
 from ecom_core.events import OrderLine, event_json, id_digest
-from handlers.events import InvalidEvent, exact_decimal, normalize_event
 from ecom_core.faults import armed, maybe_fail
+from handlers.events import InvalidEvent, exact_decimal, normalize_event
 
 RESOURCES = config.resources()
 BATCH_WRITE_LIMIT = 25
@@ -48,7 +49,7 @@ class StreamRecord(NamedTuple):
     arrival: float | None
 
     @classmethod
-    def from_lambda(cls, record: dict[str, Any]) -> "StreamRecord":
+    def from_lambda(cls, record: dict[str, Any]) -> StreamRecord:
         kinesis = record["kinesis"]
         event_id = str(record.get("eventID", ""))
         shard_id = event_id.split(":", 1)[0] if ":" in event_id else "shardId-unknown"
@@ -77,7 +78,7 @@ class DeadLetter:
             "source": {"stream": RESOURCES.stream, "shard_id": self.record.shard_id,
                        "sequence_number": self.record.sequence_number,
                        "approximate_arrival": self.record.arrival},
-            "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data": text, "data_base64": b64, "size": len(self.record.data),
         }, ensure_ascii=False).encode("utf-8")
 
@@ -202,11 +203,12 @@ def customer_totals(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             groups.setdefault((int(line["CustomerID"]), line["InvoiceNo"]), []).append(line)
     entries: list[dict[str, Any]] = []
     for (customer_id, invoice_no), own in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0])):
-        first = min(own, key=lambda l: (l["InvoiceDate"], l["LineId"]))
+        first = min(own, key=lambda line: (line["InvoiceDate"], line["LineId"]))
         entries.append({"CustomerID": customer_id, "InvoiceNo": invoice_no, "InvoiceDate": first["InvoiceDate"],
                         "Country": first["Country"], "LineCount": len(own),
-                        "Total": sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in own), Decimal(0)),
-                        "LineDigest": line_digest(l["LineId"] for l in own)})
+                        "Total": sum((Decimal(line["Quantity"]) * Decimal(line["UnitPrice"]) for line in own),
+                                     Decimal(0)),
+                        "LineDigest": line_digest(line["LineId"] for line in own)})
     return entries
 
 
@@ -216,7 +218,7 @@ def plain_item(item: dict[str, Any]) -> dict[str, Any]:
     return {name: value["S"] if "S" in value else _deserializer.deserialize(value) for name, value in item.items()}
 
 
-def stored_invoice_lines(invoice_no: str, dynamodb=None) -> list[dict[str, Any]]:
+def stored_invoice_lines(invoice_no: str, dynamodb: aws.Client | None = None) -> list[dict[str, Any]]:
     """Every line of an invoice as stored, read strongly consistent: the lines this batch just
     wrote must be counted (AWS Query is eventually consistent by default)."""
     dynamodb = dynamodb or wire_client()
@@ -241,7 +243,7 @@ def whole_in_batch(events: list[OrderLine]) -> set[str]:
     return set(runs[1:-1]) - seen_twice - {runs[0], runs[-1]}
 
 
-def stored_entries(keys: list[tuple[int, str]], dynamodb=None, *, attempts: int = 10,
+def stored_entries(keys: list[tuple[int, str]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
                    sleep: Callable[[float], None] = time.sleep) -> dict[tuple[int, str], tuple[int, str | None]]:
     """(LineCount, LineDigest) of the stored customer entries among `keys`, 100 per BatchGetItem."""
     dynamodb = dynamodb or wire_client()
@@ -264,7 +266,8 @@ def stored_entries(keys: list[tuple[int, str]], dynamodb=None, *, attempts: int 
     return found
 
 
-def customer_entries(events: list[OrderLine], dynamodb=None, *, workers: int = 8) -> list[dict[str, Any]]:
+def customer_entries(events: list[OrderLine], dynamodb: aws.Client | None = None, *,
+                     workers: int = 8) -> list[dict[str, Any]]:
     """The customer entries of every (customer, invoice) this batch touched, each with the line count
     and total of ALL that customer's lines of the invoice. Call after the lines are written.
 
@@ -299,7 +302,7 @@ def customer_entries(events: list[OrderLine], dynamodb=None, *, workers: int = 8
         return settled + customer_totals(line for lines in all_lines for line in lines)
 
 
-def attribute_value(value: Any) -> dict[str, Any]:
+def attribute_value(value: Any) -> Mapping[str, Any]:
     """One Python value in DynamoDB's wire format (strings, the common case, without the type dispatch)."""
     if type(value) is str:
         return {"S": value}
@@ -310,7 +313,7 @@ def serialize_item(item: dict[str, Any]) -> dict[str, Any]:
     return {name: attribute_value(value) for name, value in item.items()}
 
 
-def _write_chunk(table: str, chunk: list[dict[str, Any]], dynamodb, attempts: int,
+def _write_chunk(table: str, chunk: list[dict[str, Any]], dynamodb: aws.Client, attempts: int,
                  sleep: Callable[[float], None]) -> list[int]:
     """Write wire-format items; returns the positions DynamoDB refused as invalid (nothing else is
     refused: throttling is retried here, other errors raise and the batch is redelivered)."""
@@ -330,7 +333,7 @@ def _write_chunk(table: str, chunk: list[dict[str, Any]], dynamodb, attempts: in
     raise RuntimeError(f"DynamoDB left {sum(len(v) for v in requests.values())} items unprocessed in {table}")
 
 
-def _put_valid(table: str, item: dict[str, Any], dynamodb) -> bool:
+def _put_valid(table: str, item: dict[str, Any], dynamodb: aws.Client) -> bool:
     try:
         dynamodb.put_item(TableName=table, Item=item)
         return True
@@ -347,13 +350,13 @@ def _pool() -> ThreadPoolExecutor:
     return _write_pool
 
 
-def batch_write(table: str, items: list[dict[str, Any]], dynamodb=None, *, attempts: int = 10,
+def batch_write(table: str, items: list[dict[str, Any]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
                 sleep: Callable[[float], None] = time.sleep) -> list[int]:
     """Python-valued items: serialise, then `write_items`."""
     return write_items(table, [serialize_item(item) for item in items], dynamodb, attempts=attempts, sleep=sleep)
 
 
-def write_items(table: str, items: list[dict[str, Any]], dynamodb=None, *, attempts: int = 10,
+def write_items(table: str, items: list[dict[str, Any]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
                 sleep: Callable[[float], None] = time.sleep) -> list[int]:
     """BatchWriteItem of wire-format items in chunks of 25 (a few in parallel), retrying
     UnprocessedItems with backoff. Returns the positions of items DynamoDB refused as invalid.
@@ -376,11 +379,11 @@ def write_items(table: str, items: list[dict[str, Any]], dynamodb=None, *, attem
             futures = [_pool().submit(_write_chunk, table, items[start:start + BATCH_WRITE_LIMIT], dynamodb,
                                       attempts, sleep) for start in half]
             outcomes = [future.result() for future in futures]  # every chunk waited for; first failure raised
-        refused.extend(start + position for start, outcome in zip(half, outcomes) for position in outcome)
+        refused.extend(start + position for start, outcome in zip(half, outcomes, strict=True) for position in outcome)
     return refused
 
 
-def wire_client(cfg=None):
+def wire_client(cfg: config.Stack | None = None) -> aws.Client:
     """The trigger's DynamoDB client, wire form in and out: low-level, items serialised by us. The
     resource layer's parameter transformation and botocore's parameter validation were ~40% of the
     trigger's CPU in profiles, and the items are built by this module in a fixed shape. BatchWriteItem, and the
@@ -388,19 +391,19 @@ def wire_client(cfg=None):
     first (aws.SignedPostFirst: botocore's per-call machinery was ~40% of what remained of the
     writes, and ~9% of a trigger worker's CPU went to the reads through the document client).
     The bench writes through the same."""
-    settings = dict(parameter_validation=False, max_pool_connections=max(10, WRITE_THREADS * 2))
+    settings: dict[str, Any] = {"parameter_validation": False, "max_pool_connections": max(10, WRITE_THREADS * 2)}
     if cfg:
         return _wire_client(cfg, settings)
     return _shared_wire_client(**settings)
 
 
-def _wire_client(cfg, settings: dict[str, Any]):
+def _wire_client(cfg: config.Stack, settings: dict[str, Any]) -> aws.Client:
     client = aws.wire_json(aws.client("dynamodb", cfg, **settings), "PutItem")
     return aws.signed_post_first(client, "BatchWriteItem", "Query", "BatchGetItem", cfg=cfg)
 
 
-@functools.lru_cache(maxsize=None)
-def _shared_wire_client(**settings):
+@functools.cache
+def _shared_wire_client(**settings: Any) -> aws.Client:
     # Its own client (not aws.shared_client's): this one sends BatchWriteItem, Query and BatchGetItem
     # bodies as they are.
     return _wire_client(config.stack(), settings)
@@ -415,7 +418,7 @@ def write_jsonl(events: list[OrderLine]) -> bytes:
 DECODE_SLICE = 500
 
 
-def decode_and_write_lines(records: list[StreamRecord], dynamodb=None) -> tuple[Batch, set[int]]:
+def decode_and_write_lines(records: list[StreamRecord], dynamodb: aws.Client | None = None) -> tuple[Batch, set[int]]:
     """`decode_batch` and `write_items` of the invoice lines, overlapped: each slice's lines go to
     the writer threads while the next slice is decoded. Decoding is this process's CPU and the
     writes are DynamoDB's, so on one machine (the emulator) they use different cores, and on AWS

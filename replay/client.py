@@ -7,9 +7,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, TextIO
 
 import requests
 
@@ -100,7 +101,8 @@ class Sender:
             delay = min(delay * 2, 5)
             attempt += 1
 
-    def send_batch(self, rows: list[Row], single: bool = False) -> tuple[list[str], list[Rejection], dict[str, str], int]:
+    def send_batch(self, rows: list[Row],
+                   single: bool = False) -> tuple[list[str], list[Rejection], dict[str, str], int]:
         """Send rows; on a 400, set the named bad events aside and resend the rest (all or nothing per request)."""
         pending = rows
         rejected: list[Rejection] = []

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from ecom_core import aws, config
 from ecom_core.events import record_field
@@ -61,7 +62,7 @@ def get(key_or_sequence: str, cfg: config.Stack | None = None) -> Letter:
     if "/" in key_or_sequence:
         key = key_or_sequence
     else:
-        matches = [l.key for l in letters(cfg) if l.key.endswith(f"/{key_or_sequence}.json")]
+        matches = [letter.key for letter in letters(cfg) if letter.key.endswith(f"/{key_or_sequence}.json")]
         if not matches:
             raise KeyError(f"no dead letter with sequence number {key_or_sequence}")
         key = matches[0]
@@ -73,7 +74,7 @@ def get(key_or_sequence: str, cfg: config.Stack | None = None) -> Letter:
 
 
 def top_reasons(cfg: config.Stack | None = None, n: int = 10) -> tuple[int, list[tuple[str, int]]]:
-    counter = Counter(l.kind for l in letters(cfg))
+    counter = Counter(letter.kind for letter in letters(cfg))
     return sum(counter.values()), counter.most_common(n)
 
 
@@ -116,7 +117,7 @@ class FailedBatch:
     condition: str
 
     @classmethod
-    def from_message(cls, message: dict[str, Any]) -> "FailedBatch":
+    def from_message(cls, message: dict[str, Any]) -> FailedBatch:
         body = json.loads(message["Body"])
         info = body["KinesisBatchInfo"]
         return cls(message_id=message["MessageId"], receipt_handle=message["ReceiptHandle"],
@@ -167,9 +168,9 @@ def redrive_batch(batch: FailedBatch, cfg: config.Stack | None = None) -> int:
         iterator = page.get("NextShardIterator")
     for start in range(0, len(pending), 500):
         chunk = pending[start:start + 500]
-        for attempt in range(8):
+        for _attempt in range(8):
             out = kinesis.put_records(StreamName=r.stream, Records=chunk)
-            chunk = [rec for rec, res in zip(chunk, out["Records"]) if res.get("ErrorCode")]
+            chunk = [rec for rec, res in zip(chunk, out["Records"], strict=True) if res.get("ErrorCode")]
             if not chunk:
                 break
         else:

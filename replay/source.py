@@ -6,9 +6,10 @@ import gzip
 import io
 import math
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ecom_core.events import SOURCE_FIELDS, uuid5_text
 
@@ -41,7 +42,8 @@ def event_id(source: str, row_number: int) -> str:
 def _open_text(path: Path) -> io.TextIOBase:
     with open(path, "rb") as probe:
         magic = probe.read(2)
-    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    # Returned open: the caller closes it (a `with` here would close it too early).
+    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
     # newline="" lets the csv module see CRLF and quoted newlines as they are.
     return io.TextIOWrapper(raw, encoding=ENCODING, newline="")
 
@@ -99,4 +101,4 @@ def read_rows(path: Path, limit: int | None = None) -> Iterator[Row]:
                 return
             if len(values) != len(HEADER):
                 raise SourceError(f"{path}: row {number}: expected {len(HEADER)} fields, got {len(values)}")
-            yield Row(number, to_event(source, number, dict(zip(HEADER, values))))
+            yield Row(number, to_event(source, number, dict(zip(HEADER, values, strict=True))))

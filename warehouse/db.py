@@ -5,8 +5,8 @@ operator's tools reach the warehouse through the Redshift Data API (warehouse/re
 as they do on AWS. Never in a Lambda zip: psycopg2 is not bundled."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions

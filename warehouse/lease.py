@@ -13,7 +13,7 @@ is one transaction), a query reads who holds it. Redshift has no sessions a leas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from warehouse.redshift_data import DataApi, literal
 
@@ -33,7 +33,7 @@ class Holder:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def timestamp(value: datetime) -> str:

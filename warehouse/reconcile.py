@@ -17,9 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TextIO
 
 from ecom_core import aws, config
 from ecom_core.events import record_field
@@ -70,13 +72,13 @@ def ledger_dir(cfg: config.Stack | None = None) -> Path:
     return (cfg or config.stack()).data_dir / "ledger"
 
 
-def open_ledger(cfg: config.Stack | None, source: Path):
+def open_ledger(cfg: config.Stack | None, source: Path) -> TextIO:
     """A new ledger file for one replay run (append-only, one accepted event id per line)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     directory = ledger_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     return open(directory / f"{stamp}-{Path(source).name}.ids", "a", encoding="utf-8")
 
 
@@ -114,7 +116,7 @@ def stream_baseline(cfg: config.Stack | None = None) -> dict[str, int]:
     return {shard: int(seq) for shard, seq in json.loads(path.read_text(encoding="utf-8")).items()}
 
 
-def stream_stage(cfg, r: config.Resources) -> Stage:
+def stream_stage(cfg: config.Stack, r: config.Resources) -> Stage:
     stage = Stage("stream")
     baseline = stream_baseline(cfg)
     for shard, record in stream_records(aws.client("kinesis", cfg), r.stream):
@@ -129,7 +131,7 @@ def stream_stage(cfg, r: config.Resources) -> Stage:
     return stage
 
 
-def dynamodb_stage(cfg, r: config.Resources) -> Stage:
+def dynamodb_stage(cfg: config.Stack, r: config.Resources) -> Stage:
     client = aws.client("dynamodb", cfg)
     stage = Stage("dynamodb")
     for item in aws.items(client.scan, TableName=r.invoice_table, ProjectionExpression="LineId"):
@@ -138,14 +140,14 @@ def dynamodb_stage(cfg, r: config.Resources) -> Stage:
     return stage
 
 
-def _objects(s3, bucket: str, prefixes: Iterable[str]) -> Iterator[bytes]:
+def _objects(s3: aws.Client, bucket: str, prefixes: Iterable[str]) -> Iterator[bytes]:
     for prefix in prefixes:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 yield s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
 
 
-def raw_stage(cfg, r: config.Resources) -> Stage:
+def raw_stage(cfg: config.Stack, r: config.Resources) -> Stage:
     s3 = aws.client("s3", cfg)
     stage = Stage("raw")
     for body in _objects(s3, r.raw_bucket, (r.raw_prefix, r.processed_prefix)):
@@ -160,7 +162,7 @@ def raw_stage(cfg, r: config.Resources) -> Stage:
     return stage
 
 
-def staging_stage(cfg, r: config.Resources) -> Stage:
+def staging_stage(cfg: config.Stack, r: config.Resources) -> Stage:
     s3 = aws.client("s3", cfg)
     stage = Stage("staging")
     for body in _objects(s3, r.staging_bucket, (r.staging_prefix,)):
@@ -206,7 +208,7 @@ def warehouse_stage(api: DataApi) -> Stage:
         after = rows[-1][0]
 
 
-def dead_letter_ids(cfg, r: config.Resources) -> tuple[set[str], int]:
+def dead_letter_ids(cfg: config.Stack, r: config.Resources) -> tuple[set[str], int]:
     s3 = aws.client("s3", cfg)
     ids, total = set(), 0
     for body in _objects(s3, r.dead_letter_bucket, (r.dead_letter_prefix,)):

@@ -6,7 +6,8 @@ recorder. The dialect tests record the Postgres load the same way to compare the
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class RecordingCursor:
@@ -33,7 +34,7 @@ class RecordingCursor:
     def fetchone(self) -> tuple | None:
         return self._rows[0] if self._rows else None
 
-    def __enter__(self) -> "RecordingCursor":
+    def __enter__(self) -> RecordingCursor:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -21,15 +21,24 @@ import csv
 import io
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ecom_core import aws, config
 from ecom_core.faults import maybe_fail
 from warehouse import lease, schema, star, tables
 from warehouse.recorder import RecordingConnection
 from warehouse.redshift_data import DataApi, RedshiftError, literal
-from warehouse.staging import (ANALYZE_STAGE, COLUMN_LIST, STAGE, STAGE_FILES, Outcome, Reject, StagedFile, file_stats_sql,
-                               screen)
+from warehouse.staging import (
+    ANALYZE_STAGE,
+    COLUMN_LIST,
+    STAGE,
+    STAGE_FILES,
+    Outcome,
+    Reject,
+    StagedFile,
+    file_stats_sql,
+    screen,
+)
 
 REJECT_COLUMNS = '"file_key", "line_no", "event_id", "reason", "raw_line"'
 COPY_OPTIONS = "FORMAT AS CSV IGNOREHEADER 1 EMPTYASNULL TIMEFORMAT 'auto' ACCEPTINVCHARS"
@@ -61,7 +70,8 @@ def copy_statement(table: str, columns: str, manifest_url: str, iam_role: str) -
     return f"COPY {table} ({columns}) FROM {literal(manifest_url)} IAM_ROLE {literal(iam_role)} MANIFEST {COPY_OPTIONS}"
 
 
-def group_statements(files: list[tuple[str, str, str]], iam_role: str, rejects_manifest: str | None = None) -> list[str]:
+def group_statements(files: list[tuple[str, str, str]], iam_role: str,
+                     rejects_manifest: str | None = None) -> list[str]:
     """One transaction loading a group: files = [(key, etag, manifest URL of the body to COPY)]."""
     statements = [
         f"LOCK {tables.MANIFEST_TABLE}",
@@ -76,7 +86,7 @@ def group_statements(files: list[tuple[str, str, str]], iam_role: str, rejects_m
     # INSERT that numbers their rows: tagging each file's rows with an UPDATE after its COPY
     # rescanned and rewrote the growing staging table every time (2.7 s of a 12.5 s full-file load).
     per_file = [f"{STAGE}_{number}" for number in range(len(files))]
-    for table, (key, etag, manifest_url) in zip(per_file, files):
+    for table, (_, _, manifest_url) in zip(per_file, files, strict=True):
         statements += [
             f"CREATE TEMPORARY TABLE {table} AS SELECT {COLUMN_LIST} FROM {tables.FACT_TABLE} WHERE 1 = 0",
             copy_statement(table, COLUMN_LIST, manifest_url, iam_role),
@@ -84,7 +94,8 @@ def group_statements(files: list[tuple[str, str, str]], iam_role: str, rejects_m
     if files:
         statements += [
             f'INSERT INTO {STAGE} ({COLUMN_LIST}, "file_no") '
-            + " UNION ALL ".join(f"SELECT {COLUMN_LIST}, {number} FROM {table}" for number, table in enumerate(per_file)),
+            + " UNION ALL ".join(f"SELECT {COLUMN_LIST}, {number} FROM {table}"
+                                 for number, table in enumerate(per_file)),
             f'INSERT INTO {STAGE_FILES} ("file_no", "file_key", "etag") VALUES '
             + ", ".join(f"({number}, {literal(key)}, {literal(etag)})" for number, (key, etag, _) in enumerate(files)),
             f"DROP TABLE {', '.join(per_file)}",
@@ -157,7 +168,7 @@ class RedshiftWarehouse:
 
     # -- the load
     def load_group(self, files: list[StagedFile]) -> list[tuple[str, Outcome | None]]:
-        group = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        group = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         keys = [key for key, _, _ in files]
         statements = group_statements([(key, etag, self._manifest(group, n, key)) for n, (key, etag, _)
                                        in enumerate(files)], self.iam_role)
@@ -213,5 +224,5 @@ class RedshiftWarehouse:
         return None
 
 
-def _lit(value) -> str:
+def _lit(value: object) -> str:
     return lease.timestamp(value) if isinstance(value, datetime) else literal(value)

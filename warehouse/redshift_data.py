@@ -15,11 +15,13 @@ parameters. The same code reads the local stand-in and a real workgroup.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -42,8 +44,9 @@ SESSION_KEEP_ALIVE_SECONDS = 30
 
 
 class DataApi:
-    def __init__(self, etl: config.Etl | None = None, client=None, *, cfg: config.Stack | None = None,
-                 poll_seconds: float = 0.25, timeout: float = 900, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, etl: config.Etl | None = None, client: aws.Client | None = None, *,
+                 cfg: config.Stack | None = None, poll_seconds: float = 0.25, timeout: float = 900,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.etl = etl or config.etl()
         self.client = client or aws.client("redshift-data", cfg)
         self.poll_seconds, self.timeout, self.sleep = poll_seconds, timeout, sleep
@@ -90,10 +93,8 @@ class DataApi:
             if before_commit is not None:
                 before_commit()
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):  # the session's expiry rolls it back anyway
                 self._wait(self.client.execute_statement(Sql="ROLLBACK", SessionId=session)["Id"])
-            except Exception:  # noqa: BLE001 - the session's expiry rolls it back anyway
-                pass
             raise
         return self._commit(session)
 
@@ -122,7 +123,7 @@ class DataApi:
         return [list(row) for row in self.statement(sql).rows]
 
     def statement(self, sql: str, parameters: list[dict[str, str]] | None = None, *, session: str | None = None,
-                  keep_alive: int | None = None) -> "Result":
+                  keep_alive: int | None = None) -> Result:
         """One ExecuteStatement (in `session`, or opening one that lives `keep_alive` seconds), waited
         for; its rows as Python values typed by the result's column metadata."""
         kwargs: dict[str, Any] = {"Sql": sql}
@@ -173,7 +174,7 @@ class Connection:
         self.session: str | None = None
         self.in_transaction = False
 
-    def cursor(self) -> "Cursor":
+    def cursor(self) -> Cursor:
         return Cursor(self)
 
     def _run(self, sql: str, parameters: list[dict[str, str]] | None = None) -> Result:
@@ -202,12 +203,10 @@ class Connection:
     def close(self) -> None:
         # A session cannot be closed through the API; it expires TOOL_SESSION_SECONDS after its last
         # statement. An open transaction is rolled back first, so nothing waits for the expiry.
-        try:
+        with contextlib.suppress(RedshiftError):
             self.rollback()
-        except RedshiftError:
-            pass
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -247,7 +246,7 @@ class Cursor:
     def close(self) -> None:
         self._rows = []
 
-    def __enter__(self) -> "Cursor":
+    def __enter__(self) -> Cursor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -278,7 +277,8 @@ def bind(sql: str, params: Sequence[Any]) -> tuple[str, list[dict[str, str]]]:
         if isinstance(value, (float, Decimal)):
             return repr(value) if isinstance(value, float) else str(value)   # a Decimal keeps every digit
         name = f"p{len(parameters) + 1}"
-        parameters.append({"name": name, "value": value.isoformat() if isinstance(value, (date, datetime)) else str(value)})
+        parameters.append({"name": name,
+                           "value": value.isoformat() if isinstance(value, (date, datetime)) else str(value)})
         return f":{name}"
 
     text = _PLACEHOLDER.sub(one, sql)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import html
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ecom_core import config
 from warehouse import redshift_data, schema
@@ -168,9 +169,9 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]])
         writer.writerows([csv_cell(v) for v in row] for row in rows)
 
 
-def _query(cur, sql: str) -> tuple[list[str], list[tuple]]:
+def _query(cur: redshift_data.Cursor, sql: str) -> tuple[list[str], list[tuple]]:
     cur.execute(sql)
-    return [d[0] for d in cur.description], cur.fetchall()
+    return [d[0] for d in cur.description or []], cur.fetchall()
 
 
 def _short(text: str, width: int) -> str:
@@ -195,8 +196,8 @@ def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) 
         label_w, plot_w, value_w, row_h, top = 250, 400, 110, 20, 8
         width, height = label_w + plot_w + value_w, top * 2 + row_h * len(values)
         zero = label_w + plot_w * (-low) / span
-        for i, (label, value) in enumerate(zip(labels, values)):
-            y = top + i * row_h
+        for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+            y: float = top + i * row_h
             length = plot_w * abs(value) / span
             x = zero - length if value < 0 else zero
             parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{esc(_short(label, 38))}</text>')
@@ -209,21 +210,23 @@ def bar_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]) 
         bar_w = max(8, min(48, 640 // max(len(values), 1)))
         width, height = left + bar_w * len(values) + 20, top + plot_h + bottom
         zero = top + plot_h * high / span
-        for i, (label, value) in enumerate(zip(labels, values)):
+        for i, (label, value) in enumerate(zip(labels, values, strict=True)):
             x = left + i * bar_w
             length = plot_h * abs(value) / span
             y = zero if value < 0 else zero - length
             parts.append(f'<rect x="{x + 2}" y="{y:.1f}" width="{bar_w - 4}" height="{max(length, 0.5):.1f}" '
                          f'class="{"neg" if value < 0 else "pos"}"><title>{esc(label)}: {number(value)}</title></rect>')
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 14}" text-anchor="end" '
-                         f'transform="rotate(-45 {x + bar_w / 2:.1f} {top + plot_h + 14})">{esc(_short(label, 12))}</text>')
+                         f'transform="rotate(-45 {x + bar_w / 2:.1f} {top + plot_h + 14})">'
+                         f'{esc(_short(label, 12))}</text>')
         parts += _value_axis(left, zero, plot_h, span, high, low, number)
         parts.append(f'<line x1="{left}" y1="{zero:.1f}" x2="{width - 10}" y2="{zero:.1f}" class="axis"/>')
     return (f'<svg class="chart" id="{chart.chart_id}" data-view="{chart.view}" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(chart.title)}">' + "".join(parts) + "</svg>")
 
 
-def _value_axis(left: float, zero: float, plot_h: float, span: float, high: float, low: float, number) -> list[str]:
+def _value_axis(left: float, zero: float, plot_h: float, span: float, high: float, low: float,
+                number: Callable[[float], str]) -> list[str]:
     return [f'<text x="{left - 6}" y="{zero - plot_h * value / span + 4:.1f}" text-anchor="end">{number(value)}</text>'
             for value in ((high, low) if low < 0 else (high,))]
 
@@ -252,7 +255,7 @@ def month_chart_svg(chart: Chart, labels: Sequence[str], values: Sequence[float]
     zero = top + plot_h * high / span
     esc = html.escape
     parts: list[str] = []
-    for label, position, value in zip(labels, positions, values):
+    for label, position, value in zip(labels, positions, values, strict=True):
         x = left + (position - first) * slot_w
         length = plot_h * abs(value) / span
         y = zero if value < 0 else zero - length
@@ -283,7 +286,7 @@ def _table_html(view: str, columns: list[str], rows: list[tuple]) -> str:
     body = "".join("<tr>" + "".join(
         f'<td class="{"num" if isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) else ""}">'
         f'{html.escape(str(v) if c.endswith("_id") and v is not None else _fmt(v, c))}</td>'
-        for c, v in zip(columns, row)) + "</tr>" for row in rows)
+        for c, v in zip(columns, row, strict=True)) + "</tr>" for row in rows)
     # A wide table scrolls in its own box, so the page itself never scrolls sideways.
     return (f'<div class="scroll"><table id="table-{view}" data-view="{view}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{body}</tbody></table></div>')
@@ -321,13 +324,14 @@ def build_report(out_dir: Path, cfg: config.Stack | None = None) -> ReportResult
                 cur.execute(f'CREATE TEMPORARY TABLE "report_{view}" AS SELECT * FROM analytics."{view}"')
             cur.execute('SELECT count(*), COALESCE(sum("amount"), 0), count(DISTINCT "invoice_no"), '
                         'count(DISTINCT "customer_id"), min("invoice_ts"), max("invoice_ts") FROM dw."fact_sales_line"')
-            lines, revenue, invoices, customers, first_ts, last_ts = cur.fetchone()
+            lines, revenue, invoices, customers, first_ts, last_ts = cur.fetchall()[0]
             cur.execute('SELECT count(*) FROM dw."load_manifest"')
-            files = cur.fetchone()[0]
+            files = cur.fetchall()[0][0]
             charts_by_view: dict[str, list[str]] = {}
             for chart in CHARTS:
-                _, rows = _query(cur, f'SELECT "{chart.label_column}", "{chart.value_column}" FROM "report_{chart.view}" '
-                                      f'{chart.where} ORDER BY {chart.order_by} LIMIT {chart.limit}')
+                _, rows = _query(cur, f'SELECT "{chart.label_column}", "{chart.value_column}" '
+                                      f'FROM "report_{chart.view}" {chart.where} '
+                                      f'ORDER BY {chart.order_by} LIMIT {chart.limit}')
                 rows = [r for r in rows if r[1] is not None]
                 if not rows:
                     continue
@@ -349,7 +353,7 @@ def build_report(out_dir: Path, cfg: config.Stack | None = None) -> ReportResult
                     f'<a href="{view}.csv">{view}.csv</a>.</p>'
                     + "".join(charts_by_view.get(view, [])) + _table_html(view, columns, rows[:shown]) + "</section>")
         conn.rollback()
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     summary = (f'<table class="summary"><tr><td>lines</td><td>{lines:,}</td></tr>'
                f"<tr><td>revenue (all lines)</td><td>{money(revenue)}</td></tr>"
                f"<tr><td>invoices</td><td>{invoices:,}</td></tr><tr><td>customers</td><td>{customers:,}</td></tr>"

@@ -59,7 +59,8 @@ def star_upgrade_statements(missing: list[str]) -> list[str]:
     (the statements the load runs per group, over the whole table)."""
     statements = [f'ALTER TABLE {tables.FACT_TABLE} ADD COLUMN "{name}" {star.DERIVED_COLUMN_TYPES[name]}'
                   for name in missing]
-    assignments = ", ".join(f'"{name}" = {star.DERIVED_COLUMNS[name]}' for name in missing if name in star.DERIVED_COLUMNS)
+    assignments = ", ".join(f'"{name}" = {star.DERIVED_COLUMNS[name]}'
+                            for name in missing if name in star.DERIVED_COLUMNS)
     if assignments:
         statements.append(f"UPDATE {tables.FACT_TABLE} SET {assignments}")
     recorder = RecordingConnection()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ecom_core.contract import COLUMNS, CSV_HEADER, SchemaDrift, csv_row_problem
 from warehouse import star, tables
@@ -63,8 +63,8 @@ def file_stats_sql(for_manifest: bool = False) -> str:
         return f'SELECT f."file_no", coalesce(r.rows, 0), {events}, coalesce(n.new_events, 0) {stats}'
     return (f'SELECT f."file_key", f."etag", coalesce(r.rows, 0) + coalesce(j.rejected, 0), coalesce(n.new_events, 0), '
             f'{events} - coalesce(n.new_events, 0) {stats}\n'
-            f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {tables.REJECTS_TABLE} GROUP BY "file_key") j '
-            f'ON j."file_key" = f."file_key"')
+            f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {tables.REJECTS_TABLE} '
+            f'GROUP BY "file_key") j ON j."file_key" = f."file_key"')
 
 
 StagedFile = tuple[str, str, Callable[[], bytes]]  # (key, etag, fetch the body)
@@ -116,7 +116,7 @@ def screen(key: str, body: bytes) -> tuple[str, list[Reject]]:
         except csv.Error as exc:
             rejects.append(Reject(key, line_no, None, f"not CSV: {exc}", None))
             continue
-        row = dict(zip(CSV_HEADER, values))
+        row = dict(zip(CSV_HEADER, values, strict=False))  # a row of the wrong length is rejected below
         problem = (f"{len(values)} fields, expected {len(CSV_HEADER)}" if len(values) != len(CSV_HEADER)
                    else csv_row_problem(row))
         if problem:

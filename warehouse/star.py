@@ -16,12 +16,20 @@ which is also how Redshift compares.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the statements run on any DB-API cursor (or the recorder); no driver ships
-    import psycopg2.extensions
+from typing import Any, Protocol
 
 from ecom_core.contract import WAREHOUSE_COLUMNS
+
+
+class Cursor(Protocol):
+    """What the statements need of a cursor: a DB-API cursor (psycopg2's) or warehouse.recorder's
+    RecordingCursor, which the ETL job uses (no driver ships in its zip)."""
+
+    def execute(self, sql: str, params: Any = None, /) -> None: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
 
 FACT = 'dw."fact_sales_line"'
 STAGE_FACT = "stage_fact"          # the file's events, deduplicated by event_id, with derived columns
@@ -87,12 +95,12 @@ def _same(names: list[str], left: str, right: str) -> str:
     return " AND ".join(f'{left}."{n}" = {right}."{n}"' for n in names)
 
 
-def _temp_table(cur, name: str, select_sql: str, params: dict | None = None) -> None:
+def _temp_table(cur: Cursor, name: str, select_sql: str, params: dict | None = None) -> None:
     cur.execute(f"DROP TABLE IF EXISTS {name}")
     cur.execute(f"CREATE TEMPORARY TABLE {name} AS {select_sql}", params)
 
 
-def _merge(cur, target: str, target_name: str, source: str, key: str, columns: list[str]) -> int:
+def _merge(cur: Cursor, target: str, target_name: str, source: str, key: str, columns: list[str]) -> int:
     updates = ", ".join(f'"{c}" = s."{c}"' for c in columns if c != key)
     cur.execute(f"""
         MERGE INTO {target} USING {source} AS s ON {target_name}."{key}" = s."{key}"
@@ -101,7 +109,7 @@ def _merge(cur, target: str, target_name: str, source: str, key: str, columns: l
     return cur.rowcount
 
 
-def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: str) -> None:
+def stage_facts(cur: Cursor, raw_stage: str, files_table: str) -> None:
     """raw_stage (as COPYed, rows tagged with "file_no") -> STAGE_FACT: one row per event_id (the
     highest file number wins, as if the files had loaded one after another), its source file's key
     from files_table ("file_no", "file_key"), derived columns added, and whether the warehouse
@@ -141,7 +149,7 @@ def stage_facts(cur: psycopg2.extensions.cursor, raw_stage: str, files_table: st
     touched_keys(cur)
 
 
-def touched_keys(cur: psycopg2.extensions.cursor) -> None:
+def touched_keys(cur: Cursor) -> None:
     """TOUCHED_KEYS: the (invoice_no, stock_code, invoice_ts) keys whose duplicate flags the staged
     events can change, recorded *before* the fact write. A flag changes only where a group gains or
     loses a member next to another one, so only keys that
@@ -180,7 +188,7 @@ def touched_keys(cur: psycopg2.extensions.cursor) -> None:
 FACT_WRITE_COLUMNS = SOURCE_COLUMNS + ["source_file"] + list(DERIVED_COLUMNS)
 
 
-def write_facts(cur: psycopg2.extensions.cursor) -> tuple[int, int]:
+def write_facts(cur: Cursor) -> tuple[int, int]:
     """The staged events into the fact table: the ones it has are updated (the last delivery wins),
     the others inserted. Returns (inserted, updated).
 
@@ -200,7 +208,7 @@ def write_facts(cur: psycopg2.extensions.cursor) -> tuple[int, int]:
     return cur.rowcount, updated
 
 
-def refresh_duplicate_flags(cur: psycopg2.extensions.cursor) -> int:
+def refresh_duplicate_flags(cur: Cursor) -> int:
     """Recompute is_duplicate_row for every group of identical source rows this file touched.
 
     Within a group the 2nd+ event by event_id is flagged. The members are identical in all eight
@@ -220,7 +228,7 @@ def refresh_duplicate_flags(cur: psycopg2.extensions.cursor) -> int:
     return cur.rowcount
 
 
-def upsert_dimensions(cur: psycopg2.extensions.cursor, source: str = STAGE_FACT) -> dict[str, int]:
+def upsert_dimensions(cur: Cursor, source: str = STAGE_FACT) -> dict[str, int]:
     """Insert or update the dimension rows the facts in `source` need. Returns rows changed per table.
 
     Each dimension attribute that depends on more than one fact ("most recent", "first seen") is
@@ -335,7 +343,7 @@ def upsert_dimensions(cur: psycopg2.extensions.cursor, source: str = STAGE_FACT)
     return changed
 
 
-def rebuild_from_facts(cur: psycopg2.extensions.cursor) -> None:
+def rebuild_from_facts(cur: Cursor) -> None:
     """Duplicate flags and dimensions from every fact in the table (after adding the star columns)."""
     _temp_table(cur, TOUCHED_KEYS, f'SELECT DISTINCT {_q(ROW_GROUP_KEY)} FROM {FACT}')
     refresh_duplicate_flags(cur)

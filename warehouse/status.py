@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -13,11 +14,11 @@ from warehouse import schema, tables
 from warehouse.redshift_data import DataApi
 
 
-def count_items(dynamodb, table: str) -> int:
+def count_items(dynamodb: aws.Client, table: str) -> int:
     return sum(page["Count"] for page in aws.pages(dynamodb.scan, TableName=table, Select="COUNT"))
 
 
-def stream_records(kinesis, stream: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def stream_records(kinesis: aws.Client, stream: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every record retained on the stream, shard by shard, from TRIM_HORIZON to the tip."""
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
         iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
@@ -31,11 +32,12 @@ def stream_records(kinesis, stream: str) -> Iterator[tuple[str, dict[str, Any]]]
             iterator = page.get("NextShardIterator")
 
 
-def shard_positions(kinesis, stream: str, consumed: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+def shard_positions(kinesis: aws.Client, stream: str,
+                    consumed: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """Per shard: records retained, the last sequence number, and how many records the consumer
     has not finished yet (`behind`, when `consumed` gives the consumer's position). On AWS the
     mapping's IteratorAge metric says the same in milliseconds; the emulator has no such metric."""
-    shards = {shard["ShardId"]: {"records": 0, "last_sequence": None, "behind": 0}
+    shards: dict[str, dict[str, Any]] = {shard["ShardId"]: {"records": 0, "last_sequence": None, "behind": 0}
               for shard in kinesis.list_shards(StreamName=stream)["Shards"]}
     for shard_id, record in stream_records(kinesis, stream):
         info = shards[shard_id]
@@ -75,7 +77,7 @@ def _last_sequence(key: str) -> int | None:
         return None
 
 
-def consumed_up_to(cfg: config.Stack | None = None, s3=None) -> dict[str, int]:
+def consumed_up_to(cfg: config.Stack | None = None, s3: aws.Client | None = None) -> dict[str, int]:
     """Per shard, the highest sequence number the consumer has finished (raw objects and dead letters)."""
     r = config.resources()
     s3 = s3 or aws.client("s3", cfg)
