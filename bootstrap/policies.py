@@ -89,7 +89,8 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
              "Resource": arn("kinesis", f"stream/{r.stream}")},
             {"Sid": "WriteOltp", "Effect": "Allow", "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
              "Resource": [arn("dynamodb", f"table/{r.invoice_table}"),
-                          arn("dynamodb", f"table/{r.customer_table}")]},
+                          arn("dynamodb", f"table/{r.customer_table}"),
+                          arn("dynamodb", f"table/{r.invoice_owner_table}")]},
             # The stream trigger recomputes a customer entry's line count and total from the invoice's
             # lines; the read API queries both tables and the customer table's ByDate index.
             {"Sid": "ReadOltp", "Effect": "Allow", "Action": ["dynamodb:Query"],
@@ -97,9 +98,16 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
                           arn("dynamodb", f"table/{r.customer_table}"),
                           arn("dynamodb", f"table/{r.customer_table}/index/*")]},
             # The stream trigger checks the stored customer entries of the invoices its batch holds
-            # whole (handlers/stream_trigger.customer_entries) in one BatchGetItem per 100.
+            # whole (handlers/stream_trigger.customer_entries) and the owners of its invoices
+            # (handlers/stream_trigger.invoice_owners), one BatchGetItem per 100.
             {"Sid": "ReadCustomerEntries", "Effect": "Allow", "Action": ["dynamodb:BatchGetItem"],
-             "Resource": arn("dynamodb", f"table/{r.customer_table}")},
+             "Resource": [arn("dynamodb", f"table/{r.customer_table}"),
+                          arn("dynamodb", f"table/{r.invoice_owner_table}")]},
+            # The read API: an invoice's owner first (one GetItem, whoever asks), then its customer
+            # entry for the line count and total (handlers/reads.get_invoice).
+            {"Sid": "ReadInvoiceOwners", "Effect": "Allow", "Action": ["dynamodb:GetItem"],
+             "Resource": [arn("dynamodb", f"table/{r.invoice_owner_table}"),
+                          arn("dynamodb", f"table/{r.customer_table}")]},
             {"Sid": "WriteRawAndDeadLetters", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": [f"arn:aws:s3:::{r.raw_bucket}/{r.raw_prefix}*",
                           f"arn:aws:s3:::{r.dead_letter_bucket}/{r.dead_letter_prefix}*"]},

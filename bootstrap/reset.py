@@ -17,7 +17,7 @@ def empty_stores(cfg: config.Stack) -> None:
 
     r = config.resources()
     dynamodb = aws.client("dynamodb", cfg)
-    for table in (r.invoice_table, r.customer_table):
+    for table in (r.invoice_table, r.customer_table, r.invoice_owner_table):
         keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
         for page in aws.pages(dynamodb.scan, TableName=table,
                               ProjectionExpression=", ".join(f"#k{i}" for i in range(len(keys))),

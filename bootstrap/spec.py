@@ -186,6 +186,9 @@ def platform(resources: config.Resources | None = None, target: str | None = Non
             # One item per (customer, invoice); newest-first listing through the ByDate index.
             Table(r.customer_table, [("CustomerID", "N", "HASH"), ("InvoiceNo", "S", "RANGE")],
                   local_indexes=[("ByDate", "InvoiceDate", "S")]),
+            # One item per invoice: the customer its first line named (none for a guest invoice).
+            # A later line naming anyone else is quarantined, and reads check ownership here first.
+            Table(r.invoice_owner_table, [("InvoiceNo", "S", "HASH")]),
         ],
         functions=[
             Function(r.ingestion_function, "handlers.ingestion.handler",
@@ -198,7 +201,7 @@ def platform(resources: config.Resources | None = None, target: str | None = Non
                                   "WriteRawAndDeadLetters", "OnFailureDestination", "Logs")),
             Function(r.reads_function, "handlers.reads.handler",
                      "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
-                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "ReadAuthSecrets", "Logs"),
+                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "ReadInvoiceOwners", "ReadAuthSecrets", "Logs"),
                      reserved_concurrency=RESERVED_CONCURRENCY["reads"]),
             Function(r.etl_function, "etl.job.handler",
                      "The batch half on a schedule: raw JSON -> staging CSV -> Glue table -> warehouse (lease, "
@@ -241,6 +244,7 @@ def function_environment(resources: config.Resources, function: Function | None 
         "ECOM_STREAM": resources.stream,
         "ECOM_CUSTOMER_TABLE": resources.customer_table,
         "ECOM_INVOICE_TABLE": resources.invoice_table,
+        "ECOM_INVOICE_OWNER_TABLE": resources.invoice_owner_table,
     }
     if function is not None and function.etl_env:
         etl = config.etl()

@@ -56,6 +56,8 @@ class Resources:
     stream_shards: int = field(default_factory=lambda: _env_int("ECOM_STREAM_SHARDS", 2))
     customer_table: str = field(default_factory=lambda: _env("ECOM_CUSTOMER_TABLE", "customer"))
     invoice_table: str = field(default_factory=lambda: _env("ECOM_INVOICE_TABLE", "invoice"))
+    # Who an invoice belongs to: its first line's customer (or a guest), set once by the stream trigger.
+    invoice_owner_table: str = field(default_factory=lambda: _env("ECOM_INVOICE_OWNER_TABLE", "invoice-owner"))
     glue_database: str = field(default_factory=lambda: _env("ECOM_GLUE_DATABASE", "ecom"))
     glue_table: str = field(default_factory=lambda: _env("ECOM_GLUE_TABLE", "staging_events"))
     ingestion_function: str = "data-ingestion"

@@ -6,9 +6,11 @@ Lambda can be invoked by other paths than the gateway) and applies the ownership
 the data can decide (whose invoice is this?).
 
 Rules (docs/read-api.md):
-- a customer token (sub = customer id) reads that customer's invoice list and the invoices whose
-  lines all carry that CustomerID; another customer's list is 403; another customer's invoice, a
-  guest invoice and an unknown invoice are the same 404 (no way to probe which invoice numbers exist);
+- a customer token (sub = customer id) reads that customer's invoice list and the invoices it owns
+  (an invoice belongs to the customer its first line named: handlers/stream_trigger quarantines a
+  later line naming anyone else); another customer's list is 403; another customer's invoice, a
+  guest invoice and an unknown invoice are the same 404, at the same cost (no way to probe which
+  invoice numbers exist);
 - the operator key reads everything.
 """
 from __future__ import annotations
@@ -154,26 +156,84 @@ def invoice_owner(lines: list[dict[str, Any]]) -> int | None:
     return None if owner is None else int(owner)
 
 
+# An invoice's owner as the stream trigger records it (handlers/stream_trigger.GUEST: the same word).
+GUEST = "guest"
+
+
+def recorded_owner(invoice_no: str, client: aws.Client) -> int | str | None:
+    """The customer the invoice's first line named (GUEST for none); None when no owner is recorded."""
+    item = client.get_item(TableName=RESOURCES.invoice_owner_table, Key={"InvoiceNo": invoice_no}).get("Item")
+    if item is None:
+        return None
+    return int(item["CustomerID"]) if "CustomerID" in item else GUEST
+
+
 def get_invoice(invoice_no: str, principal: Principal, limit: int, cursor: str | None,
                 client: aws.Client | None = None) -> dict[str, Any]:
+    """One page of an invoice's lines with its line count and total.
+
+    Whose it is comes first, from the invoice's owner record (one GetItem, whoever asks): another
+    customer's invoice, a guest invoice and an unknown one are the same 404 at the same cost,
+    whatever the invoice's size. For its owner (or the operator) the page is one Query of `limit`
+    lines and the totals come from the customer entry, so the answer takes the same time for two
+    lines or ten thousand. Every line is read only where no entry has the totals (a guest invoice,
+    which only the operator reads, or an entry not yet written), or for an invoice stored before
+    owners were recorded (its owner is then the one CustomerID all its lines carry)."""
+    client = client or dynamodb()
     scope = f"i:{invoice_no}"
     after = decode_cursor(cursor, scope, 1)[0] if cursor else None
-    # The total, the line count and the ownership check need every line, so the whole invoice is read
-    # (bounded: the largest, 573585, has 1,114 lines, ~300 KB) and the page is cut from it.
+    owner = recorded_owner(invoice_no, client)
+    if owner is None:
+        return _whole_invoice(invoice_no, principal, limit, after, scope, client)
+    if principal.role != OPERATOR and owner != principal.customer_id:
+        raise HttpError(404, f"invoice {invoice_no} not found")
+    entry = None if owner == GUEST else client.get_item(
+        TableName=RESOURCES.customer_table, Key={"CustomerID": owner, "InvoiceNo": invoice_no}).get("Item")
+    if entry is None or "LineCount" not in entry or "Total" not in entry:
+        return _whole_invoice(invoice_no, principal, limit, after, scope, client, owner=owner)
+    # Only the owner's lines: a line naming anyone else is quarantined by the trigger, and this keeps
+    # lines stored before owners were recorded out of the owner's view.
+    kwargs: dict[str, Any] = {
+        "TableName": RESOURCES.invoice_table, "ConsistentRead": False,
+        "KeyConditionExpression": "InvoiceNo = :n" + (" AND LineId > :after" if after is not None else ""),
+        "FilterExpression": "CustomerID = :c",
+        "ExpressionAttributeValues": {":n": invoice_no, ":c": owner,
+                                      **({":after": after} if after is not None else {})}}
+    page, more = query_page(kwargs, limit, client)
+    return _document(invoice_no, owner, entry.get("Country"), entry["InvoiceDate"], entry["LineCount"],
+                     entry["Total"], page, more, scope)
+
+
+def _whole_invoice(invoice_no: str, principal: Principal, limit: int, after: str | None, scope: str,
+                   client: aws.Client, owner: int | str | None = None) -> dict[str, Any]:
+    """The page cut from every line of the invoice, totals computed from them (bounded: the largest
+    invoice of the file, 573585, has 1,114 lines, ~300 KB)."""
     lines = invoice_lines(invoice_no, client)
-    owner = invoice_owner(lines)
-    if not lines or (principal.role != OPERATOR and (owner is None or owner != principal.customer_id)):
+    if owner is None:
+        # No owner recorded: the lines decide, as before owners were recorded (none: a 404 below).
+        customer = invoice_owner(lines)
+        if not lines or (principal.role != OPERATOR and (customer is None or customer != principal.customer_id)):
+            raise HttpError(404, f"invoice {invoice_no} not found")
+        owner = GUEST if customer is None else customer
+    lines = [line for line in lines if (owner == GUEST and line.get("CustomerID") is None)
+             or (owner != GUEST and line.get("CustomerID") is not None and int(line["CustomerID"]) == owner)]
+    if not lines:
         raise HttpError(404, f"invoice {invoice_no} not found")
     lines.sort(key=lambda line: line["LineId"])
     remaining = [line for line in lines if after is None or line["LineId"] > after]
-    page, more = remaining[:limit], len(remaining) > limit
     first = min(lines, key=lambda line: (line["InvoiceDate"], line["LineId"]))
     summary = summarize(lines)
+    return _document(invoice_no, owner, first.get("Country"), first["InvoiceDate"], summary["LineCount"],
+                     summary["Total"], remaining[:limit], len(remaining) > limit, scope)
+
+
+def _document(invoice_no: str, owner: int | str, country: str | None, invoice_date: str, line_count: Any,
+              total: Any, page: list[dict[str, Any]], more: bool, scope: str) -> dict[str, Any]:
     return {
-        "invoiceNo": invoice_no, "customerId": owner, "country": first.get("Country"),
-        "invoiceDate": first["InvoiceDate"], "kind": invoice_kind(invoice_no),
+        "invoiceNo": invoice_no, "customerId": None if owner == GUEST else owner, "country": country,
+        "invoiceDate": invoice_date, "kind": invoice_kind(invoice_no),
         "cancelled": invoice_kind(invoice_no) == "cancellation",
-        "lineCount": summary["LineCount"], "total": number(summary["Total"]),
+        "lineCount": number(line_count), "total": number(total),
         "count": len(page),
         "lines": [{"lineId": line["LineId"], "stockCode": line["StockCode"], "description": line.get("Description"),
                    "quantity": number(line["Quantity"]), "unitPrice": number(line["UnitPrice"]),

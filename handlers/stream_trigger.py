@@ -4,8 +4,9 @@ Delivery is at least once and a raising handler is retried (forever on MiniStack
 the mapping's retry limit), so:
 - every write is idempotent: DynamoDB items are keyed by event id, the raw object's key comes from
   the shard and the batch's first/last sequence numbers;
-- a record that can never succeed (bad JSON, bad fields) is quarantined with its reason and never
-  raises; only transient errors (throttling, the emulator restarting) raise, and the retry is safe.
+- a record that can never succeed (bad JSON, bad fields, a line naming another customer than its
+  invoice's first) is quarantined with its reason and never raises; only transient errors
+  (throttling, the emulator restarting) raise, and the retry is safe.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class StreamRecord(NamedTuple):
     sequence_number: str
     data: bytes
     arrival: float | None
+    partition_key: str = ""   # the InvoiceNo, when data-ingestion put it (anything, for other producers)
 
     @classmethod
     def from_lambda(cls, record: dict[str, Any]) -> StreamRecord:
@@ -55,7 +57,8 @@ class StreamRecord(NamedTuple):
         shard_id = event_id.split(":", 1)[0] if ":" in event_id else "shardId-unknown"
         return cls(shard_id=shard_id, sequence_number=str(kinesis["sequenceNumber"]),
                    data=base64.b64decode(kinesis["data"]),
-                   arrival=kinesis.get("approximateArrivalTimestamp"))
+                   arrival=kinesis.get("approximateArrivalTimestamp"),
+                   partition_key=str(kinesis.get("partitionKey", "")))
 
 
 @dataclass
@@ -243,27 +246,83 @@ def whole_in_batch(events: list[OrderLine]) -> set[str]:
     return set(runs[1:-1]) - seen_twice - {runs[0], runs[-1]}
 
 
-def stored_entries(keys: list[tuple[int, str]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
-                   sleep: Callable[[float], None] = time.sleep) -> dict[tuple[int, str], tuple[int, str | None]]:
-    """(LineCount, LineDigest) of the stored customer entries among `keys`, 100 per BatchGetItem."""
+def batch_get(table: str, keys: list[dict[str, Any]], projection: str | None = None,
+              dynamodb: aws.Client | None = None, *, attempts: int = 10,
+              sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+    """The stored items among wire-format `keys` (plain values), strongly consistent, one
+    BatchGetItem per 100 keys; UnprocessedKeys retried with backoff."""
     dynamodb = dynamodb or wire_client()
-    found: dict[tuple[int, str], tuple[int, str | None]] = {}
+    found: list[dict[str, Any]] = []
     for start in range(0, len(keys), 100):
-        request = {RESOURCES.customer_table: {
-            "Keys": [{"CustomerID": {"N": str(c)}, "InvoiceNo": {"S": i}} for c, i in keys[start:start + 100]],
-            "ProjectionExpression": "CustomerID, InvoiceNo, LineCount, LineDigest", "ConsistentRead": True}}
+        request: dict[str, Any] = {table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+        if projection:
+            request[table]["ProjectionExpression"] = projection
         for attempt in range(attempts):
             answer = dynamodb.batch_get_item(RequestItems=request)
-            for item in map(plain_item, answer.get("Responses", {}).get(RESOURCES.customer_table, [])):
-                found[(int(item["CustomerID"]), item["InvoiceNo"])] = (int(item.get("LineCount", -1)),
-                                                                       item.get("LineDigest"))
+            found.extend(map(plain_item, answer.get("Responses", {}).get(table, [])))
             request = answer.get("UnprocessedKeys") or {}
             if not request:
                 break
             sleep(min(0.05 * 2 ** attempt, 2.0))
         else:
-            raise RuntimeError("DynamoDB left customer entries unread (UnprocessedKeys)")
+            raise RuntimeError(f"DynamoDB left keys of {table} unread (UnprocessedKeys)")
     return found
+
+
+def stored_entries(keys: list[tuple[int, str]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
+                   sleep: Callable[[float], None] = time.sleep) -> dict[tuple[int, str], tuple[int, str | None]]:
+    """(LineCount, LineDigest) of the stored customer entries among `keys`."""
+    items = batch_get(RESOURCES.customer_table, [{"CustomerID": {"N": str(c)}, "InvoiceNo": {"S": i}} for c, i in keys],
+                      "CustomerID, InvoiceNo, LineCount, LineDigest", dynamodb, attempts=attempts, sleep=sleep)
+    return {(int(item["CustomerID"]), item["InvoiceNo"]): (int(item.get("LineCount", -1)), item.get("LineDigest"))
+            for item in items}
+
+
+# An invoice's owner as stored: its customer id, or GUEST for an invoice whose first line named none.
+GUEST = "guest"
+FOREIGN_LINE = "not the invoice's customer"
+
+
+def stored_owners(invoices: Iterable[str], dynamodb: aws.Client | None = None) -> dict[str, int | str]:
+    """The owner of each of `invoices` that has one (customer id, or GUEST)."""
+    items = batch_get(RESOURCES.invoice_owner_table, [{"InvoiceNo": {"S": i}} for i in sorted(set(invoices))],
+                      dynamodb=dynamodb)
+    return {item["InvoiceNo"]: int(item["CustomerID"]) if "CustomerID" in item else GUEST for item in items}
+
+
+def owner_item(invoice_no: str, owner: int | str) -> dict[str, Any]:
+    item = {"InvoiceNo": {"S": invoice_no}}
+    if owner != GUEST:
+        item["CustomerID"] = {"N": str(owner)}
+    return item
+
+
+def keep_owned_lines(batch: Batch, start: int, owners: dict[str, int | str]) -> dict[str, int | str]:
+    """An invoice belongs to its first customer. Checks the lines `batch.events[start:]` (this
+    slice's) against their invoices' owners in `owners` (stored ones, and those this batch
+    claimed): a line naming another customer, or none on a customer's invoice (or a customer on a
+    guest invoice), is quarantined with the reason, never written, so it cannot change who may
+    read the invoice. An invoice with no owner yet is claimed by its first line here (stream order:
+    the first the API accepted). Returns the new claims, to be written."""
+    claimed: dict[str, int | str] = {}
+    kept: list[int] = []
+    for position in range(start, len(batch.events)):
+        event = batch.events[position]
+        invoice_no, customer = event["InvoiceNo"], event["CustomerID"]
+        claimant = GUEST if customer is None else customer
+        if invoice_no not in owners:
+            owners[invoice_no] = claimed[invoice_no] = claimant
+        if owners[invoice_no] == claimant:
+            kept.append(position)
+            continue
+        batch.dead_letters.append(DeadLetter(batch.records[position], FOREIGN_LINE,
+            f"invoice {invoice_no} belongs to {'a guest' if owners[invoice_no] == GUEST else 'another customer'}; "
+            f"this line names {'no customer' if customer is None else f'customer {customer}'}"))
+    if len(kept) < len(batch.events) - start:
+        for name in ("events", "items", "lines", "records"):
+            values = getattr(batch, name)
+            values[start:] = [values[position] for position in kept]
+    return claimed
 
 
 def customer_entries(events: list[OrderLine], dynamodb: aws.Client | None = None, *,
@@ -428,7 +487,14 @@ def decode_and_write_lines(records: list[StreamRecord], dynamodb: aws.Client | N
                   last_sequence=records[-1].sequence_number)
     seen: set[str] = set()
     futures: list[tuple[int, Any]] = []
+    claims: list[Any] = []
     submitted = 0
+    # The owners of the batch's invoices, read while the first slice is decoded: data-ingestion
+    # keys every record by its InvoiceNo, so the partition keys name them (other producers' records
+    # are looked up by their events' InvoiceNo below).
+    looked_up = {record.partition_key for record in records}
+    prefetch = _pool().submit(stored_owners, looked_up, dynamodb)
+    owners: dict[str, int | str] | None = None
     # Fault point "mid_dynamodb": some lines written, the rest not (a barrier only while it is armed).
     barrier_at = len(records) // 2 if armed("trigger.mid_dynamodb") else None
 
@@ -448,10 +514,25 @@ def decode_and_write_lines(records: list[StreamRecord], dynamodb: aws.Client | N
                 future.result()
             maybe_fail("trigger.mid_dynamodb")
             barrier_at = None
+        first = len(batch.events)
         decode_into(batch, records[start:start + step], seen)
+        if owners is None:
+            owners = prefetch.result()
+        unknown = {event["InvoiceNo"] for event in batch.events[first:]} - looked_up
+        if unknown:
+            owners.update(stored_owners(unknown, dynamodb))
+            looked_up |= unknown
+        claimed = [owner_item(invoice_no, owner)
+                   for invoice_no, owner in keep_owned_lines(batch, first, owners).items()]
+        for at in range(0, len(claimed), BATCH_WRITE_LIMIT):
+            claims.append(_pool().submit(_write_chunk, RESOURCES.invoice_owner_table,
+                                         claimed[at:at + BATCH_WRITE_LIMIT], dynamodb, 10, time.sleep))
         submit(len(batch.items) - len(batch.items) % BATCH_WRITE_LIMIT)  # whole chunks now, the tail at the end
     submit(len(batch.items))
     refused = {start + position for start, future in futures for position in future.result()}
+    for claim in claims:
+        if claim.result():
+            raise RuntimeError("DynamoDB refused an invoice owner item")  # a valid key: cannot happen
     return batch, refused
 
 

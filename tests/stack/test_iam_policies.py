@@ -231,10 +231,11 @@ class Probe:
         self.client("kinesis").get_records(ShardIterator=iterator, Limit=1)
 
     def write_oltp(self):
-        # handlers/stream_trigger.py: BatchWriteItem to both tables (a delete of no item: nothing written).
+        # handlers/stream_trigger.py: BatchWriteItem to the three tables (a delete of no item: nothing written).
         self.client("dynamodb").batch_write_item(RequestItems={
             self.r.invoice_table: [{"DeleteRequest": {"Key": {"InvoiceNo": {"S": "iam-probe"}, "LineId": {"S": "0"}}}}],
-            self.r.customer_table: [{"DeleteRequest": {"Key": {"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}}}]})
+            self.r.customer_table: [{"DeleteRequest": {"Key": {"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}}}],
+            self.r.invoice_owner_table: [{"DeleteRequest": {"Key": {"InvoiceNo": {"S": "iam-probe"}}}}]})
 
     def read_oltp(self):
         # handlers/stream_trigger.stored_invoice_lines and handlers/reads.py: Query by invoice; the
@@ -246,9 +247,17 @@ class Probe:
                        ExpressionAttributeValues={":c": {"N": "0"}})
 
     def read_customer_entries(self):
-        # handlers/stream_trigger.stored_entries: BatchGetItem on the customer table.
-        self.client("dynamodb").batch_get_item(RequestItems={self.r.customer_table: {
-            "Keys": [{"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}]}})
+        # handlers/stream_trigger.stored_entries and stored_owners: BatchGetItem on the customer and
+        # invoice-owner tables.
+        self.client("dynamodb").batch_get_item(RequestItems={
+            self.r.customer_table: {"Keys": [{"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}]},
+            self.r.invoice_owner_table: {"Keys": [{"InvoiceNo": {"S": "iam-probe"}}]}})
+
+    def read_invoice_owners(self):
+        # handlers/reads.get_invoice: GetItem of the invoice's owner, then of its customer entry.
+        dynamodb = self.client("dynamodb")
+        dynamodb.get_item(TableName=self.r.invoice_owner_table, Key={"InvoiceNo": {"S": "iam-probe"}})
+        dynamodb.get_item(TableName=self.r.customer_table, Key={"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}})
 
     def write_raw_and_dead_letters(self):
         # handlers/stream_trigger.py: the raw JSON Lines object and a quarantined record (removed after).
@@ -316,6 +325,7 @@ class Probe:
 PROBES = {
     "PutToStream": Probe.put_to_stream, "ReadStream": Probe.read_stream, "WriteOltp": Probe.write_oltp,
     "ReadOltp": Probe.read_oltp, "ReadCustomerEntries": Probe.read_customer_entries,
+    "ReadInvoiceOwners": Probe.read_invoice_owners,
     "WriteRawAndDeadLetters": Probe.write_raw_and_dead_letters, "OnFailureDestination": Probe.on_failure_destination,
     "EtlRawObjects": Probe.etl_raw_objects, "EtlStagingObjects": Probe.etl_staging_objects,
     "EtlListBuckets": Probe.etl_list_buckets, "EtlCatalog": Probe.etl_catalog,
@@ -338,7 +348,8 @@ def test_every_statement_of_every_role_is_needed(stack_env):
     - ReadStream (trigger): GetRecords with a LATEST iterator of the stream's first shard;
     - WriteOltp (trigger): a BatchWriteItem deleting a missing item of each table;
     - ReadOltp (trigger, reads): Query on the invoice table and on the customer table's ByDate index;
-    - ReadCustomerEntries (trigger): BatchGetItem on the customer table;
+    - ReadCustomerEntries (trigger): BatchGetItem on the customer and invoice-owner tables;
+    - ReadInvoiceOwners (reads): GetItem on the invoice-owner table and the customer table;
     - WriteRawAndDeadLetters (trigger): PutObject under raw/ and under the dead letters' prefix;
     - OnFailureDestination (trigger): SendMessage to the dead-letter queue;
     - EtlRawObjects (etl-job): GetObject, PutObject (processed/), DeleteObject of a raw object;

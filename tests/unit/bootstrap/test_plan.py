@@ -64,10 +64,12 @@ def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
     assert [(s["name"], s["store"]) for s in doc["secrets"]] == [("ecom/jwt-signing-key", "AWS Secrets Manager"),
                                                                  ("ecom/operator-key", "AWS Secrets Manager")]
     assert {"dynamodb:BatchWriteItem", "s3:PutObject", "kinesis:GetRecords", "sqs:SendMessage"} <= actions_of["kinesis-trigger"]
-    # It reads the customer entries it may settle from its batch, on the customer table only; nobody else does.
+    # It reads the customer entries it may settle from its batch and its invoices' owners, on those two
+    # tables only; nobody else does.
     [entries] = [st for st in roles["kinesis-trigger"]["inline_policies"]["ecom-pipeline"]["Statement"]
                  if "dynamodb:BatchGetItem" in st["Action"]]
-    assert entries["Resource"] == "arn:aws:dynamodb:eu-west-1:<account-id>:table/customer"
+    assert entries["Resource"] == ["arn:aws:dynamodb:eu-west-1:<account-id>:table/customer",
+                                   "arn:aws:dynamodb:eu-west-1:<account-id>:table/invoice-owner"]
     assert all("dynamodb:BatchGetItem" not in actions_of[name] for name in actions_of if name != "kinesis-trigger")
 
 

@@ -179,3 +179,28 @@ def test_price_text_is_the_exact_decimal_text_of_every_accepted_price():
     assert len(prices) > 400
     for price in prices:
         assert _price_text(price) == str(exact_decimal(price)), price
+
+
+def test_an_invoice_belongs_to_the_customer_its_first_line_names():
+    """A later line of the invoice naming another customer, or none, is quarantined with the
+    reason and not written; the first line claims the invoice (handlers/stream_trigger.keep_owned_lines)."""
+    from handlers.stream_trigger import FOREIGN_LINE, GUEST, keep_owned_lines
+
+    first, second, third = _sample_events(3)
+    invoice, owner = first["InvoiceNo"], first["CustomerID"]
+    assert owner is not None
+    lines = [first, {**second, "InvoiceNo": invoice, "CustomerID": owner + 1},
+             {**third, "InvoiceNo": invoice, "CustomerID": None}]
+    batch = decode_batch([_record(n, json.dumps(line).encode()) for n, line in enumerate(lines, start=1)])
+    owners: dict = {}
+    assert keep_owned_lines(batch, 0, owners) == {invoice: owner}
+    assert [e["event_id"] for e in batch.events] == [first["event_id"]]
+    assert len(batch.items) == len(batch.lines) == len(batch.records) == 1
+    assert [(d.record.sequence_number, d.kind) for d in batch.dead_letters] == [("2", FOREIGN_LINE), ("3", FOREIGN_LINE)]
+    assert "belongs to another customer" in batch.dead_letters[0].reason
+    assert "names no customer" in batch.dead_letters[1].reason
+
+    # Stored as a guest invoice: even the line that came first in this batch is not the owner's.
+    batch = decode_batch([_record(1, json.dumps(first).encode())])
+    assert keep_owned_lines(batch, 0, {invoice: GUEST}) == {}
+    assert batch.events == [] and "belongs to a guest" in batch.dead_letters[0].reason

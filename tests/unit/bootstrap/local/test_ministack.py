@@ -647,7 +647,7 @@ def test_the_launcher_refuses_to_start_against_another_ministack(stand_in, named
     assert "changed: [] gc callbacks changed: False" in done.stdout, done.stdout  # nothing patched, no server
 
 
-def test_the_declared_names_are_exactly_what_the_launcher_changes():
+def test_the_declared_names_are_exactly_what_the_launcher_changes(tmp_path):
     """Every name a patch module declares is replaced by apply(), and nothing else of MiniStack's
     modules (or its Worker class) is: the declarations are what the start-up check covers."""
     script = """
@@ -670,8 +670,10 @@ changed = sorted(k for k in after if k not in before or after[k] is not before[k
 declared = sorted(str(t) for p in ministack_launcher.PATCHES for t in p.PATCHED)
 print(changed == declared or (changed, declared))
 """
+    # As the embedded stack starts it: with saved state (durability.py patches nothing without).
+    env = {**os.environ, "PERSIST_STATE": "1", "STATE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=config.PROJECT_ROOT)
+                          cwd=config.PROJECT_ROOT, env=env)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", (done.stdout, done.stderr)
 
 
