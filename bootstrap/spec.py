@@ -201,7 +201,8 @@ def platform(resources: config.Resources | None = None, target: str | None = Non
                                   "WriteRawAndDeadLetters", "OnFailureDestination", "Logs")),
             Function(r.reads_function, "handlers.reads.handler",
                      "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
-                     timeout=30, memory=256, auth_env=True, permissions=("ReadOltp", "ReadInvoiceOwners", "ReadAuthSecrets", "Logs"),
+                     timeout=30, memory=256, auth_env=True,
+                     permissions=("ReadOltp", "ReadInvoiceOwners", "ReadAuthSecrets", "Logs"),
                      reserved_concurrency=RESERVED_CONCURRENCY["reads"]),
             Function(r.etl_function, "etl.job.handler",
                      "The batch half on a schedule: raw JSON -> staging CSV -> Glue table -> warehouse (lease, "
