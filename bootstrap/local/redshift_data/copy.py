@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlglot.tokens import Token, TokenType
 
-from bootstrap.local.redshift_data.translate import QUOTED, Unsupported, _matching, word
+from bootstrap.local.redshift_data.lexer import QUOTED, Unsupported, matching, word
 
 IGNORED = {"COMPUPDATE", "STATUPDATE"}            # followed by ON|OFF|TRUE|FALSE|PRESET (optional)
 AUTH = {"IAM_ROLE", "CREDENTIALS", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SESSION_TOKEN", "MASTER_SYMMETRIC_KEY"}
@@ -86,7 +86,7 @@ def parse_copy(sql: str, tokens: list[Token]) -> CopyCommand:
     i += 1
     columns = None
     if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
-        close = _matching(tokens, i)
+        close = matching(tokens, i)
         columns = sql[tokens[i].start:tokens[close].end + 1]
         i = close + 1
     if i >= len(tokens) or word(tokens[i]) != "FROM":

@@ -18,17 +18,11 @@ import re
 from dataclasses import dataclass, field
 
 import sqlglot
-from sqlglot.dialects.redshift import Redshift
 from sqlglot.tokens import Token, TokenType
 
-QUOTED = {TokenType.STRING, TokenType.IDENTIFIER, TokenType.BYTE_STRING, TokenType.HEREDOC_STRING,
-          TokenType.NATIONAL_STRING, TokenType.RAW_STRING, TokenType.BIT_STRING, TokenType.HEX_STRING,
-          TokenType.UNICODE_STRING}
-_DIALECT = Redshift()
-
-
-class Unsupported(Exception):
-    """A statement the local stand-in refuses rather than run with another meaning."""
+from bootstrap.local.redshift_data.copy import parse_copy
+# lexer.py holds the tokenizer helpers copy.py shares; `Unsupported` is imported from here too.
+from bootstrap.local.redshift_data.lexer import QUOTED, Unsupported, matching, tokenize, word
 
 
 @dataclass(frozen=True)
@@ -43,28 +37,6 @@ class Translation:
     @property
     def changed(self) -> bool:
         return self.kind != "sql" or self.sql != self.source.strip()
-
-
-def word(token: Token) -> str:
-    """The token as an upper-case keyword ("" for quoted strings and identifiers)."""
-    return "" if token.token_type in QUOTED else token.text.upper()
-
-
-def tokenize(sql: str) -> list[Token]:
-    return list(_DIALECT.tokenize(sql))
-
-
-def _matching(tokens: list[Token], i: int) -> int:
-    """Index of the ")" closing the "(" at tokens[i]."""
-    depth = 0
-    for j in range(i, len(tokens)):
-        if tokens[j].token_type == TokenType.L_PAREN:
-            depth += 1
-        elif tokens[j].token_type == TokenType.R_PAREN:
-            depth -= 1
-            if depth == 0:
-                return j
-    raise Unsupported("ERROR: syntax error: unbalanced parentheses")
 
 
 def _split_args(tokens: list[Token], open_i: int, close_i: int) -> list[tuple[int, int]]:
@@ -164,8 +136,6 @@ def translate(sql: str) -> Translation:
     if first == "CREATE" and any(word(t) in ("EXTERNAL",) for t in tokens[1:4]):
         raise _refuse("CREATE EXTERNAL (Redshift Spectrum)")
     if first == "COPY":
-        from bootstrap.local.redshift_data.copy import parse_copy
-
         return Translation("copy", "", sql, ("COPY from S3 -> COPY FROM STDIN",), copy=parse_copy(text, tokens))
     if first == "ALTER" and second == "TABLE" and _alter_is_layout_only(tokens):
         return Translation("noop", "", sql, ("ALTER TABLE of a physical layout (DISTKEY/SORTKEY/ENCODE): nothing to do",))
@@ -233,7 +203,7 @@ def _expressions(editor: _Editor) -> None:
         elif w == "LEN" and called:
             editor.replace(i, i, "LENGTH", "LEN -> LENGTH")
         elif w == "NVL2" and called:
-            close = _matching(tokens, i + 1)
+            close = matching(tokens, i + 1)
             args = _split_args(tokens, i + 1, close)
             if len(args) != 3:
                 raise Unsupported("ERROR: function nvl2 requires 3 arguments")
@@ -241,7 +211,7 @@ def _expressions(editor: _Editor) -> None:
             editor.replace(i, close, f"(CASE WHEN ({a}) IS NOT NULL THEN ({b}) ELSE ({c}) END)",
                            "NVL2 -> CASE")
         elif w in ("DATEADD", "DATEDIFF") and called:
-            close = _matching(tokens, i + 1)
+            close = matching(tokens, i + 1)
             args = _split_args(tokens, i + 1, close)
             if len(args) != 3:
                 raise Unsupported(f"ERROR: function {w.lower()} requires 3 arguments")
@@ -290,7 +260,7 @@ def _create(editor: _Editor) -> None:
     i += 1
     keys: list[list[int]] = []  # the columns (token indexes) of each PRIMARY KEY / UNIQUE dropped
     if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
-        close = _matching(tokens, i)
+        close = matching(tokens, i)
         elements = _split_args(tokens, i, close)
         for n, (a, b) in enumerate(elements):
             if _table_constraint(words, a):
@@ -325,7 +295,7 @@ def _table_key_columns(tokens: list[Token], words: list[str], a: int, b: int) ->
         i += 1
     if i > b:
         return []
-    return [first for first, last in _split_args(tokens, i, _matching(tokens, i)) if first == last]
+    return [first for first, last in _split_args(tokens, i, matching(tokens, i)) if first == last]
 
 
 def _key_indexes(editor: _Editor, name_first: int, name_last: int, keys: list[list[int]]) -> list[str]:
@@ -372,7 +342,7 @@ def _table_attributes(editor: _Editor, words: list[str], i: int) -> list[list[in
             editor.remove(start, i + 1, "DISTSTYLE/DISTKEY/SORTKEY/ENCODE/BACKUP dropped (physical layout)")
             i += 2
         elif w in ("DISTKEY", "SORTKEY") and i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN:
-            close = _matching(tokens, i + 1)
+            close = matching(tokens, i + 1)
             if w == "SORTKEY" and words[start] != "INTERLEAVED":
                 sort_keys.append([first for first, last in _split_args(tokens, i + 1, close) if first == last])
             editor.remove(start, close, "DISTSTYLE/DISTKEY/SORTKEY/ENCODE/BACKUP dropped (physical layout)")
@@ -411,7 +381,7 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> bool:
     type_words = words[t0:i]
     params = None
     if i <= b and tokens[i].token_type == TokenType.L_PAREN:
-        params = (i, _matching(tokens, i))
+        params = (i, matching(tokens, i))
         i = params[1] + 1
         while i <= b and words[i] in ("WITH", "WITHOUT", "TIME", "ZONE"):
             i += 1
@@ -457,18 +427,18 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> bool:
             while j + 1 <= b and tokens[j + 1].token_type == TokenType.DOT:
                 j += 2
             if j + 1 <= b and tokens[j + 1].token_type == TokenType.L_PAREN:
-                j = _matching(tokens, j + 1)
+                j = matching(tokens, j + 1)
             editor.remove(i, j, why_key)
             i = j + 1
         elif w == "IDENTITY" and i + 1 <= b and tokens[i + 1].token_type == TokenType.L_PAREN:
-            close = _matching(tokens, i + 1)
+            close = matching(tokens, i + 1)
             seed, step = (editor.text(*x) for x in _split_args(tokens, i + 1, close))
             editor.replace(i, close, f"GENERATED BY DEFAULT AS IDENTITY (START WITH {seed} INCREMENT BY {step})",
                            "IDENTITY(seed, step) -> GENERATED BY DEFAULT AS IDENTITY")
             i = close + 1
         elif w == "GENERATED" and words[i + 1:i + 5] == ["BY", "DEFAULT", "AS", "IDENTITY"] \
                 and i + 5 <= b and tokens[i + 5].token_type == TokenType.L_PAREN:
-            close = _matching(tokens, i + 5)
+            close = matching(tokens, i + 5)
             seed, step = (editor.text(*x) for x in _split_args(tokens, i + 5, close))
             editor.replace(i + 5, close, f"(START WITH {seed} INCREMENT BY {step})",
                            "IDENTITY(seed, step) -> GENERATED BY DEFAULT AS IDENTITY")
@@ -480,7 +450,7 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> bool:
                 editor.remove(i, i + 1, "COLLATE CASE_SENSITIVE dropped (the default)")
             i += 2
         elif tokens[i].token_type == TokenType.L_PAREN:
-            i = _matching(tokens, i) + 1
+            i = matching(tokens, i) + 1
         else:
             i += 1
     return is_key
