@@ -179,7 +179,10 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
 
 
 def _etl(stack_env, faults: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": faults}
+    """`ecom etl run` in a process of its own, with ECOM_FAULTS. A run killed by a fault leaves its
+    lease to expire, and the next run waits for that: 10 s here, not the default 120 s (nothing else
+    runs the ETL meanwhile, so the short lease changes no outcome, only the wait)."""
+    env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": faults, "ECOM_ETL_LEASE_SECONDS": "10"}
     return subprocess.run([sys.executable, "-m", "ecom", "etl", "run"], env=env, capture_output=True, text=True,
                           timeout=300)
 
