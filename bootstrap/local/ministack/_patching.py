@@ -8,8 +8,8 @@ import importlib.metadata
 import json
 import re
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 # The release every patch was written and checked against (pyproject.toml pins the same;
 # tests/test_local_ministack.py checks the two agree). Another release may have moved, renamed or

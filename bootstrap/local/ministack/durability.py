@@ -233,7 +233,7 @@ def checkpoint() -> dict[str, Any]:
                 state = getters[name]()
             except RuntimeError:
                 continue
-            if state is None or _saved(path, lambda: persistence.save_state(name, state)):
+            if state is None or _saved(path, lambda name=name, state=state: persistence.save_state(name, state)):
                 break
         else:
             failed.append(name)

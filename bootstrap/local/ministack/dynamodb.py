@@ -67,8 +67,7 @@ def flat_item_passes(dynamodb, item, pk_name, sk_name) -> bool:
     for name, value in item.items():
         if type(value) is not dict or len(value) != 1:
             return False
-        for kind, text in value.items():  # the one (type, value) pair
-            pass
+        [(kind, text)] = value.items()  # the one (type, value) pair
         if type(text) is not str:
             return False
         if kind == "S":
@@ -96,8 +95,7 @@ def flat_values_pass(dynamodb, values: list) -> bool:
     for value in values:
         if type(value) is not dict or len(value) != 1:
             return False
-        for kind, text in value.items():  # the one (type, value) pair
-            pass
+        [(kind, text)] = value.items()  # the one (type, value) pair
         if type(text) is not str or (kind != "S" and (kind != "N" or dynamodb._number_error(text) is not None)):
             return False
     return True

@@ -126,7 +126,8 @@ def put_records_without_decoding(kinesis):
                     "Member must have length less than or equal to 1048576", 400)
             total_size += size + len(pk.encode())
         if total_size > 5_242_880:
-            return kinesis.error_response_json("ValidationException", "Records total payload size exceeds 5 MB limit", 400)
+            return kinesis.error_response_json("ValidationException", "Records total payload size exceeds 5 MB limit",
+                                               400)
 
         results = []
         appended = []

@@ -152,8 +152,8 @@ def poll_kinesis_shards_concurrently() -> bool:
                     continue
                 with _shards_in_flight_lock:
                     _shards_in_flight.add((esm_id, shard_id))
-                spawn_background(_invoke_shard_batch, esm, func_rec, _runtime_patch.KinesisBatchEvent(Records=records), positions,
-                                 shard_id, pos, len(raw_records), stream_name,
+                spawn_background(_invoke_shard_batch, esm, func_rec, _runtime_patch.KinesisBatchEvent(Records=records),
+                                 positions, shard_id, pos, len(raw_records), stream_name,
                                  thread_name="ministack-esm-kinesis")
                 processed_any = True
         finally:

@@ -9,7 +9,6 @@ import ctypes.util
 
 from ecom_core import heap
 
-
 # mallopt's parameter number for the arena limit (glibc's malloc.h: M_ARENA_MAX).
 _M_ARENA_MAX = -8
 

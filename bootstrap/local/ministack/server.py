@@ -3,10 +3,10 @@ MiniStack's own server (hypercorn + h11) where uvicorn cannot keep them (HTTPS) 
 Patches nothing; no upstream proposal (docs/emulator-notes.md, the row on hypercorn)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 from bootstrap.local.ministack import durability
-
 
 # MiniStack's own server settings (`ministack.app.main`), kept when serving through uvicorn.
 KEEP_ALIVE_SECONDS = 75
@@ -76,7 +76,5 @@ def serve() -> None:
         uvicorn.run(app, **settings)
         durability.stopped_cleanly()
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(pid_file)
-        except OSError:
-            pass
