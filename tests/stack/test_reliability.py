@@ -79,13 +79,13 @@ def assert_exact(stack_env, accepted: int):
 @pytest.mark.parametrize("point", ["trigger.before_dynamodb", "trigger.mid_dynamodb", "trigger.after_dynamodb"])
 def test_trigger_faults_at_each_point_reconcile_exactly(stack_env, clean_stores, point):
     before = injected_faults(stack_env, point)
-    with trigger_faults(stack_env, f"{point}=0.05", batch_size=100):
-        result = replay_file(stack_env, FULL, rows=20000, concurrency=4)
-    assert result.accepted == 20000
+    with trigger_faults(stack_env, f"{point}=0.1", batch_size=100):
+        result = replay_file(stack_env, FULL, rows=10000, concurrency=4)
+    assert result.accepted == 10000
     faults = injected_faults(stack_env, point) - before
     assert faults >= 1, "no fault was injected: the test proved nothing"
     run_once(stack_env["cfg"])
-    summary = assert_exact(stack_env, 20000)
+    summary = assert_exact(stack_env, 10000)
     print(f"{point}: {faults} injected faults; reconcile {summary['stages']['warehouse']}")
 
 
