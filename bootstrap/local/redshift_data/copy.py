@@ -170,7 +170,8 @@ def parse_copy(sql: str, tokens: list[Token]) -> CopyCommand:
             if j < n and word(tokens[j]) == "AS":
                 j += 1
             if j >= n or word(tokens[j]) not in ("UTF8", "UTF-8"):
-                raise Unsupported("ERROR: COPY ENCODING other than UTF8 is not supported by the local Redshift Data API")
+                raise Unsupported("ERROR: COPY ENCODING other than UTF8 is not supported by the local Redshift "
+                                  "Data API")
             i = j + 1
         elif w == "REGION":
             _, i = value_after(i + 1, "REGION")
@@ -214,16 +215,17 @@ def source_files(s3, cmd: CopyCommand) -> list[str]:
     if cmd.manifest:
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except s3.exceptions.NoSuchKey:
+        except s3.exceptions.NoSuchKey as exc:
             raise CopyFailed(f"ERROR: Problem reading manifest file - S3ServiceException:The specified key does not "
-                             f"exist.,Status 404,Error NoSuchKey,Rid local,CanRetry 1 (manifest {cmd.source})")
+                             f"exist.,Status 404,Error NoSuchKey,Rid local,CanRetry 1 (manifest {cmd.source})") from exc
         except Exception as exc:
-            raise CopyFailed(f"ERROR: Problem reading manifest file - S3ServiceException:{exc} (manifest {cmd.source})")
+            raise CopyFailed(f"ERROR: Problem reading manifest file - S3ServiceException:{exc} "
+                             f"(manifest {cmd.source})") from exc
         try:
             entries = json.loads(body)["entries"]
             urls = [(e["url"], bool(e.get("mandatory", False))) for e in entries]
-        except (ValueError, KeyError, TypeError):
-            raise CopyFailed(f"ERROR: Manifest file is not in correct json format (manifest {cmd.source})")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CopyFailed(f"ERROR: Manifest file is not in correct json format (manifest {cmd.source})") from exc
         files = []
         for url, mandatory in urls:
             if not url.startswith("s3://"):
@@ -231,11 +233,11 @@ def source_files(s3, cmd: CopyCommand) -> list[str]:
             b, k = _split_url(url)
             try:
                 s3.head_object(Bucket=b, Key=k)
-            except Exception:
+            except Exception as exc:
                 if mandatory:
                     raise CopyFailed(f"ERROR: Manifest file is invalid: mandatory file not found: {url} "
                                      f"(S3ServiceException:The specified key does not exist.,Status 404) "
-                                     f"(manifest {cmd.source})")
+                                     f"(manifest {cmd.source})") from exc
                 continue
             files.append(url)
         return files
@@ -245,7 +247,7 @@ def source_files(s3, cmd: CopyCommand) -> list[str]:
         for page in paginator.paginate(Bucket=bucket, Prefix=key):
             files += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", []) if not o["Key"].endswith("/")]
     except Exception as exc:
-        raise CopyFailed(f"ERROR: S3ServiceException:{exc} (COPY from {cmd.source})")
+        raise CopyFailed(f"ERROR: S3ServiceException:{exc} (COPY from {cmd.source})") from exc
     if not files:
         raise CopyFailed(f"ERROR: The specified S3 prefix '{key}' does not exist (bucket {bucket})")
     return sorted(files)
@@ -340,22 +342,23 @@ def run_copy(cur, s3, cmd: CopyCommand) -> int:
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"]
         except Exception as exc:
-            raise CopyFailed(f"ERROR: S3ServiceException:{exc} (COPY of {url})")
+            raise CopyFailed(f"ERROR: S3ServiceException:{exc} (COPY of {url})") from exc
         stream = _Stream(body, cmd)
         try:
             cur.copy_expert(statement, stream, size=1 << 20)
         except UnicodeDecodeError as exc:
             raise CopyFailed(_load_failed(cmd), {"filename": url, "line_number": -1, "colname": "",
                                                  "err_reason": f"Invalid UTF8 byte sequence ({exc.reason})",
-                                                 "raw_line": "", "err_code": 1220})
+                                                 "raw_line": "", "err_code": 1220}) from exc
         except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
             diag = exc.diag
             match = _CONTEXT.search(diag.context or "")
             line = int(match.group(1)) + cmd.ignore_header if match else -1
             raise CopyFailed(_load_failed(cmd), {
                 "filename": url, "line_number": line, "colname": (match.group(2) or "") if match else "",
-                "err_reason": diag.message_primary or str(exc), "raw_line": (match.group(3) or "")[:1024] if match else "",
-                "err_code": 1200 if isinstance(exc, psycopg2.DataError) else 1216})
+                "err_reason": diag.message_primary or str(exc),
+                "raw_line": (match.group(3) or "")[:1024] if match else "",
+                "err_code": 1200 if isinstance(exc, psycopg2.DataError) else 1216}) from exc
         total += max(cur.rowcount, 0)
     return total
 

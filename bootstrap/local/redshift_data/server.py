@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from bootstrap.local.redshift_data.statements import (MAX_SESSIONS, ApiError, Engine, Session, Statement,
-                                                      field_value)
+from bootstrap.local.redshift_data.statements import MAX_SESSIONS, ApiError, Engine, Session, Statement, field_value
 
 log = logging.getLogger("redshift_data")
 
@@ -164,8 +165,8 @@ class Api:
                                                            f"by the local Redshift Data API")
             try:
                 payload = json.loads(body or b"{}")
-            except ValueError:
-                raise ApiError("SerializationException", "The request body is not JSON")
+            except ValueError as exc:
+                raise ApiError("SerializationException", "The request body is not JSON") from exc
             if not isinstance(payload, dict):
                 raise ApiError("SerializationException", "The request body is not a JSON object")
             return 200, await op(payload)
@@ -179,10 +180,8 @@ class Api:
     async def _settle(self, st: Statement, wait: float | None = None) -> None:
         seconds = wait if wait else self.settle_seconds
         if seconds > 0 and st.future is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(st.future)), seconds)
-            except asyncio.TimeoutError:
-                pass
 
     def _accepted(self, st: Statement, payload: dict) -> dict:
         out: dict[str, Any] = {"Id": st.id, "CreatedAt": st.created, **st.target}
@@ -244,10 +243,8 @@ class Api:
         st, sub = self.engine.get(_require(payload, "Id"))
         wait = payload.get("WaitTimeSeconds")
         if wait and not st.done.is_set() and st.future is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(st.future)), float(wait))
-            except asyncio.TimeoutError:
-                pass
         if sub is not None:
             return sub.describe()
         return st.describe()
@@ -299,7 +296,8 @@ class Api:
             raise ApiError("ValidationException", "SessionId cannot be specified with Status, ClusterIdentifier, "
                                                   "WorkgroupName or Database")
         if payload.get("ClusterIdentifier") and payload.get("WorkgroupName"):
-            raise ApiError("ValidationException", "Either ClusterIdentifier or WorkgroupName can be specified, not both")
+            raise ApiError("ValidationException",
+                           "Either ClusterIdentifier or WorkgroupName can be specified, not both")
         limit = payload.get("MaxResults") or 100
         if not isinstance(limit, int) or not 0 <= limit <= 100:
             raise ApiError("ValidationException", "MaxResults must be 0 to 100")
@@ -333,7 +331,8 @@ class Api:
 
     def _meta_target(self, payload: dict) -> None:
         if bool(payload.get("ClusterIdentifier")) == bool(payload.get("WorkgroupName")):
-            raise ApiError("ValidationException", "Either ClusterIdentifier or WorkgroupName must be specified, not both")
+            raise ApiError("ValidationException",
+                           "Either ClusterIdentifier or WorkgroupName must be specified, not both")
 
     async def list_databases(self, payload: dict) -> dict:
         self._meta_target(payload)
@@ -343,7 +342,8 @@ class Api:
     async def list_schemas(self, payload: dict) -> dict:
         self._meta_target(payload)
         _require(payload, "Database")
-        rows = await self._meta("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s AND nspname NOT LIKE 'pg\\_temp\\_%%' "
+        rows = await self._meta("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s "
+                                "AND nspname NOT LIKE 'pg\\_temp\\_%%' "
                                 "AND nspname NOT LIKE 'pg\\_toast%%' ORDER BY nspname",
                                 (payload.get("SchemaPattern") or "%",))
         return self._page(payload, "schemas", [r[0] for r in rows], "Schemas")
@@ -355,7 +355,8 @@ class Api:
             "SELECT c.relname, n.nspname, CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
             "ELSE 'TABLE' END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname LIKE %s AND c.relname LIKE %s "
-            "AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast%%' ORDER BY n.nspname, c.relname",
+            "AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast%%' "
+            "ORDER BY n.nspname, c.relname",
             (payload.get("SchemaPattern") or "%", payload.get("TablePattern") or "%"))
         return self._page(payload, "tables", [{"name": r[0], "schema": r[1], "type": r[2]} for r in rows], "Tables")
 
@@ -377,7 +378,8 @@ class Api:
                             "scale": num_scale if num_scale is not None else (dt_prec or 0),
                             "isCaseSensitive": typ in ("varchar", "bpchar", "text"), "isCurrency": False,
                             "isSigned": typ in ("int2", "int4", "int8", "numeric", "float4", "float8"),
-                            "schemaName": schema, "tableName": name_, **({"columnDefault": default} if default else {})})
+                            "schemaName": schema, "tableName": name_,
+                            **({"columnDefault": default} if default else {})})
         out = self._page(payload, f"describe-{schema}-{table}", columns, "ColumnList")
         out["TableName"] = table or ""
         return out
@@ -394,8 +396,8 @@ def make_app(dsn: str, s3_endpoint: str, *, workers: int = 4, page_rows: int = P
             "s3", endpoint_url=s3_endpoint, region_name=region, aws_access_key_id="test", aws_secret_access_key="test",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
 
-    return Api(Engine(dsn, s3, workers=workers, max_sessions=max_sessions), page_rows=page_rows, settle_seconds=settle_seconds,
-               max_batch_statements=max_batch_statements)
+    return Api(Engine(dsn, s3, workers=workers, max_sessions=max_sessions), page_rows=page_rows,
+               settle_seconds=settle_seconds, max_batch_statements=max_batch_statements)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,15 +15,17 @@ keep-alive is closed by the reaper thread: ROLLBACK of whatever is open, then th
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -80,9 +82,10 @@ class Sub:
     rows: list[tuple] | None = None
 
     def describe(self) -> dict[str, Any]:
-        out = {"Id": self.id, "Status": self.status, "CreatedAt": self.created, "UpdatedAt": self.updated or self.created,
-               "QueryString": self.sql, "Duration": self.duration_ns, "ResultRows": self.result_rows,
-               "ResultSize": self.result_size, "HasResultSet": self.has_result_set, "RedshiftQueryId": self.query_id}
+        out = {"Id": self.id, "Status": self.status, "CreatedAt": self.created,
+               "UpdatedAt": self.updated or self.created, "QueryString": self.sql, "Duration": self.duration_ns,
+               "ResultRows": self.result_rows, "ResultSize": self.result_size, "HasResultSet": self.has_result_set,
+               "RedshiftQueryId": self.query_id}
         if self.error:
             out["Error"] = self.error
         return out
@@ -286,9 +289,9 @@ class Engine:
                     with self.meta_conn.cursor() as cur:
                         cur.execute(sql, params)
                         return cur.fetchall() if fetch else []
-                except psycopg2.OperationalError:
+                except psycopg2.OperationalError as exc:
                     if attempt == 2:
-                        raise ApiError("DatabaseConnectionException", "Database connection failed", status=500)
+                        raise ApiError("DatabaseConnectionException", "Database connection failed", status=500) from exc
                     self.meta_conn = None
         return []
 
@@ -344,10 +347,8 @@ class Engine:
             session.closed_at = now
             running = session.current if session.busy() else None
         if running is not None:
-            try:
+            with contextlib.suppress(ApiError):
                 self.cancel(running)
-            except ApiError:
-                pass
         log.info("session %s closed: %s", session.id, session.closed)
         self.session_pool.submit(self._close_conn, session)
 
@@ -440,10 +441,8 @@ class Engine:
         st.cancel_requested = True
         conn = st.conn
         if conn is not None:
-            try:
+            with contextlib.suppress(psycopg2.Error):
                 conn.cancel()
-            except psycopg2.Error:
-                pass
         return True
 
     # -- execution (worker threads)
@@ -583,7 +582,7 @@ class Engine:
             try:
                 sql = bind_parameters(sql, params, lambda v: _quote(cur.connection, v))
             except KeyError as missing:
-                raise Unsupported(f"ERROR: no value for parameter :{missing.args[0]}")
+                raise Unsupported(f"ERROR: no value for parameter :{missing.args[0]}") from missing
         cur.execute(sql)
         if cur.description is None:
             sub.result_rows = cur.rowcount
@@ -659,10 +658,8 @@ class Engine:
                 session.closed, session.closed_at = "the server stopped", time.time()
                 conn = session.conn
                 if conn is not None and not conn.closed:
-                    try:
+                    with contextlib.suppress(psycopg2.Error):
                         conn.cancel()
-                    except psycopg2.Error:
-                        pass
         self.session_pool.shutdown(wait=False, cancel_futures=True)
         for session in sessions:
             if session.run_lock.acquire(timeout=2):
@@ -676,10 +673,8 @@ class Engine:
 def _abort_transaction(cur) -> None:
     """Put the open transaction block in Postgres' aborted state (what any error does on Redshift):
     for failures raised here before Postgres saw the statement (a refusal, an S3 read)."""
-    try:
+    with contextlib.suppress(psycopg2.Error):
         cur.execute("DO $$BEGIN RAISE EXCEPTION 'aborted by the failed statement'; END$$")
-    except psycopg2.Error:
-        pass
 
 
 def _quote(conn, value: str) -> str:

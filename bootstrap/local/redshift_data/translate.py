@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot.tokens import Token, TokenType
 
+# This module and copy.py share lexer.py's tokenizer helpers; `Unsupported` is imported from here too.
 from bootstrap.local.redshift_data.copy import parse_copy
-# lexer.py holds the tokenizer helpers copy.py shares; `Unsupported` is imported from here too.
 from bootstrap.local.redshift_data.lexer import QUOTED, Unsupported, matching, tokenize, word
 
 
@@ -138,7 +138,8 @@ def translate(sql: str) -> Translation:
     if first == "COPY":
         return Translation("copy", "", sql, ("COPY from S3 -> COPY FROM STDIN",), copy=parse_copy(text, tokens))
     if first == "ALTER" and second == "TABLE" and _alter_is_layout_only(tokens):
-        return Translation("noop", "", sql, ("ALTER TABLE of a physical layout (DISTKEY/SORTKEY/ENCODE): nothing to do",))
+        return Translation("noop", "", sql,
+                           ("ALTER TABLE of a physical layout (DISTKEY/SORTKEY/ENCODE): nothing to do",))
     editor = _Editor(text, tokens)
     if first == "VACUUM":
         _vacuum(editor)
@@ -262,6 +263,7 @@ def _create(editor: _Editor) -> None:
     if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
         close = matching(tokens, i)
         elements = _split_args(tokens, i, close)
+        why_key = "PRIMARY KEY/UNIQUE/FOREIGN KEY dropped (informational on Redshift)"
         for n, (a, b) in enumerate(elements):
             if _table_constraint(words, a):
                 key = _table_key_columns(tokens, words, a, b)
@@ -269,14 +271,13 @@ def _create(editor: _Editor) -> None:
                     keys.append(key)
                 # remove the element and the comma before it (or after it, when it is first)
                 if n > 0:
-                    editor.remove(elements[n - 1][1] + 1, b, "PRIMARY KEY/UNIQUE/FOREIGN KEY dropped (informational on Redshift)")
+                    editor.remove(elements[n - 1][1] + 1, b, why_key)
                 elif len(elements) > 1:
-                    editor.remove(a, elements[1][0] - 1, "PRIMARY KEY/UNIQUE/FOREIGN KEY dropped (informational on Redshift)")
+                    editor.remove(a, elements[1][0] - 1, why_key)
                 else:
                     raise Unsupported("ERROR: a table needs at least one column")
-            elif words[a] != "LIKE":
-                if _column(editor, words, a, b):
-                    keys.append([a])
+            elif words[a] != "LIKE" and _column(editor, words, a, b):
+                keys.append([a])
         i = close + 1
     # A compound sort key orders the table on Redshift; an index on its columns is what serves the
     # same range and equality lookups on Postgres.
@@ -338,7 +339,8 @@ def _table_attributes(editor: _Editor, words: list[str], i: int) -> list[list[in
         else:
             start = i
         w = words[i]
-        if w in ("DISTSTYLE", "BACKUP") or (w in ("ENCODE", "SORTKEY") and i + 1 < len(tokens) and words[i + 1] == "AUTO"):
+        if w in ("DISTSTYLE", "BACKUP") \
+                or (w in ("ENCODE", "SORTKEY") and i + 1 < len(tokens) and words[i + 1] == "AUTO"):
             editor.remove(start, i + 1, "DISTSTYLE/DISTKEY/SORTKEY/ENCODE/BACKUP dropped (physical layout)")
             i += 2
         elif w in ("DISTKEY", "SORTKEY") and i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN:
@@ -357,7 +359,8 @@ def _strip_mv_attributes(editor: _Editor, words: list[str]) -> None:
     for i, w in enumerate(words):
         if w == "AS":
             break
-        if w == "AUTO" and i > 0 and words[i - 1] == "REFRESH" and i + 1 < len(tokens) and words[i + 1] in ("YES", "NO"):
+        if w == "AUTO" and i > 0 and words[i - 1] == "REFRESH" \
+                and i + 1 < len(tokens) and words[i + 1] in ("YES", "NO"):
             editor.remove(i - 1, i + 1, "AUTO REFRESH dropped")
         elif w == "BACKUP" and i + 1 < len(tokens):
             editor.remove(i, i + 1, "BACKUP dropped")
@@ -373,9 +376,9 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> bool:
     i = a + 1  # after the name
     # the type: one or more words, optional (params)
     t0 = i
-    while i <= b and words[i] and words[i] not in ("ENCODE", "DISTKEY", "SORTKEY", "PRIMARY", "PRIMARY KEY", "UNIQUE", "NOT", "NULL",
-                                                   "DEFAULT", "IDENTITY", "GENERATED", "REFERENCES", "COLLATE",
-                                                   "CONSTRAINT", "CHECK") \
+    while i <= b and words[i] and words[i] not in ("ENCODE", "DISTKEY", "SORTKEY", "PRIMARY", "PRIMARY KEY", "UNIQUE",
+                                                   "NOT", "NULL", "DEFAULT", "IDENTITY", "GENERATED", "REFERENCES",
+                                                   "COLLATE", "CONSTRAINT", "CHECK") \
             and tokens[i].token_type != TokenType.L_PAREN:
         i += 1
     type_words = words[t0:i]
