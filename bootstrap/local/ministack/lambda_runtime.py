@@ -25,6 +25,11 @@
    "RuntimeError"}`). No upstream proposal.
 3. `envelope_dumps` (the module's `json`): a Kinesis batch handed to the worker written with
    orjson. No upstream proposal (docs/emulator-notes.md, the row on the worker hand-off).
+4. A worker whose handler raised stays up (`keeping_the_worker_after_a_handler_error` on
+   `Worker.invoke`): MiniStack killed it after every error answer, so each invocation after one
+   cold-started (an API authorizer refusing a token took ~3 s per request). AWS keeps the execution
+   environment after an error the runtime reports; a timeout or a crash still replaces the worker.
+   No upstream proposal yet.
 
 Checked in tests/test_local_ministack.py, on the running stack for 1 and 2.
 """
@@ -53,7 +58,7 @@ logger = logging.getLogger("lambda_runtime")
 
 MODULE = "ministack.core.lambda_runtime"
 PATCHED = (targets(MODULE, "json", kind="module")
-           + targets(MODULE, "_detect_runtime_binary", "Worker._spawn"))
+           + targets(MODULE, "_detect_runtime_binary", "Worker._spawn", "Worker.invoke"))
 USED = targets(MODULE, "_PYTHON_WORKER_SCRIPT", kind="value")
 
 # What AWS's Python runtimes provide beside the standard library (/var/runtime): boto3 and what it
@@ -65,6 +70,15 @@ RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-
 _INIT_ERROR_LINE = '_real_stdout.write(json.dumps({"status": "error", "error": str(e)}) + "\\n")'
 _AWS_INIT_ERROR_LINE = ('_real_stdout.write(json.dumps({"status": "error", '
                         '"error": _ms_init_error(e, module_name, handler_name)}) + "\\n")')
+# A handler's exception: MiniStack's worker reports it as an error, and `Worker.invoke` then kills
+# the worker, so the next invocation cold-starts. AWS keeps the execution environment after an
+# error the runtime reports (it resets it after a crash or a timeout). The worker reports it under
+# this key of an "ok" answer instead; `keeping_the_worker_after_a_handler_error` turns it back into
+# MiniStack's error answer after `invoke`, the worker alive.
+HANDLER_ERROR_KEY = "ecom_handler_error"
+_HANDLER_ERROR_ANSWER = '{"status": "error", "error": str(e), "trace": traceback.format_exc()}'
+_KEPT_HANDLER_ERROR_ANSWER = ('{"status": "ok", "' + HANDLER_ERROR_KEY
+                              + '": {"error": str(e), "trace": traceback.format_exc()}}')
 
 # Put ahead of MiniStack's worker script: the runtime's libraries after what the script inserts
 # at sys.path[0] (the code directory, then layers), before the standard library; and the error
@@ -153,7 +167,8 @@ def worker_script(runtime_dir: Path) -> str:
 
     script = lambda_runtime._PYTHON_WORKER_SCRIPT
     return (_WORKER_PREAMBLE.replace("__RUNTIME_DIR__", repr(str(runtime_dir)))
-            + script.replace(_INIT_ERROR_LINE, _AWS_INIT_ERROR_LINE))
+            + script.replace(_INIT_ERROR_LINE, _AWS_INIT_ERROR_LINE)
+            .replace(_HANDLER_ERROR_ANSWER, _KEPT_HANDLER_ERROR_ANSWER))
 
 
 def script_problems() -> list[str]:
@@ -161,7 +176,7 @@ def script_problems() -> list[str]:
     from ministack.core import lambda_runtime
 
     script = getattr(lambda_runtime, "_PYTHON_WORKER_SCRIPT", "")
-    wanted = {_INIT_ERROR_LINE: 1, "sys.path.insert(0, code_dir)": 1}
+    wanted = {_INIT_ERROR_LINE: 1, "sys.path.insert(0, code_dir)": 1, _HANDLER_ERROR_ANSWER: 1}
     return [f"{MODULE}._PYTHON_WORKER_SCRIPT has {script.count(text)} x {text!r}, expected {count}"
             for text, count in wanted.items() if script.count(text) != count]
 
@@ -261,6 +276,21 @@ def check() -> None:
     _check(__name__, PATCHED, USED, script_problems())
 
 
+def keeping_the_worker_after_a_handler_error(invoke):
+    """`Worker.invoke`, with a handler's exception answered as MiniStack answers it (status "error",
+    its message and trace) while the worker stays up for the next invocation, as on AWS."""
+    def invoke_keeping_the_worker(self, *args, **kwargs):
+        response = invoke(self, *args, **kwargs)
+        if response.get("status") == "ok" and HANDLER_ERROR_KEY in response:
+            error = response.pop(HANDLER_ERROR_KEY)
+            response.pop("result", None)
+            response.update(status="error", error=error.get("error", ""), trace=error.get("trace", ""))
+        return response
+
+    invoke_keeping_the_worker.__wrapped__ = invoke
+    return invoke_keeping_the_worker
+
+
 def apply() -> None:
     """Refuse (PatchTargetMissing) before changing anything unless every name is there, then patch."""
     global _isolated
@@ -274,3 +304,4 @@ def apply() -> None:
     lambda_runtime.json = json_with_envelope_dumps()
     lambda_runtime._detect_runtime_binary = detect_runtime_binary(lambda_runtime._detect_runtime_binary)
     lambda_runtime.Worker._spawn = spawn_reporting_init_errors(lambda_runtime.Worker._spawn)
+    lambda_runtime.Worker.invoke = keeping_the_worker_after_a_handler_error(lambda_runtime.Worker.invoke)

@@ -98,6 +98,40 @@ def test_a_function_raising_at_init_fails_with_its_own_error_type(stack_env):
                                                                "Handler 'handler' missing on module 'fn'")
 
 
+@pytest.mark.stack
+def test_a_function_that_raised_keeps_its_worker_as_on_aws(stack_env):
+    """MiniStack killed a worker after every error answer, so an API authorizer refusing tokens
+    cold-started on every request (~3 s each); AWS keeps the execution environment after an error
+    the runtime reports (bootstrap/local/ministack/lambda_runtime.py). The module's state survives
+    the exception, and the error is still the function's error."""
+    from ecom_core import aws
+
+    cfg = stack_env["cfg"]
+    lam = aws.client("lambda", cfg)
+    source = ("import os\nSTARTED = os.getpid()\nCALLS = []\n\ndef handler(event, context):\n"
+              "    CALLS.append(1)\n    if event.get('fail'):\n        raise ValueError('refused')\n"
+              "    return {'pid': STARTED, 'calls': len(CALLS)}\n")
+    iam = aws.client("iam", cfg)
+    try:
+        role = iam.get_role(RoleName="isolation-test-role")["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        from bootstrap.policies import LAMBDA_TRUST_POLICY
+
+        role = iam.create_role(RoleName="isolation-test-role",
+                               AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY))["Role"]["Arn"]
+    lam.create_function(FunctionName="keeps-worker", Runtime="python3.12", Role=role, Handler="fn.handler",
+                        Code={"ZipFile": function_zip({"fn.py": source})}, Timeout=30)
+    try:
+        first = json.loads(lam.invoke(FunctionName="keeps-worker", Payload=b"{}")["Payload"].read())
+        failed = lam.invoke(FunctionName="keeps-worker", Payload=b'{"fail": true}')
+        assert failed.get("FunctionError") == "Unhandled"
+        assert "refused" in json.loads(failed["Payload"].read())["errorMessage"]
+        after = json.loads(lam.invoke(FunctionName="keeps-worker", Payload=b"{}")["Payload"].read())
+        assert after == {"pid": first["pid"], "calls": 3}   # the same process, its state kept
+    finally:
+        lam.delete_function(FunctionName="keeps-worker")
+
+
 _REPORTS_ITS_PATH = """
 import os, sys
 import boto3, botocore, six
