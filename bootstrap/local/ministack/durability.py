@@ -273,7 +273,9 @@ def recovering(load_persisted_state):
         report["redelivered"] = records_after_saved_positions(kinesis)
         (state_dir / RUNNING_MARKER).touch()
         (state_dir / RECOVERY_FILE).write_text(json.dumps(report) + "\n")
-        logger.warning("Kinesis journal: %d records put back on their shards in %.2f s (%d past retention, "
+        # Said loudly after a crash or when records could not go back; a clean start is routine.
+        level = logging.WARNING if report["unclean_stop"] or report["stream_gone"] else logging.INFO
+        logger.log(level, "Kinesis journal: %d records put back on their shards in %.2f s (%d past retention, "
                        "%d of streams no longer there, %d torn lines); %d after the mappings' saved positions%s",
                        report["records"], report["seconds"], report["expired"], report["stream_gone"],
                        report["torn_lines"], report["redelivered"],
