@@ -3,7 +3,7 @@
 The patches live in bootstrap/local/ministack/, one module per patched MiniStack module
 (kinesis, durability, dynamodb, lambda_svc, lambda_runtime, iam), with the emulator process's settings
 (process) and the server (server). Each is checked against MiniStack's own code in
-tests/test_local_ministack.py and described in docs/emulator-notes.md. Before anything is patched,
+tests/unit/bootstrap/local/test_ministack.py and described in docs/emulator-notes.md. Before anything is patched,
 every patch module checks that MiniStack is the pinned release and has every name it replaces or
 uses; otherwise the launcher exits non-zero naming what is missing. The embedded stack starts
 MiniStack through this module (bootstrap/stack.py); docker-compose runs the image as it is.

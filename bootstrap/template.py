@@ -3,7 +3,7 @@
 `ecom up` / `ecom bootstrap` deploy it through a change set (bootstrap/deploy.py); `ecom bootstrap
 --target aws --template FILE` writes it for review or `aws cloudformation deploy`. Generated from
 the same spec (bootstrap/spec.py) and the same policies (bootstrap/policies.py) as the plan, so
-they cannot drift apart; tests/test_template.py checks that the plan and the template list the
+they cannot drift apart; tests/unit/bootstrap/test_template.py checks that the plan and the template list the
 same resources.
 
 Lambda code goes by S3 key, one zip per function, content-addressed
@@ -20,7 +20,7 @@ logs and reserved concurrency for the public functions. The emulators' form leav
 out: MiniStack's CloudFormation accepts and drops the encryption, the access log setting and the
 concurrency, and would keep every object version in memory (docs/emulator-notes.md). What checkov
 finds and does not apply here is skipped on the resource with its reason (NOT_APPLICABLE);
-tests/test_template.py runs checkov over the AWS form.
+tests/unit/bootstrap/test_template.py runs checkov over the AWS form.
 """
 from __future__ import annotations
 

@@ -14,5 +14,5 @@ Every patch module declares what it replaces (`PATCHED`) and what its replacemen
 (`USED`), and its `apply()` refuses, before changing anything, to patch a MiniStack other than
 the pinned release or one missing any of those names (`_patching.PatchTargetMissing`).
 docs/emulator-notes.md says what each patch changes and how it is checked against MiniStack's own
-code (tests/test_local_ministack.py).
+code (tests/unit/bootstrap/local/test_ministack.py).
 """

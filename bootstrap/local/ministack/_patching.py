@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 # The release every patch was written and checked against (pyproject.toml pins the same;
-# tests/test_local_ministack.py checks the two agree). Another release may have moved, renamed or
+# tests/unit/bootstrap/local/test_ministack.py checks the two agree). Another release may have moved, renamed or
 # changed what we replace: the launcher refuses to start on it rather than patch it blind.
 MINISTACK_VERSION = "1.5.33"
 

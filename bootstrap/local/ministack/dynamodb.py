@@ -17,7 +17,7 @@ MiniStack's checks, errors, answers and stored items, and only removes repeated 
 - `json_reading_with_json_codec` (the module's `json`, loads by ecom_core.json_codec): no upstream
   proposal.
 
-Checked against MiniStack's own functions in tests/test_local_ministack.py.
+Checked against MiniStack's own functions in tests/unit/bootstrap/local/test_ministack.py.
 """
 from __future__ import annotations
 

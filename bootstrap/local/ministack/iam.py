@@ -32,8 +32,8 @@ resource a request is checked against, and the message of a denial.
   of a refusal the function caught and did not log; the test suite asserts it stays empty outside
   the tests that deny on purpose (tests/conftest.py).
 
-No upstream proposal yet. Checked in tests/test_iam.py (on the running stack) and
-tests/test_local_ministack.py (the declared names).
+No upstream proposal yet. Checked in tests/stack/test_iam_policies.py (on the running stack) and
+tests/unit/bootstrap/local/test_ministack.py (the declared names).
 """
 from __future__ import annotations
 

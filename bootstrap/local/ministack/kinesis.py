@@ -9,7 +9,7 @@ MiniStack's answers and stored records and only removes a cost that grows with t
 - `put_records_without_decoding` replaces `_put_records` (no second base64 decoding, and the records
   journaled before the answer: bootstrap/local/ministack/durability.py): no upstream proposal.
 
-Checked against MiniStack's own functions in tests/test_local_ministack.py.
+Checked against MiniStack's own functions in tests/unit/bootstrap/local/test_ministack.py.
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@
    environment after an error the runtime reports; a timeout or a crash still replaces the worker.
    No upstream proposal yet.
 
-Checked in tests/test_local_ministack.py, on the running stack for 1 and 2.
+Checked in tests/unit/bootstrap/local/test_ministack.py, and on the running stack for 1 and 2
+in tests/stack/bootstrap/local/test_ministack.py.
 """
 from __future__ import annotations
 

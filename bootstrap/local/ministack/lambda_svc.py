@@ -10,7 +10,8 @@
   errorMessage, requestId, stackTrace) instead of MiniStack's `RuntimeError: Worker init failed:
   ...`; see lambda_runtime.py. No upstream proposal.
 
-Checked against MiniStack's own poller and on the running stack in tests/test_local_ministack.py.
+Checked against MiniStack's own poller in tests/unit/bootstrap/local/test_ministack.py,
+and on the running stack in tests/stack/bootstrap/local/test_ministack.py.
 """
 from __future__ import annotations
 

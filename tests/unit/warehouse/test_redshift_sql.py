@@ -1,7 +1,8 @@
 """The warehouse's SQL (warehouse/redshift.py, warehouse/schema.py, warehouse/lease.py): every statement
 the schema, the load and the lease emit parses as Redshift SQL (sqlglot) and carries no Postgres-only
 syntax; the Data API client (warehouse/redshift_data.py) against a stub. The same statements run on
-the stack's local Data API in tests/test_local_redshift_data.py and every pipeline test."""
+the stack's local Data API in tests/stack/bootstrap/local/test_redshift_data.py and every pipeline
+test."""
 from __future__ import annotations
 
 import re
