@@ -244,11 +244,11 @@ def test_customer_rfm_and_segments(loaded):
 
 def _guest_lines(prefix: str, invoice_no: str, moment: str, count: int) -> bytes:
     """`count` guest lines (no customer id) of one new invoice at `moment`, as a staging CSV."""
-    from etl import load
+    from ecom_core import contract
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(load.CSV_HEADER)
+    writer.writerow(contract.CSV_HEADER)
     for n in range(count):
         writer.writerow([f"{prefix}-{n:03d}", invoice_no, "85123A",
                          "WHITE HANGING HEART T-LIGHT HOLDER", n + 1, moment, "2.55", "", "United Kingdom"])
@@ -329,7 +329,7 @@ def test_invoice_sizes_and_data_quality(loaded):
 def test_any_file_order_gives_the_same_warehouse(stack_env, loaded):
     """Flags and dimensions must not depend on which file loads first: reload the same events cut
     into different files, in shuffled order, and compare with the pipeline's result."""
-    from etl import load
+    from ecom_core import contract
     from warehouse import db
 
     def snapshot():
@@ -362,7 +362,7 @@ def test_any_file_order_gives_the_same_warehouse(stack_env, loaded):
             for n, chunk in enumerate(files):
                 out = io.StringIO()
                 writer = csv.writer(out, lineterminator="\n")
-                writer.writerow(load.CSV_HEADER)
+                writer.writerow(contract.CSV_HEADER)
                 for e in chunk:
                     writer.writerow(["" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v) for v in e])
                 key = f"reorder/{n:04d}.csv"
