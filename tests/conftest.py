@@ -17,7 +17,6 @@ import pytest
 from bootstrap.reset import empty_stores
 from ecom_core.config import FULL_FILE
 
-
 STACK_TESTS = Path(__file__).resolve().parent / "stack"
 
 

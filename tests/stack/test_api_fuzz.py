@@ -100,7 +100,9 @@ def test_random_reads_never_5xx_and_never_leak(stack_env, clean_stores):
     seed = [dict(GOOD, InvoiceNo="F111", CustomerID=111, event_id="fuzz-111"),
             dict(GOOD, InvoiceNo="F222", CustomerID=222, event_id="fuzz-222"),
             dict(GOOD, InvoiceNo="F000", CustomerID=None, event_id="fuzz-000")]
-    r = requests.post(stack_env["api_url"] + "/events", json=seed, headers={"x-api-key": stack_env["api_key"]}, timeout=60)
+    r = requests.post(
+        stack_env["api_url"] + "/events", json=seed, headers={"x-api-key": stack_env["api_key"]}, timeout=60
+    )
     assert r.status_code == 200
     assert wait_for_drain(r.json()["shards"], stack_env["cfg"], timeout=60)
     owner = {"F111": 111, "F222": 222, "111": 111, "222": 222}

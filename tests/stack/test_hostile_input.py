@@ -77,7 +77,7 @@ def test_poison_gets_400_at_the_api_and_is_quarantined_on_the_stream(stack_env, 
     kinesis = aws.client("kinesis", stack_env["cfg"])
     good = [accept_event(dict(GOOD, event_id=f"after-poison-{i}", StockCode=f"2200{i}")) for i in range(8)]
     records = []
-    for i, (name, (event, field)) in enumerate(POISON_AT_THE_API.items()):
+    for i, (event, _field) in enumerate(POISON_AT_THE_API.values()):
         data = json.dumps(dict(event, event_id=f"poison-{i}"), ensure_ascii=True).encode()
         records += [{"Data": json.dumps(good[i]).encode(), "PartitionKey": "536365"},
                     {"Data": data, "PartitionKey": "536365"}]
@@ -87,7 +87,7 @@ def test_poison_gets_400_at_the_api_and_is_quarantined_on_the_stream(stack_env, 
     assert c["quarantined"] == len(POISON_AT_THE_API) and c["invoice_lines"] == len(good)
     from replay.deadletters import letters
 
-    kinds = sorted(l.kind for l in letters(stack_env["cfg"]))
+    kinds = sorted(letter.kind for letter in letters(stack_env["cfg"]))
     assert kinds == sorted(f"invalid event ({field})" for _, field in POISON_AT_THE_API.values())
 
     # The good events reach the warehouse too, and reconciliation is exact.
@@ -201,7 +201,7 @@ def test_a_post_never_changes_a_line_another_post_created(stack_env, clean_store
         for shard, seq in answer.json()["shards"].items():
             high[shard] = max(high.get(shard, "0"), seq, key=int)
     assert wait_for_drain(high, stack_env["cfg"], timeout=60)
-    lines = {l["LineId"]: l for l in dynamo_items(stack_env["cfg"], config.resources().invoice_table)}
+    lines = {line["LineId"]: line for line in dynamo_items(stack_env["cfg"], config.resources().invoice_table)}
     original = lines[first.json()["event_ids"][0]]
     assert (original["CustomerID"], original["Quantity"]) == (12346, 6) and len(lines) == 1
     # The attack's line names another customer on 12346's invoice: quarantined, never written.
@@ -261,7 +261,9 @@ def test_secrets_live_in_secrets_manager_not_in_function_environment(stack_env):
     assert "rotated ecom/jwt-signing-key" in out.stdout
     rotated = sm.get_secret_value(SecretId=r.jwt_secret_name)["SecretString"]
     assert rotated != config.auth().jwt_secret and len(rotated) >= 64
-    token = subprocess.run(ecom + ["token", "14911"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    token = subprocess.run(
+        ecom + ["token", "14911"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     import dataclasses
 
     verify_jwt(token, auth=dataclasses.replace(config.auth(), jwt_secret=rotated))

@@ -57,8 +57,11 @@ def _function_log_text(cfg, function_name: str) -> str:
     """What the function wrote (MiniStack puts a function's output in CloudWatch Logs, as AWS does)."""
     logs = aws.client("logs", cfg)
     try:
-        events = [e["message"] for page in aws.pages(logs.filter_log_events, logGroupName=f"/aws/lambda/{function_name}")
-                  for e in page.get("events", [])]
+        events = [
+            e["message"]
+            for page in aws.pages(logs.filter_log_events, logGroupName=f"/aws/lambda/{function_name}")
+            for e in page.get("events", [])
+        ]
     except ClientError:
         events = []
     with open(cfg.logs_dir / "ministack.log", encoding="utf-8", errors="replace") as handle:
@@ -232,10 +235,17 @@ class Probe:
 
     def write_oltp(self):
         # handlers/stream_trigger.py: BatchWriteItem to the three tables (a delete of no item: nothing written).
-        self.client("dynamodb").batch_write_item(RequestItems={
-            self.r.invoice_table: [{"DeleteRequest": {"Key": {"InvoiceNo": {"S": "iam-probe"}, "LineId": {"S": "0"}}}}],
-            self.r.customer_table: [{"DeleteRequest": {"Key": {"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}}}],
-            self.r.invoice_owner_table: [{"DeleteRequest": {"Key": {"InvoiceNo": {"S": "iam-probe"}}}}]})
+        self.client("dynamodb").batch_write_item(
+            RequestItems={
+                self.r.invoice_table: [
+                    {"DeleteRequest": {"Key": {"InvoiceNo": {"S": "iam-probe"}, "LineId": {"S": "0"}}}}
+                ],
+                self.r.customer_table: [
+                    {"DeleteRequest": {"Key": {"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}}}
+                ],
+                self.r.invoice_owner_table: [{"DeleteRequest": {"Key": {"InvoiceNo": {"S": "iam-probe"}}}}],
+            }
+        )
 
     def read_oltp(self):
         # handlers/stream_trigger.stored_invoice_lines and handlers/reads.py: Query by invoice; the
@@ -257,7 +267,9 @@ class Probe:
         # handlers/reads.get_invoice: GetItem of the invoice's owner, then of its customer entry.
         dynamodb = self.client("dynamodb")
         dynamodb.get_item(TableName=self.r.invoice_owner_table, Key={"InvoiceNo": {"S": "iam-probe"}})
-        dynamodb.get_item(TableName=self.r.customer_table, Key={"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}})
+        dynamodb.get_item(
+            TableName=self.r.customer_table, Key={"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}
+        )
 
     def write_raw_and_dead_letters(self):
         # handlers/stream_trigger.py: the raw JSON Lines object and a quarantined record (removed after).
@@ -368,11 +380,12 @@ def test_every_statement_of_every_role_is_needed(stack_env):
         for sid in function.permissions:
             if sid in NOT_CHECKED_LOCALLY:
                 continue
-            call = (lambda: probe.logs(function.name)) if sid == "Logs" else (lambda: PROBES[sid](probe))
+            def call(probe=probe, function=function, sid=sid):  # this iteration's probe, bound now
+                return probe.logs(function.name) if sid == "Logs" else PROBES[sid](probe)
+
             call()  # allowed with the whole policy
-            with policy_without(cfg, function, sid):
-                with pytest.raises(ClientError) as denied:
-                    call()
+            with policy_without(cfg, function, sid), pytest.raises(ClientError) as denied:
+                call()
             assert aws.error_code(denied.value) in DENIED, (function.name, sid, denied.value)
             assert session_arn_part in str(denied.value), (function.name, sid, str(denied.value))
             call()  # and again once given back

@@ -8,8 +8,8 @@ from jsonschema import Draft202012Validator
 
 from bootstrap.spec import platform
 from ecom_core import aws, config
-from handlers.auth import mint
 from ecom_core.config import PROJECT_ROOT as ROOT
+from handlers.auth import mint
 
 pytestmark = pytest.mark.stack
 DOC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
@@ -79,11 +79,19 @@ def test_real_responses_fit_the_schemas(stack_env, clean_stores):
     assert wait_for_drain(posted.json()["shards"], stack_env["cfg"], timeout=60)
 
     lists = "/customers/{customerId}/invoices"
-    check(lists, "get", requests.get(base + "/customers/17850/invoices", headers=customer, params={"limit": 1}, timeout=60))
+    check(
+        lists,
+        "get",
+        requests.get(base + "/customers/17850/invoices", headers=customer, params={"limit": 1}, timeout=60),
+    )
     check(lists, "get", requests.get(base + "/customers/17850/invoices", headers=operator, timeout=60))
     check(lists, "get", requests.get(base + "/customers/17850/invoices", timeout=60))
     check(lists, "get", requests.get(base + "/customers/12346/invoices", headers=customer, timeout=60))
-    check(lists, "get", requests.get(base + "/customers/17850/invoices", headers=customer, params={"limit": 0}, timeout=60))
+    check(
+        lists,
+        "get",
+        requests.get(base + "/customers/17850/invoices", headers=customer, params={"limit": 0}, timeout=60),
+    )
     invoice = "/invoices/{invoiceNo}"
     check(invoice, "get", requests.get(base + "/invoices/536365", headers=customer, params={"limit": 1}, timeout=60))
     check(invoice, "get", requests.get(base + "/invoices/C536366", headers=operator, timeout=60))

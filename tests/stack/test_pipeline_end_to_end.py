@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from ecom_core import config
-from etl.run import run_once
 from ecom_core.config import SAMPLE_FILE
+from etl.run import run_once
 from tests.support.helpers import counts, dynamo_items, read_csv, replay_file, warehouse_rows
 
 pytestmark = pytest.mark.stack
@@ -77,8 +77,8 @@ def test_slice_exact_counts_and_values(stack_env, clean_stores, slice_file):
 
     # A cancellation keeps its negative quantity, in DynamoDB and in the warehouse.
     cancel = cancellations.iloc[0]
-    dyn = [l for l in by_invoice[cancel.InvoiceNo] if l["StockCode"] == cancel.StockCode]
-    assert dyn and all(l["Quantity"] == int(cancel.Quantity) < 0 for l in dyn)
+    dyn = [line for line in by_invoice[cancel.InvoiceNo] if line["StockCode"] == cancel.StockCode]
+    assert dyn and all(line["Quantity"] == int(cancel.Quantity) < 0 for line in dyn)
     wh = warehouse_rows("SELECT quantity, unit_price FROM dw.fact_sales_line WHERE invoice_no = %s AND stock_code = %s",
                         (cancel.InvoiceNo, cancel.StockCode))
     assert wh and all(q == int(cancel.Quantity) and p == Decimal(cancel.UnitPrice) for q, p in wh)
@@ -87,14 +87,14 @@ def test_slice_exact_counts_and_values(stack_env, clean_stores, slice_file):
     guest = guests.iloc[0]
     guest_lines = by_invoice[guest.InvoiceNo]
     assert len(guest_lines) == (df.InvoiceNo == guest.InvoiceNo).sum()
-    assert all("CustomerID" not in l for l in guest_lines)
+    assert all("CustomerID" not in line for line in guest_lines)
     assert warehouse_rows("SELECT count(*) FROM dw.fact_sales_line WHERE invoice_no = %s AND customer_id IS NULL",
                           (guest.InvoiceNo,))[0][0] == len(guest_lines)
 
     # Both (all) lines of a repeated (InvoiceNo, StockCode) pair survive, with their own quantities.
     pair = repeated.groupby(["InvoiceNo", "StockCode"]).size().sort_values(ascending=False).index[0]
     source = sorted(int(q) for q in df[(df.InvoiceNo == pair[0]) & (df.StockCode == pair[1])].Quantity)
-    stored = sorted(int(l["Quantity"]) for l in by_invoice[pair[0]] if l["StockCode"] == pair[1])
+    stored = sorted(int(line["Quantity"]) for line in by_invoice[pair[0]] if line["StockCode"] == pair[1])
     assert len(source) >= 2 and stored == source
     wh_pair = sorted(q for (q,) in warehouse_rows(
         "SELECT quantity FROM dw.fact_sales_line WHERE invoice_no = %s AND stock_code = %s", pair))
@@ -102,13 +102,13 @@ def test_slice_exact_counts_and_values(stack_env, clean_stores, slice_file):
 
     # The `£` of the gift vouchers survives ISO-8859-1 -> JSON -> DynamoDB -> UTF-8 CSV -> Postgres.
     expected_vouchers = sorted(vouchers.Description)
-    assert sorted(l["Description"] for ls in by_invoice.values() for l in ls
-                  if "£" in l.get("Description", "")) == expected_vouchers
+    assert sorted(line["Description"] for ls in by_invoice.values() for line in ls
+                  if "£" in line.get("Description", "")) == expected_vouchers
     assert sorted(d for (d,) in warehouse_rows(
         "SELECT description FROM dw.fact_sales_line WHERE description LIKE %s", ("%£%",))) == expected_vouchers
 
     # Totals to the cent: the warehouse equals an independent sum over the CSV.
-    expected_total = sum(Decimal(q) * Decimal(p) for q, p in zip(df.Quantity, df.UnitPrice))
+    expected_total = sum(Decimal(q) * Decimal(p) for q, p in zip(df.Quantity, df.UnitPrice, strict=True))
     assert warehouse_rows("SELECT sum(quantity * unit_price) FROM dw.fact_sales_line")[0][0] == expected_total
 
 
@@ -178,7 +178,6 @@ def test_bad_requests_get_clear_4xx_and_write_nothing(stack_env, clean_stores):
 def test_passthrough_shape_and_single_event(stack_env, clean_stores):
     """The original project's non-proxy body and a single object body both work."""
     from ecom_core import aws
-
     from handlers.events import accept_event
 
     # Stored under the id bound to the content (ecom_core.events.bound_event_id), as the API answers.
@@ -196,8 +195,8 @@ def test_passthrough_shape_and_single_event(stack_env, clean_stores):
         high[shard] = max(high.get(shard, "0"), seq, key=int)
     assert wait_for_drain(high, stack_env["cfg"], timeout=60)
     lines = dynamo_items(stack_env["cfg"], config.resources().invoice_table)
-    assert sorted(l["LineId"] for l in lines) == sorted(stored.values())
-    assert all(l["CustomerID"] == 17850 and l["InvoiceDate"] == "2010-12-01T08:26:00" for l in lines)
+    assert sorted(line["LineId"] for line in lines) == sorted(stored.values())
+    assert all(line["CustomerID"] == 17850 and line["InvoiceDate"] == "2010-12-01T08:26:00" for line in lines)
 
 
 def test_cli_replay_and_etl_run(stack_env, clean_stores, tmp_path):
@@ -242,7 +241,7 @@ def test_transform_converts_many_objects_at_once_and_leaves_a_bad_one_in_place(s
     chunks = [events[start:start + 30] for start in range(0, len(events), 30)]  # 14 objects
     assert len(chunks) > 2 * TRANSFORM_THREADS
     keys = [f"{r.raw_prefix}shardId-000000000000/{n:04d}.jsonl" for n in range(len(chunks))]
-    for key, chunk in zip(keys, chunks):
+    for key, chunk in zip(keys, chunks, strict=True):
         s3.put_object(Bucket=r.raw_bucket, Key=key, Body=write_jsonl(chunk))
     bad_key = f"{r.raw_prefix}shardId-000000000000/0005-bad.jsonl"
     s3.put_object(Bucket=r.raw_bucket, Key=bad_key, Body=write_jsonl(chunks[0][:2]) + b"{not json\n")
@@ -251,7 +250,7 @@ def test_transform_converts_many_objects_at_once_and_leaves_a_bad_one_in_place(s
     assert result.objects == len(chunks) and result.rows == 417
     assert result.csv_keys == [f"{r.staging_prefix}shardId-000000000000/{n:04d}.csv" for n in range(len(chunks))]
     assert len(result.errors) == 1 and bad_key in result.errors[0] and "line 3: not JSON" in result.errors[0]
-    for key, chunk in zip(result.csv_keys, chunks):
+    for key, chunk in zip(result.csv_keys, chunks, strict=True):
         text = s3.get_object(Bucket=r.staging_bucket, Key=key)["Body"].read().decode("utf-8")
         assert [line.split(",", 1)[0] for line in text.splitlines()[1:]] == [e["event_id"] for e in chunk]
     c = counts(stack_env["cfg"])

@@ -13,13 +13,20 @@ import jwt as pyjwt
 import pytest
 import requests
 
+from bench.readapi_data import (
+    ADJUSTMENTS,
+    BIG_CUSTOMER,
+    BIG_CUSTOMER_INVOICES,
+    BIG_INVOICE,
+    BIG_INVOICE_LINES,
+    OTHER_CUSTOMER,
+    expectations,
+    write_filtered,
+)
 from bootstrap.reset import empty_stores
-
 from ecom_core import aws, config
 from handlers.auth import mint
 from tests.support import helpers
-from bench.readapi_data import (ADJUSTMENTS, BIG_CUSTOMER, BIG_CUSTOMER_INVOICES, BIG_INVOICE, BIG_INVOICE_LINES,
-                                OTHER_CUSTOMER, expectations, write_filtered)
 
 pytestmark = pytest.mark.stack
 
@@ -75,7 +82,9 @@ def test_redelivery_left_customer_entries_unchanged(stack_env, data):
     again = sorted((int(i["CustomerID"]), i["InvoiceNo"], int(i["LineCount"]), i["Total"])
                    for i in helpers.dynamo_items(stack_env["cfg"], config.resources().customer_table))
     assert again == data["entries_once"]
-    assert len(again) == len(data["expect"]["by_customer"][BIG_CUSTOMER]) + len(data["expect"]["by_customer"][OTHER_CUSTOMER])
+    assert len(again) == len(data["expect"]["by_customer"][BIG_CUSTOMER]) + len(
+        data["expect"]["by_customer"][OTHER_CUSTOMER]
+    )
 
 
 @pytest.mark.parametrize("limit,sizes", [(None, [20] * 12 + [8]), (7, [7] * 35 + [3]), (100, [100, 100, 48])])
@@ -99,10 +108,12 @@ def test_customer_pages_add_up_to_248(stack_env, data, limit, sizes):
 def test_largest_invoice_pages_and_total(stack_env, data):
     lines, sizes = all_pages(stack_env, f"/invoices/{BIG_INVOICE}", operator(), 100, "lines")
     assert sizes == [100] * 11 + [14]
-    assert len({l["lineId"] for l in lines}) == BIG_INVOICE_LINES
+    assert len({line["lineId"] for line in lines}) == BIG_INVOICE_LINES
     e = data["expect"]["invoices"][BIG_INVOICE]
-    assert sorted((l["stockCode"], l["quantity"], Decimal(l["unitPrice"])) for l in lines) == sorted(e["rows"])
-    assert all(Decimal(l["amount"]) == l["quantity"] * Decimal(l["unitPrice"]) for l in lines)
+    assert sorted((line["stockCode"], line["quantity"], Decimal(line["unitPrice"])) for line in lines) == sorted(
+        e["rows"]
+    )
+    assert all(Decimal(line["amount"]) == line["quantity"] * Decimal(line["unitPrice"]) for line in lines)
     head = body(get(stack_env, f"/invoices/{BIG_INVOICE}", operator()))
     assert (head["lineCount"], Decimal(head["total"]), head["customerId"], head["kind"]) == \
         (BIG_INVOICE_LINES, e["total"], None, "sale")
@@ -115,7 +126,7 @@ def test_cancellations_and_adjustments_are_found(stack_env, data):
     e = data["expect"]["invoices"][cancel]
     assert (page["kind"], page["cancelled"], page["customerId"], page["lineCount"], Decimal(page["total"])) == \
         ("cancellation", True, BIG_CUSTOMER, e["lines"], e["total"])
-    assert all(l["quantity"] < 0 for l in page["lines"])
+    assert all(line["quantity"] < 0 for line in page["lines"])
     for number in ADJUSTMENTS:
         page = body(get(stack_env, f"/invoices/{number}", operator()))
         e = data["expect"]["invoices"][number]
@@ -170,13 +181,15 @@ def bad_credentials() -> dict[str, str | None]:
         "alg none (pyjwt)": "Bearer " + pyjwt.encode(claims, None, algorithm="none"),
         "HS512": "Bearer " + pyjwt.encode(claims, auth.jwt_secret, algorithm="HS512"),
         "wrong secret": "Bearer " + pyjwt.encode(claims, "guessed-secret-guessed-secret-32b", algorithm="HS256"),
-        "wrong audience": "Bearer " + pyjwt.encode({**claims, "aud": "someone-else"}, auth.jwt_secret, algorithm="HS256"),
+        "wrong audience": "Bearer "
+        + pyjwt.encode({**claims, "aud": "someone-else"}, auth.jwt_secret, algorithm="HS256"),
         "wrong issuer": "Bearer " + pyjwt.encode({**claims, "iss": "evil"}, auth.jwt_secret, algorithm="HS256"),
-        "no exp": "Bearer " + pyjwt.encode({k: v for k, v in claims.items() if k != "exp"}, auth.jwt_secret,
-                                           algorithm="HS256"),
-        "sub not a customer": "Bearer " + pyjwt.encode({**claims, "sub": "../admin"}, auth.jwt_secret, algorithm="HS256"),
-        "self-promoted operator": "Bearer " + pyjwt.encode({**claims, "role": "operator"}, auth.jwt_secret,
-                                                           algorithm="HS256"),
+        "no exp": "Bearer "
+        + pyjwt.encode({k: v for k, v in claims.items() if k != "exp"}, auth.jwt_secret, algorithm="HS256"),
+        "sub not a customer": "Bearer "
+        + pyjwt.encode({**claims, "sub": "../admin"}, auth.jwt_secret, algorithm="HS256"),
+        "self-promoted operator": "Bearer "
+        + pyjwt.encode({**claims, "role": "operator"}, auth.jwt_secret, algorithm="HS256"),
         "wrong operator key": "Operator not-the-operator-key",
         "operator key as bearer": f"Bearer {auth.operator_key}",
     }
@@ -196,15 +209,28 @@ def test_bad_credentials_get_4xx_json_and_no_data(stack_env, data, case, route):
     assert not {"invoices", "lines", "customerId"} & set(payload)
 
 
-def invoke_reads(stack_env, resource: str, params: dict, authorization: str | None, authorizer_context=None) -> tuple[int, dict]:
+def invoke_reads(
+    stack_env, resource: str, params: dict, authorization: str | None, authorizer_context=None
+) -> tuple[int, dict]:
     """Call the read Lambda directly, bypassing API Gateway and its authorizer."""
-    path = resource.replace("{customerId}", str(params.get("customerId"))).replace("{invoiceNo}", str(params.get("invoiceNo")))
-    event = {"resource": resource, "path": path, "httpMethod": "GET", "pathParameters": params,
-             "headers": {} if authorization is None else {"Authorization": authorization},
-             "queryStringParameters": None, "body": None, "isBase64Encoded": False,
-             "requestContext": {"requestId": "direct", **({"authorizer": authorizer_context} if authorizer_context else {})}}
+    path = resource.replace("{customerId}", str(params.get("customerId"))).replace(
+        "{invoiceNo}", str(params.get("invoiceNo"))
+    )
+    event = {
+        "resource": resource,
+        "path": path,
+        "httpMethod": "GET",
+        "pathParameters": params,
+        "headers": {} if authorization is None else {"Authorization": authorization},
+        "queryStringParameters": None,
+        "body": None,
+        "isBase64Encoded": False,
+        "requestContext": {"requestId": "direct", **({"authorizer": authorizer_context} if authorizer_context else {})},
+    }
     lam = aws.client("lambda", stack_env["cfg"])
-    out = json.loads(lam.invoke(FunctionName=config.resources().reads_function, Payload=json.dumps(event))["Payload"].read())
+    out = json.loads(
+        lam.invoke(FunctionName=config.resources().reads_function, Payload=json.dumps(event))["Payload"].read()
+    )
     return out["statusCode"], json.loads(out["body"])
 
 

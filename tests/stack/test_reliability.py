@@ -17,11 +17,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from ecom_core import aws, config
 from bootstrap import stack
+from ecom_core import aws, config
+from ecom_core.faults import FaultInjected
 from etl.run import run_once
 from etl.transform import TRANSFORM_THREADS
-from ecom_core.faults import FaultInjected
 from tests.support.helpers import InFaultWindow, counts, replay_file
 from warehouse.reconcile import open_ledger, read_ledgers, reconcile
 from warehouse.status import wait_for_drain
@@ -139,7 +139,9 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
     assert reasons["not utf-8"].startswith("not UTF-8")
     assert "must be a JSON object" in reasons["array"]
     assert "Quantity: is required" in reasons["missing fields"] and "Country: is required" in reasons["missing fields"]
-    assert "Quantity: must be an integer" in reasons["wrong types"] and "UnitPrice: is required" in reasons["wrong types"]
+    assert (
+        "Quantity: must be an integer" in reasons["wrong types"] and "UnitPrice: is required" in reasons["wrong types"]
+    )
     assert "Description: longer than 1000 bytes" in reasons["900 KB"]
     assert "event_id: is required" in reasons["no event id"]
     assert letters[poison["900 KB"].decode()].body["size"] == len(poison["900 KB"])
@@ -156,7 +158,7 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
     listing = json.loads(subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True,
                                         text=True, check=True).stdout)
     assert len(listing) == len(poison)
-    target = next(l for l in listing if "Quantity: must be an integer" in l["reason"])
+    target = next(letter for letter in listing if "Quantity: must be an integer" in letter["reason"])
     shown = json.loads(subprocess.run(ecom + ["dlq", "show", target["sequence_number"]], env=env,
                                       capture_output=True, text=True, check=True).stdout)
     assert json.loads(shown["data"])["event_id"] == "poison-types"
@@ -167,8 +169,8 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
     after = json.loads(subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True,
                                       text=True, check=True).stdout)
     assert len(after) == len(poison)
-    assert target["key"] not in {l["key"] for l in after}
-    assert any(l["sequence_number"] == new_sequence for l in after)
+    assert target["key"] not in {letter["key"] for letter in after}
+    assert any(letter["sequence_number"] == new_sequence for letter in after)
     status = json.loads(subprocess.run(ecom + ["status", "--json"], env=env, capture_output=True, text=True,
                                        check=True).stdout)
     assert status["quarantined"] == len(poison)
@@ -194,7 +196,7 @@ def test_etl_killed_between_copy_and_commit_loads_each_file_once(stack_env, clea
     c = counts(stack_env["cfg"])
     assert c["warehouse_rows"] == 0 and c["files_loaded"] == 0  # the killed transaction left nothing
     # Keep killing about half the loads until a run gets through: every run commits a few files.
-    for attempt in range(30):
+    for attempt in range(30):  # noqa: B007 - read after the loop: whether any run was killed first
         run = _etl(stack_env, "load.after_copy=0.4:kill")
         if run.returncode == 0:
             break

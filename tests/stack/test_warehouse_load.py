@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from ecom_core import aws, config
-from etl import catalog, load, transform
 from ecom_core.contract import CSV_HEADER, SchemaDrift
+from etl import catalog, load, transform
 from etl.run import run_once
 from tests.support.helpers import load_staged, read_csv, replay_file, warehouse_rows
 
@@ -90,7 +90,7 @@ def test_crash_between_copy_and_commit_then_rerun_loads_each_file_once(stack_env
     df = read_csv(slice_file).head(2000)
     from decimal import Decimal
     assert warehouse_rows('SELECT sum("amount") FROM dw.fact_sales_line')[0][0] == \
-        sum(Decimal(q) * Decimal(p) for q, p in zip(df.Quantity, df.UnitPrice))
+        sum(Decimal(q) * Decimal(p) for q, p in zip(df.Quantity, df.UnitPrice, strict=True))
 
 
 def _put_staging(cfg, key: str, header: list[str], rows: list[list[str]]) -> None:

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from bootstrap.reset import empty_stores
-
+from ecom_core.config import FULL_FILE
 from etl.run import run_once
 from tests.support import warehouse_expectations as expect
-from ecom_core.config import FULL_FILE
 from tests.support.helpers import load_staged, replay_file, warehouse_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +49,7 @@ def rows_as_dicts(sql: str) -> list[dict]:
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute(sql)
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def test_the_slice_holds_every_trap(trap_slice):
@@ -121,7 +120,9 @@ def test_facts_flags_and_dimensions(loaded):
     countries = rows_as_dicts("SELECT * FROM dw.dim_country")
     assert {r["country"]: (r["country_name"], r["is_specific"]) for r in countries} == \
         {c: (expect.COUNTRY_NAMES.get(c, c), c not in expect.NOT_A_COUNTRY) for c in set(df.Country)}
-    dates = rows_as_dicts('SELECT "date_key", "calendar_date", "month_label", "day_name", "is_weekend" FROM dw.dim_date')
+    dates = rows_as_dicts(
+        'SELECT "date_key", "calendar_date", "month_label", "day_name", "is_weekend" FROM dw.dim_date'
+    )
     days = sorted(set(df.ts.dt.date))
     assert sorted((r["date_key"], r["calendar_date"], r["month_label"], r["day_name"], r["is_weekend"])
                   for r in dates) == \
@@ -131,12 +132,23 @@ def test_facts_flags_and_dimensions(loaded):
 
 
 def _product_rows(products, with_type: bool) -> dict:
-    return {r.stock_code: {
-        "stock_code": r.stock_code, "description": r.description, **({"product_type": r.product_type} if with_type else {}),
-        "net_quantity": r.net_quantity, "revenue": expect.money(r.revenue_milli), "sold_quantity": r.sold_quantity,
-        "cancelled_quantity": r.cancelled_quantity, "written_off_quantity": r.written_off_quantity,
-        "lines": r.lines, "invoices": r.invoices, "quantity_rank": r.quantity_rank, "revenue_rank": r.revenue_rank}
-        for r in products.itertuples()}
+    return {
+        r.stock_code: {
+            "stock_code": r.stock_code,
+            "description": r.description,
+            **({"product_type": r.product_type} if with_type else {}),
+            "net_quantity": r.net_quantity,
+            "revenue": expect.money(r.revenue_milli),
+            "sold_quantity": r.sold_quantity,
+            "cancelled_quantity": r.cancelled_quantity,
+            "written_off_quantity": r.written_off_quantity,
+            "lines": r.lines,
+            "invoices": r.invoices,
+            "quantity_rank": r.quantity_rank,
+            "revenue_rank": r.revenue_rank,
+        }
+        for r in products.itertuples()
+    }
 
 
 def test_top_products(loaded):
@@ -153,7 +165,9 @@ def test_top_products(loaded):
     assert {r["stock_code"]: r for r in got_all} == _product_rows(everything, with_type=True)
     # The answer to "which items had the most purchases", spelled out.
     top5 = real.sort_values("quantity_rank").head(5)
-    assert [(r["stock_code"], r["net_quantity"]) for r in got[:5]] == list(zip(top5.stock_code, top5.net_quantity))
+    assert [(r["stock_code"], r["net_quantity"]) for r in got[:5]] == list(
+        zip(top5.stock_code, top5.net_quantity, strict=True)
+    )
 
 
 def test_revenue_by_month_and_country(loaded):
@@ -478,14 +492,15 @@ def test_report_in_a_real_browser(stack_env, loaded, tmp_path):
         months = [m for m, _ in drawn["months"]]
         lefts = [x for _, x in drawn["months"]]
         assert months == sorted(months) and months[0] == "2010-12" and months[-1] == "2011-12"
-        steps = {round(b - a, 1) for a, b in zip(lefts, lefts[1:])}
+        steps = {round(b - a, 1) for a, b in zip(lefts, lefts[1:], strict=False)}
         assert len(steps) == 1 and steps.pop() > 0                                 # evenly spaced in time
         assert drawn["month_labels"] == ["Dec", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
                                          "Oct", "Nov", "Dec"]
     # Money to two decimals in the page (the CSV keeps the exact values).
     html_text = page.read_text(encoding="utf-8")
-    revenue_cells = re.findall(r'<td class="num">(-?[\d,]+\.\d+)</td>', html_text.split('id="table-revenue_by_month"')[1]
-                               .split("</table>")[0])
+    revenue_cells = re.findall(
+        r'<td class="num">(-?[\d,]+\.\d+)</td>', html_text.split('id="table-revenue_by_month"')[1].split("</table>")[0]
+    )
     assert revenue_cells and all(re.fullmatch(r"-?[\d,]+\.\d{2}", cell) for cell in revenue_cells), revenue_cells[:5]
     assert re.search(r"<td>revenue \(all lines\)</td><td>-?[\d,]+\.\d{2}</td>", html_text)
 

@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 
 from ecom_core import aws, config
-
 from replay.client import Sender, replay
 from replay.source import read_rows
 from warehouse import db

@@ -90,7 +90,7 @@ def product_descriptions(df: pd.DataFrame) -> dict[str, str | None]:
     """Per code: the latest non-empty (trimmed) description, priced lines before unpriced ones,
     ties by the greater text; None when the code never had one."""
     best: dict[str, tuple] = {}
-    for code, desc, price, ts in zip(df.code, df.Description, df.price_milli, df.ts):
+    for code, desc, price, ts in zip(df.code, df.Description, df.price_milli, df.ts, strict=True):
         text = desc.strip(" ")
         key = (0 if text == "" else 2 if price > 0 else 1, ts, text)
         if code not in best or key > best[code]:
@@ -155,7 +155,9 @@ def customer_rfm(df: pd.DataFrame) -> list[dict]:
     never = float("inf")
     for r in rows:
         recency = never if r["recency_days"] is None else r["recency_days"]
-        r["r_score"] = score(sum(1 for o in rows if (never if o["recency_days"] is None else o["recency_days"]) >= recency))
+        r["r_score"] = score(
+            sum(1 for o in rows if (never if o["recency_days"] is None else o["recency_days"]) >= recency)
+        )
         r["f_score"] = score(sum(1 for o in rows if o["frequency"] <= r["frequency"]))
         r["m_score"] = score(sum(1 for o in rows if o["monetary_milli"] <= r["monetary_milli"]))
         rs, fs, ms = r["r_score"], r["f_score"], r["m_score"]

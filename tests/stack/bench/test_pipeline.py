@@ -23,7 +23,9 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
     assert all(result["reconciliation"]["checks"].values())
     assert result["ours"]["warehouse_rows_at_end"] == 2000
     # The user's path: the CLI replay, then only the scheduled job (no ETL command) filled the warehouse.
-    assert result["ours"]["command"].startswith("ecom replay ") and result["settings"]["etl_schedule_state"] == "ENABLED"
+    assert (
+        result["ours"]["command"].startswith("ecom replay ") and result["settings"]["etl_schedule_state"] == "ENABLED"
+    )
     assert result["ours"]["etl_ticks"] >= 1 and result["ours"]["rows_inserted"] == 2000
     assert sum(t["rows_inserted"] for t in result["ours"]["ticks"]) == 2000
     assert result["original"]["rows"] == 100
@@ -45,7 +47,9 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
     phases = result["ours"]["phases"]
     assert list(phases) == ["replay (first to last POST)", "drain (last POST to consumer caught up)",
                             "batch half after the drain"]
-    assert abs(phases["batch half after the drain"]["seconds"] - result["ours"]["batch_half_after_drain_seconds"]) < 0.01
+    assert (
+        abs(phases["batch half after the drain"]["seconds"] - result["ours"]["batch_half_after_drain_seconds"]) < 0.01
+    )
     assert phases["replay (first to last POST)"]["cpu_seconds"]["lambda data-ingestion"] > 0
     for group, seconds in result["ours"]["cpu_seconds"].items():
         assert sum(p["cpu_seconds"].get(group, 0) for p in phases.values()) <= seconds + 0.1

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 import subprocess
 import sys
+import uuid
 import zipfile
 
 import pytest
@@ -214,12 +214,20 @@ def test_resources_are_as_designed(stack_env):
     cfg = stack_env["cfg"]
     dynamodb = aws.client("dynamodb", cfg)
     invoice = dynamodb.describe_table(TableName="invoice")["Table"]
-    assert [(k["AttributeName"], k["KeyType"]) for k in invoice["KeySchema"]] == [("InvoiceNo", "HASH"), ("LineId", "RANGE")]
+    assert [(k["AttributeName"], k["KeyType"]) for k in invoice["KeySchema"]] == [
+        ("InvoiceNo", "HASH"),
+        ("LineId", "RANGE"),
+    ]
     customer = dynamodb.describe_table(TableName="customer")["Table"]
-    assert [(k["AttributeName"], k["KeyType"]) for k in customer["KeySchema"]] == [("CustomerID", "HASH"), ("InvoiceNo", "RANGE")]
+    assert [(k["AttributeName"], k["KeyType"]) for k in customer["KeySchema"]] == [
+        ("CustomerID", "HASH"),
+        ("InvoiceNo", "RANGE"),
+    ]
     assert aws.client("kinesis", cfg).describe_stream_summary(StreamName="event-ingest")[
         "StreamDescriptionSummary"]["OpenShardCount"] == 2
-    mapping = aws.client("lambda", cfg).list_event_source_mappings(FunctionName="kinesis-trigger")["EventSourceMappings"]
+    mapping = aws.client("lambda", cfg).list_event_source_mappings(FunctionName="kinesis-trigger")[
+        "EventSourceMappings"
+    ]
     assert len(mapping) == 1 and mapping[0]["StartingPosition"] == "TRIM_HORIZON"
     # API Gateway may invoke exactly what the spec lists (the plan and the template read the same list).
     from botocore.exceptions import ClientError

@@ -16,7 +16,6 @@ from bootstrap.spec import function_environment, platform
 from bootstrap.template import render, template, upload
 from ecom_core import aws, config
 
-
 # The template's own names get a prefix so the stack stands beside the one bootstrap deployed.
 PREFIX = "cfn-"
 
@@ -67,9 +66,13 @@ def test_template_deploys_to_the_emulators_cloudformation(stack_env):
         events = [e for e in cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
                   if e.get("ResourceStatus", "").endswith("FAILED")]
         assert stack["StackStatus"] == "CREATE_COMPLETE", events[:5]
-        created = {x["LogicalResourceId"]: x for x in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]}
+        created = {
+            x["LogicalResourceId"]: x for x in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+        }
         # Everything but what a condition leaves out on AWS (the emulators' warehouse DSN secret).
-        assert set(created) == {lid for lid, res in doc["Resources"].items() if res.get("Condition") != "HasWarehouseDsn"}
+        assert set(created) == {
+            lid for lid, res in doc["Resources"].items() if res.get("Condition") != "HasWarehouseDsn"
+        }
         assert all(x["ResourceStatus"] == "CREATE_COMPLETE" for x in created.values())
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-
 ECOM = [sys.executable, "-m", "ecom"]
 
 

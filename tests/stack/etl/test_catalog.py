@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ecom_core import aws
-from etl.catalog import crawl
 from ecom_core.config import SAMPLE_FILE
+from etl.catalog import crawl
 from tests.support.helpers import replay_file
 
 

@@ -10,7 +10,6 @@ import pytest
 from ecom_core.config import SAMPLE_FILE
 from tests.support.helpers import InFaultWindow, counts, replay_file
 
-
 ECOM = [sys.executable, "-m", "ecom"]
 
 

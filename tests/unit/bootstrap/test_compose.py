@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ecom_core import config
 from bootstrap import compose
+from ecom_core import config
 
 ROOT = config.PROJECT_ROOT
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -57,7 +57,9 @@ def test_each_zip_holds_what_its_handler_imports_and_the_pinned_boto3():
     assert "handlers/ingestion.py" in ours[r.ingestion_function]
     assert "handlers/ingestion.py" not in ours[r.authorizer_function]
     assert "handlers/stream_trigger.py" not in ours[r.reads_function]
-    assert {"etl/job.py", "warehouse/redshift.py", "warehouse/schema.sql", "warehouse/analytics.sql"} <= ours[r.etl_function]
+    assert {"etl/job.py", "warehouse/redshift.py", "warehouse/schema.sql", "warehouse/analytics.sql"} <= ours[
+        r.etl_function
+    ]
     assert not any(n.startswith("handlers/") for n in ours[r.etl_function])
     # The Postgres dialect and driver stay on the operator's machine.
     assert "warehouse/db.py" not in ours[r.etl_function]

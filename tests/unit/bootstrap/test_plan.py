@@ -25,8 +25,14 @@ def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
     assert [b["name"] for b in doc["s3_buckets"]] == ["batch-process-ecom", "staging-bucket-ecom", "dead-letter-ecom"]
     assert doc["kinesis_stream"] == {"name": "event-ingest", "shards": 2, "retention_hours": 24}
     tables = {t["name"]: t for t in doc["dynamodb_tables"]}
-    assert [(k["attribute"], k["role"]) for k in tables["invoice"]["key"]] == [("InvoiceNo", "HASH"), ("LineId", "RANGE")]
-    assert [(k["attribute"], k["role"]) for k in tables["customer"]["key"]] == [("CustomerID", "HASH"), ("InvoiceNo", "RANGE")]
+    assert [(k["attribute"], k["role"]) for k in tables["invoice"]["key"]] == [
+        ("InvoiceNo", "HASH"),
+        ("LineId", "RANGE"),
+    ]
+    assert [(k["attribute"], k["role"]) for k in tables["customer"]["key"]] == [
+        ("CustomerID", "HASH"),
+        ("InvoiceNo", "RANGE"),
+    ]
     mapping = doc["event_source_mapping"]
     assert (mapping["starting_position"], mapping["batch_size"], mapping["maximum_retry_attempts"],
             mapping["bisect_batch_on_function_error"], mapping["on_failure"]) == \
@@ -51,11 +57,15 @@ def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
             assert all(r.startswith("arn:aws:s3:::") or ":eu-west-1:<account-id>:" in r for r in resources), statement
     logs = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
     assert actions_of["data-ingestion"] == {"kinesis:PutRecords"} | logs
-    assert not any(a.startswith(("dynamodb:Batch", "dynamodb:Put", "s3:", "kinesis:Put")) for a in actions_of["customer-reads"])
+    assert not any(
+        a.startswith(("dynamodb:Batch", "dynamodb:Put", "s3:", "kinesis:Put")) for a in actions_of["customer-reads"]
+    )
     # The two verifiers read the keys from Secrets Manager, exactly those two secrets.
     assert actions_of["api-authorizer"] == logs | {"secretsmanager:GetSecretValue"}
     assert "secretsmanager:GetSecretValue" in actions_of["customer-reads"]
-    assert not any(a.startswith("secretsmanager:") for a in actions_of["data-ingestion"] | actions_of["kinesis-trigger"])
+    assert not any(
+        a.startswith("secretsmanager:") for a in actions_of["data-ingestion"] | actions_of["kinesis-trigger"]
+    )
     secret_statement = next(st for st in roles["api-authorizer"]["inline_policies"]["ecom-pipeline"]["Statement"]
                             if st["Sid"] == "ReadAuthSecrets")
     assert secret_statement["Resource"] == [
@@ -63,7 +73,9 @@ def test_aws_plan_calls_nothing_and_is_complete(monkeypatch):
         "arn:aws:secretsmanager:eu-west-1:<account-id>:secret:ecom/operator-key-??????"]
     assert [(s["name"], s["store"]) for s in doc["secrets"]] == [("ecom/jwt-signing-key", "AWS Secrets Manager"),
                                                                  ("ecom/operator-key", "AWS Secrets Manager")]
-    assert {"dynamodb:BatchWriteItem", "s3:PutObject", "kinesis:GetRecords", "sqs:SendMessage"} <= actions_of["kinesis-trigger"]
+    assert {"dynamodb:BatchWriteItem", "s3:PutObject", "kinesis:GetRecords", "sqs:SendMessage"} <= actions_of[
+        "kinesis-trigger"
+    ]
     # It reads the customer entries it may settle from its batch and its invoices' owners, on those two
     # tables only; nobody else does.
     [entries] = [st for st in roles["kinesis-trigger"]["inline_policies"]["ecom-pipeline"]["Statement"]

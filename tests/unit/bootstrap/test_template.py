@@ -26,8 +26,20 @@ REGION = "eu-west-1"
 
 def _cfn_lint(path: Path) -> subprocess.CompletedProcess:
     # Informational checks included: explicit deletion policies, no hard-coded partition.
-    return subprocess.run([sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())", "--include-checks", "I", "--", str(path)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cfnlint.runner import main; sys.exit(main())",
+            "--include-checks",
+            "I",
+            "--",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("create_redshift", ["0", "1"])
@@ -274,11 +286,13 @@ def _template_inventory(doc: dict) -> set[tuple[str, str]]:
         return f"{prefix}/{props['PathPart']}"
 
     stage_name = next(r["Properties"]["StageName"] for r in res.values() if r["Type"] == "AWS::ApiGateway::Stage")
-    authorizer_of = {lid: r["Properties"]["Name"] for lid, r in res.items() if r["Type"] == "AWS::ApiGateway::Authorizer"}
-    out = set()
-    for lid, r in res.items():
-        t, p = r["Type"], r["Properties"]
-        name = {
+    authorizer_of = {
+        lid: r["Properties"]["Name"] for lid, r in res.items() if r["Type"] == "AWS::ApiGateway::Authorizer"
+    }
+
+    def name_of(lid: str, t: str, p: dict) -> str:
+        """The resource's name as the plan gives it (only the lambda of its own type runs)."""
+        return {
             "AWS::S3::Bucket": lambda: p["BucketName"],
             "AWS::S3::BucketPolicy": lambda: ref(p["Bucket"])["BucketName"],
             "AWS::Kinesis::Stream": lambda: p["Name"],
@@ -291,8 +305,10 @@ def _template_inventory(doc: dict) -> set[tuple[str, str]]:
             "AWS::RedshiftServerless::Workgroup": lambda: p["WorkgroupName"],
             "AWS::Lambda::Function": lambda: p["FunctionName"],
             "AWS::Scheduler::Schedule": lambda: p["Name"],
-            "AWS::Lambda::EventSourceMapping": lambda: (f"{res[p['EventSourceArn']['Fn::GetAtt'][0]]['Properties']['Name']}"
-                                                        f" -> {ref(p['FunctionName'])['FunctionName']}"),
+            "AWS::Lambda::EventSourceMapping": lambda: (
+                f"{res[p['EventSourceArn']['Fn::GetAtt'][0]]['Properties']['Name']}"
+                f" -> {ref(p['FunctionName'])['FunctionName']}"
+            ),
             "AWS::Logs::LogGroup": lambda: p["LogGroupName"],
             "AWS::CloudWatch::Alarm": lambda: p["AlarmName"],
             "AWS::Logs::MetricFilter": lambda: p["FilterName"],
@@ -303,8 +319,13 @@ def _template_inventory(doc: dict) -> set[tuple[str, str]]:
             "AWS::ApiGateway::GatewayResponse": lambda: p["ResponseType"],
             "AWS::Lambda::Permission": lambda: (
                 f"{ref(p['FunctionName'])['FunctionName']} ("
-                + ("routes" if p["SourceArn"]["Fn::Sub"].endswith("/*/*/*") else
-                   "authorizer " + authorizer_of[p["SourceArn"]["Fn::Sub"].rsplit("${", 1)[1].rstrip("}")]) + ")"),
+                + (
+                    "routes"
+                    if p["SourceArn"]["Fn::Sub"].endswith("/*/*/*")
+                    else "authorizer " + authorizer_of[p["SourceArn"]["Fn::Sub"].rsplit("${", 1)[1].rstrip("}")]
+                )
+                + ")"
+            ),
             "AWS::ApiGateway::Deployment": lambda: stage_name,
             "AWS::ApiGateway::Stage": lambda: p["StageName"],
             "AWS::ApiGateway::ApiKey": lambda: p["Name"],
@@ -312,7 +333,10 @@ def _template_inventory(doc: dict) -> set[tuple[str, str]]:
             "AWS::ApiGateway::UsagePlanKey": lambda: ref(p["UsagePlanId"])["UsagePlanName"],
             "AWS::ApiGateway::Account": lambda: lid,
         }[t]()
-        out.add((t, name))
+
+    out = set()
+    for lid, r in res.items():
+        out.add((r["Type"], name_of(lid, r["Type"], r["Properties"])))
     return out
 
 

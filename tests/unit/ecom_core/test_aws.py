@@ -23,7 +23,9 @@ def test_pages_follow_last_evaluated_key():
 
 
 def test_service_missing_and_error_code():
-    missing = ClientError({"Error": {"Code": "InternalFailure"}, "ResponseMetadata": {"HTTPStatusCode": 501}}, "GetTable")
+    missing = ClientError(
+        {"Error": {"Code": "InternalFailure"}, "ResponseMetadata": {"HTTPStatusCode": 501}}, "GetTable"
+    )
     absent = ClientError({"Error": {"Code": "EntityNotFoundException"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
                          "GetTable")
     assert aws.service_missing(missing) and not aws.service_missing(absent)

@@ -2,7 +2,6 @@
 The same record on the running stack's stream: tests/stack/test_reliability.py."""
 from __future__ import annotations
 
-
 DEEP_RECORD = b'{"a":' * 100_000 + b"1" + b"}" * 100_000   # 600 KB: within a Kinesis record's 1 MiB
 
 

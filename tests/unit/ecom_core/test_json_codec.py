@@ -44,7 +44,7 @@ def same(a, b) -> bool:
         elif isinstance(x, list):
             if len(x) != len(y):
                 return False
-            pending.extend(zip(x, y))
+            pending.extend(zip(x, y, strict=True))
         elif isinstance(x, float):
             if repr(x) != repr(y):
                 return False
@@ -127,8 +127,12 @@ texts_from_values = st.builds(
                  lambda inner: st.one_of(st.lists(inner, max_size=5),
                                          st.dictionaries(st.text(max_size=8), inner, max_size=5)), max_leaves=25),
     st.booleans(), st.booleans())
-damaged_texts = st.builds(lambda text, cut, junk: text[:cut] + junk + text[cut:],
-                          texts_from_values, st.integers(0, 60), st.sampled_from(["", ",", "]", "}", "\"", "\\", "0", " ", "\x00", "\ud800", "x"]))
+damaged_texts = st.builds(
+    lambda text, cut, junk: text[:cut] + junk + text[cut:],
+    texts_from_values,
+    st.integers(0, 60),
+    st.sampled_from(["", ",", "]", "}", '"', "\\", "0", " ", "\x00", "\ud800", "x"]),
+)
 
 
 @PROPERTY
@@ -227,7 +231,7 @@ def test_loads_request_answers_what_json_answers_on_what_json_writes(text):
             pending.extend((x[k], y[k]) for k in y)
         elif isinstance(y, list):
             assert len(x) == len(y)
-            pending.extend(zip(x, y))
+            pending.extend(zip(x, y, strict=True))
         else:
             assert same(x, y), (text, x, y)
 

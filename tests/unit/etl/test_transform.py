@@ -8,13 +8,13 @@ from itertools import islice
 
 import pytest
 
+from ecom_core import config
 from ecom_core.config import FULL_FILE
 from ecom_core.contract import CSV_HEADER, SchemaDrift
-from warehouse.staging import check_header
 from etl.transform import jsonl_to_csv, staging_key_for
-from ecom_core import config
 from handlers.stream_trigger import write_jsonl
 from replay.source import read_rows
+from warehouse.staging import check_header
 
 
 def test_jsonl_to_csv_round_trips_real_rows_with_quotes_commas_and_blanks():
@@ -30,7 +30,7 @@ def test_jsonl_to_csv_round_trips_real_rows_with_quotes_commas_and_blanks():
     assert count == len(chosen)
     parsed = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     assert parsed[0] == CSV_HEADER
-    by_id = {row[0]: dict(zip(CSV_HEADER, row)) for row in parsed[1:]}
+    by_id = {row[0]: dict(zip(CSV_HEADER, row, strict=True)) for row in parsed[1:]}
     for event in chosen:
         row = by_id[event["event_id"]]
         assert row["description"] == (event["Description"] or "")

@@ -56,8 +56,11 @@ def test_kaggle_dates_are_read_as_strptime_reads_them():
             return ValueError
 
     months = days = ["0", "00", "1", "01", "2", "9", "09", "12", "13", "28", "29", "30", "31", "32", "99"]
-    years, hours, minutes = ["0000", "0001", "2010", "2012", "2100", "9999"], ["0", "00", "9", "09", "23", "24", "99"], \
-        ["00", "07", "59", "60", "99"]
+    years, hours, minutes = (
+        ["0000", "0001", "2010", "2012", "2100", "9999"],
+        ["0", "00", "9", "09", "23", "24", "99"],
+        ["00", "07", "59", "60", "99"],
+    )
     refused = 0
     for month, day, year, hour, minute in itertools.product(months, days, years, hours, minutes):
         text = f"{month}/{day}/{year} {hour}:{minute}"
@@ -156,7 +159,7 @@ def test_invalid_utf8_in_a_text_body_is_a_400_naming_the_field():
     from handlers.http import parse_request
     from handlers.ingestion import ingest, read_events
 
-    raw = _row_bytes(Description="Dotcomgiftshop Gift Voucher £20.00").replace("£".encode("utf-8"), b"\xa3")
+    raw = _row_bytes(Description="Dotcomgiftshop Gift Voucher £20.00").replace("£".encode(), b"\xa3")
     request = parse_request(_gateway_event(raw, binary=False))
     with pytest.raises(InvalidEvent) as info:
         read_events(request)

@@ -103,7 +103,10 @@ def test_the_schema_creates_every_table_the_pipeline_uses():
 def test_parameters_travel_as_named_parameters_and_only_safe_values_inline():
     assert bind('SELECT 1 WHERE "a" = %s AND "b" = %s AND "c" = %s AND "d" LIKE \'x%%\'', ("o'k", None, 7)) == \
         ('SELECT 1 WHERE "a" = :p1 AND "b" = NULL AND "c" = 7 AND "d" LIKE \'x%\'', [{"name": "p1", "value": "o'k"}])
-    assert bind("SELECT %s", (datetime(2011, 12, 9, 12, 50),)) == ("SELECT :p1", [{"name": "p1", "value": "2011-12-09T12:50:00"}])
+    assert bind("SELECT %s", (datetime(2011, 12, 9, 12, 50),)) == (
+        "SELECT :p1",
+        [{"name": "p1", "value": "2011-12-09T12:50:00"}],
+    )
     assert bind("SELECT 'no parameters: %s stays'", ()) == ("SELECT 'no parameters: %s stays'", [])
     assert bind("SELECT %s, %s", (Decimal("12.345678901234567890"), 2.5)) == ("SELECT 12.345678901234567890, 2.5", [])
     with pytest.raises(ValueError):
@@ -132,10 +135,13 @@ def test_copy_reads_each_file_through_a_mandatory_manifest_with_the_copy_role():
         assert f"FROM 's3://staging-bucket-ecom/_etl/manifests/g/{number}.manifest'" in sql
         assert f"IAM_ROLE '{ROLE}' MANIFEST" in sql and "IGNOREHEADER 1" in sql
         assert ", ".join(f'"{c}"' for c in WAREHOUSE_COLUMNS) in sql
-    from warehouse.redshift import manifest_document
     import json
 
-    assert json.loads(manifest_document("b", "csv/x.csv")) == {"entries": [{"url": "s3://b/csv/x.csv", "mandatory": True}]}
+    from warehouse.redshift import manifest_document
+
+    assert json.loads(manifest_document("b", "csv/x.csv")) == {
+        "entries": [{"url": "s3://b/csv/x.csv", "mandatory": True}]
+    }
 
 
 def test_star_sql_is_shared_not_copied():
@@ -145,7 +151,9 @@ def test_star_sql_is_shared_not_copied():
     merges = [s for s in star if s.lstrip().startswith("MERGE")]
     assert len(merges) == 4 and all("WHEN MATCHED" in m and "WHEN NOT MATCHED" in m for m in merges)  # dimensions
     # The facts: the present events updated, the new ones inserted, as stage_fact tells them apart.
-    fact_writes = [m.group(1) for m in (re.match(r'\s*(UPDATE|INSERT INTO) dw\."fact_sales_line"', s) for s in star) if m]
+    fact_writes = [
+        m.group(1) for m in (re.match(r'\s*(UPDATE|INSERT INTO) dw\."fact_sales_line"', s) for s in star) if m
+    ]
     assert fact_writes == ["UPDATE", "INSERT INTO", "UPDATE"]  # the last: the duplicate flags
 
 

@@ -77,9 +77,14 @@ def test_a_function_whose_zip_lacks_a_module_fails_as_on_aws(stack_env, library)
     """The virtualenv has psycopg2, typer and (editable) our own packages; a zip without them fails
     at its first invocation, with the answer AWS gives."""
     function_error, payload = _invoke_new_function(
-        stack_env["cfg"], f"isolation-lacks-{library.replace('_', '-')}",
-        {"handlers/__init__.py": "", "handlers/x.py": f"import {library}\n\ndef handler(event, context):\n    return 1\n"},
-        handler="handlers.x.handler")
+        stack_env["cfg"],
+        f"isolation-lacks-{library.replace('_', '-')}",
+        {
+            "handlers/__init__.py": "",
+            "handlers/x.py": f"import {library}\n\ndef handler(event, context):\n    return 1\n",
+        },
+        handler="handlers.x.handler",
+    )
     assert function_error == "Unhandled"
     assert payload == {"errorMessage": f"Unable to import module 'handlers.x': No module named '{library}'",
                        "errorType": "Runtime.ImportModuleError", "requestId": payload["requestId"], "stackTrace": []}
@@ -92,7 +97,9 @@ def test_a_function_raising_at_init_fails_with_its_own_error_type(stack_env):
         stack_env["cfg"], "isolation-raises-at-init", {"fn.py": "raise KeyError('no table configured')\n"})
     assert function_error == "Unhandled"
     assert (payload["errorType"], payload["errorMessage"]) == ("KeyError", "'no table configured'")
-    assert payload["stackTrace"][-1].startswith('  File "') and "fn.py\", line 1, in <module>" in payload["stackTrace"][-1]
+    assert (
+        payload["stackTrace"][-1].startswith('  File "') and 'fn.py", line 1, in <module>' in payload["stackTrace"][-1]
+    )
     _, payload = _invoke_new_function(stack_env["cfg"], "isolation-no-handler", {"fn.py": "x = 1\n"})
     assert (payload["errorType"], payload["errorMessage"]) == ("Runtime.HandlerNotFound",
                                                                "Handler 'handler' missing on module 'fn'")

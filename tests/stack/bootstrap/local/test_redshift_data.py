@@ -20,7 +20,6 @@ import boto3
 import psycopg2
 import pytest
 
-
 ROLE = "arn:aws:iam::000000000000:role/ecom-redshift-copy-role"
 TARGET = {"WorkgroupName": "ecom", "Database": "dev"}
 BUCKET = "rsdata-test-bucket"
@@ -83,10 +82,8 @@ def s3(server):
     from ecom_core import aws
 
     s3 = aws.client("s3", server["cfg"])
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     return s3
 
 
@@ -143,7 +140,9 @@ def test_keys_are_stored_duplicated_and_indexed(client, pg):
         ("keyed_a_b_key", "CREATE INDEX keyed_a_b_key ON rsdata_test.keyed USING btree (a, b)"),
         ("keyed_id_key", "CREATE INDEX keyed_id_key ON rsdata_test.keyed USING btree (id)")]
     # CREATE TABLE IF NOT EXISTS again: nothing new, no error
-    assert run(client, "CREATE TABLE IF NOT EXISTS rsdata_test.keyed (id varchar(20) PRIMARY KEY)")["Status"] == "FINISHED"
+    assert (
+        run(client, "CREATE TABLE IF NOT EXISTS rsdata_test.keyed (id varchar(20) PRIMARY KEY)")["Status"] == "FINISHED"
+    )
 
 
 @pytest.mark.stack
@@ -398,7 +397,9 @@ def test_copy_failures_fail_the_statement(client, s3, pg):
     missing = _manifest(s3, "copy/missing.manifest", [(f"s3://{BUCKET}/copy/absent.csv", True)])
     status = run(client, f"COPY rsdata_test.strict FROM '{missing}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}")
     assert status["Status"] == "FAILED"
-    assert status["Error"].startswith("ERROR: Manifest file is invalid") and "mandatory file not found" in status["Error"]
+    assert (
+        status["Error"].startswith("ERROR: Manifest file is invalid") and "mandatory file not found" in status["Error"]
+    )
     optional = _manifest(s3, "copy/optional.manifest", [(f"s3://{BUCKET}/copy/absent.csv", False)])
     assert run(client, f"COPY rsdata_test.strict FROM '{optional}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}"
                )["Status"] == "FINISHED"
@@ -445,9 +446,17 @@ def test_cancel_list_and_catalog(client):
     assert wait(client, started["Id"], timeout=5)["Status"] == "ABORTED"
     listed = client.list_statements(StatementName="rsdata-sleeper")["Statements"]
     assert [s["Id"] for s in listed] == [started["Id"]] and listed[0]["Status"] == "ABORTED"
-    assert batch(client, ["CREATE SCHEMA IF NOT EXISTS rsdata_test",
-                          "CREATE TABLE rsdata_test.cat_one (key varchar(40) NOT NULL, n bigint)",
-                          "CREATE VIEW rsdata_test.cat_two AS SELECT key FROM rsdata_test.cat_one"])["Status"] == "FINISHED"
+    assert (
+        batch(
+            client,
+            [
+                "CREATE SCHEMA IF NOT EXISTS rsdata_test",
+                "CREATE TABLE rsdata_test.cat_one (key varchar(40) NOT NULL, n bigint)",
+                "CREATE VIEW rsdata_test.cat_two AS SELECT key FROM rsdata_test.cat_one",
+            ],
+        )["Status"]
+        == "FINISHED"
+    )
     assert "rsdata_test" in client.list_schemas(**TARGET)["Schemas"]
     tables = client.list_tables(**TARGET, SchemaPattern="rsdata_test", TablePattern="cat_%")["Tables"]
     assert tables == [{"name": "cat_one", "schema": "rsdata_test", "type": "TABLE"},
@@ -482,10 +491,34 @@ def _round_trip(warehouse, cfg, r, s3, pg) -> None:
 
     warehouse.ensure_schema()
     assert warehouse.acquire("rsdata-test", 60) and not warehouse.acquire("someone-else", 60)
-    rows_a = [["ev-1", "536365", "85123A", "WHITE HANGING HEART", 6, "2010-12-01T08:26:00", "2.55", "17850", "United Kingdom"],
-              ["ev-2", "C536379", "D", "Discount", -1, "2010-12-01T09:41:00", "27.5", "14527", "United Kingdom"]]
-    rows_b = [["ev-3", "536370", "22728", "", 24, "2010-12-01T08:45:00", "3.75", "", "France"],
-              ["ev-1", "536365", "85123A", "WHITE HANGING HEART", 6, "2010-12-01T08:26:00", "2.55", "17850", "United Kingdom"]]
+    rows_a = [
+        [
+            "ev-1",
+            "536365",
+            "85123A",
+            "WHITE HANGING HEART",
+            6,
+            "2010-12-01T08:26:00",
+            "2.55",
+            "17850",
+            "United Kingdom",
+        ],
+        ["ev-2", "C536379", "D", "Discount", -1, "2010-12-01T09:41:00", "27.5", "14527", "United Kingdom"],
+    ]
+    rows_b = [
+        ["ev-3", "536370", "22728", "", 24, "2010-12-01T08:45:00", "3.75", "", "France"],
+        [
+            "ev-1",
+            "536365",
+            "85123A",
+            "WHITE HANGING HEART",
+            6,
+            "2010-12-01T08:26:00",
+            "2.55",
+            "17850",
+            "United Kingdom",
+        ],
+    ]
     files = []
     for name, rows in (("a", rows_a), ("b", rows_b)):
         key = f"{r.staging_prefix}rsdata/{name}.csv"
@@ -568,12 +601,14 @@ def _bench(client, cfg, pg) -> None:
     warehouse.ensure_schema()
     pg.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'dw' AND tablename = 'fact_sales_line'")
     assert pg.fetchall() == [("fact_sales_line_event_id_key",)]
-    pg.execute("INSERT INTO dw.fact_sales_line (event_id, invoice_no, stock_code, description, quantity, unit_price, "
-               "invoice_ts, customer_id, country, source_file, product_code, date_key, amount, is_cancellation, "
-               "is_adjustment, is_guest, is_zero_price) SELECT 'bench-' || g, CAST(500000 + g / 20 AS VARCHAR), "
-               "'S' || (g % 3000), 'ITEM ' || (g % 3000), 1 + g % 12, 2.5, TIMESTAMP '2011-01-01' + g * INTERVAL '1 minute', "
-               "12000 + g % 4000, 'United Kingdom', 'bench.csv', 'S' || (g % 3000), 20110101, 2.5, FALSE, FALSE, FALSE, "
-               f"FALSE FROM generate_series(1, {int(os.environ.get('RSDATA_BENCH_ROWS', '300000'))}) AS g")
+    pg.execute(
+        "INSERT INTO dw.fact_sales_line (event_id, invoice_no, stock_code, description, quantity, unit_price, "
+        "invoice_ts, customer_id, country, source_file, product_code, date_key, amount, is_cancellation, "
+        "is_adjustment, is_guest, is_zero_price) SELECT 'bench-' || g, CAST(500000 + g / 20 AS VARCHAR), "
+        "'S' || (g % 3000), 'ITEM ' || (g % 3000), 1 + g % 12, 2.5, TIMESTAMP '2011-01-01' + g * INTERVAL '1 minute', "
+        "12000 + g % 4000, 'United Kingdom', 'bench.csv', 'S' || (g % 3000), 20110101, 2.5, FALSE, FALSE, FALSE, "
+        f"FALSE FROM generate_series(1, {int(os.environ.get('RSDATA_BENCH_ROWS', '300000'))}) AS g"
+    )
     pg.execute("ANALYZE dw.fact_sales_line")
 
     def load(label: str, run: int) -> float:
@@ -589,7 +624,9 @@ def _bench(client, cfg, pg) -> None:
         started = time.perf_counter()
         warehouse.load_group(files)
         elapsed = time.perf_counter() - started
-        pg.execute("SELECT count(*), count(*) FILTER (WHERE event_id LIKE %s) FROM dw.fact_sales_line", (f"bench-{run}-%",))
+        pg.execute(
+            "SELECT count(*), count(*) FILTER (WHERE event_id LIKE %s) FROM dw.fact_sales_line", (f"bench-{run}-%",)
+        )
         print(f"load_group of 300 rows, {label}: {elapsed:.2f} s (fact rows, new ones: {pg.fetchone()})")
         return elapsed
 

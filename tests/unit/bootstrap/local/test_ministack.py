@@ -136,12 +136,15 @@ def test_the_launchers_kinesis_poller_runs_shards_side_by_side_in_order(monkeypa
             sequences = sequences[:1] + sequences[2:]
         assert sequences == expected, shard
         spans = [(start, end) for s, _, start, end, _ in ours.calls if s == shard]
-        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), "one batch per shard at a time"
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False)), (
+            "one batch per shard at a time"
+        )
     first = {s: (start, end) for s, _, start, end, _ in reversed(ours.calls)}
     (a_start, a_end), (b_start, b_end) = first.values()
     assert a_start < b_end and b_start < a_end, "the two shards' first batches overlapped"
-    assert [event for *_, event in theirs.calls if event["Records"][0]["eventID"].startswith("shardId-000000000000")] == \
-        [event for *_, event in ours.calls if event["Records"][0]["eventID"].startswith("shardId-000000000000")]
+    assert [
+        event for *_, event in theirs.calls if event["Records"][0]["eventID"].startswith("shardId-000000000000")
+    ] == [event for *_, event in ours.calls if event["Records"][0]["eventID"].startswith("shardId-000000000000")]
     # The event is a KinesisBatchEvent, which the worker hand-off writes with orjson (test below).
     assert all(type(event) is runtime_patch.KinesisBatchEvent for *_, event in ours.calls)
     assert lambda_svc._kinesis_positions[esm["UUID"]] == {"shardId-000000000000": 7, "shardId-000000000001": 7}
@@ -241,12 +244,20 @@ def test_the_launchers_index_key_checks_answer_as_ministacks(monkeypatch):
     index = {"IndexName": "ByDate", "Projection": {"ProjectionType": "ALL"},
              "KeySchema": [{"AttributeName": "CustomerID", "KeyType": "HASH"},
                            {"AttributeName": "InvoiceDate", "KeyType": "RANGE"}]}
-    tables = [{"AttributeDefinitions": definitions}, {"AttributeDefinitions": definitions, "GlobalSecondaryIndexes": []},
-              {"AttributeDefinitions": definitions, "LocalSecondaryIndexes": [index]},
-              {"AttributeDefinitions": definitions, "GlobalSecondaryIndexes": [index]}]
-    items = [{"CustomerID": {"N": "17850"}, "InvoiceNo": {"S": "536365"}, "InvoiceDate": {"S": "2010-12-01T08:26:00"}},
-             {"CustomerID": {"N": "17850"}, "InvoiceDate": {"N": "5"}}, {"CustomerID": {"N": "1"}, "InvoiceDate": {"S": ""}},
-             {"InvoiceDate": {"S": "x", "N": "1"}}, {"InvoiceDate": "text"}, {}]
+    tables = [
+        {"AttributeDefinitions": definitions},
+        {"AttributeDefinitions": definitions, "GlobalSecondaryIndexes": []},
+        {"AttributeDefinitions": definitions, "LocalSecondaryIndexes": [index]},
+        {"AttributeDefinitions": definitions, "GlobalSecondaryIndexes": [index]},
+    ]
+    items = [
+        {"CustomerID": {"N": "17850"}, "InvoiceNo": {"S": "536365"}, "InvoiceDate": {"S": "2010-12-01T08:26:00"}},
+        {"CustomerID": {"N": "17850"}, "InvoiceDate": {"N": "5"}},
+        {"CustomerID": {"N": "1"}, "InvoiceDate": {"S": ""}},
+        {"InvoiceDate": {"S": "x", "N": "1"}},
+        {"InvoiceDate": "text"},
+        {},
+    ]
     theirs = dynamodb._validate_index_key_values
     monkeypatch.setattr(dynamodb, "_validate_index_key_values", theirs)  # put back after the test
     dynamodb_patch.index_checks_only_with_indexes(dynamodb)
@@ -306,9 +317,15 @@ def test_the_launchers_kinesis_shortcuts_answer_as_ministack():
     top = 2 ** 128 - 1
     for count in (1, 2, 3, 4):
         step = (top + 1) // count
-        stream = {"shards": {f"shardId-{n:012d}": {"starting_hash_key": str(n * step),
-                                                   "ending_hash_key": str(top if n == count - 1 else (n + 1) * step - 1)}
-                             for n in range(count)}}
+        stream = {
+            "shards": {
+                f"shardId-{n:012d}": {
+                    "starting_hash_key": str(n * step),
+                    "ending_hash_key": str(top if n == count - 1 else (n + 1) * step - 1),
+                }
+                for n in range(count)
+            }
+        }
         keys = [0, top, step - 1, step, step + 1] + [random.randrange(top + 1) for _ in range(500)]
         assert [kinesis_patch.route_to_shard(k, stream) for k in keys] == \
             [kinesis._route_to_shard(k, stream) for k in keys]
@@ -339,10 +356,11 @@ def test_the_launchers_put_records_answers_and_stores_as_ministack(monkeypatch):
     import base64
     import itertools
 
+    from ministack.services import firehose, kinesis
+
     from bench.pipeline import canonical_events
     from ecom_core.config import PROJECT_ROOT
     from handlers.ingestion import wire_record
-    from ministack.services import firehose, kinesis
 
     real = [wire_record(e) for e in canonical_events(PROJECT_ROOT / "data" / "sample-data.csv", 120)]
     odd = [{"Data": d, "PartitionKey": "536365"} for d in
@@ -431,7 +449,9 @@ def test_the_launchers_kinesis_event_hand_off_writes_json_values():
 
     for other in ({"event": {"Records": []}, "ctx": ctx}, {"a": float("nan")}, [1, 2], "x", {1: "int key"}):
         assert runtime_patch.envelope_dumps(other) == json.dumps(other)
-    assert runtime_patch.envelope_dumps({"event": ascii_batch}, indent=2) == json.dumps({"event": ascii_batch}, indent=2)
+    assert runtime_patch.envelope_dumps({"event": ascii_batch}, indent=2) == json.dumps(
+        {"event": ascii_batch}, indent=2
+    )
 
     # The hand-off's buffers, on a new thread per batch, grew glibc's per-thread arenas (~100 MB at
     # 200,000 rows): the launcher limits them to two (bench evidence in docs/emulator-notes.md).
@@ -492,25 +512,45 @@ def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(
     items.append({"InvoiceNo": {"S": "C536379"}, "LineId": {"S": "only"}, "Quantity": {"N": "-1"}})
     key = {"TableName": table}
     requests = []
-    for projection, names in [("InvoiceNo, LineId, Quantity", None), ("Description, Info.a, Info.b[2].c", None),
-                              ("Tags[1], Tags[0], Info.b[0]", None), ("#q, #d", {"#q": "Quantity", "#d": "Description"}),
-                              ("Missing, Info.nothing, Tags[9]", None), ("Info, Info.a", None), ("LineId, LineId", None),
-                              ("Name", None), ("#n", {"#n": "LineId", "#unused": "x"}), ("Info.b[", None), ("", None)]:
+    for projection, names in [
+        ("InvoiceNo, LineId, Quantity", None),
+        ("Description, Info.a, Info.b[2].c", None),
+        ("Tags[1], Tags[0], Info.b[0]", None),
+        ("#q, #d", {"#q": "Quantity", "#d": "Description"}),
+        ("Missing, Info.nothing, Tags[9]", None),
+        ("Info, Info.a", None),
+        ("LineId, LineId", None),
+        ("Name", None),
+        ("#n", {"#n": "LineId", "#unused": "x"}),
+        ("Info.b[", None),
+        ("", None),
+    ]:
         extra = {"ProjectionExpression": projection, **({"ExpressionAttributeNames": names} if names else {})}
         requests.append(("query", {**key, "KeyConditionExpression": "InvoiceNo = :n",
                                    "ExpressionAttributeValues": {":n": {"S": "536365"}}, **extra}))
         requests.append(("scan", {**key, **extra}))
         requests.append(("get", {**key, "Key": {"InvoiceNo": {"S": "536365"}, "LineId": {"S": "l1"}}, **extra}))
-    for condition, values in [("InvoiceNo = :n AND begins_with(LineId, :p)", {":n": {"S": "536365"}, ":p": {"S": "l"}}),
-                              ("InvoiceNo = :n AND LineId BETWEEN :a AND :b", {":n": {"S": "536365"}, ":a": {"S": "l1"}, ":b": {"S": "l3"}}),
-                              ("InvoiceNo = :n AND LineId BETWEEN :b AND :a", {":n": {"S": "536365"}, ":a": {"S": "l1"}, ":b": {"S": "l3"}}),
-                              ("InvoiceNo = :n AND", {":n": {"S": "536365"}}), ("((InvoiceNo = :n))", {":n": {"S": "536365"}}),
-                              ("InvoiceNo = :missing", {":n": {"S": "536365"}})]:
+    for condition, values in [
+        ("InvoiceNo = :n AND begins_with(LineId, :p)", {":n": {"S": "536365"}, ":p": {"S": "l"}}),
+        ("InvoiceNo = :n AND LineId BETWEEN :a AND :b", {":n": {"S": "536365"}, ":a": {"S": "l1"}, ":b": {"S": "l3"}}),
+        ("InvoiceNo = :n AND LineId BETWEEN :b AND :a", {":n": {"S": "536365"}, ":a": {"S": "l1"}, ":b": {"S": "l3"}}),
+        ("InvoiceNo = :n AND", {":n": {"S": "536365"}}),
+        ("((InvoiceNo = :n))", {":n": {"S": "536365"}}),
+        ("InvoiceNo = :missing", {":n": {"S": "536365"}}),
+    ]:
         requests.append(("query", {**key, "KeyConditionExpression": condition, "ExpressionAttributeValues": values}))
     for condition in ["Quantity > :z", "Quantity > :z AND attribute_exists(Description)", "size(Tags) = :two",
                       "Quantity >", "(Quantity > :z) OR NOT contains(Description, :w)", "Name = :z"]:
-        requests.append(("scan", {**key, "FilterExpression": condition,
-                                  "ExpressionAttributeValues": {":z": {"N": "0"}, ":two": {"N": "2"}, ":w": {"S": "HEART"}}}))
+        requests.append(
+            (
+                "scan",
+                {
+                    **key,
+                    "FilterExpression": condition,
+                    "ExpressionAttributeValues": {":z": {"N": "0"}, ":two": {"N": "2"}, ":w": {"S": "HEART"}},
+                },
+            )
+        )
     handlers = {"query": lambda r: dynamodb._query(r), "scan": lambda r: dynamodb._scan(r),
                 "get": lambda r: dynamodb._get_item(r)}
 

@@ -40,9 +40,11 @@ def test_project_statements_pass_through_except_what_redshift_only():
     assert "PRIMARY KEY" not in fact.sql and "NOT NULL" in fact.sql and "LOCALTIMESTAMP" in fact.sql
     assert "SORTKEY" not in fact.sql and "DISTKEY" not in fact.sql
     # The key and the compound sort key each become a non-unique index.
-    assert fact.sql.endswith(';\nCREATE INDEX IF NOT EXISTS "fact_sales_line_event_id_key" ON dw.fact_sales_line '
-                             '(event_id);\nCREATE INDEX IF NOT EXISTS "fact_sales_line_invoice_no_stock_code_invoice_ts_key" '
-                             'ON dw.fact_sales_line ("invoice_no", "stock_code", "invoice_ts")')
+    assert fact.sql.endswith(
+        ';\nCREATE INDEX IF NOT EXISTS "fact_sales_line_event_id_key" ON dw.fact_sales_line '
+        '(event_id);\nCREATE INDEX IF NOT EXISTS "fact_sales_line_invoice_no_stock_code_invoice_ts_key" '
+        'ON dw.fact_sales_line ("invoice_no", "stock_code", "invoice_ts")'
+    )
     rejects = next(t for s, t in changed.items() if "dw.load_rejects (" in s and s.startswith("CREATE TABLE"))
     assert "PRIMARY KEY" not in rejects.sql
     assert rejects.sql.endswith('"load_rejects_file_key_line_no_key" ON dw.load_rejects (file_key, line_no)')
@@ -94,5 +96,7 @@ def test_translation_cost_is_small_and_cached():
     for sql in statements:
         translate(sql)
     warm = (time.perf_counter() - start) / len(statements)
-    print(f"translation: {cold * 1000:.2f} ms/statement cold, {warm * 1e6:.1f} us cached ({len(statements)} statements)")
+    print(
+        f"translation: {cold * 1000:.2f} ms/statement cold, {warm * 1e6:.1f} us cached ({len(statements)} statements)"
+    )
     assert cold < 0.02 and warm < 0.0005
