@@ -406,7 +406,8 @@ def build(p: Platform | None = None, code: dict[str, Artifact] | None = None,
             "LogGroupName": f"/aws/apigateway/{r.api_name}/{r.api_stage}", "RetentionInDays": LOG_RETENTION_DAYS},
             f"log group /aws/apigateway/{r.api_name}/{r.api_stage}", Metadata=checkov_skips("CKV_AWS_158"))
         logs_role = add("RoleApiGatewayCloudWatch", "AWS::IAM::Role", {
-            "Description": "API Gateway's account role for CloudWatch Logs (set by ecom-pipeline, kept when deleted)",
+            "Description": ("API Gateway's account role for CloudWatch Logs "
+                            "(set by ecom-pipeline, kept when deleted)"),
             "AssumeRolePolicyDocument": APIGATEWAY_TRUST_POLICY, "ManagedPolicyArns": [APIGATEWAY_LOGS_MANAGED_POLICY]},
             "iam role (API Gateway's CloudWatch Logs role)", DeletionPolicy="Retain", UpdateReplacePolicy="Retain")
         account = add("ApiGatewayAccount", "AWS::ApiGateway::Account", {

@@ -113,8 +113,10 @@ def test_rows_the_warehouse_refuses_are_set_aside_and_the_rest_loads(stack_env, 
         writer.writerows(rows)
         return out.getvalue().encode("utf-8")
 
-    as_row = lambda e: [e["event_id"], e["InvoiceNo"], e["StockCode"], e["Description"], str(e["Quantity"]),  # noqa: E731
-                        e["InvoiceDate"], str(e["UnitPrice"]), str(e["CustomerID"]), e["Country"]]
+    def as_row(e):
+        return [e["event_id"], e["InvoiceNo"], e["StockCode"], e["Description"], str(e["Quantity"]),
+                e["InvoiceDate"], str(e["UnitPrice"]), str(e["CustomerID"]), e["Country"]]
+
     bad = {
         "bad-nul": ["bad-nul", "536365", "85123A", "nul\x00byte", "6", "2010-12-01T08:26:00", "2.55", "17850", "UK"],
         "bad-amount": ["bad-amount", "536365", "85123A", "x", "999999999", "2010-12-01T08:26:00", "999999999",
