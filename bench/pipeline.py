@@ -21,6 +21,7 @@ measurements on it:
 Stores are emptied between 2 and 3 (not the stream), so 3 starts from the same state a fresh
 deployment has, except for the original's records already consumed on the stream.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -57,6 +58,7 @@ CEILING_COPY_TABLE = "dw.bench_ceiling_copy"
 
 
 # ------------------------------------------------------------------ memory
+
 
 def _children(pid: int) -> list[int]:
     """Children of every thread of `pid` (a process started from a thread other than the main one,
@@ -128,8 +130,13 @@ class MemorySampler:
     API, which stands in for Redshift's front end as Postgres stands in for its engine.
     """
 
-    def __init__(self, ministack_pid: int | None, postmaster_pid: int | None, interval: float = 0.5,
-                 redshift_data_pid: int | None = None):
+    def __init__(
+        self,
+        ministack_pid: int | None,
+        postmaster_pid: int | None,
+        interval: float = 0.5,
+        redshift_data_pid: int | None = None,
+    ):
         self.ministack_pid = ministack_pid
         self.postmaster_pid = postmaster_pid
         self.redshift_data_pid = redshift_data_pid
@@ -215,11 +222,13 @@ class MemorySampler:
         return {k: round(v / 1024, 1) for k, v in self.peaks.items()}
 
 
-def cpu_by_phase(series: list[tuple[float, dict[str, float]]],
-                 phases: list[tuple[str, float, float]]) -> dict[str, dict[str, Any]]:
+def cpu_by_phase(
+    series: list[tuple[float, dict[str, float]]], phases: list[tuple[str, float, float]]
+) -> dict[str, dict[str, Any]]:
     """CPU seconds per process group within each phase (name, start, end on the series' clock), from
     cumulative samples (`MemorySampler.series`), each bound interpolated between the samples around
     it (0.5 s apart). Which process used the cores while the run waited on what."""
+
     def at(moment: float) -> dict[str, float]:
         if not series:
             return {}
@@ -235,8 +244,7 @@ def cpu_by_phase(series: list[tuple[float, dict[str, float]]],
     for name, start, end in phases:
         before, after = at(start), at(end)
         cpu = {g: round(after.get(g, 0.0) - before.get(g, 0.0), 2) for g in set(before) | set(after)}
-        out[name] = {"seconds": round(end - start, 2),
-                     "cpu_seconds": dict(sorted(cpu.items(), key=lambda g: -g[1]))}
+        out[name] = {"seconds": round(end - start, 2), "cpu_seconds": dict(sorted(cpu.items(), key=lambda g: -g[1]))}
     return out
 
 
@@ -255,12 +263,17 @@ def machine_description() -> dict[str, Any]:
         pass
     try:
         from importlib.metadata import version
+
         ministack_version = version("ministack")
     except Exception:
         ministack_version = "?"
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_gib,
-        "os": platform.platform(), "python": platform.python_version(), "ministack": ministack_version,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "ministack": ministack_version,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "python_loop_seconds": python_loop_seconds(),
     }
@@ -278,6 +291,7 @@ def python_loop_seconds(additions: int = 10_000_000) -> float:
 
 # ------------------------------------------------------------------ the fresh stack
 
+
 @contextmanager
 def fresh_stack(keep: bool = False) -> Iterator[dict[str, Any]]:
     """A new embedded stack on free ports in a temp dir; this process's environment points at it.
@@ -294,14 +308,19 @@ def fresh_stack(keep: bool = False) -> Iterator[dict[str, Any]]:
                 postmaster = int((env["data_dir"] / "pg" / "postmaster.pid").read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 postmaster = None
-            yield {**env, "ministack_pid": state.get("ministack_pid"), "postmaster_pid": postmaster,
-           "redshift_data_pid": state.get("redshift_data_pid")}
+            yield {
+                **env,
+                "ministack_pid": state.get("ministack_pid"),
+                "postmaster_pid": postmaster,
+                "redshift_data_pid": state.get("redshift_data_pid"),
+            }
     finally:
         if saved is not None:
             os.environ["ECOM_ETL_SCHEDULE_STATE"] = saved
 
 
 # ------------------------------------------------------------------ source helpers
+
 
 @dataclass
 class SourceFacts:
@@ -362,6 +381,7 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items, in_flight: int) -
 
 # ------------------------------------------------------------------ 1. ceiling
 
+
 def _scratch_stream_and_tables(cfg: config.Stack, p) -> None:
     """The ceiling's own stream and tables, shaped as the platform's (spec), outside its stack."""
     from ecom_core import aws
@@ -385,10 +405,14 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
     from warehouse.staging import COLUMN_LIST
 
     cfg = config.stack()
-    scratch = config.Resources(stream=CEILING_STREAM, invoice_table=CEILING_INVOICE,
-                               customer_table=CEILING_CUSTOMER, invoice_owner_table=CEILING_OWNER)
+    scratch = config.Resources(
+        stream=CEILING_STREAM,
+        invoice_table=CEILING_INVOICE,
+        customer_table=CEILING_CUSTOMER,
+        invoice_owner_table=CEILING_OWNER,
+    )
     _scratch_stream_and_tables(cfg, spec_platform(scratch))
-    kinesis = producer_client(cfg)   # the ingestion Lambda's own PutRecords path
+    kinesis = producer_client(cfg)  # the ingestion Lambda's own PutRecords path
     s3 = aws.client("s3", cfg)
     s3.create_bucket(Bucket=CEILING_BUCKET)
     dynamodb = stream_trigger.wire_client(cfg)
@@ -431,8 +455,9 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
             # One owner item per invoice the batch starts (its first line's customer), as the trigger writes.
             owners: dict[str, Any] = {}
             for event in batch:
-                owners.setdefault(event["InvoiceNo"], stream_trigger.GUEST if event["CustomerID"] is None
-                                  else event["CustomerID"])
+                owners.setdefault(
+                    event["InvoiceNo"], stream_trigger.GUEST if event["CustomerID"] is None else event["CustomerID"]
+                )
             items["invoice"] += len(invoice)
             items["customer"] += len(customer)
             items["owner"] += len(owners)
@@ -476,8 +501,9 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
                 conn.commit()
                 clock = time.perf_counter()
                 with conn.cursor() as cur:
-                    cur.copy_expert(f"COPY {CEILING_COPY_TABLE} ({COLUMN_LIST}) FROM STDIN "
-                                    f"WITH (FORMAT csv, HEADER true)", spool)
+                    cur.copy_expert(
+                        f"COPY {CEILING_COPY_TABLE} ({COLUMN_LIST}) FROM STDIN WITH (FORMAT csv, HEADER true)", spool
+                    )
                 conn.commit()
                 result[seconds_key] = time.perf_counter() - clock
                 with conn.cursor() as cur:
@@ -487,8 +513,9 @@ def measure_ceiling(path: Path, rows: int | None, *, put_concurrency: int, batch
                 conn.commit()
                 if all_indexes:
                     result["copy_indexes"] = created
-    result["seconds"] = sum(result[k] for k in ("kinesis_put_seconds", "dynamodb_seconds", "s3_seconds",
-                                                "copy_seconds"))
+    result["seconds"] = sum(
+        result[k] for k in ("kinesis_put_seconds", "dynamodb_seconds", "s3_seconds", "copy_seconds")
+    )
     return result
 
 
@@ -527,22 +554,46 @@ def create_copy_target(cur, table: str, *, all_indexes: bool = True) -> list[str
 
 def _csv_header() -> list[str]:
     from ecom_core.contract import CSV_HEADER
+
     return CSV_HEADER
 
 
 # ------------------------------------------------------------------ 2 and 3. through the pipeline
 
-def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_rows: int, *, one_by_one: bool,
-                  concurrency: int, batch_size: int, timeout: float = 3600,
-                  sampler: MemorySampler | None = None) -> dict[str, Any]:
+
+def run_user_path(
+    env: dict[str, Any],
+    path: Path,
+    rows: int | None,
+    expected_rows: int,
+    *,
+    one_by_one: bool,
+    concurrency: int,
+    batch_size: int,
+    timeout: float = 3600,
+    sampler: MemorySampler | None = None,
+) -> dict[str, Any]:
     """`ecom replay` as a user runs it (a separate process; it waits for the stream to drain), then
     only the scheduled job, until the warehouse holds `expected_rows`. Timed from outside; with a
     sampler, also the CPU per process in each phase (`cpu_by_phase`)."""
     from warehouse import db
 
-    command = [sys.executable, "-m", "ecom", "replay", str(path), "--no-progress", "--concurrency", str(concurrency),
-               "--batch-size", str(batch_size)] + (["--rows", str(rows)] if rows else []) \
+    command = (
+        [
+            sys.executable,
+            "-m",
+            "ecom",
+            "replay",
+            str(path),
+            "--no-progress",
+            "--concurrency",
+            str(concurrency),
+            "--batch-size",
+            str(batch_size),
+        ]
+        + (["--rows", str(rows)] if rows else [])
         + (["--one-by-one"] if one_by_one else [])
+    )
     schema.ensure_schema(DataApi())  # what the job's first run does; the count below needs the table
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT now() AT TIME ZONE 'UTC'")  # dw.etl_run keeps UTC without zone, as the job writes it
@@ -567,16 +618,25 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
             if warehouse_rows >= expected_rows:
                 break
             if time.perf_counter() - start > timeout:
-                raise RuntimeError(f"the scheduled job did not fill the warehouse within {timeout:.0f} s "
-                                   f"({warehouse_rows:,} of {expected_rows:,} rows)")
+                raise RuntimeError(
+                    f"the scheduled job did not fill the warehouse within {timeout:.0f} s "
+                    f"({warehouse_rows:,} of {expected_rows:,} rows)"
+                )
             time.sleep(0.25)
         full = time.perf_counter()
         runs = _recorded_runs(conn, since, warehouse_rows - rows_before)
-    ticks = [{"started_at": r[0].isoformat(), "seconds": (r[1] - r[0]).total_seconds() if r[1] else None,
-              "outcome": r[2], "raw_objects": r[3], "files_loaded": r[4], "rows_inserted": r[5],
-              "steps": {name: float(sec)
-                        for name, sec in re.findall(r"(transform|catalog|load) ([\d.]+) s", r[6] or "")}}
-             for r in runs]
+    ticks = [
+        {
+            "started_at": r[0].isoformat(),
+            "seconds": (r[1] - r[0]).total_seconds() if r[1] else None,
+            "outcome": r[2],
+            "raw_objects": r[3],
+            "files_loaded": r[4],
+            "rows_inserted": r[5],
+            "steps": {name: float(sec) for name, sec in re.findall(r"(transform|catalog|load) ([\d.]+) s", r[6] or "")},
+        }
+        for r in runs
+    ]
     replay_seconds = float(said.group(5))
     lag_seconds = float(lag.group(1)) if lag else 0.0
     phases = {}
@@ -585,21 +645,35 @@ def run_user_path(env: dict[str, Any], path: Path, rows: int | None, expected_ro
         # The replay reports its sending time and the wait for the consumer after its last POST;
         # it exits right after, so its last POST was `lag` before it returned.
         last_post = returned - lag_seconds
-        phases = cpu_by_phase(list(sampler.series), [
-            ("replay (first to last POST)", last_post - replay_seconds, last_post),
-            ("drain (last POST to consumer caught up)", last_post, returned),
-            ("batch half after the drain", returned, full)])
+        phases = cpu_by_phase(
+            list(sampler.series),
+            [
+                ("replay (first to last POST)", last_post - replay_seconds, last_post),
+                ("drain (last POST to consumer caught up)", last_post, returned),
+                ("batch half after the drain", returned, full),
+            ],
+        )
     return {
-        "command": " ".join(["ecom", *command[3:]]), "rows": int(said.group(1)), "requests": int(said.group(3)),
-        "retries": int(said.group(4)), "replay_seconds": replay_seconds, "consumer_lag_seconds": lag_seconds,
-        "consumer_seconds": replay_seconds + lag_seconds, "replay_command_seconds": returned - start,
-        "batch_half_after_drain_seconds": full - returned, "etl_ticks": len(ticks),
+        "command": " ".join(["ecom", *command[3:]]),
+        "rows": int(said.group(1)),
+        "requests": int(said.group(3)),
+        "retries": int(said.group(4)),
+        "replay_seconds": replay_seconds,
+        "consumer_lag_seconds": lag_seconds,
+        "consumer_seconds": replay_seconds + lag_seconds,
+        "replay_command_seconds": returned - start,
+        "batch_half_after_drain_seconds": full - returned,
+        "etl_ticks": len(ticks),
         "etl_busy_seconds": sum(t["seconds"] or 0 for t in ticks),
         "transform_seconds": sum(t["steps"].get("transform", 0) for t in ticks),
         "catalog_seconds": sum(t["steps"].get("catalog", 0) for t in ticks),
         "load_seconds": sum(t["steps"].get("load", 0) for t in ticks),
-        "files_loaded": sum(t["files_loaded"] for t in ticks), "rows_inserted": sum(t["rows_inserted"] for t in ticks),
-        "ticks": ticks, "warehouse_rows_at_end": warehouse_rows, "seconds": full - start, "phases": phases,
+        "files_loaded": sum(t["files_loaded"] for t in ticks),
+        "rows_inserted": sum(t["rows_inserted"] for t in ticks),
+        "ticks": ticks,
+        "warehouse_rows_at_end": warehouse_rows,
+        "seconds": full - start,
+        "phases": phases,
     }
 
 
@@ -611,8 +685,11 @@ def _recorded_runs(conn, since, rows_inserted: int, wait_seconds: float = 60) ->
     deadline = time.monotonic() + wait_seconds
     while True:
         with conn.cursor() as cur:
-            cur.execute("SELECT started_at, finished_at, outcome, raw_objects, files_loaded, rows_inserted, message "
-                        "FROM dw.etl_run WHERE started_at >= %s ORDER BY started_at", (since,))
+            cur.execute(
+                "SELECT started_at, finished_at, outcome, raw_objects, files_loaded, rows_inserted, message "
+                "FROM dw.etl_run WHERE started_at >= %s ORDER BY started_at",
+                (since,),
+            )
             runs = cur.fetchall()
         conn.rollback()
         if sum(r[5] or 0 for r in runs) >= rows_inserted or time.monotonic() >= deadline:
@@ -636,9 +713,11 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
     s3 = aws.client("s3", cfg)
     dynamodb = aws.client("dynamodb", cfg)
     with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT count(*), count(DISTINCT event_id), "
-                    f"coalesce(sum(('x' || substr(md5(event_id), 1, 15))::bit(60)::bigint::numeric), 0) "
-                    f"% {DIGEST_MODULUS} FROM {db.FACT_TABLE}")
+        cur.execute(
+            f"SELECT count(*), count(DISTINCT event_id), "
+            f"coalesce(sum(('x' || substr(md5(event_id), 1, 15))::bit(60)::bigint::numeric), 0) "
+            f"% {DIGEST_MODULUS} FROM {db.FACT_TABLE}"
+        )
         rows, distinct, digest = cur.fetchone()
         cur.execute(f"SELECT count(*) FROM {db.MANIFEST_TABLE}")
         files_loaded = cur.fetchone()[0]
@@ -647,10 +726,12 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
         dynamo_items += 1
         dynamo_digest = (dynamo_digest + id_hash(item["LineId"]["S"])) % DIGEST_MODULUS
     found = {
-        "warehouse_rows": rows, "warehouse_distinct_event_ids": distinct,
+        "warehouse_rows": rows,
+        "warehouse_distinct_event_ids": distinct,
         "dynamodb_invoice_lines": dynamo_items,
         "dynamodb_customer_invoices": count_items(dynamodb, r.customer_table),
-        "staging_files": count_keys(s3, r.staging_bucket, r.staging_prefix), "files_loaded": files_loaded,
+        "staging_files": count_keys(s3, r.staging_bucket, r.staging_prefix),
+        "files_loaded": files_loaded,
         "raw_objects_pending": count_keys(s3, r.raw_bucket, r.raw_prefix),
         "raw_objects_processed": count_keys(s3, r.raw_bucket, r.processed_prefix),
         "quarantined": count_keys(s3, r.dead_letter_bucket, r.dead_letter_prefix),
@@ -666,8 +747,13 @@ def reconcile(cfg: config.Stack, facts: SourceFacts) -> dict[str, Any]:
         "no_raw_left": found["raw_objects_pending"] == 0,
         "nothing_quarantined": found["quarantined"] == 0,
     }
-    return {"exact": all(checks.values()), "checks": checks, "seconds": time.perf_counter() - clock,
-            "expected": {"rows": facts.rows, "customer_invoices": facts.customer_invoices}, "found": found}
+    return {
+        "exact": all(checks.values()),
+        "checks": checks,
+        "seconds": time.perf_counter() - clock,
+        "expected": {"rows": facts.rows, "customer_invoices": facts.customer_invoices},
+        "found": found,
+    }
 
 
 def schedule_fields(schedule: dict[str, Any]) -> dict[str, Any]:
@@ -722,16 +808,22 @@ def measure_load_alone(cfg: config.Stack, rows: int, sampler: MemorySampler | No
 
     with etl_quiet(cfg) as renew_lease:
         with db.connection() as conn, conn.cursor() as cur:
-            cur.execute(f'TRUNCATE {db.FACT_TABLE}, dw."dim_date", dw."dim_country", dw."dim_customer", '
-                        f'dw."dim_product", {db.MANIFEST_TABLE}, {db.REJECTS_TABLE}')
+            cur.execute(
+                f'TRUNCATE {db.FACT_TABLE}, dw."dim_date", dw."dim_country", dw."dim_customer", '
+                f'dw."dim_product", {db.MANIFEST_TABLE}, {db.REJECTS_TABLE}'
+            )
             conn.commit()
         if sampler is not None:
             sampler.reset()
         clock = time.perf_counter()
         result = load(cfg, after_group=renew_lease, schema_ready=True)
         seconds = time.perf_counter() - clock
-    out = {"seconds": seconds, "files_loaded": result.files_loaded, "rows_inserted": result.rows_inserted,
-           "exact": result.rows_inserted == rows and result.rows_rejected == 0}
+    out = {
+        "seconds": seconds,
+        "files_loaded": result.files_loaded,
+        "rows_inserted": result.rows_inserted,
+        "exact": result.rows_inserted == rows and result.rows_rejected == 0,
+    }
     if sampler is not None:
         out["cpu_seconds"] = sampler.cpu_seconds()
     return out
@@ -739,29 +831,49 @@ def measure_load_alone(cfg: config.Stack, rows: int, sampler: MemorySampler | No
 
 # ------------------------------------------------------------------ the whole bench
 
-def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concurrency: int = 4,
-        batch_size: int = 500, keep: bool = False, skip_ceiling: bool = False, skip_original: bool = False,
-        log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+
+def run(
+    path: Path,
+    rows: int | None = None,
+    *,
+    original_rows: int = 3000,
+    concurrency: int = 4,
+    batch_size: int = 500,
+    keep: bool = False,
+    skip_ceiling: bool = False,
+    skip_original: bool = False,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
     started_at = datetime.now(UTC)
-    out: dict[str, Any] = {"started_at": started_at.isoformat(timespec="seconds"), "file": str(path),
-                           "machine": machine_description()}
+    out: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "file": str(path),
+        "machine": machine_description(),
+    }
     log("counting the source (one streaming pass) ...")
     facts = source_facts(path, rows)
     out["rows"] = facts.rows
     with fresh_stack(keep=keep) as env:
         r = config.resources()
-        out["settings"] = {"stream_shards": r.stream_shards, "trigger_batch_size": r.trigger_batch_size,
-                           "trigger_write_threads": config.limits().trigger_write_threads,
-                           "replay_concurrency": concurrency, "replay_batch_size": batch_size,
-                           "etl_schedule": config.etl().schedule, "etl_schedule_state": config.etl().schedule_state,
-                           "stack_startup_seconds": round(env["startup_seconds"], 2)}
-        with MemorySampler(env["ministack_pid"], env["postmaster_pid"],
-                           redshift_data_pid=env.get("redshift_data_pid")) as memory:
+        out["settings"] = {
+            "stream_shards": r.stream_shards,
+            "trigger_batch_size": r.trigger_batch_size,
+            "trigger_write_threads": config.limits().trigger_write_threads,
+            "replay_concurrency": concurrency,
+            "replay_batch_size": batch_size,
+            "etl_schedule": config.etl().schedule,
+            "etl_schedule_state": config.etl().schedule_state,
+            "stack_startup_seconds": round(env["startup_seconds"], 2),
+        }
+        with MemorySampler(
+            env["ministack_pid"], env["postmaster_pid"], redshift_data_pid=env.get("redshift_data_pid")
+        ) as memory:
             if not skip_ceiling:
                 log(f"ceiling: the emulator doing the same work directly ({facts.rows:,} records) ...")
                 memory.reset()
-                out["ceiling"] = measure_ceiling(path, rows, put_concurrency=concurrency,
-                                                 batch_size=r.trigger_batch_size)
+                out["ceiling"] = measure_ceiling(
+                    path, rows, put_concurrency=concurrency, batch_size=r.trigger_batch_size
+                )
                 out["ceiling"]["peak_memory_mib"] = memory.peaks_mib()
                 out["ceiling"]["cpu_seconds"] = memory.cpu_seconds()
             if not skip_original:
@@ -774,8 +886,16 @@ def run(path: Path, rows: int | None = None, *, original_rows: int = 3000, concu
                 empty_stores(env["cfg"])
             log(f"ours: {facts.rows:,} rows through API -> Kinesis -> trigger -> DynamoDB + S3 -> ETL -> warehouse ...")
             memory.reset()
-            out["ours"] = run_user_path(env, path, rows, facts.rows, one_by_one=False, concurrency=concurrency,
-                                        batch_size=batch_size, sampler=memory)
+            out["ours"] = run_user_path(
+                env,
+                path,
+                rows,
+                facts.rows,
+                one_by_one=False,
+                concurrency=concurrency,
+                batch_size=batch_size,
+                sampler=memory,
+            )
             out["ours"]["peak_memory_mib"] = memory.peaks_mib()
             out["ours"]["cpu_seconds"] = memory.cpu_seconds()
             log("reconciling every store exactly ...")
@@ -835,9 +955,13 @@ def phase_table(phases: dict[str, dict[str, Any]], cores: int | None) -> list[st
         for group, seconds in phase["cpu_seconds"].items():
             totals[group] = totals.get(group, 0.0) + seconds
     groups = [g for g, seconds in sorted(totals.items(), key=lambda g: -g[1]) if seconds >= 0.05]
-    lines = ["", "| ours by phase: cores busy (CPU s / wall s) | wall s | " + " | ".join(groups)
-             + (f" | idle of {cores} |" if cores else " |"),
-             "|---|---:|" + "---:|" * (len(groups) + (1 if cores else 0))]
+    lines = [
+        "",
+        "| ours by phase: cores busy (CPU s / wall s) | wall s | "
+        + " | ".join(groups)
+        + (f" | idle of {cores} |" if cores else " |"),
+        "|---|---:|" + "---:|" * (len(groups) + (1 if cores else 0)),
+    ]
     for name, phase in phases.items():
         wall = phase["seconds"]
         if wall <= 0:
@@ -853,80 +977,156 @@ def table(out: dict[str, Any]) -> str:
     n = out["rows"]
     ours, ceiling, original = out["ours"], out.get("ceiling"), out.get("original")
     s = out["summary"]
-    lines = [f"rows: {n:,}   machine: {out['machine']['cores']} cores, {out['machine']['cpu']}, "
-             f"{out['machine']['memory_gib']} GiB, 10 M-addition Python loop "
-             f"{out['machine'].get('python_loop_seconds', '?')} s   settings: {json.dumps(out['settings'])}", "",
-             "| stage | ours s | ours ev/s | ceiling s | ceiling ev/s | original s | original ev/s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"rows: {n:,}   machine: {out['machine']['cores']} cores, {out['machine']['cpu']}, "
+        f"{out['machine']['memory_gib']} GiB, 10 M-addition Python loop "
+        f"{out['machine'].get('python_loop_seconds', '?')} s   settings: {json.dumps(out['settings'])}",
+        "",
+        "| stage | ours s | ours ev/s | ceiling s | ceiling ev/s | original s | original ev/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def row(name, ours_s, ceiling_s, original_s, original_rows=None):
-        lines.append(f"| {name} | {_fmt_s(ours_s)} | {_fmt_eps(_eps(n, ours_s))} | {_fmt_s(ceiling_s)} | "
-                     f"{_fmt_eps(_eps(n, ceiling_s))} | {_fmt_s(original_s)} | "
-                     f"{_fmt_eps(_eps(original_rows, original_s)) if original_rows else '-'} |")
+        lines.append(
+            f"| {name} | {_fmt_s(ours_s)} | {_fmt_eps(_eps(n, ours_s))} | {_fmt_s(ceiling_s)} | "
+            f"{_fmt_eps(_eps(n, ceiling_s))} | {_fmt_s(original_s)} | "
+            f"{_fmt_eps(_eps(original_rows, original_s)) if original_rows else '-'} |"
+        )
 
     o_rows = original["rows"] if original else None
-    row("API -> Kinesis (replay)", ours["replay_seconds"], ceiling and ceiling["kinesis_put_seconds"],
-        original and original["replay_seconds"], o_rows)
-    row("Kinesis -> DynamoDB + S3 (from replay start)", ours["consumer_seconds"],
-        ceiling and ceiling["dynamodb_seconds"] + ceiling["s3_seconds"], original and original["consumer_seconds"],
-        o_rows)
-    row("  consumer lag after the last POST", ours["consumer_lag_seconds"], None,
-        original and original["consumer_lag_seconds"], o_rows)
-    row("batch half after the drain (next scheduled tick)", ours["batch_half_after_drain_seconds"], None,
-        original and original["batch_half_after_drain_seconds"], o_rows)
-    row(f"ETL job busy, {ours['etl_ticks']} runs (overlaps the above)", ours["etl_busy_seconds"], None,
-        original and original["etl_busy_seconds"], o_rows)
-    row("  transform (raw JSON -> CSV), all runs", ours["transform_seconds"], None,
-        original and original["transform_seconds"], o_rows)
+    row(
+        "API -> Kinesis (replay)",
+        ours["replay_seconds"],
+        ceiling and ceiling["kinesis_put_seconds"],
+        original and original["replay_seconds"],
+        o_rows,
+    )
+    row(
+        "Kinesis -> DynamoDB + S3 (from replay start)",
+        ours["consumer_seconds"],
+        ceiling and ceiling["dynamodb_seconds"] + ceiling["s3_seconds"],
+        original and original["consumer_seconds"],
+        o_rows,
+    )
+    row(
+        "  consumer lag after the last POST",
+        ours["consumer_lag_seconds"],
+        None,
+        original and original["consumer_lag_seconds"],
+        o_rows,
+    )
+    row(
+        "batch half after the drain (next scheduled tick)",
+        ours["batch_half_after_drain_seconds"],
+        None,
+        original and original["batch_half_after_drain_seconds"],
+        o_rows,
+    )
+    row(
+        f"ETL job busy, {ours['etl_ticks']} runs (overlaps the above)",
+        ours["etl_busy_seconds"],
+        None,
+        original and original["etl_busy_seconds"],
+        o_rows,
+    )
+    row(
+        "  transform (raw JSON -> CSV), all runs",
+        ours["transform_seconds"],
+        None,
+        original and original["transform_seconds"],
+        o_rows,
+    )
     row("  catalog, all runs", ours["catalog_seconds"], None, original and original["catalog_seconds"], o_rows)
-    row("  load (warehouse), all runs", ours["load_seconds"], ceiling and ceiling["copy_seconds"],
-        original and original["load_seconds"], o_rows)
+    row(
+        "  load (warehouse), all runs",
+        ours["load_seconds"],
+        ceiling and ceiling["copy_seconds"],
+        original and original["load_seconds"],
+        o_rows,
+    )
     if "load_alone" in out:
-        row("  the same load alone, after the run (Postgres to itself)", out["load_alone"]["seconds"],
-            ceiling and ceiling["copy_seconds"], None)
+        row(
+            "  the same load alone, after the run (Postgres to itself)",
+            out["load_alone"]["seconds"],
+            ceiling and ceiling["copy_seconds"],
+            None,
+        )
     if ceiling and "copy_key_only_seconds" in ceiling:
-        row("  (bare COPY into a table with the primary key only, rounds one to six)", None,
-            ceiling["copy_key_only_seconds"], None)
-    row("**end to end** (first POST -> exact warehouse)", ours["seconds"], ceiling and ceiling["seconds"],
-        original and original["seconds"], o_rows)
+        row(
+            "  (bare COPY into a table with the primary key only, rounds one to six)",
+            None,
+            ceiling["copy_key_only_seconds"],
+            None,
+        )
+    row(
+        "**end to end** (first POST -> exact warehouse)",
+        ours["seconds"],
+        ceiling and ceiling["seconds"],
+        original and original["seconds"],
+        o_rows,
+    )
     lines.append("")
     ratios = [f"ours end-to-end {_fmt_eps(s['ours_events_per_second'])} ev/s"]
     if "speedup_vs_original" in s:
         ratios.append(f"ours/original **{s['speedup_vs_original']:,.1f}x**")
     if "ours_vs_ceiling" in s:
         ratios.append(f"ours/ceiling **{s['ours_vs_ceiling']:.0%}**")
-        ratios.append(f"load/bare COPY **{s['load_vs_bare_copy']:.1f}x** in the run"
-                      + (f", **{s['load_alone_vs_bare_copy']:.1f}x** alone" if "load_alone_vs_bare_copy" in s else "")
-                      + (f" ({s['load_alone_vs_key_only_copy']:.1f}x a COPY with the primary key only)"
-                         if "load_alone_vs_key_only_copy" in s else ""))
+        ratios.append(
+            f"load/bare COPY **{s['load_vs_bare_copy']:.1f}x** in the run"
+            + (f", **{s['load_alone_vs_bare_copy']:.1f}x** alone" if "load_alone_vs_bare_copy" in s else "")
+            + (
+                f" ({s['load_alone_vs_key_only_copy']:.1f}x a COPY with the primary key only)"
+                if "load_alone_vs_key_only_copy" in s
+                else ""
+            )
+        )
     if "emulator_mib_per_1000_rows" in s:
         ratios.append(f"emulator {s['emulator_mib_per_1000_rows']:.2f} MiB per 1,000 rows")
     lines.append("; ".join(ratios))
-    lines.append(f"measured path: `{ours['command']}` and the scheduled job "
-                 f"({out['settings'].get('etl_schedule')}, {out['settings'].get('etl_schedule_state')})")
+    lines.append(
+        f"measured path: `{ours['command']}` and the scheduled job "
+        f"({out['settings'].get('etl_schedule')}, {out['settings'].get('etl_schedule_state')})"
+    )
     lines.append("")
     lines.append("| peak memory (MiB) | emulator | Lambda workers | Postgres (PSS) | ours (bench process) |")
     lines.append("|---|---:|---:|---:|---:|")
     for name, part in (("ceiling", ceiling), ("original", original), ("ours", ours)):
         if part and "peak_memory_mib" in part:
             m = part["peak_memory_mib"]
-            lines.append(f"| {name} | {m['emulator']:,.0f} | {m['lambda_workers']:,.0f} | {m['postgres']:,.0f} | "
-                         f"{m['ours']:,.0f} |")
+            lines.append(
+                f"| {name} | {m['emulator']:,.0f} | {m['lambda_workers']:,.0f} | {m['postgres']:,.0f} | "
+                f"{m['ours']:,.0f} |"
+            )
     lines.append("")
-    parts = [(name, part) for name, part in (("ceiling", ceiling), ("original", original), ("ours", ours),
-                                             ("load alone", out.get("load_alone"))) if part]
+    parts = [
+        (name, part)
+        for name, part in (
+            ("ceiling", ceiling),
+            ("original", original),
+            ("ours", ours),
+            ("load alone", out.get("load_alone")),
+        )
+        if part
+    ]
     lines.append("| CPU seconds, by process | " + " | ".join(name for name, _ in parts) + " |")
     lines.append("|---|" + "---:|" * len(parts))
-    groups = sorted({g for _, part in parts for g in part.get("cpu_seconds", {})},
-                    key=lambda g: -ours.get("cpu_seconds", {}).get(g, 0))
+    groups = sorted(
+        {g for _, part in parts for g in part.get("cpu_seconds", {})},
+        key=lambda g: -ours.get("cpu_seconds", {}).get(g, 0),
+    )
     for group in groups:
-        lines.append(f"| {group} | " + " | ".join(f"{part.get('cpu_seconds', {}).get(group, 0):,.1f}"
-                                                for _, part in parts) + " |")
+        lines.append(
+            f"| {group} | "
+            + " | ".join(f"{part.get('cpu_seconds', {}).get(group, 0):,.1f}" for _, part in parts)
+            + " |"
+        )
     lines.extend(phase_table(ours.get("phases") or {}, out["machine"].get("cores")))
     rec = out["reconciliation"]
     lines.append("")
-    lines.append(f"reconciliation {'EXACT' if rec['exact'] else 'NOT EXACT'}: expected {json.dumps(rec['expected'])}; "
-                 f"found {json.dumps(rec['found'])}")
+    lines.append(
+        f"reconciliation {'EXACT' if rec['exact'] else 'NOT EXACT'}: expected {json.dumps(rec['expected'])}; "
+        f"found {json.dumps(rec['found'])}"
+    )
     if not rec["exact"]:
         lines.append("failed checks: " + ", ".join(k for k, v in rec["checks"].items() if not v))
     return "\n".join(lines)
@@ -937,6 +1137,7 @@ def save(out: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = directory / f"{stamp}-{out['rows']}rows"
     base.with_suffix(".json").write_text(json.dumps(out, indent=2, default=str) + "\n")
-    base.with_suffix(".md").write_text(f"# ecom bench {out['started_at']}\n\n"
-                                       f"machine: {json.dumps(out['machine'])}\n\n{table(out)}\n")
+    base.with_suffix(".md").write_text(
+        f"# ecom bench {out['started_at']}\n\nmachine: {json.dumps(out['machine'])}\n\n{table(out)}\n"
+    )
     return base.with_suffix(".json")

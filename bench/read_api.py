@@ -12,6 +12,7 @@ Starts its own embedded stack on free ports in a temp dir (or uses the configure
 
 over --requests requests each for a spread of customers/invoices, every 10th being the largest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,18 @@ BIG_CUSTOMER, BIG_INVOICE = 14911, "573585"
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
+
     def pick(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
-    return {"n": len(ordered), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99),
-            "mean": statistics.fmean(ordered), "max": ordered[-1]}
+    return {
+        "n": len(ordered),
+        "p50": pick(0.50),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "mean": statistics.fmean(ordered),
+        "max": ordered[-1],
+    }
 
 
 def timed(fn) -> float:
@@ -67,8 +75,11 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
     assert wait_for_drain(result.high_water, cfg, timeout=1800), "stream consumer did not catch up"
     loaded = time.perf_counter() - started
     counts = store_counts(cfg, include_stream=False)
-    print(f"loaded: {result.accepted:,} events accepted in {sent:.1f}s, in DynamoDB after {loaded:.1f}s; "
-          f"{counts['invoice_lines']:,} invoice lines, {counts['customer_invoices']:,} customer entries", flush=True)
+    print(
+        f"loaded: {result.accepted:,} events accepted in {sent:.1f}s, in DynamoDB after {loaded:.1f}s; "
+        f"{counts['invoice_lines']:,} invoice lines, {counts['customer_invoices']:,} customer entries",
+        flush=True,
+    )
     shutil.rmtree(work, ignore_errors=True)
 
     rng = random.Random(seed)
@@ -79,8 +90,13 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
     tokens = {c: f"Bearer {mint(c, ttl_seconds=3600)}" for c in set(pick_customers)}
     operator = f"Operator {config.auth().operator_key}"
     http = requests.Session()
-    dynamodb = boto3.resource("dynamodb", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
-                              aws_access_key_id="test", aws_secret_access_key="test").meta.client
+    dynamodb = boto3.resource(
+        "dynamodb",
+        endpoint_url=cfg.endpoint_url,
+        region_name=cfg.region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).meta.client
     lam = aws.client("lambda", cfg)
     base = api["api_url"]
 
@@ -89,31 +105,61 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
         assert response.status_code == 200, (url, response.status_code, response.text[:200])
 
     def bare_customer(c):
-        dynamodb.query(TableName=r.customer_table, IndexName="ByDate", ScanIndexForward=False, Limit=21,
-                       KeyConditionExpression="CustomerID = :c", ExpressionAttributeValues={":c": c})
+        dynamodb.query(
+            TableName=r.customer_table,
+            IndexName="ByDate",
+            ScanIndexForward=False,
+            Limit=21,
+            KeyConditionExpression="CustomerID = :c",
+            ExpressionAttributeValues={":c": c},
+        )
 
     def bare_invoice(n):
-        for _ in aws.pages(dynamodb.query, TableName=r.invoice_table, KeyConditionExpression="InvoiceNo = :n",
-                           ExpressionAttributeValues={":n": n}):
+        for _ in aws.pages(
+            dynamodb.query,
+            TableName=r.invoice_table,
+            KeyConditionExpression="InvoiceNo = :n",
+            ExpressionAttributeValues={":n": n},
+        ):
             pass
 
     pool = ThreadPoolExecutor(max_workers=8)
 
     def read_time_aggregation(c):
-        page = dynamodb.query(TableName=r.customer_table, IndexName="ByDate", ScanIndexForward=False, Limit=21,
-                              KeyConditionExpression="CustomerID = :c", ExpressionAttributeValues={":c": c})["Items"]
+        page = dynamodb.query(
+            TableName=r.customer_table,
+            IndexName="ByDate",
+            ScanIndexForward=False,
+            Limit=21,
+            KeyConditionExpression="CustomerID = :c",
+            ExpressionAttributeValues={":c": c},
+        )["Items"]
         list(pool.map(lambda item: bare_invoice(item["InvoiceNo"]), page[:20]))
 
-    bad_event = json.dumps({"resource": "/customers/{customerId}/invoices", "httpMethod": "GET",
-                            "pathParameters": {"customerId": "x"}, "headers": {"Authorization": operator}})
+    bad_event = json.dumps(
+        {
+            "resource": "/customers/{customerId}/invoices",
+            "httpMethod": "GET",
+            "pathParameters": {"customerId": "x"},
+            "headers": {"Authorization": operator},
+        }
+    )
 
     def bare_invoke():
         out = lam.invoke(FunctionName=r.reads_function, Payload=bad_event)
         assert json.loads(out["Payload"].read())["statusCode"] == 400
 
-    series: dict[str, list[float]] = {k: [] for k in (
-        "GET /customers/{id}/invoices", "bare Query customer (ByDate, 21)", "read-time aggregation (1+20 Queries)",
-        "GET /invoices/{no}", "bare Query invoice (all lines)", "bare Lambda invoke (400, no DynamoDB)")}
+    series: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "GET /customers/{id}/invoices",
+            "bare Query customer (ByDate, 21)",
+            "read-time aggregation (1+20 Queries)",
+            "GET /invoices/{no}",
+            "bare Query invoice (all lines)",
+            "bare Lambda invoke (400, no DynamoDB)",
+        )
+    }
     largest: dict[str, list[float]] = {k: [] for k in series}
     # Warm-up: the workers, the connections and the authorizer cache of the first tokens.
     for c, n in zip(pick_customers[:30], pick_invoices[:30], strict=True):
@@ -133,17 +179,24 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
             if i % 10 == 0:
                 largest[name].append(ms)
     pool.shutdown()
-    return {"rows_loaded": counts["invoice_lines"], "customer_entries": counts["customer_invoices"],
-            "load_seconds": round(loaded, 1), "requests_per_route": requests_per_route,
-            "distinct_customers": len(set(pick_customers)), "distinct_invoices": len(set(pick_invoices)),
-            "all": {k: percentiles(v) for k, v in series.items()},
-            "largest only (14911 / 573585)": {k: percentiles(v) for k, v in largest.items()}}
+    return {
+        "rows_loaded": counts["invoice_lines"],
+        "customer_entries": counts["customer_invoices"],
+        "load_seconds": round(loaded, 1),
+        "requests_per_route": requests_per_route,
+        "distinct_customers": len(set(pick_customers)),
+        "distinct_invoices": len(set(pick_invoices)),
+        "all": {k: percentiles(v) for k, v in series.items()},
+        "largest only (14911 / 573585)": {k: percentiles(v) for k, v in largest.items()},
+    }
 
 
 def print_report(report: dict) -> None:
-    print(f"\nrows loaded {report['rows_loaded']:,} ({report['customer_entries']:,} customer entries, "
-          f"load {report['load_seconds']}s); {report['requests_per_route']} requests per route, "
-          f"{report['distinct_customers']} customers, {report['distinct_invoices']} invoices")
+    print(
+        f"\nrows loaded {report['rows_loaded']:,} ({report['customer_entries']:,} customer entries, "
+        f"load {report['load_seconds']}s); {report['requests_per_route']} requests per route, "
+        f"{report['distinct_customers']} customers, {report['distinct_invoices']} invoices"
+    )
     for group in ("all", "largest only (14911 / 573585)"):
         print(f"\n{group}\n{'series':42} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for name, p in report[group].items():
@@ -155,8 +208,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="first N rows of the file (plus 14911 and 573585)")
     parser.add_argument("--requests", type=int, default=1000, help="requests per route")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--use-running", action="store_true",
-                        help="use the stack of the current environment (ECOM_*) instead of a private one")
+    parser.add_argument(
+        "--use-running",
+        action="store_true",
+        help="use the stack of the current environment (ECOM_*) instead of a private one",
+    )
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     if args.use_running:

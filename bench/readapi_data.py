@@ -1,4 +1,5 @@
 """Data for the read-API tests and benchmark: filtered copies of the Kaggle file, with expectations."""
+
 from __future__ import annotations
 
 import csv
@@ -19,14 +20,17 @@ OTHER_CUSTOMER = 12626
 ADJUSTMENTS = ("A563185", "A563186", "A563187")
 
 
-def write_filtered(dest: Path, *, customers: Iterable[int] = (), invoices: Iterable[str] = (),
-                   first_rows: int = 0) -> Path:
+def write_filtered(
+    dest: Path, *, customers: Iterable[int] = (), invoices: Iterable[str] = (), first_rows: int = 0
+) -> Path:
     """The first `first_rows` data rows plus every later row of the given customers or invoices,
     in the file's own format (ISO-8859-1, CRLF). Event ids derive from this file's name + row."""
     customers = {str(c) for c in customers}
     invoices = set(invoices)
-    with gzip.open(FULL_FILE, "rt", encoding="iso-8859-1", newline="") as src, \
-            open(dest, "w", encoding="iso-8859-1", newline="") as out:
+    with (
+        gzip.open(FULL_FILE, "rt", encoding="iso-8859-1", newline="") as src,
+        open(dest, "w", encoding="iso-8859-1", newline="") as out,
+    ):
         reader = csv.reader(src)
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(next(reader))
@@ -41,8 +45,9 @@ def expectations(path: Path) -> dict:
     invoices: dict[str, dict] = {}
     with open(path, encoding="iso-8859-1", newline="") as f:
         for row in csv.DictReader(f):
-            inv = invoices.setdefault(row["InvoiceNo"], {"customer": row["CustomerID"] or None, "lines": 0,
-                                                         "total": Decimal(0), "rows": []})
+            inv = invoices.setdefault(
+                row["InvoiceNo"], {"customer": row["CustomerID"] or None, "lines": 0, "total": Decimal(0), "rows": []}
+            )
             inv["lines"] += 1
             inv["total"] += Decimal(row["Quantity"]) * Decimal(row["UnitPrice"])
             inv["rows"].append((row["StockCode"], int(row["Quantity"]), Decimal(row["UnitPrice"])))

@@ -1,5 +1,6 @@
 """The docker-compose stack (LocalStack + Postgres 15): chosen by `ecom up --stack compose`, or by
 default when a Docker engine answers. Same endpoints as the embedded stack (4566, 5433)."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,12 @@ def docker_engine_available(timeout: float = 5) -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                              timeout=timeout).returncode == 0
+        return (
+            subprocess.run(
+                ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=timeout
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -32,8 +37,10 @@ def choose(requested: str | None) -> tuple[str, str]:
         return "embedded", "asked for"
     if requested == "compose":
         if not docker_engine_available():
-            raise ComposeError("STACK=compose needs a running Docker engine (`docker info` failed); "
-                               "start Docker, or use the embedded stack: make up STACK=embedded")
+            raise ComposeError(
+                "STACK=compose needs a running Docker engine (`docker info` failed); "
+                "start Docker, or use the embedded stack: make up STACK=embedded"
+            )
         return "compose", "asked for"
     if requested != "auto":
         raise ComposeError(f"unknown stack {requested!r}; use embedded, compose or auto")
@@ -43,8 +50,9 @@ def choose(requested: str | None) -> tuple[str, str]:
 
 
 def _compose(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def up() -> None:

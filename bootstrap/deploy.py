@@ -10,6 +10,7 @@ exactly the functions whose zip changed.
 The result is a Report: (resource, created/updated/deleted/unchanged) for every resource of the
 stack, and the outputs the CLI and tests use (api_id, api_url, api_key, stream_arn).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -40,9 +41,14 @@ def only_dynamic(change: dict[str, Any]) -> bool:
     naming a function's ARN when the function's code changes): CloudFormation decides at execution
     whether it changes (it does not when the ARN stays), so it is no change of ours."""
     details = change.get("Details") or []
-    return change.get("Action") == "Modify" and bool(details) and all(
-        d.get("Evaluation") == "Dynamic" and d.get("ChangeSource") in ("ResourceAttribute", "ResourceReference")
-        for d in details)
+    return (
+        change.get("Action") == "Modify"
+        and bool(details)
+        and all(
+            d.get("Evaluation") == "Dynamic" and d.get("ChangeSource") in ("ResourceAttribute", "ResourceReference")
+            for d in details
+        )
+    )
 
 
 @dataclass
@@ -97,8 +103,10 @@ def refuse_local_defaults(environ: dict[str, str] | None = None) -> None:
         if value == default:
             problems.append(f"{name} is set to the local-development default")
         elif (weakness := secret_weakness(value)) is not None:
-            problems.append(f"{name} {weakness} (a secret on AWS needs at least {MIN_SECRET_BYTES} bytes, "
-                            f"{MIN_SECRET_DISTINCT_CHARACTERS} distinct characters, no repeated pattern)")
+            problems.append(
+                f"{name} {weakness} (a secret on AWS needs at least {MIN_SECRET_BYTES} bytes, "
+                f"{MIN_SECRET_DISTINCT_CHARACTERS} distinct characters, no repeated pattern)"
+            )
     if environ.get("WAREHOUSE_DSN") and config.DEV_PG_PASSWORD in environ["WAREHOUSE_DSN"]:
         problems.append("WAREHOUSE_DSN holds the local-development password")
     try:
@@ -106,9 +114,12 @@ def refuse_local_defaults(environ: dict[str, str] | None = None) -> None:
     except FaultInjectionRefused as exc:
         problems.append(str(exc))
     if problems:
-        raise RefusedForAws("refusing to deploy to AWS: " + "; ".join(problems)
-                            + ". Unset them: the stack generates secrets in Secrets Manager (or give random values, "
-                            + "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))').")
+        raise RefusedForAws(
+            "refusing to deploy to AWS: "
+            + "; ".join(problems)
+            + ". Unset them: the stack generates secrets in Secrets Manager (or give random values, "
+            + "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+        )
 
 
 def stack_name() -> str:
@@ -140,11 +151,21 @@ def ensure_bucket(s3, bucket: str, cfg: config.Stack) -> bool:
     if cfg.endpoint_url is None:
         from bootstrap.policies import tls_only_policy
 
-        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True})
-        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket)))
     return True
 
@@ -152,22 +173,35 @@ def ensure_bucket(s3, bucket: str, cfg: config.Stack) -> bool:
 def parameters(cfg: config.Stack, doc: dict[str, Any], bucket: str) -> dict[str, str]:
     """The stack's parameters on this target. Emulators: the local-development values (NoEcho).
     AWS: none of them, so API Gateway and Secrets Manager generate the values."""
-    values = {"ArtifactBucket": bucket,
-              # LocalStack community has no Glue: its database stays out of the stack there.
-              "GlueDatabase": "false" if cfg.target == "compose" else "true",
-              "AlarmTopicArn": cfg.alarm_topic_arn}
+    values = {
+        "ArtifactBucket": bucket,
+        # LocalStack community has no Glue: its database stays out of the stack there.
+        "GlueDatabase": "false" if cfg.target == "compose" else "true",
+        "AlarmTopicArn": cfg.alarm_topic_arn,
+    }
     if cfg.endpoint_url is not None:
         auth = config.auth()
-        values.update({"ApiKeyValue": config.resources().api_key_value, "JwtSecret": auth.jwt_secret,
-                       "OperatorKey": auth.operator_key})
+        values.update(
+            {
+                "ApiKeyValue": config.resources().api_key_value,
+                "JwtSecret": auth.jwt_secret,
+                "OperatorKey": auth.operator_key,
+            }
+        )
     return {k: v for k, v in values.items() if k in doc["Parameters"]}
 
 
 class Deployment:
     """One deployment of the platform's stack to `cfg`'s target."""
 
-    def __init__(self, cfg: config.Stack | None = None, *, name: str | None = None,
-                 artifact_bucket: str | None = None, p: Platform | None = None):
+    def __init__(
+        self,
+        cfg: config.Stack | None = None,
+        *,
+        name: str | None = None,
+        artifact_bucket: str | None = None,
+        p: Platform | None = None,
+    ):
         self.cfg = cfg or config.stack()
         self.local = self.cfg.endpoint_url is not None
         self.name = name or stack_name()
@@ -229,10 +263,14 @@ class Deployment:
             status = None
         kind = "CREATE" if status in (None, "REVIEW_IN_PROGRESS", "DELETE_COMPLETE") else "UPDATE"
         answer = self.cfn.create_change_set(
-            StackName=self.name, ChangeSetName=f"ecom-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}",
-            ChangeSetType=kind, Capabilities=CAPABILITIES, Description="ecom bootstrap",
+            StackName=self.name,
+            ChangeSetName=f"ecom-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            ChangeSetType=kind,
+            Capabilities=CAPABILITIES,
+            Description="ecom bootstrap",
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
-            **self._template_argument(doc, params["ArtifactBucket"]))
+            **self._template_argument(doc, params["ArtifactBucket"]),
+        )
         return answer["Id"], kind
 
     def describe_change_set(self, change_set: str) -> dict[str, Any]:
@@ -280,15 +318,27 @@ class Deployment:
             events = self.cfn.describe_stack_events(StackName=self.name)["StackEvents"]
         except ClientError:
             return "(no events)"
-        failed = [e for e in events if e.get("ResourceStatus", "").endswith("FAILED")
-                  and e["Timestamp"].timestamp() >= since - 5]
-        return "; ".join(f"{e['LogicalResourceId']} ({e['ResourceType']}) {e['ResourceStatus']}: "
-                         f"{e.get('ResourceStatusReason', '')}" for e in reversed(failed)) or "(no failed resource)"
+        failed = [
+            e
+            for e in events
+            if e.get("ResourceStatus", "").endswith("FAILED") and e["Timestamp"].timestamp() >= since - 5
+        ]
+        return (
+            "; ".join(
+                f"{e['LogicalResourceId']} ({e['ResourceType']}) {e['ResourceStatus']}: "
+                f"{e.get('ResourceStatusReason', '')}"
+                for e in reversed(failed)
+            )
+            or "(no failed resource)"
+        )
 
     def physical_ids(self) -> dict[str, str]:
         pages = self.cfn.get_paginator("list_stack_resources").paginate(StackName=self.name)
-        return {s["LogicalResourceId"]: s.get("PhysicalResourceId", "") for page in pages
-                for s in page["StackResourceSummaries"]}
+        return {
+            s["LogicalResourceId"]: s.get("PhysicalResourceId", "")
+            for page in pages
+            for s in page["StackResourceSummaries"]
+        }
 
     def _wait_deleted(self) -> None:
         deadline = time.monotonic() + self.timeout
@@ -296,7 +346,6 @@ class Deployment:
             if time.monotonic() > deadline:
                 raise DeployFailed(f"stack {self.name} was not deleted")
             time.sleep(self.poll)
-
 
     # ------------------------------------------------------------------ all
     def run(self) -> Report:
@@ -317,9 +366,11 @@ class Deployment:
             # A dependent change is real only when what it refers to was replaced (a new physical id,
             # so a new ARN). MiniStack re-applies such a resource anyway; AWS leaves it alone.
             replaced = {lid for lid in before if before[lid] != after.get(lid)}
-            changes = {lid: c for lid, c in changes.items()
-                       if not only_dynamic(c) or {d.get("CausingEntity", "").split(".")[0]
-                                                  for d in c["Details"]} & replaced}
+            changes = {
+                lid: c
+                for lid, c in changes.items()
+                if not only_dynamic(c) or {d.get("CausingEntity", "").split(".")[0] for d in c["Details"]} & replaced
+            }
         report = Report()
         for lid in doc["Resources"]:
             if lid in changes:
@@ -342,8 +393,12 @@ class Deployment:
         stack = self.cfn.describe_stacks(StackName=self.name)["Stacks"][0]
         out = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         key = aws.client("apigateway", self.cfg).get_api_key(apiKey=out["ApiKeyId"], includeValue=True)["value"]
-        return {"api_id": out["ApiId"], "api_url": aws.api_url(out["ApiId"], self.cfg, stage=out.get("ApiStage")),
-                "api_key": key, "stream_arn": out["StreamArn"]}
+        return {
+            "api_id": out["ApiId"],
+            "api_url": aws.api_url(out["ApiId"], self.cfg, stage=out.get("ApiStage")),
+            "api_key": key,
+            "stream_arn": out["StreamArn"],
+        }
 
     def plan(self) -> list[tuple[str, str, str]]:
         """What a deployment would do, without doing it: (resource, action, detail) from a change set
@@ -369,24 +424,29 @@ class Deployment:
                 detail += f", changes {', '.join(rc['Scope'])}"
             if only_dynamic(rc):
                 causes = sorted({d.get("CausingEntity", "") for d in rc["Details"]})
-                out.append((labels.get(lid, lid), "may update", f"{detail}, decided at execution: refers to "
-                                                                  f"{', '.join(causes)}"))
+                out.append(
+                    (
+                        labels.get(lid, lid),
+                        "may update",
+                        f"{detail}, decided at execution: refers to {', '.join(causes)}",
+                    )
+                )
                 continue
             out.append((labels.get(lid, lid), ACTIONS.get(rc["Action"], "updated"), detail))
         return out
 
 
-def deploy(cfg: config.Stack | None = None, *, artifact_bucket: str | None = None,
-           name: str | None = None) -> Report:
+def deploy(cfg: config.Stack | None = None, *, artifact_bucket: str | None = None, name: str | None = None) -> Report:
     """Create or update the platform's stack on `cfg`'s target; see the module's docstring."""
     cfg = cfg or config.stack()
     if cfg.endpoint_url is None:
-        refuse_local_defaults()   # before any AWS call
+        refuse_local_defaults()  # before any AWS call
     return Deployment(cfg, name=name, artifact_bucket=artifact_bucket).run()
 
 
-def plan_changes(cfg: config.Stack | None = None, *, artifact_bucket: str | None = None,
-                 name: str | None = None) -> list[tuple[str, str, str]]:
+def plan_changes(
+    cfg: config.Stack | None = None, *, artifact_bucket: str | None = None, name: str | None = None
+) -> list[tuple[str, str, str]]:
     cfg = cfg or config.stack()
     if cfg.endpoint_url is None:
         refuse_local_defaults()
@@ -396,12 +456,21 @@ def plan_changes(cfg: config.Stack | None = None, *, artifact_bucket: str | None
 def find_api(cfg: config.Stack | None = None) -> dict[str, str] | None:
     """The deployed API's id, URL and key, or None when bootstrap has not run."""
     cfg = cfg or config.stack()
-    r = spec.for_target(config.resources(), cfg.target)   # the stage and key names on this target
+    r = spec.for_target(config.resources(), cfg.target)  # the stage and key names on this target
     apigw = aws.client("apigateway", cfg)
     api = next((a for a in apigw.get_rest_apis(limit=500)["items"] if a["name"] == r.api_name), None)
     if api is None:
         return None
-    key = next((k for k in apigw.get_api_keys(nameQuery=r.api_key_name, includeValues=True)["items"]
-                if k["name"] == r.api_key_name), None)
-    return {"api_id": api["id"], "api_url": aws.api_url(api["id"], cfg, stage=r.api_stage),
-            "api_key": (key or {}).get("value", "")}
+    key = next(
+        (
+            k
+            for k in apigw.get_api_keys(nameQuery=r.api_key_name, includeValues=True)["items"]
+            if k["name"] == r.api_key_name
+        ),
+        None,
+    )
+    return {
+        "api_id": api["id"],
+        "api_url": aws.api_url(api["id"], cfg, stage=r.api_stage),
+        "api_key": (key or {}).get("value", ""),
+    }

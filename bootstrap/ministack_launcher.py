@@ -8,6 +8,7 @@ every patch module checks that MiniStack is the pinned release and has every nam
 uses; otherwise the launcher exits non-zero naming what is missing. The embedded stack starts
 MiniStack through this module (bootstrap/stack.py); docker-compose runs the image as it is.
 """
+
 from __future__ import annotations
 
 import sys

@@ -22,6 +22,7 @@ there. Entries are sorted, with a fixed timestamp and fixed permissions, so unch
 gives the same bytes and the same CodeSha256: re-deploying it changes nothing, and a change to one
 module changes only the zips of the functions that import it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -61,6 +62,7 @@ class ZipContractError(RuntimeError):
 @dataclass(frozen=True)
 class Imports:
     """What one module imports: modules of ours (dotted names) and top-level external names."""
+
     ours: frozenset[str]
     external: frozenset[str]
 
@@ -90,8 +92,9 @@ def _is_optional(handlers: list[ast.ExceptHandler]) -> bool:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imported_names(tree: ast.AST, module: str, is_package: bool) -> list[str]:
@@ -110,7 +113,7 @@ def _imported_names(tree: ast.AST, module: str, is_package: bool) -> list[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 package = module.split(".") if is_package else module.split(".")[:-1]
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
@@ -177,11 +180,16 @@ def bundled_distributions() -> tuple[importlib.metadata.Distribution, ...]:
             continue
         dist = importlib.metadata.distribution(name)
         if "Root-Is-Purelib: true" not in (dist.read_text("WHEEL") or ""):
-            raise ZipContractError(f"{dist.metadata['Name']} is not pure Python: it cannot be bundled for the "
-                                   "runtime the spec declares from this machine")
+            raise ZipContractError(
+                f"{dist.metadata['Name']} is not pure Python: it cannot be bundled for the "
+                "runtime the spec declares from this machine"
+            )
         found[key] = dist
-        todo.extend(re.match(r"[A-Za-z0-9_.-]+", req).group(0)  # type: ignore[union-attr]
-                    for req in dist.requires or [] if "extra ==" not in req)
+        todo.extend(
+            re.match(r"[A-Za-z0-9_.-]+", req).group(0)  # type: ignore[union-attr]
+            for req in dist.requires or []
+            if "extra ==" not in req
+        )
     return tuple(found[k] for k in sorted(found))
 
 
@@ -219,8 +227,12 @@ def check_contract(handler_module: str, root: Path = PROJECT_ROOT) -> list[str]:
     modules, external = closure(handler_module, root)
     outside = [m for m in modules if m.split(".")[0] not in SHIPPED]
     problems = [f"{m} is not a shipped package's module ({', '.join(SHIPPED)})" for m in outside]
-    problems += [f"{m} imports {name}, which is neither the standard library nor bundled"
-                 for m in modules for name in sorted(external[m]) if not allowed_external(name)]
+    problems += [
+        f"{m} imports {name}, which is neither the standard library nor bundled"
+        for m in modules
+        for name in sorted(external[m])
+        if not allowed_external(name)
+    ]
     if problems:
         raise ZipContractError(f"{handler_module}: " + "; ".join(problems))
     return modules
@@ -271,4 +283,3 @@ def code_sha256(blob: bytes) -> str:
 def artifact_key(name: str, blob: bytes) -> str:
     """Content-addressed S3 key of a zip: a code change is a new key, unchanged code the same one."""
     return f"lambda/{name}-{hashlib.sha256(blob).hexdigest()[:32]}.zip"
-

@@ -1,4 +1,5 @@
 """Empty every store of a stack (for benchmarks and tests that need a clean start)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,12 +20,18 @@ def empty_stores(cfg: config.Stack) -> None:
     dynamodb = aws.client("dynamodb", cfg)
     for table in (r.invoice_table, r.customer_table, r.invoice_owner_table):
         keys = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
-        for page in aws.pages(dynamodb.scan, TableName=table,
-                              ProjectionExpression=", ".join(f"#k{i}" for i in range(len(keys))),
-                              ExpressionAttributeNames={f"#k{i}": k for i, k in enumerate(keys)}):
+        for page in aws.pages(
+            dynamodb.scan,
+            TableName=table,
+            ProjectionExpression=", ".join(f"#k{i}" for i in range(len(keys))),
+            ExpressionAttributeNames={f"#k{i}": k for i, k in enumerate(keys)},
+        ):
             for start in range(0, len(page["Items"]), 25):
-                dynamodb.batch_write_item(RequestItems={table: [{"DeleteRequest": {"Key": item}}
-                                                                for item in page["Items"][start:start + 25]]})
+                dynamodb.batch_write_item(
+                    RequestItems={
+                        table: [{"DeleteRequest": {"Key": item}} for item in page["Items"][start : start + 25]]
+                    }
+                )
     s3 = aws.client("s3", cfg)
     for bucket in (r.raw_bucket, r.staging_bucket, r.dead_letter_bucket):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
@@ -40,8 +47,10 @@ def empty_stores(cfg: config.Stack) -> None:
     # TRUNCATE on its own, so they cannot share a batch); the schema's version record stays.
     api = DataApi(cfg=cfg)
     schema.ensure_schema(api)
-    for (name,) in api.query("SELECT table_name FROM information_schema.tables "
-                             "WHERE table_schema = 'dw' AND table_type = 'BASE TABLE' ORDER BY 1"):
+    for (name,) in api.query(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'dw' AND table_type = 'BASE TABLE' ORDER BY 1"
+    ):
         if name != "schema_version":
             api.statement(f'TRUNCATE dw."{name}"')
     if cfg.target == "embedded":

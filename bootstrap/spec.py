@@ -1,5 +1,6 @@
 """The platform, described once. bootstrap/template.py renders it as the CloudFormation template that
 bootstrap/deploy.py deploys on every target; `plan` prints it for a real account."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,7 @@ from ecom_core import config
 @dataclass(frozen=True)
 class Table:
     name: str
-    key: list[tuple[str, str, str]]               # (attribute, type, HASH|RANGE)
+    key: list[tuple[str, str, str]]  # (attribute, type, HASH|RANGE)
     local_indexes: list[tuple[str, str, str]] = field(default_factory=list)  # (index, sort attr, type)
 
     def definition(self) -> dict[str, Any]:
@@ -21,16 +22,24 @@ class Table:
         attributes = {name: typ for name, typ, _ in self.key}
         attributes.update({attr: typ for _, attr, typ in self.local_indexes})
         out: dict[str, Any] = {
-            "TableName": self.name, "BillingMode": "PAY_PER_REQUEST",
+            "TableName": self.name,
+            "BillingMode": "PAY_PER_REQUEST",
             "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in self.key],
-            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()]}
+            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()],
+        }
         if self.local_indexes:
             hash_key = next(n for n, _, k in self.key if k == "HASH")
             out["LocalSecondaryIndexes"] = [
-                {"IndexName": index, "Projection": {"ProjectionType": "ALL"},
-                 "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
-                               {"AttributeName": attr, "KeyType": "RANGE"}]}
-                for index, attr, _ in self.local_indexes]
+                {
+                    "IndexName": index,
+                    "Projection": {"ProjectionType": "ALL"},
+                    "KeySchema": [
+                        {"AttributeName": hash_key, "KeyType": "HASH"},
+                        {"AttributeName": attr, "KeyType": "RANGE"},
+                    ],
+                }
+                for index, attr, _ in self.local_indexes
+            ]
         return out
 
 
@@ -66,12 +75,13 @@ class Route:
     method: str
     function: str
     api_key_required: bool
-    authorizer: str | None = None   # name of a Lambda authorizer (authorizationType CUSTOM)
+    authorizer: str | None = None  # name of a Lambda authorizer (authorizationType CUSTOM)
 
 
 @dataclass(frozen=True)
 class Authorizer:
     """A TOKEN Lambda authorizer: API Gateway passes the `identity_source` header to `function`."""
+
     name: str
     function: str
     identity_source: str = "method.request.header.Authorization"
@@ -84,6 +94,7 @@ class Authorizer:
 class Mapping:
     """Kinesis -> kinesis-trigger. AWS honours every field; MiniStack only batch size and position
     (it retries forever), which the handler's design tolerates (docs/emulator-notes.md)."""
+
     batch_size: int
     starting_position: str = "TRIM_HORIZON"
     batching_window_s: int = 1
@@ -94,6 +105,7 @@ class Mapping:
 @dataclass(frozen=True)
 class Schedule:
     """An EventBridge Scheduler schedule invoking a function (the batch half's clock)."""
+
     name: str
     expression: str
     state: str
@@ -112,6 +124,7 @@ GATEWAY_ERROR_TEMPLATE = '{"error":$context.error.messageString,"type":"$context
 @dataclass(frozen=True)
 class Throttle:
     """The usage plan's limits on the API key (requests per second, burst)."""
+
     rate: float = 10000.0
     burst: int = 5000
 
@@ -134,8 +147,10 @@ class Platform:
     def secrets(self) -> list[tuple[str, str]]:
         """(Secrets Manager name, what it holds). Values: bootstrap writes them, never the spec."""
         r = self.resources
-        return [(r.jwt_secret_name, "HS256 signing key of customer tokens (ECOM_JWT_SECRET)"),
-                (r.operator_secret_name, "operator key of the read API (ECOM_OPERATOR_KEY)")]
+        return [
+            (r.jwt_secret_name, "HS256 signing key of customer tokens (ECOM_JWT_SECRET)"),
+            (r.operator_secret_name, "operator key of the read API (ECOM_OPERATOR_KEY)"),
+        ]
 
 
 # The emulators' development names (the README, the tests and the CLI use them) and what a real
@@ -184,47 +199,107 @@ def platform(resources: config.Resources | None = None, target: str | None = Non
             # and a redelivered record rewrites the same item.
             Table(r.invoice_table, [("InvoiceNo", "S", "HASH"), ("LineId", "S", "RANGE")]),
             # One item per (customer, invoice); newest-first listing through the ByDate index.
-            Table(r.customer_table, [("CustomerID", "N", "HASH"), ("InvoiceNo", "S", "RANGE")],
-                  local_indexes=[("ByDate", "InvoiceDate", "S")]),
+            Table(
+                r.customer_table,
+                [("CustomerID", "N", "HASH"), ("InvoiceNo", "S", "RANGE")],
+                local_indexes=[("ByDate", "InvoiceDate", "S")],
+            ),
             # One item per invoice: the customer its first line named (none for a guest invoice).
             # A later line naming anyone else is quarantined, and reads check ownership here first.
             Table(r.invoice_owner_table, [("InvoiceNo", "S", "HASH")]),
         ],
         functions=[
-            Function(r.ingestion_function, "handlers.ingestion.handler",
-                     "POST /events: validate, normalise, PutRecords to the stream", timeout=30, memory=256,
-                     permissions=("PutToStream", "Logs"), reserved_concurrency=RESERVED_CONCURRENCY["ingestion"]),
-            Function(r.trigger_function, "handlers.stream_trigger.handler",
-                     "Kinesis batch -> DynamoDB lines and customer entries + raw JSON Lines in S3",
-                     timeout=120, memory=512,
-                     permissions=("ReadStream", "WriteOltp", "ReadOltp", "ReadCustomerEntries",
-                                  "WriteRawAndDeadLetters", "OnFailureDestination", "Logs")),
-            Function(r.reads_function, "handlers.reads.handler",
-                     "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
-                     timeout=30, memory=256, auth_env=True,
-                     permissions=("ReadOltp", "ReadInvoiceOwners", "ReadAuthSecrets", "Logs"),
-                     reserved_concurrency=RESERVED_CONCURRENCY["reads"]),
-            Function(r.etl_function, "etl.job.handler",
-                     "The batch half on a schedule: raw JSON -> staging CSV -> Glue table -> warehouse (lease, "
-                     "exactly once per file)", timeout=900, memory=1024, package="etl", etl_env=True,
-                     permissions=("EtlRawObjects", "EtlStagingObjects", "EtlListBuckets", "EtlCatalog",
-                                  "RedshiftData", "Logs")),
-            Function(r.authorizer_function, "handlers.authorizer.handler",
-                     "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
-                     timeout=10, memory=128, auth_env=True, permissions=("ReadAuthSecrets", "Logs"),
-                     reserved_concurrency=RESERVED_CONCURRENCY["authorizer"]),
+            Function(
+                r.ingestion_function,
+                "handlers.ingestion.handler",
+                "POST /events: validate, normalise, PutRecords to the stream",
+                timeout=30,
+                memory=256,
+                permissions=("PutToStream", "Logs"),
+                reserved_concurrency=RESERVED_CONCURRENCY["ingestion"],
+            ),
+            Function(
+                r.trigger_function,
+                "handlers.stream_trigger.handler",
+                "Kinesis batch -> DynamoDB lines and customer entries + raw JSON Lines in S3",
+                timeout=120,
+                memory=512,
+                permissions=(
+                    "ReadStream",
+                    "WriteOltp",
+                    "ReadOltp",
+                    "ReadCustomerEntries",
+                    "WriteRawAndDeadLetters",
+                    "OnFailureDestination",
+                    "Logs",
+                ),
+            ),
+            Function(
+                r.reads_function,
+                "handlers.reads.handler",
+                "GET /customers/{customerId}/invoices and GET /invoices/{invoiceNo} (OLTP reads)",
+                timeout=30,
+                memory=256,
+                auth_env=True,
+                permissions=("ReadOltp", "ReadInvoiceOwners", "ReadAuthSecrets", "Logs"),
+                reserved_concurrency=RESERVED_CONCURRENCY["reads"],
+            ),
+            Function(
+                r.etl_function,
+                "etl.job.handler",
+                "The batch half on a schedule: raw JSON -> staging CSV -> Glue table -> warehouse (lease, "
+                "exactly once per file)",
+                timeout=900,
+                memory=1024,
+                package="etl",
+                etl_env=True,
+                permissions=(
+                    "EtlRawObjects",
+                    "EtlStagingObjects",
+                    "EtlListBuckets",
+                    "EtlCatalog",
+                    "RedshiftData",
+                    "Logs",
+                ),
+            ),
+            Function(
+                r.authorizer_function,
+                "handlers.authorizer.handler",
+                "API Gateway TOKEN authorizer: customer JWT (HS256) or operator key",
+                timeout=10,
+                memory=128,
+                auth_env=True,
+                permissions=("ReadAuthSecrets", "Logs"),
+                reserved_concurrency=RESERVED_CONCURRENCY["authorizer"],
+            ),
         ],
-        routes=[Route("/events", "POST", r.ingestion_function, api_key_required=True),
-                Route("/customers/{customerId}/invoices", "GET", r.reads_function, api_key_required=False,
-                      authorizer=r.authorizer_name),
-                Route("/invoices/{invoiceNo}", "GET", r.reads_function, api_key_required=False,
-                      authorizer=r.authorizer_name)],
-        authorizers=[Authorizer(r.authorizer_name, r.authorizer_function,
-                                ttl_seconds=config.auth().authorizer_cache_seconds)],
+        routes=[
+            Route("/events", "POST", r.ingestion_function, api_key_required=True),
+            Route(
+                "/customers/{customerId}/invoices",
+                "GET",
+                r.reads_function,
+                api_key_required=False,
+                authorizer=r.authorizer_name,
+            ),
+            Route(
+                "/invoices/{invoiceNo}", "GET", r.reads_function, api_key_required=False, authorizer=r.authorizer_name
+            ),
+        ],
+        authorizers=[
+            Authorizer(r.authorizer_name, r.authorizer_function, ttl_seconds=config.auth().authorizer_cache_seconds)
+        ],
         mapping=Mapping(batch_size=r.trigger_batch_size),
-        schedules=[Schedule(r.etl_schedule_name, config.etl().schedule, config.etl().schedule_state,
-                            r.etl_function, r.scheduler_role_name,
-                            "ecom-pipeline: run the batch half (etl-job) on a clock")],
+        schedules=[
+            Schedule(
+                r.etl_schedule_name,
+                config.etl().schedule,
+                config.etl().schedule_state,
+                r.etl_function,
+                r.scheduler_role_name,
+                "ecom-pipeline: run the batch half (etl-job) on a clock",
+            )
+        ],
     )
 
 
@@ -232,12 +307,12 @@ def invoke_permissions(p: Platform) -> list[tuple[str, str]]:
     """(function, what may call it): API Gateway invokes each route's function from any stage and
     method of the API, and each authorizer's function as that authorizer."""
     routes = sorted({rt.function for rt in p.routes})
-    return ([(name, "routes") for name in routes]
-            + [(a.function, f"authorizer {a.name}") for a in p.authorizers])
+    return [(name, "routes") for name in routes] + [(a.function, f"authorizer {a.name}") for a in p.authorizers]
 
 
-def function_environment(resources: config.Resources, function: Function | None = None,
-                         target: str | None = None) -> dict[str, str]:
+def function_environment(
+    resources: config.Resources, function: Function | None = None, target: str | None = None
+) -> dict[str, str]:
     """What the handlers read through ecom_core.config (explicit, so a deployment documents itself)."""
     env = {
         "ECOM_RAW_BUCKET": resources.raw_bucket,
@@ -251,20 +326,33 @@ def function_environment(resources: config.Resources, function: Function | None 
         etl = config.etl()
         # The job reaches the warehouse through the Redshift Data API on every target (no DSN, no
         # driver in its zip); locally the stack's own Data API answers for the workgroup.
-        env.update({"ECOM_STAGING_BUCKET": resources.staging_bucket, "ECOM_GLUE_DATABASE": resources.glue_database,
-                    "ECOM_GLUE_TABLE": resources.glue_table, "ECOM_ETL_SCHEDULE": etl.schedule,
-                    "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds),
-                    "ECOM_ETL_LINGER_SECONDS": str(etl.linger_seconds), "ECOM_ETL_POLL_SECONDS": str(etl.poll_seconds),
-                    "ECOM_REDSHIFT_WORKGROUP": etl.redshift_workgroup, "ECOM_REDSHIFT_CLUSTER": etl.redshift_cluster,
-                    "ECOM_REDSHIFT_DATABASE": etl.redshift_database,
-                    "ECOM_REDSHIFT_COPY_ROLE": etl.redshift_copy_role_name})
+        env.update(
+            {
+                "ECOM_STAGING_BUCKET": resources.staging_bucket,
+                "ECOM_GLUE_DATABASE": resources.glue_database,
+                "ECOM_GLUE_TABLE": resources.glue_table,
+                "ECOM_ETL_SCHEDULE": etl.schedule,
+                "ECOM_ETL_LEASE_SECONDS": str(etl.lease_seconds),
+                "ECOM_ETL_LINGER_SECONDS": str(etl.linger_seconds),
+                "ECOM_ETL_POLL_SECONDS": str(etl.poll_seconds),
+                "ECOM_REDSHIFT_WORKGROUP": etl.redshift_workgroup,
+                "ECOM_REDSHIFT_CLUSTER": etl.redshift_cluster,
+                "ECOM_REDSHIFT_DATABASE": etl.redshift_database,
+                "ECOM_REDSHIFT_COPY_ROLE": etl.redshift_copy_role_name,
+            }
+        )
     if function is not None and function.auth_env:
         auth = config.auth()
         # Only the functions that verify credentials get these; the keys themselves stay in Secrets
         # Manager (ecom_core/secrets.py reads them at cold start).
-        env.update({"ECOM_JWT_ISSUER": jwt_issuer(target), "ECOM_JWT_AUDIENCE": auth.jwt_audience,
-                    "ECOM_JWT_SECRET_ID": resources.jwt_secret_name,
-                    "ECOM_OPERATOR_KEY_SECRET_ID": resources.operator_secret_name,
-                    "ECOM_JWT_MAX_TTL_SECONDS": str(auth.max_token_ttl_seconds),
-                    "ECOM_SECRET_CACHE_SECONDS": str(auth.secret_cache_seconds)})
+        env.update(
+            {
+                "ECOM_JWT_ISSUER": jwt_issuer(target),
+                "ECOM_JWT_AUDIENCE": auth.jwt_audience,
+                "ECOM_JWT_SECRET_ID": resources.jwt_secret_name,
+                "ECOM_OPERATOR_KEY_SECRET_ID": resources.operator_secret_name,
+                "ECOM_JWT_MAX_TTL_SECONDS": str(auth.max_token_ttl_seconds),
+                "ECOM_SECRET_CACHE_SECONDS": str(auth.secret_cache_seconds),
+            }
+        )
     return env

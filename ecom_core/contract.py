@@ -1,4 +1,5 @@
 """The staging CSV contract shared by transform (writer), catalog (crawler) and load (reader)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -37,16 +38,16 @@ class SchemaDrift(RuntimeError):
 # downstream of the API (DynamoDB numbers, the warehouse columns on Postgres *and* Redshift, where
 # varchar(n) counts bytes). Ingestion (handlers/events.py) and the load's row check (etl/load.py)
 # both ask these functions, so the two cannot drift apart.
-REPLACEMENT_CHARACTER = "\ufffd"    # what a lenient decoder puts where bytes were not UTF-8
+REPLACEMENT_CHARACTER = "\ufffd"  # what a lenient decoder puts where bytes were not UTF-8
 TEXT_BYTES = {"event_id": 128, "InvoiceNo": 32, "StockCode": 32, "Description": 1000, "Country": 64}
-MAX_ABS_QUANTITY = 10**9            # warehouse integer (int4)
-PRICE_DECIMALS = 3                  # numeric(14,3) would round a 4th decimal away silently
-MAX_ABS_UNIT_PRICE = 10**9          # numeric(14,3) holds < 10^11; DynamoDB any
+MAX_ABS_QUANTITY = 10**9  # warehouse integer (int4)
+PRICE_DECIMALS = 3  # numeric(14,3) would round a 4th decimal away silently
+MAX_ABS_UNIT_PRICE = 10**9  # numeric(14,3) holds < 10^11; DynamoDB any
 _PRICE_STEP = Decimal(1).scaleb(-PRICE_DECIMALS)
-MAX_ABS_AMOUNT = 10**15             # amount = quantity * unit_price, numeric(18,3)
-MAX_CUSTOMER_ID = 10**12            # bigint; the read API serves ids of 1-12 digits
+MAX_ABS_AMOUNT = 10**15  # amount = quantity * unit_price, numeric(18,3)
+MAX_CUSTOMER_ID = 10**12  # bigint; the read API serves ids of 1-12 digits
 EARLIEST_INVOICE_DATE = datetime(1970, 1, 1)
-LATEST_INVOICE_DATE = datetime(2100, 1, 1)   # exclusive
+LATEST_INVOICE_DATE = datetime(2100, 1, 1)  # exclusive
 
 
 def text_problem(value: str, max_bytes: int) -> str | None:
@@ -64,8 +65,10 @@ def text_problem(value: str, max_bytes: int) -> str | None:
         bad = next(ch for ch in value if not ch.isprintable())
         return f"contains the character U+{ord(bad):04X}, which is not accepted (control, format or invalid)"
     if REPLACEMENT_CHARACTER in value:
-        return (f"contains U+FFFD at character {value.index(REPLACEMENT_CHARACTER)}: the replacement for bytes "
-                f"that were not valid UTF-8; send the text as UTF-8")
+        return (
+            f"contains U+FFFD at character {value.index(REPLACEMENT_CHARACTER)}: the replacement for bytes "
+            f"that were not valid UTF-8; send the text as UTF-8"
+        )
     size = len(value.encode("utf-8"))
     if size > max_bytes:
         return f"longer than {max_bytes} bytes (UTF-8)"
@@ -96,8 +99,7 @@ def amount_problem(quantity: int, price: Decimal) -> str | None:
 
 def date_problem(moment: datetime) -> str | None:
     if not EARLIEST_INVOICE_DATE <= moment < LATEST_INVOICE_DATE:
-        return (f"out of range ({EARLIEST_INVOICE_DATE:%Y-%m-%d} to before "
-                f"{LATEST_INVOICE_DATE:%Y-%m-%d})")
+        return f"out of range ({EARLIEST_INVOICE_DATE:%Y-%m-%d} to before {LATEST_INVOICE_DATE:%Y-%m-%d})"
     return None
 
 
@@ -112,8 +114,13 @@ def csv_row_problem(row: dict[str, str]) -> str | None:
     for column in ("event_id", "invoice_no", "stock_code", "country"):
         if not row.get(column):
             return f"{column}: is required"
-    for column, field in (("event_id", "event_id"), ("invoice_no", "InvoiceNo"), ("stock_code", "StockCode"),
-                          ("description", "Description"), ("country", "Country")):
+    for column, field in (
+        ("event_id", "event_id"),
+        ("invoice_no", "InvoiceNo"),
+        ("stock_code", "StockCode"),
+        ("description", "Description"),
+        ("country", "Country"),
+    ):
         problem = text_problem(row.get(column) or "", TEXT_BYTES[field])
         if problem:
             return f"{column}: {problem}"
@@ -134,9 +141,12 @@ def csv_row_problem(row: dict[str, str]) -> str | None:
     customer = row.get("customer_id") or ""
     if customer and not (customer.isdigit() and customer.isascii() and len(customer) <= 18):
         return "customer_id: is not an integer"
-    for column, problem in (("quantity", quantity_problem(quantity)), ("unit_price", price_problem(price)),
-                            ("invoice_date", date_problem(moment)),
-                            ("customer_id", customer_problem(int(customer)) if customer else None)):
+    for column, problem in (
+        ("quantity", quantity_problem(quantity)),
+        ("unit_price", price_problem(price)),
+        ("invoice_date", date_problem(moment)),
+        ("customer_id", customer_problem(int(customer)) if customer else None),
+    ):
         if problem:
             return f"{column}: {problem}"
     amount = amount_problem(quantity, price)

@@ -6,6 +6,7 @@ A TypedDict, not a dataclass: the event is JSON on the wire and in S3, and the t
 handles hundreds of thousands of them, so it stays a plain dict at run time while type checkers
 and readers see its fields.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,20 +17,28 @@ from typing import TypedDict
 from ecom_core import json_codec
 
 # The Kaggle file's columns, in its order: the header of the source CSV and the event's fields.
-SOURCE_FIELDS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
-                 "CustomerID", "Country")
+SOURCE_FIELDS = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
 EVENT_FIELDS = ("event_id",) + SOURCE_FIELDS
 
 
 class OrderLine(TypedDict):
-    event_id: str            # deterministic (replay: uuid5 of file + row) or assigned at ingestion
-    InvoiceNo: str           # 6 digits, or C/A + 6 digits (cancellations, adjustments)
-    StockCode: str           # text: 85123A, POST, BANK CHARGES
+    event_id: str  # deterministic (replay: uuid5 of file + row) or assigned at ingestion
+    InvoiceNo: str  # 6 digits, or C/A + 6 digits (cancellations, adjustments)
+    StockCode: str  # text: 85123A, POST, BANK CHARGES
     Description: str | None  # kept byte for byte, trailing spaces included
     Quantity: int
-    InvoiceDate: str         # "YYYY-MM-DDTHH:MM:SS", naive (UK local time, as in the source)
+    InvoiceDate: str  # "YYYY-MM-DDTHH:MM:SS", naive (UK local time, as in the source)
     UnitPrice: int | float
-    CustomerID: int | None   # None for guest orders
+    CustomerID: int | None  # None for guest orders
     Country: str
 
 
@@ -48,8 +57,16 @@ def canonical_content(line: OrderLine) -> str:
     2.000 are one price: at most 3 decimals and |p| <= 10^9, so equal prices are equal floats;
     CustomerID 17850.0 was already normalised to 17850). Fields are joined by U+001F and a null
     is U+0000: neither can occur in validated text, so two different events never share a text."""
-    values = (line["InvoiceNo"], line["StockCode"], line["Description"], line["Quantity"], line["InvoiceDate"],
-              repr(float(line["UnitPrice"])), line["CustomerID"], line["Country"])
+    values = (
+        line["InvoiceNo"],
+        line["StockCode"],
+        line["Description"],
+        line["Quantity"],
+        line["InvoiceDate"],
+        repr(float(line["UnitPrice"])),
+        line["CustomerID"],
+        line["Country"],
+    )
     return "\x1f".join("\x00" if v is None else str(v) for v in values)
 
 
@@ -76,7 +93,7 @@ def bound_event_id(line: OrderLine) -> str:
 
 # Order-free fingerprint of a set of event ids: the sum of each id's first 60 md5 bits, modulo 2^63
 # (Postgres computes the same number in SQL, so the bench can compare a table with the file).
-DIGEST_MODULUS = 2 ** 63
+DIGEST_MODULUS = 2**63
 
 
 def id_hash(event_id: str) -> int:

@@ -17,6 +17,7 @@ Points:
     load.after_copy           etl load, after COPY and the fact write, before COMMIT (inside the
                               group's open Data API transaction)
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,13 @@ import time
 
 from ecom_core import config
 
-POINTS = ("trigger.before_dynamodb", "trigger.mid_dynamodb", "trigger.after_dynamodb",
-          "transform.after_csv", "load.after_copy")
+POINTS = (
+    "trigger.before_dynamodb",
+    "trigger.mid_dynamodb",
+    "trigger.after_dynamodb",
+    "transform.after_csv",
+    "load.after_copy",
+)
 
 
 SLEEP_ANNOUNCEMENT = "ecom faults: injected pause at"

@@ -13,6 +13,7 @@ object is walked about once. Frozen objects are still freed by reference countin
 among them that becomes garbage later is never collected (e.g. a request in flight at the moment
 of a full collection) - kilobytes per collection, against seconds of CPU.
 """
+
 from __future__ import annotations
 
 import gc

@@ -27,6 +27,7 @@ fast with json, and the digit check would eat the difference: such texts are lef
 the float cannot hold as written (1e-400 read as 0.0, 1e400 as inf, 2.55000000000000001 as 2.55)
 comes back as an `InexactNumber` that remembers its text, for validation to refuse by field.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,7 +81,7 @@ class NotUTF8(ValueError):
 
     def __init__(self, error: UnicodeDecodeError):
         self.position = error.start
-        bad = error.object[error.start:error.start + 1].hex()
+        bad = error.object[error.start : error.start + 1].hex()
         super().__init__(f"is not valid UTF-8 at byte {error.start} (0x{bad}: {error.reason})")
 
 

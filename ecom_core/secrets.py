@@ -5,6 +5,7 @@ and read the values from Secrets Manager at cold start, cached for `secret_cache
 rotation reaches warm functions without a redeploy. The CLI and unit tests, which have no secret
 id, use the configured values (local-development defaults unless set).
 """
+
 from __future__ import annotations
 
 import hashlib

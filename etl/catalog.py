@@ -5,6 +5,7 @@ wrong on this data anyway (an all-digit slice makes StockCode an integer, then `
 So this reads the headers and values of the staging files itself, only ever widens a column's
 type (bigint -> decimal -> string), and keeps code columns as strings.
 """
+
 from __future__ import annotations
 
 import csv
@@ -85,8 +86,10 @@ def infer(csv_bodies: Iterable[bytes], previous: dict[str, str] | None = None) -
     for name in list(previous or {}):
         if name not in columns:
             columns.append(name)
-    return [(name, found if name not in ALWAYS_STRING and (found := types.get(name)) is not None else "string")
-            for name in columns]
+    return [
+        (name, found if name not in ALWAYS_STRING and (found := types.get(name)) is not None else "string")
+        for name in columns
+    ]
 
 
 def crawl(cfg: config.Stack | None = None, keys: list[str] | None = None) -> CatalogResult:
@@ -113,8 +116,9 @@ def crawl(cfg: config.Stack | None = None, keys: list[str] | None = None) -> Cat
     # A generator: one body in memory at a time, however many files are pending.
     bodies = (s3.get_object(Bucket=r.staging_bucket, Key=k)["Body"].read() for k in keys)
     columns = infer(bodies, previous)
-    result = CatalogResult(files=len(keys), columns=columns,
-                           new_columns=[n for n, _ in columns if previous and n not in previous])
+    result = CatalogResult(
+        files=len(keys), columns=columns, new_columns=[n for n, _ in columns if previous and n not in previous]
+    )
     table_input = {
         "Name": r.glue_table,
         "Description": "Order-line events as UTF-8 CSV, one file per stream batch",
@@ -125,8 +129,10 @@ def crawl(cfg: config.Stack | None = None, keys: list[str] | None = None) -> Cat
             "Location": f"s3://{r.staging_bucket}/{r.staging_prefix}",
             "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
             "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-            "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.serde2.OpenCSVSerde",
-                          "Parameters": {"separatorChar": ",", "quoteChar": "\"", "escapeChar": "\\"}},
+            "SerdeInfo": {
+                "SerializationLibrary": "org.apache.hadoop.hive.serde2.OpenCSVSerde",
+                "Parameters": {"separatorChar": ",", "quoteChar": '"', "escapeChar": "\\"},
+            },
         },
     }
     if table is None:

@@ -15,6 +15,7 @@ the load time (docs/performance.md), and the manifest stays per file. UPDATE/INS
 tables, not ON CONFLICT, so the statements carry to Redshift (where COPY reads from S3 instead of STDIN and the
 file number comes from a COPY per file into its own staging table); see docs/warehouse.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -47,12 +48,14 @@ def pending_keys(done: set[str], cfg: config.Stack | None = None) -> list[dict]:
     """Staging files not in `done` (the manifest's keys), in key order."""
     r = config.resources()
     s3 = aws.client("s3", cfg)
-    return sorted((o for o in list_keys(s3, r.staging_bucket, r.staging_prefix) if o["Key"] not in done),
-                  key=lambda o: o["Key"])
+    return sorted(
+        (o for o in list_keys(s3, r.staging_bucket, r.staging_prefix) if o["Key"] not in done), key=lambda o: o["Key"]
+    )
 
 
-def load(cfg: config.Stack | None = None,
-         after_group: Callable[[], None] | None = None, *, schema_ready: bool = False) -> LoadResult:
+def load(
+    cfg: config.Stack | None = None, after_group: Callable[[], None] | None = None, *, schema_ready: bool = False
+) -> LoadResult:
     """Load every pending staging file into the configured warehouse, a group per transaction (in
     a session of its own); `after_group` runs after each committed group (the ETL run renews its
     lease there). `schema_ready`: the caller has just ensured the schema (an ETL run does, once
@@ -70,15 +73,17 @@ def load(cfg: config.Stack | None = None,
             warehouse.ensure_schema()
         pending = pending_keys(warehouse.loaded_keys(), cfg)
         for start in range(0, len(pending), FILES_PER_TRANSACTION):
-            group = [(o["Key"], o.get("ETag", "").strip('"'), fetcher(o["Key"]))
-                     for o in pending[start:start + FILES_PER_TRANSACTION]]
+            group = [
+                (o["Key"], o.get("ETag", "").strip('"'), fetcher(o["Key"]))
+                for o in pending[start : start + FILES_PER_TRANSACTION]
+            ]
             try:
                 outcomes = warehouse.load_group(group)
             except SchemaDrift as drift:
                 # The group's transaction is void. Load the files before the drifted one (as a
                 # file-by-file load would have), then stop naming it: nothing after it is loaded.
                 keys = [key for key, _, _ in group]
-                before = group[:keys.index(drift.key)] if drift.key in keys else []
+                before = group[: keys.index(drift.key)] if drift.key in keys else []
                 if before:
                     _account(result, warehouse.load_group(before))
                 raise

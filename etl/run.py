@@ -1,4 +1,5 @@
 """One ETL run: transform -> catalog -> load under the warehouse lease, recorded in dw.etl_run."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,18 +31,32 @@ class RunResult:
     # Wall seconds per step (transform, catalog, load), for `ecom bench` and the run log.
     timings: dict[str, float] = field(default_factory=dict)
     outcome: str = "succeeded"
-    manifest_files: int = 0   # files the warehouse holds after the run (the job's idle check)
+    manifest_files: int = 0  # files the warehouse holds after the run (the job's idle check)
 
 
-def _record(warehouse: Warehouse, run_id: str, started: datetime, outcome: str, message: str = "",
-            t: transform.TransformResult | None = None, loaded: load.LoadResult | None = None,
-            staging_files: int = 0) -> None:
-    warehouse.record_run({
-        "run_id": run_id, "started_at": started.replace(tzinfo=None),
-        "finished_at": datetime.now(UTC).replace(tzinfo=None), "outcome": outcome,
-        "raw_objects": t.objects if t else 0, "staging_files": staging_files,
-        "files_loaded": loaded.files_loaded if loaded else 0, "rows_inserted": loaded.rows_inserted if loaded else 0,
-        "message": message[:2000]})
+def _record(
+    warehouse: Warehouse,
+    run_id: str,
+    started: datetime,
+    outcome: str,
+    message: str = "",
+    t: transform.TransformResult | None = None,
+    loaded: load.LoadResult | None = None,
+    staging_files: int = 0,
+) -> None:
+    warehouse.record_run(
+        {
+            "run_id": run_id,
+            "started_at": started.replace(tzinfo=None),
+            "finished_at": datetime.now(UTC).replace(tzinfo=None),
+            "outcome": outcome,
+            "raw_objects": t.objects if t else 0,
+            "staging_files": staging_files,
+            "files_loaded": loaded.files_loaded if loaded else 0,
+            "rows_inserted": loaded.rows_inserted if loaded else 0,
+            "message": message[:2000],
+        }
+    )
 
 
 def take_lease(warehouse: Warehouse, holder: str, wait_for_lease: float) -> None:
@@ -55,8 +70,7 @@ def take_lease(warehouse: Warehouse, holder: str, wait_for_lease: float) -> None
         time.sleep(1.0)
 
 
-def run_once(cfg: config.Stack | None = None, *, holder: str | None = None,
-             wait_for_lease: float = 0.0) -> RunResult:
+def run_once(cfg: config.Stack | None = None, *, holder: str | None = None, wait_for_lease: float = 0.0) -> RunResult:
     """Transform, catalog and load everything pending, holding the ETL lease for the whole run.
 
     Raises LeaseHeld (having done nothing) when another run holds the lease for longer than
@@ -65,10 +79,17 @@ def run_once(cfg: config.Stack | None = None, *, holder: str | None = None,
     return run_while_busy(cfg, holder=holder, wait_for_lease=wait_for_lease)[-1]
 
 
-def run_while_busy(cfg: config.Stack | None = None, *, holder: str | None = None,
-                   wait_for_lease: float = 0.0, linger_seconds: float = 0.0, poll_seconds: float | None = None,
-                   work_waiting: Callable[[], bool] | None = None, stop_at: float | None = None,
-                   after_run: Callable[[list[RunResult]], object] | None = None) -> list[RunResult]:
+def run_while_busy(
+    cfg: config.Stack | None = None,
+    *,
+    holder: str | None = None,
+    wait_for_lease: float = 0.0,
+    linger_seconds: float = 0.0,
+    poll_seconds: float | None = None,
+    work_waiting: Callable[[], bool] | None = None,
+    stop_at: float | None = None,
+    after_run: Callable[[list[RunResult]], object] | None = None,
+) -> list[RunResult]:
     """One run, then, under the same lease, another each time `work_waiting()` says new input has
     arrived, until nothing has come for `linger_seconds` or the clock passes `stop_at` (monotonic).
     Each run is recorded on its own in dw.etl_run, and `after_run` gets the runs so far after

@@ -5,6 +5,7 @@ run listed are touched: unlike the original sync-then-`rm --recursive`, an objec
 meanwhile stays for the next run. Re-running is harmless: keys are deterministic (the CSV for
 raw/X.jsonl is csv/X.csv), so a crash between the CSV write and the move just redoes the same work.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,8 @@ def list_keys(s3: aws.Client, bucket: str, prefix: str) -> Iterator[dict[str, An
 
 
 def staging_key_for(raw_key: str, r: config.Resources) -> str:
-    relative = raw_key[len(r.raw_prefix):]
-    base = relative[:-len(".jsonl")] if relative.endswith(".jsonl") else relative
+    relative = raw_key[len(r.raw_prefix) :]
+    base = relative[: -len(".jsonl")] if relative.endswith(".jsonl") else relative
     return f"{r.staging_prefix}{base}.csv"
 
 
@@ -83,7 +84,7 @@ def _transform_object(s3: aws.Client, r: config.Resources, raw_key: str) -> tupl
     staging_key = staging_key_for(raw_key, r)
     s3.put_object(Bucket=r.staging_bucket, Key=staging_key, Body=data, ContentType="text/csv; charset=utf-8")
     maybe_fail("transform.after_csv")
-    processed_key = r.processed_prefix + raw_key[len(r.raw_prefix):]
+    processed_key = r.processed_prefix + raw_key[len(r.raw_prefix) :]
     s3.copy_object(Bucket=r.raw_bucket, Key=processed_key, CopySource={"Bucket": r.raw_bucket, "Key": raw_key})
     s3.delete_object(Bucket=r.raw_bucket, Key=raw_key)
     return staging_key, rows

@@ -5,6 +5,7 @@ One dialect implements it: Redshift's, through the Data API (warehouse/redshift.
 every target. Locally the stack's own Data API (bootstrap/local/redshift_data) runs the same
 statements on Postgres, so what a local run or test exercises is what runs on AWS.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

@@ -17,6 +17,7 @@ RSA verifier; the standard library has no RSA, so on AWS that means shipping `cr
 layer, or letting a Cognito/JWT authorizer verify at the gateway while the handler keeps the
 ownership check. See docs/read-api.md.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,7 +33,7 @@ from typing import Any, Literal, overload
 from ecom_core import config, secrets
 
 MAX_TOKEN_CHARS = 4096
-CUSTOMER_ID = re.compile(r"[1-9][0-9]{0,11}")   # always matched whole (fullmatch: "$" would let "\n" in)
+CUSTOMER_ID = re.compile(r"[1-9][0-9]{0,11}")  # always matched whole (fullmatch: "$" would let "\n" in)
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 OPERATOR = "operator"
 CUSTOMER = "customer"
@@ -48,8 +49,8 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    role: str                      # "customer" or "operator"
-    subject: str                   # the customer id for customers, "operator" for the operator key
+    role: str  # "customer" or "operator"
+    subject: str  # the customer id for customers, "operator" for the operator key
     customer_id: int | None = None
     expires_at: int | None = None
 
@@ -58,8 +59,11 @@ class Principal:
 
     def as_context(self) -> dict[str, str]:
         """What the authorizer passes to the integration (API Gateway stringifies values anyway)."""
-        return {"role": self.role, "sub": self.subject,
-                "customerId": "" if self.customer_id is None else str(self.customer_id)}
+        return {
+            "role": self.role,
+            "sub": self.subject,
+            "customerId": "" if self.customer_id is None else str(self.customer_id),
+        }
 
 
 def b64url_encode(raw: bytes) -> str:
@@ -101,16 +105,34 @@ class KeyResolver:
         return secrets.jwt_secret(self.auth).encode("utf-8")
 
 
-def mint(subject: str | int, *, ttl_seconds: int = 3600, role: str = CUSTOMER, now: float | None = None,
-         auth: config.Auth | None = None, extra: dict[str, Any] | None = None) -> str:
+def mint(
+    subject: str | int,
+    *,
+    ttl_seconds: int = 3600,
+    role: str = CUSTOMER,
+    now: float | None = None,
+    auth: config.Auth | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """A signed HS256 token (used by `ecom token` and the tests)."""
     auth = auth or config.auth()
     issued = int(time.time() if now is None else now)
-    claims = {"iss": auth.jwt_issuer, "aud": auth.jwt_audience, "sub": str(subject), "role": role,
-              "iat": issued, "nbf": issued, "exp": issued + int(ttl_seconds), **(extra or {})}
+    claims = {
+        "iss": auth.jwt_issuer,
+        "aud": auth.jwt_audience,
+        "sub": str(subject),
+        "role": role,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + int(ttl_seconds),
+        **(extra or {}),
+    }
     header = {"alg": "HS256", "typ": "JWT"}
-    signing_input = (b64url_encode(json.dumps(header, separators=(",", ":")).encode()) + "."
-                     + b64url_encode(json.dumps(claims, separators=(",", ":")).encode()))
+    signing_input = (
+        b64url_encode(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+    )
     signature = _hs256(secrets.jwt_secret(auth).encode("utf-8"), signing_input.encode("ascii"))
     return signing_input + "." + b64url_encode(signature)
 
@@ -140,8 +162,9 @@ def _int_claim(claims: dict[str, Any], name: str, required: bool) -> int | None:
     return int(value)
 
 
-def verify_jwt(token: str, *, auth: config.Auth | None = None, now: float | None = None,
-               resolver: KeyResolver | None = None) -> Principal:
+def verify_jwt(
+    token: str, *, auth: config.Auth | None = None, now: float | None = None, resolver: KeyResolver | None = None
+) -> Principal:
     auth = auth or config.auth()
     if len(token) > MAX_TOKEN_CHARS:
         raise AuthError("token is too long")
@@ -197,8 +220,7 @@ def verify_operator_key(key: str, *, auth: config.Auth | None = None) -> Princip
     return Principal(role=OPERATOR, subject=OPERATOR)
 
 
-def authenticate(authorization: str | None, *, auth: config.Auth | None = None,
-                 now: float | None = None) -> Principal:
+def authenticate(authorization: str | None, *, auth: config.Auth | None = None, now: float | None = None) -> Principal:
     """`Authorization: Bearer <JWT>` (a customer) or `Authorization: Operator <key>`."""
     if not authorization or not authorization.strip():
         raise AuthError("missing Authorization header; send 'Bearer <token>'")

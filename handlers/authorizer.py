@@ -9,6 +9,7 @@ just the one in this request:
 - customer: GET /customers/<own id>/invoices and GET /invoices/* (whose invoice it is, only the
   data can tell: the handler decides that); another customer's list is denied here (403).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def policy_for(principal: Principal, method_arn: str) -> dict[str, Any]:
         resources = [f"{base}/GET/customers/{principal.customer_id}/invoices", f"{base}/GET/invoices/*"]
     return {
         "principalId": principal.subject,
-        "policyDocument": {"Version": "2012-10-17",
-                           "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": resources}]},
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": resources}],
+        },
         "context": principal.as_context(),
     }
 
@@ -59,8 +62,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise  # our failure, not the client's: API Gateway answers 500 and the client may retry
     except Exception as exc:  # noqa: BLE001 - whatever the credential does to us, the answer is a 401
         # The reason is logged (never the token); the caller gets API Gateway's plain 401.
-        reason = (str(exc) if isinstance(exc, (AuthError, ValueError))
-                  else f"unreadable credential ({type(exc).__name__})")
+        reason = (
+            str(exc) if isinstance(exc, (AuthError, ValueError)) else f"unreadable credential ({type(exc).__name__})"
+        )
         outcome.update(allowed=False, reason=ascii(reason)[:200])
         raise Exception("Unauthorized") from None  # the exact message API Gateway maps to 401
     finally:

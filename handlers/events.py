@@ -4,6 +4,7 @@ Accepts what clients really send: the Kaggle row as pandas serialises it (Custom
 like 17850.0 or null, InvoiceNo/StockCode as numbers when a slice happens to be all digits) and
 ISO 8601 from newer producers. Emits one canonical shape on the stream: `ecom_core.events.OrderLine`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -231,13 +232,21 @@ def normalize_event(raw: Any, index: int | None = None, *, assign_id: bool = Tru
         out["CustomerID"] = None
     elif _inexact(customer, "CustomerID", index, errors):
         pass
-    elif _is_number(customer) and math.isfinite(customer) and float(customer).is_integer() \
-            and contract.customer_problem(int(customer)) is None:
+    elif (
+        _is_number(customer)
+        and math.isfinite(customer)
+        and float(customer).is_integer()
+        and contract.customer_problem(int(customer)) is None
+    ):
         out["CustomerID"] = int(customer)
     else:
-        errors.append(FieldError(index, "CustomerID",
-                                 f"must be a positive integer below {contract.MAX_CUSTOMER_ID} or null, "
-                                 f"got {_short(customer)}"))
+        errors.append(
+            FieldError(
+                index,
+                "CustomerID",
+                f"must be a positive integer below {contract.MAX_CUSTOMER_ID} or null, got {_short(customer)}",
+            )
+        )
 
     country = raw.get("Country")
     if country is not None:

@@ -1,4 +1,5 @@
 """API Gateway request/response adapters (payload format 1.0 proxy, and the original passthrough)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,8 +11,8 @@ from typing import Any
 @dataclass(frozen=True)
 class Request:
     method: str
-    body: bytes | None          # raw body for proxy events
-    parsed_body: Any = None     # already-parsed body for the passthrough shape
+    body: bytes | None  # raw body for proxy events
+    parsed_body: Any = None  # already-parsed body for the passthrough shape
     passthrough: bool = False
     headers: dict[str, str] | None = None
     path_parameters: dict[str, str] | None = None
@@ -23,9 +24,13 @@ def parse_request(event: dict[str, Any]) -> Request:
     """Accept the proxy event and the original project's `{"body-json": ..., "context": {...}}` shape."""
     if "body-json" in event:
         context = event.get("context") or {}
-        return Request(method=str(context.get("http-method", "POST")).upper(), body=None,
-                       parsed_body=event.get("body-json"), passthrough=True,
-                       request_id=str(context.get("request-id", "")))
+        return Request(
+            method=str(context.get("http-method", "POST")).upper(),
+            body=None,
+            parsed_body=event.get("body-json"),
+            passthrough=True,
+            request_id=str(context.get("request-id", "")),
+        )
     body = event.get("body")
     raw: bytes | None
     if body is None:
@@ -36,10 +41,14 @@ def parse_request(event: dict[str, Any]) -> Request:
         raw = body.encode("utf-8") if isinstance(body, str) else json.dumps(body).encode("utf-8")
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     context = event.get("requestContext") or {}
-    return Request(method=str(event.get("httpMethod", "POST")).upper(), body=raw, headers=headers,
-                   path_parameters=event.get("pathParameters") or {},
-                   query=event.get("queryStringParameters") or {},
-                   request_id=str(context.get("requestId", "")))
+    return Request(
+        method=str(event.get("httpMethod", "POST")).upper(),
+        body=raw,
+        headers=headers,
+        path_parameters=event.get("pathParameters") or {},
+        query=event.get("queryStringParameters") or {},
+        request_id=str(context.get("requestId", "")),
+    )
 
 
 def response(status: int, payload: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 The handler is a thin adapter: parse the HTTP shape, call `ingest`, shape the answer.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,6 +19,8 @@ from handlers.http import Request, error, parse_request, response
 
 RESOURCES = config.resources()
 LIMITS = config.limits()
+
+
 class PutFailed(RuntimeError):
     def __init__(self, accepted: list[OrderLine], failed: list[tuple[OrderLine, str]]) -> None:
         self.accepted = accepted
@@ -51,8 +54,13 @@ def _producer(cfg: config.Stack) -> aws.Client:
     return aws.signed_post_first(aws.client("kinesis", cfg, parameter_validation=False), "PutRecords", cfg=cfg)
 
 
-def put_events(events: list[OrderLine], client: aws.Client | None = None, *, attempts: int | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> dict[str, str]:
+def put_events(
+    events: list[OrderLine],
+    client: aws.Client | None = None,
+    *,
+    attempts: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, str]:
     """PutRecords, retrying only the records that failed (throttling is per record). `client`
     takes wire-form records (`producer_client`).
 
@@ -78,10 +86,12 @@ def put_events(events: list[OrderLine], client: aws.Client | None = None, *, att
         if not retry:
             return high_water
         pending = retry
-        sleep(min(0.05 * 2 ** attempt, 1.0))
+        sleep(min(0.05 * 2**attempt, 1.0))
     accepted_ids = {e["event_id"] for e in events} - {e["event_id"] for e in pending}
-    raise PutFailed([e for e in events if e["event_id"] in accepted_ids],
-                    [(e, last_errors.get(e["event_id"], "unknown")) for e in pending])
+    raise PutFailed(
+        [e for e in events if e["event_id"] in accepted_ids],
+        [(e, last_errors.get(e["event_id"], "unknown")) for e in pending],
+    )
 
 
 def read_events(request: Request) -> list[OrderLine]:
@@ -129,11 +139,13 @@ def ingest(request: Request) -> dict[str, Any]:
     except PutFailed as exc:
         # Records already on the stream stay there; a retry of the whole request is safe
         # because every event keeps its event_id and all downstream writes are keyed by it.
-        return error(503, "the stream did not accept every event; retry the request",
-                     accepted=[e["event_id"] for e in exc.accepted],
-                     failed=[{"event_id": e["event_id"], "error": why} for e, why in exc.failed])
-    return response(200, {"accepted": len(events), "event_ids": [e["event_id"] for e in events],
-                          "shards": high_water})
+        return error(
+            503,
+            "the stream did not accept every event; retry the request",
+            accepted=[e["event_id"] for e in exc.accepted],
+            failed=[{"event_id": e["event_id"], "error": why} for e, why in exc.failed],
+        )
+    return response(200, {"accepted": len(events), "event_ids": [e["event_id"] for e in events], "shards": high_water})
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -146,9 +158,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     else:
         result = ingest(request)
     # One log line per invocation (the emulator also waits for output before returning).
-    print(json.dumps({"fn": "data-ingestion", "status": result["statusCode"],
-                      "request_id": request.request_id,
-                      "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    print(
+        json.dumps(
+            {
+                "fn": "data-ingestion",
+                "status": result["statusCode"],
+                "request_id": request.request_id,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        )
+    )
     if request.passthrough:
         result = {**result, "body": json.loads(result["body"])}
     return result

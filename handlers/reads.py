@@ -13,6 +13,7 @@ Rules (docs/read-api.md):
   invoice numbers exist);
 - the operator key reads everything.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,9 +75,14 @@ def decode_cursor(token: str, scope: str, parts: int) -> list[str]:
         value = json.loads(b64url_decode(token).decode("utf-8"))
     except (AuthError, UnicodeDecodeError, ValueError, RecursionError):
         raise HttpError(400, "next token is not valid; pass the `next` value of the previous page unchanged") from None
-    if (not isinstance(value, dict) or value.get("v") != 1 or value.get("s") != scope
-            or not isinstance(value.get("k"), list) or len(value["k"]) != parts
-            or not all(isinstance(k, str) and 0 < len(k) <= 128 and k.isprintable() for k in value["k"])):
+    if (
+        not isinstance(value, dict)
+        or value.get("v") != 1
+        or value.get("s") != scope
+        or not isinstance(value.get("k"), list)
+        or len(value["k"]) != parts
+        or not all(isinstance(k, str) and 0 < len(k) <= 128 and k.isprintable() for k in value["k"])
+    ):
         raise HttpError(400, "next token does not belong to this listing")
     return value["k"]
 
@@ -91,8 +97,9 @@ def page_limit(query: dict[str, str]) -> int:
 
 
 # ---------------------------------------------------------------- queries
-def query_page(kwargs: dict[str, Any], limit: int,
-               client: aws.Client | None = None) -> tuple[list[dict[str, Any]], bool]:
+def query_page(
+    kwargs: dict[str, Any], limit: int, client: aws.Client | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     """Up to `limit` items and whether more exist. Asks for one extra item so the last page never
     announces a `next` that turns out empty; follows LastEvaluatedKey across 1 MB result pages."""
     client = client or dynamodb()
@@ -108,11 +115,19 @@ def query_page(kwargs: dict[str, Any], limit: int,
         kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
 
 
-def invoice_lines(invoice_no: str, client: aws.Client | None = None, *,
-                  consistent: bool = False) -> list[dict[str, Any]]:
+def invoice_lines(
+    invoice_no: str, client: aws.Client | None = None, *, consistent: bool = False
+) -> list[dict[str, Any]]:
     client = client or dynamodb()
-    return list(aws.items(client.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
-                          ExpressionAttributeValues={":n": invoice_no}, ConsistentRead=consistent))
+    return list(
+        aws.items(
+            client.query,
+            TableName=RESOURCES.invoice_table,
+            KeyConditionExpression="InvoiceNo = :n",
+            ExpressionAttributeValues={":n": invoice_no},
+            ConsistentRead=consistent,
+        )
+    )
 
 
 def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -121,13 +136,18 @@ def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return {"LineCount": len(lines), "Total": total}
 
 
-def list_customer_invoices(customer_id: int, limit: int, cursor: str | None,
-                           client: aws.Client | None = None) -> dict[str, Any]:
+def list_customer_invoices(
+    customer_id: int, limit: int, cursor: str | None, client: aws.Client | None = None
+) -> dict[str, Any]:
     client = client or dynamodb()
     scope = f"c:{customer_id}"
     kwargs: dict[str, Any] = {
-        "TableName": RESOURCES.customer_table, "IndexName": "ByDate", "ScanIndexForward": False,
-        "KeyConditionExpression": "CustomerID = :c", "ExpressionAttributeValues": {":c": customer_id}}
+        "TableName": RESOURCES.customer_table,
+        "IndexName": "ByDate",
+        "ScanIndexForward": False,
+        "KeyConditionExpression": "CustomerID = :c",
+        "ExpressionAttributeValues": {":c": customer_id},
+    }
     if cursor:
         date, invoice_no = decode_cursor(cursor, scope, 2)
         kwargs["ExclusiveStartKey"] = {"CustomerID": customer_id, "InvoiceDate": date, "InvoiceNo": invoice_no}
@@ -136,13 +156,25 @@ def list_customer_invoices(customer_id: int, limit: int, cursor: str | None,
     missing = [i for i in items if "LineCount" not in i or "Total" not in i]
     if missing:
         with ThreadPoolExecutor(max_workers=min(8, len(missing))) as pool:
-            computed = pool.map(lambda i: summarize([line for line in invoice_lines(i["InvoiceNo"], client)
-                                                     if line.get("CustomerID") == customer_id]), missing)
+            computed = pool.map(
+                lambda i: summarize(
+                    [line for line in invoice_lines(i["InvoiceNo"], client) if line.get("CustomerID") == customer_id]
+                ),
+                missing,
+            )
             for item, summary in zip(missing, computed, strict=True):
                 item.update(summary)
-    invoices = [{"invoiceNo": i["InvoiceNo"], "invoiceDate": i["InvoiceDate"], "country": i.get("Country"),
-                 "kind": invoice_kind(i["InvoiceNo"]), "lineCount": number(i["LineCount"]),
-                 "total": number(i["Total"])} for i in items]
+    invoices = [
+        {
+            "invoiceNo": i["InvoiceNo"],
+            "invoiceDate": i["InvoiceDate"],
+            "country": i.get("Country"),
+            "kind": invoice_kind(i["InvoiceNo"]),
+            "lineCount": number(i["LineCount"]),
+            "total": number(i["Total"]),
+        }
+        for i in items
+    ]
     next_token = encode_cursor(scope, [items[-1]["InvoiceDate"], items[-1]["InvoiceNo"]]) if more else None
     return {"customerId": customer_id, "count": len(invoices), "invoices": invoices, "next": next_token}
 
@@ -168,8 +200,9 @@ def recorded_owner(invoice_no: str, client: aws.Client) -> int | str | None:
     return int(item["CustomerID"]) if "CustomerID" in item else GUEST
 
 
-def get_invoice(invoice_no: str, principal: Principal, limit: int, cursor: str | None,
-                client: aws.Client | None = None) -> dict[str, Any]:
+def get_invoice(
+    invoice_no: str, principal: Principal, limit: int, cursor: str | None, client: aws.Client | None = None
+) -> dict[str, Any]:
     """One page of an invoice's lines with its line count and total.
 
     Whose it is comes first, from the invoice's owner record (one GetItem, whoever asks): another
@@ -187,25 +220,51 @@ def get_invoice(invoice_no: str, principal: Principal, limit: int, cursor: str |
         return _whole_invoice(invoice_no, principal, limit, after, scope, client)
     if principal.role != OPERATOR and owner != principal.customer_id:
         raise HttpError(404, f"invoice {invoice_no} not found")
-    entry = None if owner == GUEST else client.get_item(
-        TableName=RESOURCES.customer_table, Key={"CustomerID": owner, "InvoiceNo": invoice_no}).get("Item")
+    entry = (
+        None
+        if owner == GUEST
+        else client.get_item(
+            TableName=RESOURCES.customer_table, Key={"CustomerID": owner, "InvoiceNo": invoice_no}
+        ).get("Item")
+    )
     if entry is None or "LineCount" not in entry or "Total" not in entry:
         return _whole_invoice(invoice_no, principal, limit, after, scope, client, owner=owner)
     # Only the owner's lines: a line naming anyone else is quarantined by the trigger, and this keeps
     # lines stored before owners were recorded out of the owner's view.
     kwargs: dict[str, Any] = {
-        "TableName": RESOURCES.invoice_table, "ConsistentRead": False,
+        "TableName": RESOURCES.invoice_table,
+        "ConsistentRead": False,
         "KeyConditionExpression": "InvoiceNo = :n" + (" AND LineId > :after" if after is not None else ""),
         "FilterExpression": "CustomerID = :c",
-        "ExpressionAttributeValues": {":n": invoice_no, ":c": owner,
-                                      **({":after": after} if after is not None else {})}}
+        "ExpressionAttributeValues": {
+            ":n": invoice_no,
+            ":c": owner,
+            **({":after": after} if after is not None else {}),
+        },
+    }
     page, more = query_page(kwargs, limit, client)
-    return _document(invoice_no, owner, entry.get("Country"), entry["InvoiceDate"], entry["LineCount"],
-                     entry["Total"], page, more, scope)
+    return _document(
+        invoice_no,
+        owner,
+        entry.get("Country"),
+        entry["InvoiceDate"],
+        entry["LineCount"],
+        entry["Total"],
+        page,
+        more,
+        scope,
+    )
 
 
-def _whole_invoice(invoice_no: str, principal: Principal, limit: int, after: str | None, scope: str,
-                   client: aws.Client, owner: int | str | None = None) -> dict[str, Any]:
+def _whole_invoice(
+    invoice_no: str,
+    principal: Principal,
+    limit: int,
+    after: str | None,
+    scope: str,
+    client: aws.Client,
+    owner: int | str | None = None,
+) -> dict[str, Any]:
     """The page cut from every line of the invoice, totals computed from them (bounded: the largest
     invoice of the file, 573585, has 1,114 lines, ~300 KB)."""
     lines = invoice_lines(invoice_no, client)
@@ -215,29 +274,63 @@ def _whole_invoice(invoice_no: str, principal: Principal, limit: int, after: str
         if not lines or (principal.role != OPERATOR and (customer is None or customer != principal.customer_id)):
             raise HttpError(404, f"invoice {invoice_no} not found")
         owner = GUEST if customer is None else customer
-    lines = [line for line in lines if (owner == GUEST and line.get("CustomerID") is None)
-             or (owner != GUEST and line.get("CustomerID") is not None and int(line["CustomerID"]) == owner)]
+    lines = [
+        line
+        for line in lines
+        if (owner == GUEST and line.get("CustomerID") is None)
+        or (owner != GUEST and line.get("CustomerID") is not None and int(line["CustomerID"]) == owner)
+    ]
     if not lines:
         raise HttpError(404, f"invoice {invoice_no} not found")
     lines.sort(key=lambda line: line["LineId"])
     remaining = [line for line in lines if after is None or line["LineId"] > after]
     first = min(lines, key=lambda line: (line["InvoiceDate"], line["LineId"]))
     summary = summarize(lines)
-    return _document(invoice_no, owner, first.get("Country"), first["InvoiceDate"], summary["LineCount"],
-                     summary["Total"], remaining[:limit], len(remaining) > limit, scope)
+    return _document(
+        invoice_no,
+        owner,
+        first.get("Country"),
+        first["InvoiceDate"],
+        summary["LineCount"],
+        summary["Total"],
+        remaining[:limit],
+        len(remaining) > limit,
+        scope,
+    )
 
 
-def _document(invoice_no: str, owner: int | str, country: str | None, invoice_date: str, line_count: Any,
-              total: Any, page: list[dict[str, Any]], more: bool, scope: str) -> dict[str, Any]:
+def _document(
+    invoice_no: str,
+    owner: int | str,
+    country: str | None,
+    invoice_date: str,
+    line_count: Any,
+    total: Any,
+    page: list[dict[str, Any]],
+    more: bool,
+    scope: str,
+) -> dict[str, Any]:
     return {
-        "invoiceNo": invoice_no, "customerId": None if owner == GUEST else owner, "country": country,
-        "invoiceDate": invoice_date, "kind": invoice_kind(invoice_no),
+        "invoiceNo": invoice_no,
+        "customerId": None if owner == GUEST else owner,
+        "country": country,
+        "invoiceDate": invoice_date,
+        "kind": invoice_kind(invoice_no),
         "cancelled": invoice_kind(invoice_no) == "cancellation",
-        "lineCount": number(line_count), "total": number(total),
+        "lineCount": number(line_count),
+        "total": number(total),
         "count": len(page),
-        "lines": [{"lineId": line["LineId"], "stockCode": line["StockCode"], "description": line.get("Description"),
-                   "quantity": number(line["Quantity"]), "unitPrice": number(line["UnitPrice"]),
-                   "amount": number(Decimal(line["Quantity"]) * Decimal(line["UnitPrice"]))} for line in page],
+        "lines": [
+            {
+                "lineId": line["LineId"],
+                "stockCode": line["StockCode"],
+                "description": line.get("Description"),
+                "quantity": number(line["Quantity"]),
+                "unitPrice": number(line["UnitPrice"]),
+                "amount": number(Decimal(line["Quantity"]) * Decimal(line["UnitPrice"])),
+            }
+            for line in page
+        ],
         "next": encode_cursor(scope, [page[-1]["LineId"]]) if more else None,
     }
 
@@ -247,8 +340,9 @@ def principal_for(request: Request, event: dict[str, Any]) -> Principal:
     principal = authenticate((request.headers or {}).get("authorization"))
     # When the gateway ran the authorizer, its verdict must name the same principal.
     context = (event.get("requestContext") or {}).get("authorizer") or {}
-    if context.get("sub") is not None and (context.get("sub") != principal.subject
-                                           or context.get("role") != principal.role):
+    if context.get("sub") is not None and (
+        context.get("sub") != principal.subject or context.get("role") != principal.role
+    ):
         raise AuthError("credential does not match the gateway's authorization", status=403)
     return principal
 
@@ -298,7 +392,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         status, payload = 500, {"error": "internal error", "status": 500}
         print(json.dumps({"fn": RESOURCES.reads_function, "unhandled": type(exc).__name__, "detail": str(exc)[:300]}))
     # One log line per invocation (the emulator also waits for output). Never the credential.
-    print(json.dumps({"fn": RESOURCES.reads_function, "resource": event.get("resource"), "status": status,
-                      "role": principal.role if principal else None,
-                      "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    print(
+        json.dumps(
+            {
+                "fn": RESOURCES.reads_function,
+                "resource": event.get("resource"),
+                "status": status,
+                "role": principal.role if principal else None,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        )
+    )
     return response(status, payload)

@@ -8,6 +8,7 @@ the mapping's retry limit), so:
   invoice's first) is quarantined with its reason and never raises; only transient errors
   (throttling, the emulator restarting) raise, and the retry is safe.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,28 +45,32 @@ _write_pool: ThreadPoolExecutor | None = None
 class StreamRecord(NamedTuple):
     """One Kinesis record of the Lambda event, its data decoded. (A named tuple, not a frozen
     dataclass: built for every record, and a frozen dataclass's __init__ costs three times as much.)"""
+
     shard_id: str
     sequence_number: str
     data: bytes
     arrival: float | None
-    partition_key: str = ""   # the InvoiceNo, when data-ingestion put it (anything, for other producers)
+    partition_key: str = ""  # the InvoiceNo, when data-ingestion put it (anything, for other producers)
 
     @classmethod
     def from_lambda(cls, record: dict[str, Any]) -> StreamRecord:
         kinesis = record["kinesis"]
         event_id = str(record.get("eventID", ""))
         shard_id = event_id.split(":", 1)[0] if ":" in event_id else "shardId-unknown"
-        return cls(shard_id=shard_id, sequence_number=str(kinesis["sequenceNumber"]),
-                   data=base64.b64decode(kinesis["data"]),
-                   arrival=kinesis.get("approximateArrivalTimestamp"),
-                   partition_key=str(kinesis.get("partitionKey", "")))
+        return cls(
+            shard_id=shard_id,
+            sequence_number=str(kinesis["sequenceNumber"]),
+            data=base64.b64decode(kinesis["data"]),
+            arrival=kinesis.get("approximateArrivalTimestamp"),
+            partition_key=str(kinesis.get("partitionKey", "")),
+        )
 
 
 @dataclass
 class DeadLetter:
     record: StreamRecord
-    kind: str     # short and stable, for counting: "not UTF-8", "not JSON", "invalid event (Quantity)"
-    reason: str   # the full explanation
+    kind: str  # short and stable, for counting: "not UTF-8", "not JSON", "invalid event (Quantity)"
+    reason: str  # the full explanation
 
     def key(self) -> str:
         return f"{RESOURCES.dead_letter_prefix}{self.record.shard_id}/{self.record.sequence_number}.json"
@@ -75,15 +80,23 @@ class DeadLetter:
             text, b64 = self.record.data.decode("utf-8"), None
         except UnicodeDecodeError:
             text, b64 = None, base64.b64encode(self.record.data).decode("ascii")
-        return json.dumps({
-            "kind": self.kind,
-            "reason": self.reason,
-            "source": {"stream": RESOURCES.stream, "shard_id": self.record.shard_id,
-                       "sequence_number": self.record.sequence_number,
-                       "approximate_arrival": self.record.arrival},
-            "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "data": text, "data_base64": b64, "size": len(self.record.data),
-        }, ensure_ascii=False).encode("utf-8")
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "reason": self.reason,
+                "source": {
+                    "stream": RESOURCES.stream,
+                    "shard_id": self.record.shard_id,
+                    "sequence_number": self.record.sequence_number,
+                    "approximate_arrival": self.record.arrival,
+                },
+                "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "data": text,
+                "data_base64": b64,
+                "size": len(self.record.data),
+            },
+            ensure_ascii=False,
+        ).encode("utf-8")
 
 
 @dataclass
@@ -92,9 +105,9 @@ class Batch:
     first_sequence: str
     last_sequence: str
     events: list[OrderLine] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)          # events[i] as its DynamoDB item
-    lines: list[bytes] = field(default_factory=list)                   # events[i] as its raw JSON line
-    records: list[StreamRecord] = field(default_factory=list)          # the record events[i] came from
+    items: list[dict[str, Any]] = field(default_factory=list)  # events[i] as its DynamoDB item
+    lines: list[bytes] = field(default_factory=list)  # events[i] as its raw JSON line
+    records: list[StreamRecord] = field(default_factory=list)  # the record events[i] came from
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
 
@@ -104,8 +117,11 @@ class Batch:
 
 def decode_batch(records: list[StreamRecord]) -> Batch:
     """Split a batch into usable events (deduplicated by event id) and dead letters."""
-    batch = Batch(shard_id=records[0].shard_id, first_sequence=records[0].sequence_number,
-                  last_sequence=records[-1].sequence_number)
+    batch = Batch(
+        shard_id=records[0].shard_id,
+        first_sequence=records[0].sequence_number,
+        last_sequence=records[-1].sequence_number,
+    )
     decode_into(batch, records, set())
     return batch
 
@@ -133,12 +149,14 @@ def decode_into(batch: Batch, records: list[StreamRecord], seen: set[str]) -> No
             item = invoice_wire_item(event)
         except InvalidEvent as exc:
             fields = ", ".join(sorted({e.field for e in exc.errors}))
-            batch.dead_letters.append(DeadLetter(record, f"invalid event ({fields})"[:200],
-                                                 f"invalid event: {exc}"[:2000]))
+            batch.dead_letters.append(
+                DeadLetter(record, f"invalid event ({fields})"[:200], f"invalid event: {exc}"[:2000])
+            )
             continue
         except Exception as exc:  # noqa: BLE001 - any per-record failure is the record's, not the batch's
-            batch.dead_letters.append(DeadLetter(record, "not storable",
-                                                 f"not storable: {type(exc).__name__}: {exc}"[:2000]))
+            batch.dead_letters.append(
+                DeadLetter(record, "not storable", f"not storable: {type(exc).__name__}: {exc}"[:2000])
+            )
             continue
         if event["event_id"] in seen:
             batch.duplicates += 1  # the producer retried; the first copy wins, the effect is the same
@@ -156,9 +174,13 @@ def decode_into(batch: Batch, records: list[StreamRecord], seen: set[str]) -> No
 def invoice_item(event: OrderLine) -> dict[str, Any]:
     """One invoice line. SK = event id, so repeated (InvoiceNo, StockCode) lines never collide."""
     item = {
-        "InvoiceNo": event["InvoiceNo"], "LineId": event["event_id"], "StockCode": event["StockCode"],
-        "Quantity": exact_decimal(event["Quantity"]), "UnitPrice": exact_decimal(event["UnitPrice"]),
-        "InvoiceDate": event["InvoiceDate"], "Country": event["Country"],
+        "InvoiceNo": event["InvoiceNo"],
+        "LineId": event["event_id"],
+        "StockCode": event["StockCode"],
+        "Quantity": exact_decimal(event["Quantity"]),
+        "UnitPrice": exact_decimal(event["UnitPrice"]),
+        "InvoiceDate": event["InvoiceDate"],
+        "Country": event["Country"],
     }
     if event["Description"] is not None:
         item["Description"] = event["Description"]
@@ -184,10 +206,15 @@ def invoice_wire_item(event: OrderLine) -> dict[str, Any]:
     """`serialize_item(invoice_item(event))`, built directly (a quarter of the trigger's per-record
     CPU went to the generic serializer). Numbers as boto3 writes them: the exact decimal text.
     Valid only for events `normalize_event` accepted (types and ranges known)."""
-    item = {"InvoiceNo": {"S": event["InvoiceNo"]}, "LineId": {"S": event["event_id"]},
-            "StockCode": {"S": event["StockCode"]}, "Quantity": {"N": str(event["Quantity"])},
-            "UnitPrice": {"N": _price_text(event["UnitPrice"])}, "InvoiceDate": {"S": event["InvoiceDate"]},
-            "Country": {"S": event["Country"]}}
+    item = {
+        "InvoiceNo": {"S": event["InvoiceNo"]},
+        "LineId": {"S": event["event_id"]},
+        "StockCode": {"S": event["StockCode"]},
+        "Quantity": {"N": str(event["Quantity"])},
+        "UnitPrice": {"N": _price_text(event["UnitPrice"])},
+        "InvoiceDate": {"S": event["InvoiceDate"]},
+        "Country": {"S": event["Country"]},
+    }
     if event["Description"] is not None:
         item["Description"] = {"S": event["Description"]}
     if event["CustomerID"] is not None:
@@ -207,11 +234,17 @@ def customer_totals(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for (customer_id, invoice_no), own in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0])):
         first = min(own, key=lambda line: (line["InvoiceDate"], line["LineId"]))
-        entries.append({"CustomerID": customer_id, "InvoiceNo": invoice_no, "InvoiceDate": first["InvoiceDate"],
-                        "Country": first["Country"], "LineCount": len(own),
-                        "Total": sum((Decimal(line["Quantity"]) * Decimal(line["UnitPrice"]) for line in own),
-                                     Decimal(0)),
-                        "LineDigest": line_digest(line["LineId"] for line in own)})
+        entries.append(
+            {
+                "CustomerID": customer_id,
+                "InvoiceNo": invoice_no,
+                "InvoiceDate": first["InvoiceDate"],
+                "Country": first["Country"],
+                "LineCount": len(own),
+                "Total": sum((Decimal(line["Quantity"]) * Decimal(line["UnitPrice"]) for line in own), Decimal(0)),
+                "LineDigest": line_digest(line["LineId"] for line in own),
+            }
+        )
     return entries
 
 
@@ -225,10 +258,17 @@ def stored_invoice_lines(invoice_no: str, dynamodb: aws.Client | None = None) ->
     """Every line of an invoice as stored, read strongly consistent: the lines this batch just
     wrote must be counted (AWS Query is eventually consistent by default)."""
     dynamodb = dynamodb or wire_client()
-    return [plain_item(item) for item in aws.items(
-        dynamodb.query, TableName=RESOURCES.invoice_table, KeyConditionExpression="InvoiceNo = :n",
-        ExpressionAttributeValues={":n": {"S": invoice_no}}, ConsistentRead=True,
-        ProjectionExpression="InvoiceNo, CustomerID, InvoiceDate, Country, Quantity, UnitPrice, LineId")]
+    return [
+        plain_item(item)
+        for item in aws.items(
+            dynamodb.query,
+            TableName=RESOURCES.invoice_table,
+            KeyConditionExpression="InvoiceNo = :n",
+            ExpressionAttributeValues={":n": {"S": invoice_no}},
+            ConsistentRead=True,
+            ProjectionExpression="InvoiceNo, CustomerID, InvoiceDate, Country, Quantity, UnitPrice, LineId",
+        )
+    ]
 
 
 def whole_in_batch(events: list[OrderLine]) -> set[str]:
@@ -246,15 +286,21 @@ def whole_in_batch(events: list[OrderLine]) -> set[str]:
     return set(runs[1:-1]) - seen_twice - {runs[0], runs[-1]}
 
 
-def batch_get(table: str, keys: list[dict[str, Any]], projection: str | None = None,
-              dynamodb: aws.Client | None = None, *, attempts: int = 10,
-              sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+def batch_get(
+    table: str,
+    keys: list[dict[str, Any]],
+    projection: str | None = None,
+    dynamodb: aws.Client | None = None,
+    *,
+    attempts: int = 10,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[dict[str, Any]]:
     """The stored items among wire-format `keys` (plain values), strongly consistent, one
     BatchGetItem per 100 keys; UnprocessedKeys retried with backoff."""
     dynamodb = dynamodb or wire_client()
     found: list[dict[str, Any]] = []
     for start in range(0, len(keys), 100):
-        request: dict[str, Any] = {table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+        request: dict[str, Any] = {table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
         if projection:
             request[table]["ProjectionExpression"] = projection
         for attempt in range(attempts):
@@ -263,19 +309,32 @@ def batch_get(table: str, keys: list[dict[str, Any]], projection: str | None = N
             request = answer.get("UnprocessedKeys") or {}
             if not request:
                 break
-            sleep(min(0.05 * 2 ** attempt, 2.0))
+            sleep(min(0.05 * 2**attempt, 2.0))
         else:
             raise RuntimeError(f"DynamoDB left keys of {table} unread (UnprocessedKeys)")
     return found
 
 
-def stored_entries(keys: list[tuple[int, str]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
-                   sleep: Callable[[float], None] = time.sleep) -> dict[tuple[int, str], tuple[int, str | None]]:
+def stored_entries(
+    keys: list[tuple[int, str]],
+    dynamodb: aws.Client | None = None,
+    *,
+    attempts: int = 10,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[tuple[int, str], tuple[int, str | None]]:
     """(LineCount, LineDigest) of the stored customer entries among `keys`."""
-    items = batch_get(RESOURCES.customer_table, [{"CustomerID": {"N": str(c)}, "InvoiceNo": {"S": i}} for c, i in keys],
-                      "CustomerID, InvoiceNo, LineCount, LineDigest", dynamodb, attempts=attempts, sleep=sleep)
-    return {(int(item["CustomerID"]), item["InvoiceNo"]): (int(item.get("LineCount", -1)), item.get("LineDigest"))
-            for item in items}
+    items = batch_get(
+        RESOURCES.customer_table,
+        [{"CustomerID": {"N": str(c)}, "InvoiceNo": {"S": i}} for c, i in keys],
+        "CustomerID, InvoiceNo, LineCount, LineDigest",
+        dynamodb,
+        attempts=attempts,
+        sleep=sleep,
+    )
+    return {
+        (int(item["CustomerID"]), item["InvoiceNo"]): (int(item.get("LineCount", -1)), item.get("LineDigest"))
+        for item in items
+    }
 
 
 # An invoice's owner as stored: its customer id, or GUEST for an invoice whose first line named none.
@@ -285,8 +344,9 @@ FOREIGN_LINE = "not the invoice's customer"
 
 def stored_owners(invoices: Iterable[str], dynamodb: aws.Client | None = None) -> dict[str, int | str]:
     """The owner of each of `invoices` that has one (customer id, or GUEST)."""
-    items = batch_get(RESOURCES.invoice_owner_table, [{"InvoiceNo": {"S": i}} for i in sorted(set(invoices))],
-                      dynamodb=dynamodb)
+    items = batch_get(
+        RESOURCES.invoice_owner_table, [{"InvoiceNo": {"S": i}} for i in sorted(set(invoices))], dynamodb=dynamodb
+    )
     return {item["InvoiceNo"]: int(item["CustomerID"]) if "CustomerID" in item else GUEST for item in items}
 
 
@@ -315,9 +375,14 @@ def keep_owned_lines(batch: Batch, start: int, owners: dict[str, int | str]) -> 
         if owners[invoice_no] == claimant:
             kept.append(position)
             continue
-        batch.dead_letters.append(DeadLetter(batch.records[position], FOREIGN_LINE,
-            f"invoice {invoice_no} belongs to {'a guest' if owners[invoice_no] == GUEST else 'another customer'}; "
-            f"this line names {'no customer' if customer is None else f'customer {customer}'}"))
+        batch.dead_letters.append(
+            DeadLetter(
+                batch.records[position],
+                FOREIGN_LINE,
+                f"invoice {invoice_no} belongs to {'a guest' if owners[invoice_no] == GUEST else 'another customer'}; "
+                f"this line names {'no customer' if customer is None else f'customer {customer}'}",
+            )
+        )
     if len(kept) < len(batch.events) - start:
         for name in ("events", "items", "lines", "records"):
             values = getattr(batch, name)
@@ -325,8 +390,9 @@ def keep_owned_lines(batch: Batch, start: int, owners: dict[str, int | str]) -> 
     return claimed
 
 
-def customer_entries(events: list[OrderLine], dynamodb: aws.Client | None = None, *,
-                     workers: int = 8) -> list[dict[str, Any]]:
+def customer_entries(
+    events: list[OrderLine], dynamodb: aws.Client | None = None, *, workers: int = 8
+) -> list[dict[str, Any]]:
     """The customer entries of every (customer, invoice) this batch touched, each with the line count
     and total of ALL that customer's lines of the invoice. Call after the lines are written.
 
@@ -349,9 +415,12 @@ def customer_entries(events: list[OrderLine], dynamodb: aws.Client | None = None
     from_batch = customer_totals(invoice_item(e) for e in with_customer if e["InvoiceNo"] in whole)
     stored = stored_entries([(e["CustomerID"], e["InvoiceNo"]) for e in from_batch], dynamodb)
     # An invoice is settled from the batch only if every customer entry of it is.
-    unsettled = {e["InvoiceNo"] for e in from_batch
-                 if stored.get((e["CustomerID"], e["InvoiceNo"]), (e["LineCount"], e["LineDigest"]))
-                 != (e["LineCount"], e["LineDigest"])}
+    unsettled = {
+        e["InvoiceNo"]
+        for e in from_batch
+        if stored.get((e["CustomerID"], e["InvoiceNo"]), (e["LineCount"], e["LineDigest"]))
+        != (e["LineCount"], e["LineDigest"])
+    }
     settled = [e for e in from_batch if e["InvoiceNo"] not in unsettled]
     recompute = sorted({e["InvoiceNo"] for e in with_customer} - {e["InvoiceNo"] for e in settled})
     if not recompute:
@@ -372,8 +441,9 @@ def serialize_item(item: dict[str, Any]) -> dict[str, Any]:
     return {name: attribute_value(value) for name, value in item.items()}
 
 
-def _write_chunk(table: str, chunk: list[dict[str, Any]], dynamodb: aws.Client, attempts: int,
-                 sleep: Callable[[float], None]) -> list[int]:
+def _write_chunk(
+    table: str, chunk: list[dict[str, Any]], dynamodb: aws.Client, attempts: int, sleep: Callable[[float], None]
+) -> list[int]:
     """Write wire-format items; returns the positions DynamoDB refused as invalid (nothing else is
     refused: throttling is retried here, other errors raise and the batch is redelivered)."""
     requests = {table: [{"PutRequest": {"Item": item}} for item in chunk]}
@@ -383,7 +453,7 @@ def _write_chunk(table: str, chunk: list[dict[str, Any]], dynamodb: aws.Client, 
             requests = result.get("UnprocessedItems") or {}
             if not requests:
                 return []
-            sleep(min(0.05 * 2 ** attempt, 2.0))
+            sleep(min(0.05 * 2**attempt, 2.0))
     except ClientError as exc:
         if aws.error_code(exc) != "ValidationException":
             raise
@@ -409,14 +479,26 @@ def _pool() -> ThreadPoolExecutor:
     return _write_pool
 
 
-def batch_write(table: str, items: list[dict[str, Any]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
-                sleep: Callable[[float], None] = time.sleep) -> list[int]:
+def batch_write(
+    table: str,
+    items: list[dict[str, Any]],
+    dynamodb: aws.Client | None = None,
+    *,
+    attempts: int = 10,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[int]:
     """Python-valued items: serialise, then `write_items`."""
     return write_items(table, [serialize_item(item) for item in items], dynamodb, attempts=attempts, sleep=sleep)
 
 
-def write_items(table: str, items: list[dict[str, Any]], dynamodb: aws.Client | None = None, *, attempts: int = 10,
-                sleep: Callable[[float], None] = time.sleep) -> list[int]:
+def write_items(
+    table: str,
+    items: list[dict[str, Any]],
+    dynamodb: aws.Client | None = None,
+    *,
+    attempts: int = 10,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[int]:
     """BatchWriteItem of wire-format items in chunks of 25 (a few in parallel), retrying
     UnprocessedItems with backoff. Returns the positions of items DynamoDB refused as invalid.
 
@@ -426,17 +508,21 @@ def write_items(table: str, items: list[dict[str, Any]], dynamodb: aws.Client | 
     dynamodb = dynamodb or wire_client()
     starts = list(range(0, len(items), BATCH_WRITE_LIMIT))
     # Fault injection point "mid_dynamodb": the first half of the chunks written, the rest not.
-    halves = [starts[:len(starts) // 2], starts[len(starts) // 2:]] if len(starts) > 1 else [starts]
+    halves = [starts[: len(starts) // 2], starts[len(starts) // 2 :]] if len(starts) > 1 else [starts]
     refused: list[int] = []
     for number, half in enumerate(halves):
         if number:
             maybe_fail("trigger.mid_dynamodb")
         if len(half) <= 1 or WRITE_THREADS <= 1:
-            outcomes = [_write_chunk(table, items[start:start + BATCH_WRITE_LIMIT], dynamodb, attempts, sleep)
-                        for start in half]
+            outcomes = [
+                _write_chunk(table, items[start : start + BATCH_WRITE_LIMIT], dynamodb, attempts, sleep)
+                for start in half
+            ]
         else:
-            futures = [_pool().submit(_write_chunk, table, items[start:start + BATCH_WRITE_LIMIT], dynamodb,
-                                      attempts, sleep) for start in half]
+            futures = [
+                _pool().submit(_write_chunk, table, items[start : start + BATCH_WRITE_LIMIT], dynamodb, attempts, sleep)
+                for start in half
+            ]
             outcomes = [future.result() for future in futures]  # every chunk waited for; first failure raised
         refused.extend(start + position for start, outcome in zip(half, outcomes, strict=True) for position in outcome)
     return refused
@@ -483,8 +569,11 @@ def decode_and_write_lines(records: list[StreamRecord], dynamodb: aws.Client | N
     writes are DynamoDB's, so on one machine (the emulator) they use different cores, and on AWS
     the round trips hide the decoding. Returns the batch and the positions DynamoDB refused."""
     dynamodb = dynamodb or wire_client()
-    batch = Batch(shard_id=records[0].shard_id, first_sequence=records[0].sequence_number,
-                  last_sequence=records[-1].sequence_number)
+    batch = Batch(
+        shard_id=records[0].shard_id,
+        first_sequence=records[0].sequence_number,
+        last_sequence=records[-1].sequence_number,
+    )
     seen: set[str] = set()
     futures: list[tuple[int, Any]] = []
     claims: list[Any] = []
@@ -502,8 +591,14 @@ def decode_and_write_lines(records: list[StreamRecord], dynamodb: aws.Client | N
         nonlocal submitted
         while submitted < upto:
             end = min(submitted + BATCH_WRITE_LIMIT, upto)
-            futures.append((submitted, _pool().submit(_write_chunk, RESOURCES.invoice_table, batch.items[submitted:end],
-                                                      dynamodb, 10, time.sleep)))
+            futures.append(
+                (
+                    submitted,
+                    _pool().submit(
+                        _write_chunk, RESOURCES.invoice_table, batch.items[submitted:end], dynamodb, 10, time.sleep
+                    ),
+                )
+            )
             submitted = end
 
     # While the fault is armed the halfway point must fall on a slice boundary (small batches too).
@@ -515,18 +610,27 @@ def decode_and_write_lines(records: list[StreamRecord], dynamodb: aws.Client | N
             maybe_fail("trigger.mid_dynamodb")
             barrier_at = None
         first = len(batch.events)
-        decode_into(batch, records[start:start + step], seen)
+        decode_into(batch, records[start : start + step], seen)
         if owners is None:
             owners = prefetch.result()
         unknown = {event["InvoiceNo"] for event in batch.events[first:]} - looked_up
         if unknown:
             owners.update(stored_owners(unknown, dynamodb))
             looked_up |= unknown
-        claimed = [owner_item(invoice_no, owner)
-                   for invoice_no, owner in keep_owned_lines(batch, first, owners).items()]
+        claimed = [
+            owner_item(invoice_no, owner) for invoice_no, owner in keep_owned_lines(batch, first, owners).items()
+        ]
         for at in range(0, len(claimed), BATCH_WRITE_LIMIT):
-            claims.append(_pool().submit(_write_chunk, RESOURCES.invoice_owner_table,
-                                         claimed[at:at + BATCH_WRITE_LIMIT], dynamodb, 10, time.sleep))
+            claims.append(
+                _pool().submit(
+                    _write_chunk,
+                    RESOURCES.invoice_owner_table,
+                    claimed[at : at + BATCH_WRITE_LIMIT],
+                    dynamodb,
+                    10,
+                    time.sleep,
+                )
+            )
         submit(len(batch.items) - len(batch.items) % BATCH_WRITE_LIMIT)  # whole chunks now, the tail at the end
     submit(len(batch.items))
     refused = {start + position for start, future in futures for position in future.result()}
@@ -544,26 +648,50 @@ def process_batch(records: list[StreamRecord]) -> dict[str, Any]:
     batch, refused = decode_and_write_lines(records)
     if refused:
         for position in sorted(refused):
-            batch.dead_letters.append(DeadLetter(batch.records[position], "refused by DynamoDB",
-                                                 "refused by DynamoDB: ValidationException on PutItem"))
+            batch.dead_letters.append(
+                DeadLetter(
+                    batch.records[position],
+                    "refused by DynamoDB",
+                    "refused by DynamoDB: ValidationException on PutItem",
+                )
+            )
         batch.events = [e for position, e in enumerate(batch.events) if position not in refused]
         batch.lines = [line for position, line in enumerate(batch.lines) if position not in refused]
     entries = customer_entries(batch.events)
     for position in batch_write(RESOURCES.customer_table, entries):
         # Cannot happen for validated lines (totals stay far inside DynamoDB's number range); said
         # loudly rather than retried forever: the lines themselves are stored.
-        print(json.dumps({"fn": "kinesis-trigger", "customer_entry_refused": {
-            "CustomerID": entries[position]["CustomerID"], "InvoiceNo": entries[position]["InvoiceNo"]}}))
+        print(
+            json.dumps(
+                {
+                    "fn": "kinesis-trigger",
+                    "customer_entry_refused": {
+                        "CustomerID": entries[position]["CustomerID"],
+                        "InvoiceNo": entries[position]["InvoiceNo"],
+                    },
+                }
+            )
+        )
     maybe_fail("trigger.after_dynamodb")
     for dead in batch.dead_letters:
-        s3.put_object(Bucket=RESOURCES.dead_letter_bucket, Key=dead.key(), Body=dead.body(),
-                      ContentType="application/json")
+        s3.put_object(
+            Bucket=RESOURCES.dead_letter_bucket, Key=dead.key(), Body=dead.body(), ContentType="application/json"
+        )
     if batch.events:
-        s3.put_object(Bucket=RESOURCES.raw_bucket, Key=batch.raw_key(), Body=b"\n".join(batch.lines) + b"\n",
-                      ContentType="application/x-ndjson")
-    return {"shard": batch.shard_id, "records": len(records), "written": len(batch.events),
-            "quarantined": len(batch.dead_letters), "duplicates": batch.duplicates,
-            "raw_key": batch.raw_key() if batch.events else None}
+        s3.put_object(
+            Bucket=RESOURCES.raw_bucket,
+            Key=batch.raw_key(),
+            Body=b"\n".join(batch.lines) + b"\n",
+            ContentType="application/x-ndjson",
+        )
+    return {
+        "shard": batch.shard_id,
+        "records": len(records),
+        "written": len(batch.events),
+        "quarantined": len(batch.dead_letters),
+        "duplicates": batch.duplicates,
+        "raw_key": batch.raw_key() if batch.events else None,
+    }
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

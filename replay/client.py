@@ -2,6 +2,7 @@
 
 Retries are safe: every event carries its deterministic event_id and every store is keyed by it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -59,8 +60,7 @@ class Sender:
     # Retries stop after `attempts` AND `retry_seconds` are both used up: enough to ride out a
     # restart of the emulator (a graceful stop saves its state first, which takes a while when it
     # holds a lot), which replaying is safe across because event ids make every retry idempotent.
-    def __init__(self, url: str, api_key: str, *, attempts: int = 8, timeout: float = 60,
-                 retry_seconds: float = 180):
+    def __init__(self, url: str, api_key: str, *, attempts: int = 8, timeout: float = 60, retry_seconds: float = 180):
         self.url = url.rstrip("/") + "/events"
         self.api_key = api_key
         self.attempts = attempts
@@ -89,20 +89,24 @@ class Sender:
                 response = self._session().post(self.url, data=data, timeout=self.timeout)
             except requests.RequestException as exc:
                 if last:
-                    raise ReplayError(f"POST {self.url} failed after {attempt + 1} attempts over "
-                                      f"{self.retry_seconds:.0f}s: {exc}") from exc
+                    raise ReplayError(
+                        f"POST {self.url} failed after {attempt + 1} attempts over {self.retry_seconds:.0f}s: {exc}"
+                    ) from exc
             else:
                 if response.status_code in (401, 403):
-                    raise ReplayError(f"POST {self.url} answered {response.status_code}: {response.text[:200]} "
-                                      f"(is the API key right? `ecom endpoints` prints it)")
+                    raise ReplayError(
+                        f"POST {self.url} answered {response.status_code}: {response.text[:200]} "
+                        f"(is the API key right? `ecom endpoints` prints it)"
+                    )
                 if response.status_code not in (429, 500, 502, 503, 504) or last:
                     return response, attempt
             time.sleep(delay)
             delay = min(delay * 2, 5)
             attempt += 1
 
-    def send_batch(self, rows: list[Row],
-                   single: bool = False) -> tuple[list[str], list[Rejection], dict[str, str], int]:
+    def send_batch(
+        self, rows: list[Row], single: bool = False
+    ) -> tuple[list[str], list[Rejection], dict[str, str], int]:
         """Send rows; on a 400, set the named bad events aside and resend the rest (all or nothing per request)."""
         pending = rows
         rejected: list[Rejection] = []
@@ -130,9 +134,16 @@ class Sender:
         return [], rejected, {}, retries
 
 
-def replay(rows: Iterable[Row], sender: Sender, *, batch_size: int = 500, concurrency: int = 4,
-           one_by_one: bool = False, progress: Callable[[int], None] | None = None,
-           ledger: TextIO | None = None) -> ReplayResult:
+def replay(
+    rows: Iterable[Row],
+    sender: Sender,
+    *,
+    batch_size: int = 500,
+    concurrency: int = 4,
+    one_by_one: bool = False,
+    progress: Callable[[int], None] | None = None,
+    ledger: TextIO | None = None,
+) -> ReplayResult:
     """Stream rows through the API with at most `concurrency` requests in flight (bounded memory).
 
     Accepted event ids are appended to `ledger` as each request is answered, so that

@@ -5,6 +5,7 @@ holding the reason, its source (stream, shard, sequence number), the time and th
 A redriven letter moves to `redriven/` with the sequence number it was re-put at, so nothing is
 lost and the same letter is never redriven twice.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,9 +42,15 @@ class Letter:
 
     def summary(self) -> dict[str, Any]:
         source = self.body.get("source", {})
-        return {"key": self.key, "kind": self.kind, "reason": self.reason[:200], "shard_id": source.get("shard_id"),
-                "sequence_number": source.get("sequence_number"), "quarantined_at": self.body.get("quarantined_at"),
-                "size": self.body.get("size")}
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "reason": self.reason[:200],
+            "shard_id": source.get("shard_id"),
+            "sequence_number": source.get("sequence_number"),
+            "quarantined_at": self.body.get("quarantined_at"),
+            "size": self.body.get("size"),
+        }
 
 
 def letters(cfg: config.Stack | None = None, prefix: str | None = None) -> Iterator[Letter]:
@@ -90,11 +97,16 @@ def redrive(letter: Letter, cfg: config.Stack | None = None) -> str:
     r = config.resources()
     s3 = aws.client("s3", cfg)
     kinesis = aws.client("kinesis", cfg)
-    out = kinesis.put_record(StreamName=r.stream, Data=letter.data,
-                             PartitionKey=_partition_key(letter.data, letter.key))
+    out = kinesis.put_record(
+        StreamName=r.stream, Data=letter.data, PartitionKey=_partition_key(letter.data, letter.key)
+    )
     moved = dict(letter.body, redriven_as={"shard_id": out["ShardId"], "sequence_number": out["SequenceNumber"]})
-    s3.put_object(Bucket=r.dead_letter_bucket, Key=REDRIVEN_PREFIX + letter.key,
-                  Body=json.dumps(moved, ensure_ascii=False).encode("utf-8"), ContentType="application/json")
+    s3.put_object(
+        Bucket=r.dead_letter_bucket,
+        Key=REDRIVEN_PREFIX + letter.key,
+        Body=json.dumps(moved, ensure_ascii=False).encode("utf-8"),
+        ContentType="application/json",
+    )
     s3.delete_object(Bucket=r.dead_letter_bucket, Key=letter.key)
     return out["SequenceNumber"]
 
@@ -105,6 +117,7 @@ def redrive(letter: Letter, cfg: config.Stack | None = None) -> str:
 # expire). MiniStack retries forever and never sends these, but the platform must stay lossless
 # where retries are bounded: `ecom dlq batches` lists them and `redrive --batches` re-reads each
 # range from the stream and puts its records back. Redelivery is harmless (keys are event ids).
+
 
 @dataclass(frozen=True)
 class FailedBatch:
@@ -120,10 +133,15 @@ class FailedBatch:
     def from_message(cls, message: dict[str, Any]) -> FailedBatch:
         body = json.loads(message["Body"])
         info = body["KinesisBatchInfo"]
-        return cls(message_id=message["MessageId"], receipt_handle=message["ReceiptHandle"],
-                   shard_id=info["shardId"], start_sequence=info["startSequenceNumber"],
-                   end_sequence=info["endSequenceNumber"], batch_size=int(info.get("batchSize", 0)),
-                   condition=body.get("requestContext", {}).get("condition", ""))
+        return cls(
+            message_id=message["MessageId"],
+            receipt_handle=message["ReceiptHandle"],
+            shard_id=info["shardId"],
+            start_sequence=info["startSequenceNumber"],
+            end_sequence=info["endSequenceNumber"],
+            batch_size=int(info.get("batchSize", 0)),
+            condition=body.get("requestContext", {}).get("condition", ""),
+        )
 
 
 def _queue_url(sqs, r: config.Resources) -> str:
@@ -137,8 +155,9 @@ def failed_batches(cfg: config.Stack | None = None, visibility: int = 0) -> list
     url = _queue_url(sqs, r)
     seen: dict[str, FailedBatch] = {}
     while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility,
-                                       WaitTimeSeconds=0).get("Messages", [])
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, WaitTimeSeconds=0
+        ).get("Messages", [])
         fresh = [m for m in messages if m["MessageId"] not in seen]
         if not fresh:
             return list(seen.values())
@@ -150,9 +169,12 @@ def redrive_batch(batch: FailedBatch, cfg: config.Stack | None = None) -> int:
     """Put the batch's records back on the stream, then delete its queue message. Returns records re-put."""
     r = config.resources()
     kinesis = aws.client("kinesis", cfg)
-    iterator = kinesis.get_shard_iterator(StreamName=r.stream, ShardId=batch.shard_id,
-                                          ShardIteratorType="AT_SEQUENCE_NUMBER",
-                                          StartingSequenceNumber=batch.start_sequence)["ShardIterator"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=r.stream,
+        ShardId=batch.shard_id,
+        ShardIteratorType="AT_SEQUENCE_NUMBER",
+        StartingSequenceNumber=batch.start_sequence,
+    )["ShardIterator"]
     end = int(batch.end_sequence)
     pending: list[dict[str, Any]] = []
     done = False
@@ -167,15 +189,17 @@ def redrive_batch(batch: FailedBatch, cfg: config.Stack | None = None) -> int:
             break
         iterator = page.get("NextShardIterator")
     for start in range(0, len(pending), 500):
-        chunk = pending[start:start + 500]
+        chunk = pending[start : start + 500]
         for _attempt in range(8):
             out = kinesis.put_records(StreamName=r.stream, Records=chunk)
             chunk = [rec for rec, res in zip(chunk, out["Records"], strict=True) if res.get("ErrorCode")]
             if not chunk:
                 break
         else:
-            raise RuntimeError(f"could not re-put {len(chunk)} records of batch {batch.message_id}; "
-                               f"its queue message is kept, run the redrive again")
+            raise RuntimeError(
+                f"could not re-put {len(chunk)} records of batch {batch.message_id}; "
+                f"its queue message is kept, run the redrive again"
+            )
     sqs = aws.client("sqs", cfg)
     sqs.delete_message(QueueUrl=_queue_url(sqs, r), ReceiptHandle=batch.receipt_handle)
     return len(pending)

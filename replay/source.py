@@ -1,4 +1,5 @@
 """Reading the Kaggle file as it comes: gzip or plain, ISO-8859-1, CRLF, quoted fields. Streaming."""
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,7 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class Row:
-    number: int          # 1-based data row number (the header is row 0)
+    number: int  # 1-based data row number (the header is row 0)
     event: dict[str, Any]
 
 

@@ -5,6 +5,7 @@ embedded stack (the session's `stack_env`, started once on free ports in a temp 
 at the end, or one of its own) and is marked `stack` here, by folder. A test outside tests/stack
 that takes `stack_env` is a collection error, so `pytest tests/unit` (`make unit`) never starts one.
 Helpers the tests import live in tests/support/."""
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,9 @@ def pytest_collection_modifyitems(config, items):
         elif "stack_env" in getattr(item, "fixturenames", ()):
             misplaced.append(item.nodeid)
     if misplaced:
-        raise pytest.UsageError("these tests need the embedded stack: move them under tests/stack/: "
-                                + ", ".join(misplaced))
+        raise pytest.UsageError(
+            "these tests need the embedded stack: move them under tests/stack/: " + ", ".join(misplaced)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +91,10 @@ def clean_stores(stack_env):
 
 def write_slice(first_row: int, last_row: int, dest: Path) -> Path:
     """Rows first_row..last_row (1-based data rows) of the full file, in its own format (ISO-8859-1, CRLF)."""
-    with gzip.open(FULL_FILE, "rt", encoding="iso-8859-1", newline="") as src, \
-            open(dest, "w", encoding="iso-8859-1", newline="") as out:
+    with (
+        gzip.open(FULL_FILE, "rt", encoding="iso-8859-1", newline="") as src,
+        open(dest, "w", encoding="iso-8859-1", newline="") as out,
+    ):
         reader = csv.reader(src)
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(next(reader))

@@ -3,6 +3,7 @@ Postgres: the bench's yardsticks (a bare COPY FROM STDIN, index shapes), tests t
 tables underneath, and `ecom endpoints` (the server's version). The pipeline, the job and the
 operator's tools reach the warehouse through the Redshift Data API (warehouse/redshift_data.py),
 as they do on AWS. Never in a Lambda zip: psycopg2 is not bundled."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -10,6 +10,7 @@ Redshift SQL through the Data API (warehouse/redshift_data.py): one batch takes 
 is one transaction), a query reads who holds it. Redshift has no sessions a lease could follow
 (a dead holder's Data API session outlives it), so a lease is freed by its expiry alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,14 +46,17 @@ def timestamp(value: datetime) -> str:
 def acquire(api: DataApi, holder: str, ttl: float) -> bool:
     """Take the lease if it is free, expired, or already ours (then: extend it). True if we hold it."""
     now = _now()
-    api.run([
-        f"LOCK {LEASE_TABLE}",
-        f'INSERT INTO {LEASE_TABLE} ("name", "holder", "acquired_at", "expires_at") SELECT {literal(NAME)}, NULL, '
-        f"{timestamp(EPOCH)}, {timestamp(EPOCH)} "
-        f'WHERE NOT EXISTS (SELECT 1 FROM {LEASE_TABLE} WHERE "name" = {literal(NAME)})',
-        f'UPDATE {LEASE_TABLE} SET "holder" = {literal(holder)}, "acquired_at" = {timestamp(now)}, '
-        f'"expires_at" = {timestamp(now + timedelta(seconds=ttl))} WHERE "name" = {literal(NAME)} AND '
-        f'("holder" IS NULL OR "expires_at" < {timestamp(now)} OR "holder" = {literal(holder)})'])
+    api.run(
+        [
+            f"LOCK {LEASE_TABLE}",
+            f'INSERT INTO {LEASE_TABLE} ("name", "holder", "acquired_at", "expires_at") SELECT {literal(NAME)}, NULL, '
+            f"{timestamp(EPOCH)}, {timestamp(EPOCH)} "
+            f'WHERE NOT EXISTS (SELECT 1 FROM {LEASE_TABLE} WHERE "name" = {literal(NAME)})',
+            f'UPDATE {LEASE_TABLE} SET "holder" = {literal(holder)}, "acquired_at" = {timestamp(now)}, '
+            f'"expires_at" = {timestamp(now + timedelta(seconds=ttl))} WHERE "name" = {literal(NAME)} AND '
+            f'("holder" IS NULL OR "expires_at" < {timestamp(now)} OR "holder" = {literal(holder)})',
+        ]
+    )
     return current(api).holder == holder
 
 
@@ -63,8 +67,12 @@ def renew(api: DataApi, holder: str, ttl: float) -> None:
 
 
 def release(api: DataApi, holder: str) -> None:
-    api.run([f'UPDATE {LEASE_TABLE} SET "holder" = NULL, "expires_at" = {timestamp(EPOCH)} '
-             f'WHERE "name" = {literal(NAME)} AND "holder" = {literal(holder)}'])
+    api.run(
+        [
+            f'UPDATE {LEASE_TABLE} SET "holder" = NULL, "expires_at" = {timestamp(EPOCH)} '
+            f'WHERE "name" = {literal(NAME)} AND "holder" = {literal(holder)}'
+        ]
+    )
 
 
 def current(api: DataApi) -> Holder:

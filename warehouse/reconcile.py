@@ -12,6 +12,7 @@ records are history. Each store is read in full and compared by event id:
 Any of them makes the reconciliation not exact. Stream and raw/staging copies of one event are
 normal under at-least-once delivery; they are counted ("copies"), not failures.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,17 +38,24 @@ EXACT_STAGES = ("dynamodb", "warehouse")
 class Stage:
     name: str
     ids: set[str] = field(default_factory=set)
-    rows: int = 0                 # rows/records/items read, copies included
-    unreadable: int = 0           # records that carry no event id (poison)
+    rows: int = 0  # rows/records/items read, copies included
+    unreadable: int = 0  # records that carry no event id (poison)
     duplicated: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
 
     def as_dict(self, limit: int = 100) -> dict:
-        return {"distinct_events": len(self.ids), "rows": self.rows, "unreadable": self.unreadable,
-                "missing": len(self.missing), "duplicated": len(self.duplicated),
-                "unexpected": len(self.unexpected), "missing_ids": sorted(self.missing)[:limit],
-                "duplicated_ids": sorted(self.duplicated)[:limit], "unexpected_ids": sorted(self.unexpected)[:limit]}
+        return {
+            "distinct_events": len(self.ids),
+            "rows": self.rows,
+            "unreadable": self.unreadable,
+            "missing": len(self.missing),
+            "duplicated": len(self.duplicated),
+            "unexpected": len(self.unexpected),
+            "missing_ids": sorted(self.missing)[:limit],
+            "duplicated_ids": sorted(self.duplicated)[:limit],
+            "unexpected_ids": sorted(self.unexpected)[:limit],
+        }
 
 
 @dataclass
@@ -59,13 +67,18 @@ class Reconciliation:
 
     @property
     def exact(self) -> bool:
-        return all(not s.missing and not s.unexpected for s in self.stages) and \
-            all(not s.duplicated for s in self.stages if s.name in EXACT_STAGES)
+        return all(not s.missing and not s.unexpected for s in self.stages) and all(
+            not s.duplicated for s in self.stages if s.name in EXACT_STAGES
+        )
 
     def as_dict(self, limit: int = 100) -> dict:
-        return {"exact": self.exact, "accepted": len(self.accepted), "dead_lettered": len(self.dead_lettered),
-                "warehouse_rejected": len(self.warehouse_rejected),
-                "stages": {s.name: s.as_dict(limit) for s in self.stages}}
+        return {
+            "exact": self.exact,
+            "accepted": len(self.accepted),
+            "dead_lettered": len(self.dead_lettered),
+            "warehouse_rejected": len(self.warehouse_rejected),
+            "stages": {s.name: s.as_dict(limit) for s in self.stages},
+        }
 
 
 def ledger_dir(cfg: config.Stack | None = None) -> Path:
@@ -195,9 +208,11 @@ def warehouse_stage(api: DataApi) -> Stage:
         # The last id of the page before travels as a parameter: ids other producers sent may hold
         # anything a literal could not carry.
         where = "" if after is None else 'WHERE "event_id" > :after '
-        rows = api.statement(f'SELECT "event_id", count(*) FROM {tables.FACT_TABLE} {where}'
-                             f'GROUP BY "event_id" ORDER BY "event_id" LIMIT {WAREHOUSE_PAGE_ROWS}',
-                             None if after is None else [{"name": "after", "value": after}]).rows
+        rows = api.statement(
+            f'SELECT "event_id", count(*) FROM {tables.FACT_TABLE} {where}'
+            f'GROUP BY "event_id" ORDER BY "event_id" LIMIT {WAREHOUSE_PAGE_ROWS}',
+            None if after is None else [{"name": "after", "value": after}],
+        ).rows
         for event_id, copies in rows:
             stage.rows += copies
             stage.ids.add(event_id)
@@ -229,8 +244,13 @@ def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None)
     api = DataApi(cfg=cfg)
     schema.ensure_schema(api)
     rejected = warehouse_rejected_ids(api)
-    stages = [stream_stage(cfg, r), dynamodb_stage(cfg, r), raw_stage(cfg, r), staging_stage(cfg, r),
-              warehouse_stage(api)]
+    stages = [
+        stream_stage(cfg, r),
+        dynamodb_stage(cfg, r),
+        raw_stage(cfg, r),
+        staging_stage(cfg, r),
+        warehouse_stage(api),
+    ]
     stream, raw = stages[0], stages[2]
     accepted = read_ledgers(cfg) | stream.ids | raw.ids | (accepted or set())
     for stage in stages:
@@ -244,5 +264,9 @@ def reconcile(cfg: config.Stack | None = None, accepted: set[str] | None = None)
 
 
 def warehouse_rejected_ids(api: DataApi) -> set[str]:
-    return {row[0] for row in api.statement(
-        f'SELECT DISTINCT "event_id" FROM {tables.REJECTS_TABLE} WHERE "event_id" IS NOT NULL').rows}
+    return {
+        row[0]
+        for row in api.statement(
+            f'SELECT DISTINCT "event_id" FROM {tables.REJECTS_TABLE} WHERE "event_id" IS NOT NULL'
+        ).rows
+    }

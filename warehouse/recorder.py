@@ -4,6 +4,7 @@ The Redshift dialect runs the star schema's statements (warehouse/star.py) throu
 they are produced by the same functions the Postgres load calls on a live cursor, called on this
 recorder. The dialect tests record the Postgres load the same way to compare the two.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class RecordingConnection:
 
 def _render(sql: str, params: Any) -> str:
     """psycopg2-style %s parameters as literals (for reading the recording, never for running it)."""
+
     def lit(value: Any) -> str:
         if value is None:
             return "NULL"

@@ -15,6 +15,7 @@ Per group (etl/load.py describes the steps; warehouse/staging.py has the staging
 - Rows the warehouse refuses: Redshift's COPY fails the file; the job then screens the group in
   Python (warehouse.staging.screen), COPYs the screened copies and COPYs the rejects into dw.load_rejects.
 """
+
 from __future__ import annotations
 
 import csv
@@ -70,8 +71,9 @@ def copy_statement(table: str, columns: str, manifest_url: str, iam_role: str) -
     return f"COPY {table} ({columns}) FROM {literal(manifest_url)} IAM_ROLE {literal(iam_role)} MANIFEST {COPY_OPTIONS}"
 
 
-def group_statements(files: list[tuple[str, str, str]], iam_role: str,
-                     rejects_manifest: str | None = None) -> list[str]:
+def group_statements(
+    files: list[tuple[str, str, str]], iam_role: str, rejects_manifest: str | None = None
+) -> list[str]:
     """One transaction loading a group: files = [(key, etag, manifest URL of the body to COPY)]."""
     statements = [
         f"LOCK {tables.MANIFEST_TABLE}",
@@ -94,8 +96,9 @@ def group_statements(files: list[tuple[str, str, str]], iam_role: str,
     if files:
         statements += [
             f'INSERT INTO {STAGE} ({COLUMN_LIST}, "file_no") '
-            + " UNION ALL ".join(f"SELECT {COLUMN_LIST}, {number} FROM {table}"
-                                 for number, table in enumerate(per_file)),
+            + " UNION ALL ".join(
+                f"SELECT {COLUMN_LIST}, {number} FROM {table}" for number, table in enumerate(per_file)
+            ),
             f'INSERT INTO {STAGE_FILES} ("file_no", "file_key", "etag") VALUES '
             + ", ".join(f"({number}, {literal(key)}, {literal(etag)})" for number, (key, etag, _) in enumerate(files)),
             f"DROP TABLE {', '.join(per_file)}",
@@ -134,8 +137,10 @@ class RedshiftWarehouse:
         self.r = config.resources()
         self.s3 = aws.client("s3", self.cfg)
         etl = config.etl()
-        self.iam_role = f"arn:aws:iam::{aws.client('sts', self.cfg).get_caller_identity()['Account']}:role/" \
-                        f"{etl.redshift_copy_role_name}"
+        self.iam_role = (
+            f"arn:aws:iam::{aws.client('sts', self.cfg).get_caller_identity()['Account']}:role/"
+            f"{etl.redshift_copy_role_name}"
+        )
 
     # -- schema, manifest, runs
     def ensure_schema(self) -> None:
@@ -149,8 +154,12 @@ class RedshiftWarehouse:
 
     def record_run(self, values: dict) -> None:
         columns = ", ".join(f'"{k}"' for k in values)
-        self.api.run([f'DELETE FROM dw.etl_run WHERE "run_id" = {literal(values["run_id"])}',
-                      f"INSERT INTO dw.etl_run ({columns}) VALUES ({', '.join(_lit(v) for v in values.values())})"])
+        self.api.run(
+            [
+                f'DELETE FROM dw.etl_run WHERE "run_id" = {literal(values["run_id"])}',
+                f"INSERT INTO dw.etl_run ({columns}) VALUES ({', '.join(_lit(v) for v in values.values())})",
+            ]
+        )
 
     # -- the lease (warehouse/lease.py)
     def acquire(self, holder: str, ttl: float) -> bool:
@@ -170,8 +179,9 @@ class RedshiftWarehouse:
     def load_group(self, files: list[StagedFile]) -> list[tuple[str, Outcome | None]]:
         group = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         keys = [key for key, _, _ in files]
-        statements = group_statements([(key, etag, self._manifest(group, n, key)) for n, (key, etag, _)
-                                       in enumerate(files)], self.iam_role)
+        statements = group_statements(
+            [(key, etag, self._manifest(group, n, key)) for n, (key, etag, _) in enumerate(files)], self.iam_role
+        )
         try:
             try:
                 # The fault point: the group's COPY, facts, dimensions and manifest rows done inside
@@ -196,8 +206,9 @@ class RedshiftWarehouse:
 
     def _manifest(self, group: str, number: int, key: str) -> str:
         manifest_key = f"_etl/manifests/{group}/{number}.manifest"
-        self.s3.put_object(Bucket=self.r.staging_bucket, Key=manifest_key,
-                           Body=manifest_document(self.r.staging_bucket, key))
+        self.s3.put_object(
+            Bucket=self.r.staging_bucket, Key=manifest_key, Body=manifest_document(self.r.staging_bucket, key)
+        )
         return f"s3://{self.r.staging_bucket}/{manifest_key}"
 
     def _rejects(self, group: str, rejects: list[Reject]) -> str | None:
@@ -216,7 +227,8 @@ class RedshiftWarehouse:
         rows = self.api.query(
             f'SELECT m."file_key", m."rows_in_file", m."rows_inserted", m."rows_updated", '
             f'(SELECT count(*) FROM {tables.REJECTS_TABLE} j WHERE j."file_key" = m."file_key") '
-            f'FROM {tables.MANIFEST_TABLE} m WHERE m."file_key" IN ({wanted})')
+            f'FROM {tables.MANIFEST_TABLE} m WHERE m."file_key" IN ({wanted})'
+        )
         found = {row[0]: tuple(int(v) for v in row[1:]) for row in rows}
         return [(key, found.get(key)) for key in keys]  # type: ignore[misc]
 

@@ -13,6 +13,7 @@ over the same API: a Data API session of its own, so temporary tables and a tran
 its statements as they would on one database connection; `%s` parameters travel as the API's named
 parameters. The same code reads the local stand-in and a real workgroup.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,13 +45,20 @@ SESSION_KEEP_ALIVE_SECONDS = 30
 
 
 class DataApi:
-    def __init__(self, etl: config.Etl | None = None, client: aws.Client | None = None, *,
-                 cfg: config.Stack | None = None, poll_seconds: float = 0.25, timeout: float = 900,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        etl: config.Etl | None = None,
+        client: aws.Client | None = None,
+        *,
+        cfg: config.Stack | None = None,
+        poll_seconds: float = 0.25,
+        timeout: float = 900,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.etl = etl or config.etl()
         self.client = client or aws.client("redshift-data", cfg)
         self.poll_seconds, self.timeout, self.sleep = poll_seconds, timeout, sleep
-        self.session: str | None = None   # the session long transactions run in (see _begin)
+        self.session: str | None = None  # the session long transactions run in (see _begin)
 
     def _target(self) -> dict[str, str]:
         # A provisioned cluster (IAM: temporary credentials for the job's role) or a Serverless workgroup.
@@ -109,9 +117,10 @@ class DataApi:
             except ClientError as exc:
                 if aws.error_code(exc) not in ("ValidationException", "ResourceNotFoundException"):
                     raise
-                self.session = None   # expired (or closed): open another
-        first = self.client.execute_statement(Sql="BEGIN", SessionKeepAliveSeconds=SESSION_KEEP_ALIVE_SECONDS,
-                                               **self._target())
+                self.session = None  # expired (or closed): open another
+        first = self.client.execute_statement(
+            Sql="BEGIN", SessionKeepAliveSeconds=SESSION_KEEP_ALIVE_SECONDS, **self._target()
+        )
         self._wait(first["Id"])
         self.session = first["SessionId"]
         return self.session
@@ -122,8 +131,14 @@ class DataApi:
     def query(self, sql: str) -> list[list[Any]]:
         return [list(row) for row in self.statement(sql).rows]
 
-    def statement(self, sql: str, parameters: list[dict[str, str]] | None = None, *, session: str | None = None,
-                  keep_alive: int | None = None) -> Result:
+    def statement(
+        self,
+        sql: str,
+        parameters: list[dict[str, str]] | None = None,
+        *,
+        session: str | None = None,
+        keep_alive: int | None = None,
+    ) -> Result:
         """One ExecuteStatement (in `session`, or opening one that lives `keep_alive` seconds), waited
         for; its rows as Python values typed by the result's column metadata."""
         kwargs: dict[str, Any] = {"Sql": sql}
@@ -144,11 +159,15 @@ class DataApi:
         while True:
             page = self.client.get_statement_result(**page_args)
             if not result.columns:
-                result.columns = [(c.get("name") or c.get("label") or "", c.get("typeName") or "")
-                                  for c in page.get("ColumnMetadata", [])]
+                result.columns = [
+                    (c.get("name") or c.get("label") or "", c.get("typeName") or "")
+                    for c in page.get("ColumnMetadata", [])
+                ]
             types = [t for _, t in result.columns]
-            result.rows += [tuple(_typed(field, types[i] if i < len(types) else "") for i, field in enumerate(record))
-                            for record in page["Records"]]
+            result.rows += [
+                tuple(_typed(field, types[i] if i < len(types) else "") for i, field in enumerate(record))
+                for record in page["Records"]
+            ]
             if not page.get("NextToken"):
                 return result
             page_args["NextToken"] = page["NextToken"]
@@ -157,7 +176,7 @@ class DataApi:
 class Result:
     def __init__(self, session: str | None = None, rowcount: int = -1):
         self.session, self.rowcount = session, rowcount
-        self.columns: list[tuple[str, str]] = []   # (name, Redshift type name)
+        self.columns: list[tuple[str, str]] = []  # (name, Redshift type name)
         self.rows: list[tuple[Any, ...]] = []
 
 
@@ -178,8 +197,9 @@ class Connection:
         return Cursor(self)
 
     def _run(self, sql: str, parameters: list[dict[str, str]] | None = None) -> Result:
-        result = self.api.statement(sql, parameters, session=self.session,
-                                    keep_alive=None if self.session else TOOL_SESSION_SECONDS)
+        result = self.api.statement(
+            sql, parameters, session=self.session, keep_alive=None if self.session else TOOL_SESSION_SECONDS
+        )
         self.session = result.session
         return result
 
@@ -236,7 +256,7 @@ class Cursor:
         return self._rows[self._next - 1]
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        rows, self._next = self._rows[self._next:], len(self._rows)
+        rows, self._next = self._rows[self._next :], len(self._rows)
         return rows
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
@@ -275,10 +295,11 @@ def bind(sql: str, params: Sequence[Any]) -> tuple[str, list[dict[str, str]]]:
         if value is None or isinstance(value, (bool, int)) or value == "":
             return literal(value)
         if isinstance(value, (float, Decimal)):
-            return repr(value) if isinstance(value, float) else str(value)   # a Decimal keeps every digit
+            return repr(value) if isinstance(value, float) else str(value)  # a Decimal keeps every digit
         name = f"p{len(parameters) + 1}"
-        parameters.append({"name": name,
-                           "value": value.isoformat() if isinstance(value, (date, datetime)) else str(value)})
+        parameters.append(
+            {"name": name, "value": value.isoformat() if isinstance(value, (date, datetime)) else str(value)}
+        )
         return f":{name}"
 
     text = _PLACEHOLDER.sub(one, sql)

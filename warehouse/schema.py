@@ -4,6 +4,7 @@ star columns added to a fact table from before them, and the analytics views (an
 re-created only when that file changed (its checksum is kept in dw.schema_version), so a run does
 not drop the views a report may be reading.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,10 @@ def split(sql: str) -> list[str]:
 def table_statements() -> list[str]:
     """schema.sql as Redshift runs it: SYSDATE defaults, the fact table with its layout."""
     statements = [re.sub(r"DEFAULT CURRENT_TIMESTAMP", "DEFAULT SYSDATE", s) for s in split(tables.schema_sql())]
-    statements = [f"{s} {FACT_LAYOUT}" if s.startswith(f"CREATE TABLE IF NOT EXISTS {tables.FACT_TABLE} ") else s
-                  for s in statements]
+    statements = [
+        f"{s} {FACT_LAYOUT}" if s.startswith(f"CREATE TABLE IF NOT EXISTS {tables.FACT_TABLE} ") else s
+        for s in statements
+    ]
     if sum(FACT_LAYOUT in s for s in statements) != 1:
         raise RuntimeError(f"schema.sql no longer creates {tables.FACT_TABLE} as one statement")
     return statements
@@ -43,9 +46,12 @@ def views_checksum() -> str:
 def view_statements() -> list[str]:
     """Drop and re-create schema `analytics` (dropping first lets a view's columns change), and
     record the checksum of analytics.sql it was made from."""
-    return ["DROP SCHEMA IF EXISTS analytics CASCADE", *split(tables.analytics_sql()),
-            f"DELETE FROM {VERSION_TABLE} WHERE \"part\" = 'analytics'",
-            f"INSERT INTO {VERSION_TABLE} (\"part\", \"checksum\") VALUES ('analytics', {literal(views_checksum())})"]
+    return [
+        "DROP SCHEMA IF EXISTS analytics CASCADE",
+        *split(tables.analytics_sql()),
+        f"DELETE FROM {VERSION_TABLE} WHERE \"part\" = 'analytics'",
+        f'INSERT INTO {VERSION_TABLE} ("part", "checksum") VALUES (\'analytics\', {literal(views_checksum())})',
+    ]
 
 
 def schema_statements() -> list[str]:
@@ -57,10 +63,12 @@ def star_upgrade_statements(missing: list[str]) -> list[str]:
     """A fact table created before the star schema: add the derived columns, fill them from the
     source columns, and build the dimensions and duplicate flags from the facts already there
     (the statements the load runs per group, over the whole table)."""
-    statements = [f'ALTER TABLE {tables.FACT_TABLE} ADD COLUMN "{name}" {star.DERIVED_COLUMN_TYPES[name]}'
-                  for name in missing]
-    assignments = ", ".join(f'"{name}" = {star.DERIVED_COLUMNS[name]}'
-                            for name in missing if name in star.DERIVED_COLUMNS)
+    statements = [
+        f'ALTER TABLE {tables.FACT_TABLE} ADD COLUMN "{name}" {star.DERIVED_COLUMN_TYPES[name]}' for name in missing
+    ]
+    assignments = ", ".join(
+        f'"{name}" = {star.DERIVED_COLUMNS[name]}' for name in missing if name in star.DERIVED_COLUMNS
+    )
     if assignments:
         statements.append(f"UPDATE {tables.FACT_TABLE} SET {assignments}")
     recorder = RecordingConnection()
@@ -73,12 +81,18 @@ def ensure_schema(api: DataApi) -> list[str]:
     """Bring the warehouse up to this version; returns what it changed ([] when nothing)."""
     api.run(table_statements())
     fact_schema, fact_name = tables.FACT_TABLE.split(".")
-    present = {row[0] for row in api.query(
-        f"SELECT column_name FROM information_schema.columns WHERE table_schema = {literal(fact_schema)} "
-        f"AND table_name = {literal(fact_name)}")}
+    present = {
+        row[0]
+        for row in api.query(
+            f"SELECT column_name FROM information_schema.columns WHERE table_schema = {literal(fact_schema)} "
+            f"AND table_name = {literal(fact_name)}"
+        )
+    }
     missing = [name for name in star.DERIVED_COLUMN_TYPES if name not in present]
-    views = api.query(f"SELECT (SELECT \"checksum\" FROM {VERSION_TABLE} WHERE \"part\" = 'analytics'), "
-                      f"(SELECT count(*) FROM information_schema.views WHERE table_schema = 'analytics')")[0]
+    views = api.query(
+        f'SELECT (SELECT "checksum" FROM {VERSION_TABLE} WHERE "part" = \'analytics\'), '
+        f"(SELECT count(*) FROM information_schema.views WHERE table_schema = 'analytics')"
+    )[0]
     changed: list[str] = []
     statements: list[str] = []
     if missing:

@@ -3,6 +3,7 @@ into, the per-file statistics the manifest records, and the screening of a file 
 warehouse refused (the slow path). etl/load.py runs the load; warehouse/redshift.py is the Redshift
 dialect that sends these statements.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,11 @@ def check_header(key: str, header_line: str) -> None:
         details.append(f"missing column(s) {', '.join(missing)}")
     if not details:
         details.append(f"columns in a different order: {', '.join(header)}")
-    raise SchemaDrift(f"{key}: {'; '.join(details)}. Nothing from this file was loaded; add the column to "
-                      f"warehouse/schema.sql and ecom_core/contract.py, then rerun `ecom etl load`.", key=key)
+    raise SchemaDrift(
+        f"{key}: {'; '.join(details)}. Nothing from this file was loaded; add the column to "
+        f"warehouse/schema.sql and ecom_core/contract.py, then rerun `ecom etl load`.",
+        key=key,
+    )
 
 
 def file_stats_sql(for_manifest: bool = False) -> str:
@@ -58,13 +62,15 @@ def file_stats_sql(for_manifest: bool = False) -> str:
                GROUP BY "file_no") x ON x."file_no" = f."file_no"
     LEFT JOIN (SELECT "first_file_no" AS "file_no", count(*) AS new_events
                FROM {star.STAGE_FACT} WHERE "is_new" GROUP BY "first_file_no") n ON n."file_no" = f."file_no\""""
-    events = 'coalesce(r.rows, 0) - coalesce(x.extra, 0)'
+    events = "coalesce(r.rows, 0) - coalesce(x.extra, 0)"
     if not for_manifest:
         return f'SELECT f."file_no", coalesce(r.rows, 0), {events}, coalesce(n.new_events, 0) {stats}'
-    return (f'SELECT f."file_key", f."etag", coalesce(r.rows, 0) + coalesce(j.rejected, 0), coalesce(n.new_events, 0), '
-            f'{events} - coalesce(n.new_events, 0) {stats}\n'
-            f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {tables.REJECTS_TABLE} '
-            f'GROUP BY "file_key") j ON j."file_key" = f."file_key"')
+    return (
+        f'SELECT f."file_key", f."etag", coalesce(r.rows, 0) + coalesce(j.rejected, 0), coalesce(n.new_events, 0), '
+        f"{events} - coalesce(n.new_events, 0) {stats}\n"
+        f'    LEFT JOIN (SELECT "file_key", count(*) AS rejected FROM {tables.REJECTS_TABLE} '
+        f'GROUP BY "file_key") j ON j."file_key" = f."file_key"'
+    )
 
 
 StagedFile = tuple[str, str, Callable[[], bytes]]  # (key, etag, fetch the body)
@@ -75,14 +81,19 @@ Outcome = tuple[int, int, int, int]
 @dataclass(frozen=True)
 class Reject:
     file_key: str
-    line_no: int           # line in the staging CSV (header = 1); 0 for the whole file
+    line_no: int  # line in the staging CSV (header = 1); 0 for the whole file
     event_id: str | None
     reason: str
-    raw_line: str | None   # JSON, non-ASCII escaped: storable whatever the bytes were
+    raw_line: str | None  # JSON, non-ASCII escaped: storable whatever the bytes were
 
     def row(self) -> tuple:
-        return (self.file_key, self.line_no, self.event_id, self.reason[:1000],
-                None if self.raw_line is None else self.raw_line[:65535])
+        return (
+            self.file_key,
+            self.line_no,
+            self.event_id,
+            self.reason[:1000],
+            None if self.raw_line is None else self.raw_line[:65535],
+        )
 
 
 def _safe(text: str, limit: int) -> str:
@@ -98,8 +109,9 @@ def screen(key: str, body: bytes) -> tuple[str, list[Reject]]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return ",".join(CSV_HEADER) + "\n", [Reject(key, 0, None, f"file is not UTF-8 ({exc.reason} at byte "
-                                                                    f"{exc.start})", None)]
+        return ",".join(CSV_HEADER) + "\n", [
+            Reject(key, 0, None, f"file is not UTF-8 ({exc.reason} at byte {exc.start})", None)
+        ]
     header_line, _, rest = text.partition("\n")
     check_header(key, header_line)
     out = io.StringIO()
@@ -117,11 +129,21 @@ def screen(key: str, body: bytes) -> tuple[str, list[Reject]]:
             rejects.append(Reject(key, line_no, None, f"not CSV: {exc}", None))
             continue
         row = dict(zip(CSV_HEADER, values, strict=False))  # a row of the wrong length is rejected below
-        problem = (f"{len(values)} fields, expected {len(CSV_HEADER)}" if len(values) != len(CSV_HEADER)
-                   else csv_row_problem(row))
+        problem = (
+            f"{len(values)} fields, expected {len(CSV_HEADER)}"
+            if len(values) != len(CSV_HEADER)
+            else csv_row_problem(row)
+        )
         if problem:
-            rejects.append(Reject(key, line_no, _safe(row.get("event_id") or "", 256) or None, problem,
-                                  json.dumps(values, ensure_ascii=True)))
+            rejects.append(
+                Reject(
+                    key,
+                    line_no,
+                    _safe(row.get("event_id") or "", 256) or None,
+                    problem,
+                    json.dumps(values, ensure_ascii=True),
+                )
+            )
         else:
             writer.writerow(values)
     return out.getvalue(), rejects

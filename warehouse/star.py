@@ -14,6 +14,7 @@ Everything here is written for Postgres 15 *and* Redshift:
 String comparisons (tie-breaks) are byte order: the embedded cluster is initialised with locale C,
 which is also how Redshift compares.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ class Cursor(Protocol):
 
 
 FACT = 'dw."fact_sales_line"'
-STAGE_FACT = "stage_fact"          # the file's events, deduplicated by event_id, with derived columns
+STAGE_FACT = "stage_fact"  # the file's events, deduplicated by event_id, with derived columns
 TOUCHED_KEYS = "stage_touched_keys"  # (invoice_no, stock_code, invoice_ts) whose duplicate flags may change
 SEEN_INVOICES = "stage_seen_invoices"  # the staged invoices the warehouse already has lines of
 REPEATED_EVENTS = "stage_repeated_events"  # event ids the raw stage holds more than once
@@ -60,8 +61,16 @@ DERIVED_COLUMN_TYPES: dict[str, str] = {
     "is_duplicate_row": "boolean DEFAULT FALSE",
 }
 # The eight fields of a source row: equal on all eight = a repeated source row.
-ROW_FIELDS = ["invoice_no", "stock_code", "description", "quantity", "invoice_ts", "unit_price",
-              "customer_id", "country"]
+ROW_FIELDS = [
+    "invoice_no",
+    "stock_code",
+    "description",
+    "quantity",
+    "invoice_ts",
+    "unit_price",
+    "customer_id",
+    "country",
+]
 # The coarser key the duplicate flags are refreshed by (the fact table's row-group index on Postgres,
 # its sort key on Redshift): rows equal on all eight fields are equal on these three.
 ROW_GROUP_KEY = ["invoice_no", "stock_code", "invoice_ts"]
@@ -105,7 +114,7 @@ def _merge(cur: Cursor, target: str, target_name: str, source: str, key: str, co
     cur.execute(f"""
         MERGE INTO {target} USING {source} AS s ON {target_name}."{key}" = s."{key}"
         WHEN MATCHED THEN UPDATE SET {updates}
-        WHEN NOT MATCHED THEN INSERT ({_q(columns)}) VALUES ({_q(columns, 's.')})""")
+        WHEN NOT MATCHED THEN INSERT ({_q(columns)}) VALUES ({_q(columns, "s.")})""")
     return cur.rowcount
 
 
@@ -125,9 +134,13 @@ def stage_facts(cur: Cursor, raw_stage: str, files_table: str) -> None:
     the largest statement of the load after the fact INSERT (docs/performance.md)."""
     derived = ", ".join(f'{expr} AS "{name}"' for name, expr in DERIVED_COLUMNS.items())
     stored = ", ".join(f't."{c}" AS "stored_{c}"' for c in ROW_GROUP_KEY)
-    _temp_table(cur, REPEATED_EVENTS, f"""
+    _temp_table(
+        cur,
+        REPEATED_EVENTS,
+        f"""
         SELECT "event_id", MIN("file_no") AS "first_file_no"
-        FROM {raw_stage} GROUP BY "event_id" HAVING COUNT(*) > 1""")
+        FROM {raw_stage} GROUP BY "event_id" HAVING COUNT(*) > 1""",
+    )
     cur.execute(f"ANALYZE {REPEATED_EVENTS}")
     # "first_file_no": the first file of the group that has the event (it is counted new there).
     one_row_per_event = f"""
@@ -139,13 +152,17 @@ def stage_facts(cur: Cursor, raw_stage: str, files_table: str) -> None:
                      ROW_NUMBER() OVER (PARTITION BY d."event_id" ORDER BY d."file_no" DESC) AS "rn"
               FROM {raw_stage} AS d JOIN {REPEATED_EVENTS} AS r ON r."event_id" = d."event_id") AS ranked
         WHERE "rn" = 1"""
-    _temp_table(cur, STAGE_FACT, f"""
+    _temp_table(
+        cur,
+        STAGE_FACT,
+        f"""
         SELECT s.*, (t."event_id" IS NULL) AS "is_new", {stored}
         FROM (SELECT {_q(SOURCE_COLUMNS, "d.")}, CAST(f."file_key" AS VARCHAR(512)) AS "source_file", {derived},
                      d."first_file_no"
               FROM ({one_row_per_event}) AS d
               JOIN {files_table} AS f ON f."file_no" = d."file_no") AS s
-        LEFT JOIN {FACT} AS t ON t."event_id" = s."event_id\"""")
+        LEFT JOIN {FACT} AS t ON t."event_id" = s."event_id\"""",
+    )
     touched_keys(cur)
 
 
@@ -169,11 +186,18 @@ def touched_keys(cur: Cursor) -> None:
     table, sorted: a cost per group that grew with the warehouse (0.2 s of a 50,000-line group at
     140,000 rows, sorting all of them)."""
     key = _q(ROW_GROUP_KEY)
-    _temp_table(cur, SEEN_INVOICES, f"""
+    _temp_table(
+        cur,
+        SEEN_INVOICES,
+        f"""
         SELECT "invoice_no" FROM (SELECT DISTINCT "invoice_no" FROM {STAGE_FACT}) AS i
-        WHERE EXISTS (SELECT 1 FROM {FACT} AS t WHERE t."invoice_no" = i."invoice_no")""")
+        WHERE EXISTS (SELECT 1 FROM {FACT} AS t WHERE t."invoice_no" = i."invoice_no")""",
+    )
     cur.execute(f"ANALYZE {SEEN_INVOICES}")
-    _temp_table(cur, TOUCHED_KEYS, f"""
+    _temp_table(
+        cur,
+        TOUCHED_KEYS,
+        f"""
         SELECT {key} FROM {STAGE_FACT} GROUP BY {key} HAVING COUNT(*) > 1
         UNION
         SELECT {_q(ROW_GROUP_KEY, "s.")} FROM {STAGE_FACT} AS s
@@ -182,7 +206,8 @@ def touched_keys(cur: Cursor) -> None:
         UNION
         SELECT {key} FROM {STAGE_FACT} WHERE NOT "is_new"
         UNION
-        SELECT {_q(["stored_" + c for c in ROW_GROUP_KEY])} FROM {STAGE_FACT} WHERE NOT "is_new\"""")
+        SELECT {_q(["stored_" + c for c in ROW_GROUP_KEY])} FROM {STAGE_FACT} WHERE NOT "is_new\"""",
+    )
 
 
 FACT_WRITE_COLUMNS = SOURCE_COLUMNS + ["source_file"] + list(DERIVED_COLUMNS)
@@ -215,11 +240,15 @@ def refresh_duplicate_flags(cur: Cursor) -> int:
     fields, so which one stays unflagged changes no number, and ordering by event_id makes the
     choice a function of the set of events, not of the order files arrive in. Returns rows changed."""
     partition = _q(ROW_FIELDS, "f.")
-    _temp_table(cur, "stage_duplicate_flags", f"""
+    _temp_table(
+        cur,
+        "stage_duplicate_flags",
+        f"""
         SELECT f."event_id",
                (ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY f."event_id") > 1) AS "is_duplicate_row"
         FROM {FACT} AS f
-        JOIN {TOUCHED_KEYS} AS k ON {_same(ROW_GROUP_KEY, "f", "k")}""")
+        JOIN {TOUCHED_KEYS} AS k ON {_same(ROW_GROUP_KEY, "f", "k")}""",
+    )
     cur.execute(f"""
         UPDATE {FACT} SET "is_duplicate_row" = d."is_duplicate_row"
         FROM stage_duplicate_flags AS d
@@ -236,7 +265,10 @@ def upsert_dimensions(cur: Cursor, source: str = STAGE_FACT) -> dict[str, int]:
     changed = {}
 
     # Dates: attributes are a function of the day; only days not yet present.
-    _temp_table(cur, "stage_dim_date", f"""
+    _temp_table(
+        cur,
+        "stage_dim_date",
+        f"""
         SELECT "date_key", "calendar_date",
                CAST(EXTRACT(YEAR FROM "calendar_date") AS SMALLINT) AS "year",
                CAST(EXTRACT(QUARTER FROM "calendar_date") AS SMALLINT) AS "quarter",
@@ -247,25 +279,55 @@ def upsert_dimensions(cur: Cursor, source: str = STAGE_FACT) -> dict[str, int]:
                CAST(TO_CHAR("calendar_date", 'Dy') AS VARCHAR(3)) AS "day_name",
                (EXTRACT(DOW FROM "calendar_date") IN (0, 6)) AS "is_weekend"
         FROM (SELECT DISTINCT "date_key", CAST("invoice_ts" AS DATE) AS "calendar_date" FROM {source}) AS s
-        WHERE NOT EXISTS (SELECT 1 FROM dw."dim_date" AS d WHERE d."date_key" = s."date_key")""")
-    changed["dim_date"] = _merge(cur, 'dw."dim_date"', '"dim_date"', "stage_dim_date", "date_key",
-                                 ["date_key", "calendar_date", "year", "quarter", "month", "month_label",
-                                  "day_of_month", "day_of_week", "day_name", "is_weekend"])
+        WHERE NOT EXISTS (SELECT 1 FROM dw."dim_date" AS d WHERE d."date_key" = s."date_key")""",
+    )
+    changed["dim_date"] = _merge(
+        cur,
+        'dw."dim_date"',
+        '"dim_date"',
+        "stage_dim_date",
+        "date_key",
+        [
+            "date_key",
+            "calendar_date",
+            "year",
+            "quarter",
+            "month",
+            "month_label",
+            "day_of_month",
+            "day_of_week",
+            "day_name",
+            "is_weekend",
+        ],
+    )
 
     # Countries: attributes are a function of the name; only names not yet present.
     not_a_country = ", ".join(f"'{c}'" for c in NOT_A_COUNTRY)
-    _temp_table(cur, "stage_dim_country", f"""
+    _temp_table(
+        cur,
+        "stage_dim_country",
+        f"""
         SELECT "country", CAST({COUNTRY_NAME_SQL} AS VARCHAR(64)) AS "country_name",
                ("country" NOT IN ({not_a_country})) AS "is_specific"
         FROM (SELECT DISTINCT "country" FROM {source}) AS s
-        WHERE NOT EXISTS (SELECT 1 FROM dw."dim_country" AS d WHERE d."country" = s."country")""")
-    changed["dim_country"] = _merge(cur, 'dw."dim_country"', '"dim_country"', "stage_dim_country", "country",
-                                    ["country", "country_name", "is_specific"])
+        WHERE NOT EXISTS (SELECT 1 FROM dw."dim_country" AS d WHERE d."country" = s."country")""",
+    )
+    changed["dim_country"] = _merge(
+        cur,
+        'dw."dim_country"',
+        '"dim_country"',
+        "stage_dim_country",
+        "country",
+        ["country", "country_name", "is_specific"],
+    )
 
     # Customers: country from the latest line (ties: greater name); first/last invoice time.
     # Window functions over one row per (customer, country), not per line: a group's ~55,000 lines
     # are ~2,000 such rows, so the sort is that much smaller and the result the same.
-    _temp_table(cur, "stage_customer_candidates", f"""
+    _temp_table(
+        cur,
+        "stage_customer_candidates",
+        f"""
         SELECT "customer_id", "country", "first_invoice_ts", "last_invoice_ts"
         FROM (SELECT "customer_id", "country",
                      MIN("min_ts") OVER (PARTITION BY "customer_id") AS "first_invoice_ts",
@@ -275,10 +337,16 @@ def upsert_dimensions(cur: Cursor, source: str = STAGE_FACT) -> dict[str, int]:
               FROM (SELECT "customer_id", "country", MIN("invoice_ts") AS "min_ts", MAX("invoice_ts") AS "max_ts"
                     FROM {source} WHERE "customer_id" IS NOT NULL
                     GROUP BY "customer_id", "country") AS g) AS c
-        WHERE "rn" = 1""")
-    newer_country = ('(d."customer_id" IS NULL OR c."last_invoice_ts" > d."last_invoice_ts" '
-                     'OR (c."last_invoice_ts" = d."last_invoice_ts" AND c."country" > d."country"))')
-    _temp_table(cur, "stage_dim_customer", f"""
+        WHERE "rn" = 1""",
+    )
+    newer_country = (
+        '(d."customer_id" IS NULL OR c."last_invoice_ts" > d."last_invoice_ts" '
+        'OR (c."last_invoice_ts" = d."last_invoice_ts" AND c."country" > d."country"))'
+    )
+    _temp_table(
+        cur,
+        "stage_dim_customer",
+        f"""
         SELECT c."customer_id",
                CASE WHEN {newer_country} THEN c."country" ELSE d."country" END AS "country",
                CASE WHEN d."customer_id" IS NULL OR c."first_invoice_ts" < d."first_invoice_ts"
@@ -287,15 +355,25 @@ def upsert_dimensions(cur: Cursor, source: str = STAGE_FACT) -> dict[str, int]:
                     THEN c."last_invoice_ts" ELSE d."last_invoice_ts" END AS "last_invoice_ts"
         FROM stage_customer_candidates AS c
         LEFT JOIN dw."dim_customer" AS d ON d."customer_id" = c."customer_id"
-        WHERE {newer_country} OR c."first_invoice_ts" < d."first_invoice_ts\"""")
-    changed["dim_customer"] = _merge(cur, 'dw."dim_customer"', '"dim_customer"', "stage_dim_customer",
-                                     "customer_id", ["customer_id", "country", "first_invoice_ts", "last_invoice_ts"])
+        WHERE {newer_country} OR c."first_invoice_ts" < d."first_invoice_ts\"""",
+    )
+    changed["dim_customer"] = _merge(
+        cur,
+        'dw."dim_customer"',
+        '"dim_customer"',
+        "stage_dim_customer",
+        "customer_id",
+        ["customer_id", "country", "first_invoice_ts", "last_invoice_ts"],
+    )
 
     # Products: the best description by (rank, time, text), first/last time seen, the code's type.
     # As for customers: one row per (product, description, rank) before the window functions; the
     # best of a (rank, description) is its latest line, so comparing groups by (rank, latest time,
     # text) picks the same line as comparing lines.
-    _temp_table(cur, "stage_product_candidates", f"""
+    _temp_table(
+        cur,
+        "stage_product_candidates",
+        f"""
         SELECT "product_code", "description", "description_rank", "description_ts",
                "first_seen_ts", "last_seen_ts"
         FROM (SELECT "product_code", "description", "description_rank", "max_ts" AS "description_ts",
@@ -313,13 +391,18 @@ def upsert_dimensions(cur: Cursor, source: str = STAGE_FACT) -> dict[str, int]:
                                            WHEN "unit_price" > 0 THEN 2 ELSE 1 END AS SMALLINT) AS "description_rank"
                           FROM {source}) AS t
                     GROUP BY "product_code", "description", "description_rank") AS g) AS c
-        WHERE "rn" = 1""")
+        WHERE "rn" = 1""",
+    )
     better_description = (
         '(d."product_code" IS NULL OR c."description_rank" > d."description_rank" '
         'OR (c."description_rank" = d."description_rank" AND (c."description_ts" > d."description_ts" '
         'OR (c."description_ts" = d."description_ts" '
-        "AND COALESCE(c.\"description\", '') > COALESCE(d.\"description\", '')))))")
-    _temp_table(cur, "stage_dim_product", f"""
+        "AND COALESCE(c.\"description\", '') > COALESCE(d.\"description\", '')))))"
+    )
+    _temp_table(
+        cur,
+        "stage_dim_product",
+        f"""
         SELECT c."product_code",
                CASE WHEN {better_description} THEN c."description" ELSE d."description" END AS "description",
                CASE WHEN {better_description} THEN c."description_rank" ELSE d."description_rank" END
@@ -336,15 +419,30 @@ def upsert_dimensions(cur: Cursor, source: str = STAGE_FACT) -> dict[str, int]:
         FROM stage_product_candidates AS c
         LEFT JOIN dw."dim_product" AS d ON d."product_code" = c."product_code"
         WHERE {better_description} OR c."first_seen_ts" < d."first_seen_ts"
-           OR c."last_seen_ts" > d."last_seen_ts\"""")
-    changed["dim_product"] = _merge(cur, 'dw."dim_product"', '"dim_product"', "stage_dim_product", "product_code",
-                                    ["product_code", "description", "description_rank", "description_ts",
-                                     "product_type", "is_product", "first_seen_ts", "last_seen_ts"])
+           OR c."last_seen_ts" > d."last_seen_ts\"""",
+    )
+    changed["dim_product"] = _merge(
+        cur,
+        'dw."dim_product"',
+        '"dim_product"',
+        "stage_dim_product",
+        "product_code",
+        [
+            "product_code",
+            "description",
+            "description_rank",
+            "description_ts",
+            "product_type",
+            "is_product",
+            "first_seen_ts",
+            "last_seen_ts",
+        ],
+    )
     return changed
 
 
 def rebuild_from_facts(cur: Cursor) -> None:
     """Duplicate flags and dimensions from every fact in the table (after adding the star columns)."""
-    _temp_table(cur, TOUCHED_KEYS, f'SELECT DISTINCT {_q(ROW_GROUP_KEY)} FROM {FACT}')
+    _temp_table(cur, TOUCHED_KEYS, f"SELECT DISTINCT {_q(ROW_GROUP_KEY)} FROM {FACT}")
     refresh_duplicate_flags(cur)
     upsert_dimensions(cur, source=FACT)

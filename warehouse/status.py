@@ -1,4 +1,5 @@
 """Counts in every store, and waiting for the stream consumer to catch up."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,9 @@ def count_items(dynamodb: aws.Client, table: str) -> int:
 def stream_records(kinesis: aws.Client, stream: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every record retained on the stream, shard by shard, from TRIM_HORIZON to the tip."""
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         while iterator:
             page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
             for record in page["Records"]:
@@ -32,13 +34,16 @@ def stream_records(kinesis: aws.Client, stream: str) -> Iterator[tuple[str, dict
             iterator = page.get("NextShardIterator")
 
 
-def shard_positions(kinesis: aws.Client, stream: str,
-                    consumed: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+def shard_positions(
+    kinesis: aws.Client, stream: str, consumed: dict[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per shard: records retained, the last sequence number, and how many records the consumer
     has not finished yet (`behind`, when `consumed` gives the consumer's position). On AWS the
     mapping's IteratorAge metric says the same in milliseconds; the emulator has no such metric."""
-    shards: dict[str, dict[str, Any]] = {shard["ShardId"]: {"records": 0, "last_sequence": None, "behind": 0}
-              for shard in kinesis.list_shards(StreamName=stream)["Shards"]}
+    shards: dict[str, dict[str, Any]] = {
+        shard["ShardId"]: {"records": 0, "last_sequence": None, "behind": 0}
+        for shard in kinesis.list_shards(StreamName=stream)["Shards"]
+    }
     for shard_id, record in stream_records(kinesis, stream):
         info = shards[shard_id]
         info["records"] += 1
@@ -82,12 +87,15 @@ def consumed_up_to(cfg: config.Stack | None = None, s3: aws.Client | None = None
     r = config.resources()
     s3 = s3 or aws.client("s3", cfg)
     high: dict[str, int] = {}
-    sources = [(r.raw_bucket, r.raw_prefix), (r.raw_bucket, r.processed_prefix),
-               (r.dead_letter_bucket, r.dead_letter_prefix)]
+    sources = [
+        (r.raw_bucket, r.raw_prefix),
+        (r.raw_bucket, r.processed_prefix),
+        (r.dead_letter_bucket, r.dead_letter_prefix),
+    ]
     for bucket, prefix in sources:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                parts = obj["Key"][len(prefix):].split("/")
+                parts = obj["Key"][len(prefix) :].split("/")
                 if len(parts) != 2:
                     continue
                 seq = _last_sequence(obj["Key"])
@@ -96,8 +104,9 @@ def consumed_up_to(cfg: config.Stack | None = None, s3: aws.Client | None = None
     return high
 
 
-def wait_for_drain(high_water: dict[str, str], cfg: config.Stack | None = None, timeout: float = 600,
-                   poll: float = 0.5) -> bool:
+def wait_for_drain(
+    high_water: dict[str, str], cfg: config.Stack | None = None, timeout: float = 600, poll: float = 0.5
+) -> bool:
     """Wait until the consumer has processed every shard up to `high_water`. False on timeout."""
     targets = {shard: int(seq) for shard, seq in high_water.items()}
     deadline = time.monotonic() + timeout
@@ -117,25 +126,50 @@ def warehouse_counts(api: DataApi | None = None) -> dict[str, Any]:
     schema.ensure_schema(api)
     rows = api.statement(
         f"SELECT (SELECT count(*) FROM {tables.FACT_TABLE}), (SELECT count(*) FROM {tables.MANIFEST_TABLE}), "
-        f"(SELECT count(*) FROM {tables.REJECTS_TABLE})").rows[0]
-    last = api.statement('SELECT "run_id", "outcome", "finished_at", "files_loaded", "rows_inserted", "message" '
-                         'FROM dw.etl_run ORDER BY "started_at" DESC LIMIT 1').rows
+        f"(SELECT count(*) FROM {tables.REJECTS_TABLE})"
+    ).rows[0]
+    last = api.statement(
+        'SELECT "run_id", "outcome", "finished_at", "files_loaded", "rows_inserted", "message" '
+        'FROM dw.etl_run ORDER BY "started_at" DESC LIMIT 1'
+    ).rows
     run = last[0] if last else None
-    return {"warehouse_rows": rows[0], "files_loaded": rows[1], "warehouse_rejects": rows[2],
-            "last_etl_run": None if run is None else {
-                "run_id": run[0], "outcome": run[1], "finished_at": run[2].isoformat() if run[2] else None,
-                "files_loaded": run[3], "rows_inserted": run[4], "message": run[5]}}
+    return {
+        "warehouse_rows": rows[0],
+        "files_loaded": rows[1],
+        "warehouse_rejects": rows[2],
+        "last_etl_run": None
+        if run is None
+        else {
+            "run_id": run[0],
+            "outcome": run[1],
+            "finished_at": run[2].isoformat() if run[2] else None,
+            "files_loaded": run[3],
+            "rows_inserted": run[4],
+            "message": run[5],
+        },
+    }
 
 
 def load_rejects(limit: int | None = None, api: DataApi | None = None) -> list[dict[str, Any]]:
     """Rows the load set aside (dw.load_rejects), newest first: where each came from and why."""
     api = api or DataApi()
     schema.ensure_schema(api)
-    rows = api.statement(f'SELECT "file_key", "line_no", "event_id", "reason", "raw_line", "rejected_at" '
-                         f'FROM {tables.REJECTS_TABLE} ORDER BY "rejected_at" DESC, "file_key", "line_no"'
-                         + (f" LIMIT {int(limit)}" if limit else "")).rows
-    return [{"file_key": f, "line_no": n, "event_id": e, "reason": r, "raw_line": raw,
-             "rejected_at": at.isoformat(timespec="seconds")} for f, n, e, r, raw, at in rows]
+    rows = api.statement(
+        f'SELECT "file_key", "line_no", "event_id", "reason", "raw_line", "rejected_at" '
+        f'FROM {tables.REJECTS_TABLE} ORDER BY "rejected_at" DESC, "file_key", "line_no"'
+        + (f" LIMIT {int(limit)}" if limit else "")
+    ).rows
+    return [
+        {
+            "file_key": f,
+            "line_no": n,
+            "event_id": e,
+            "reason": r,
+            "raw_line": raw,
+            "rejected_at": at.isoformat(timespec="seconds"),
+        }
+        for f, n, e, r, raw, at in rows
+    ]
 
 
 # How AWS (and the embedded stack, which checks IAM) words a refusal: who, what, on which resource.
@@ -159,8 +193,13 @@ def permission_denials(cfg: config.Stack | None = None, since_seconds: float = 9
                     match = _DENIAL.search(event.get("message", ""))
                     if match:
                         entry = found.setdefault(function, {"times": 0})
-                        entry.update(times=entry["times"] + 1, principal=match.group(1), action=match.group(2),
-                                     resource=match.group(3), at=event.get("timestamp"))
+                        entry.update(
+                            times=entry["times"] + 1,
+                            principal=match.group(1),
+                            action=match.group(2),
+                            resource=match.group(3),
+                            at=event.get("timestamp"),
+                        )
                 if not page.get("nextToken"):
                     break
                 kwargs["nextToken"] = page["nextToken"]

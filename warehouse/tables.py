@@ -1,5 +1,6 @@
 """The warehouse's table names and SQL files: what every dialect and every tool shares, with no
 driver (the job's zip carries this module; the Postgres connection is in warehouse/db.py)."""
+
 from __future__ import annotations
 
 from importlib import resources as importlib_resources

@@ -4,6 +4,7 @@ Properties: never a 5xx; every error is JSON with an `error`; nothing is written
 request (the stream and the tables hold exactly the events of the accepted ones); a customer
 credential never returns another customer's data.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,23 +22,42 @@ from warehouse.status import wait_for_drain
 
 pytestmark = pytest.mark.stack
 
-FUZZ = settings(max_examples=150, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**15, 10**15),
-                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                            st.dictionaries(st.text(max_size=12), inner, max_size=4)),
-                           max_leaves=12)
-GOOD = {"InvoiceNo": "536365", "StockCode": "85123A", "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-        "Quantity": 6, "InvoiceDate": "12/1/2010 8:26", "UnitPrice": 2.55, "CustomerID": 17850.0,
-        "Country": "United Kingdom"}
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**15), 10**15),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=12,
+)
+GOOD = {
+    "InvoiceNo": "536365",
+    "StockCode": "85123A",
+    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+    "Quantity": 6,
+    "InvoiceDate": "12/1/2010 8:26",
+    "UnitPrice": 2.55,
+    "CustomerID": 17850.0,
+    "Country": "United Kingdom",
+}
 # Event-shaped objects with some fields replaced or dropped: close enough to pass some checks.
 event_like = st.builds(
     lambda replaced, dropped: {k: v for k, v in {**GOOD, **replaced}.items() if k not in dropped},
     st.dictionaries(st.sampled_from(sorted(GOOD)), scalars, max_size=3),
-    st.sets(st.sampled_from(sorted(GOOD)), max_size=2))
+    st.sets(st.sampled_from(sorted(GOOD)), max_size=2),
+)
 bodies = st.one_of(
     st.binary(max_size=300).map(lambda b: ("raw", b)),
     json_values.map(lambda v: ("json", v)),
@@ -61,8 +81,12 @@ def test_random_posts_never_5xx_and_rejected_write_nothing(stack_env, clean_stor
     high_water: dict[str, str] = {}
 
     @FUZZ
-    @given(body=bodies, key=st.sampled_from(["valid", "missing", "wrong"]), headers=extra_headers,
-           content_type=st.sampled_from([None, "application/json", "text/plain", "application/x-www-form-urlencoded"]))
+    @given(
+        body=bodies,
+        key=st.sampled_from(["valid", "missing", "wrong"]),
+        headers=extra_headers,
+        content_type=st.sampled_from([None, "application/json", "text/plain", "application/x-www-form-urlencoded"]),
+    )
     def post(body, key, headers, content_type):
         kind, value = body
         h = dict(headers)
@@ -97,9 +121,11 @@ def test_random_posts_never_5xx_and_rejected_write_nothing(stack_env, clean_stor
 
 def test_random_reads_never_5xx_and_never_leak(stack_env, clean_stores):
     # Two customers with one invoice each, and a guest invoice.
-    seed = [dict(GOOD, InvoiceNo="F111", CustomerID=111, event_id="fuzz-111"),
-            dict(GOOD, InvoiceNo="F222", CustomerID=222, event_id="fuzz-222"),
-            dict(GOOD, InvoiceNo="F000", CustomerID=None, event_id="fuzz-000")]
+    seed = [
+        dict(GOOD, InvoiceNo="F111", CustomerID=111, event_id="fuzz-111"),
+        dict(GOOD, InvoiceNo="F222", CustomerID=222, event_id="fuzz-222"),
+        dict(GOOD, InvoiceNo="F000", CustomerID=None, event_id="fuzz-000"),
+    ]
     r = requests.post(
         stack_env["api_url"] + "/events", json=seed, headers={"x-api-key": stack_env["api_key"]}, timeout=60
     )
@@ -107,16 +133,25 @@ def test_random_reads_never_5xx_and_never_leak(stack_env, clean_stores):
     assert wait_for_drain(r.json()["shards"], stack_env["cfg"], timeout=60)
     owner = {"F111": 111, "F222": 222, "111": 111, "222": 222}
     operator_key = config.auth().operator_key
-    ids = st.one_of(st.sampled_from(["F111", "F222", "F000", "111", "222", "0", "..", "%2e%2e"]),
-                    st.text(min_size=1, max_size=40))
-    credentials = st.one_of(st.none(), header_values.map(lambda t: ("raw", t)),
-                            st.sampled_from([111, 222, 333]).map(lambda c: ("customer", c)),
-                            st.just(("operator", None)))
+    ids = st.one_of(
+        st.sampled_from(["F111", "F222", "F000", "111", "222", "0", "..", "%2e%2e"]), st.text(min_size=1, max_size=40)
+    )
+    credentials = st.one_of(
+        st.none(),
+        header_values.map(lambda t: ("raw", t)),
+        st.sampled_from([111, 222, 333]).map(lambda c: ("customer", c)),
+        st.just(("operator", None)),
+    )
 
     @FUZZ
-    @given(route=st.sampled_from(["list", "invoice"]), ident=ids, credential=credentials,
-           limit=st.one_of(st.none(), printable, st.integers(-5, 200).map(str)),
-           next_token=st.one_of(st.none(), printable), headers=extra_headers)
+    @given(
+        route=st.sampled_from(["list", "invoice"]),
+        ident=ids,
+        credential=credentials,
+        limit=st.one_of(st.none(), printable, st.integers(-5, 200).map(str)),
+        next_token=st.one_of(st.none(), printable),
+        headers=extra_headers,
+    )
     def read(route, ident, credential, limit, next_token, headers):
         segment = urllib.parse.quote(ident, safe="")
         path = f"/customers/{segment}/invoices" if route == "list" else f"/invoices/{segment}"

@@ -2,6 +2,7 @@
 the API has answered 200 for every event and before the trigger is done with them, run `ecom up`'s
 start, and every event reaches DynamoDB, S3 and the warehouse exactly once, with no replay; the
 deployment (API id, URL, key, functions, mapping) is the one from before."""
+
 from __future__ import annotations
 
 import itertools
@@ -43,11 +44,15 @@ def test_a_sigkilled_emulator_loses_no_acknowledged_event(stack_env, clean_store
     api = find_api(cfg)
     rows = read_rows(FULL)
     with open_ledger(cfg, FULL) as ledger:
-        before = replay(itertools.islice(rows, BEFORE_CRASH), Sender(stack_env["api_url"], stack_env["api_key"]),
-                        ledger=ledger, concurrency=4)
-    assert before.accepted == BEFORE_CRASH          # every event answered 200 ...
+        before = replay(
+            itertools.islice(rows, BEFORE_CRASH),
+            Sender(stack_env["api_url"], stack_env["api_key"]),
+            ledger=ledger,
+            concurrency=4,
+        )
+    assert before.accepted == BEFORE_CRASH  # every event answered 200 ...
 
-    _kill_emulator(cfg)                             # ... and the emulator killed before a graceful save
+    _kill_emulator(cfg)  # ... and the emulator killed before a graceful save
     clock = time.perf_counter()
     assert stack.up(cfg)
     restarted = time.perf_counter() - clock
@@ -61,8 +66,12 @@ def test_a_sigkilled_emulator_loses_no_acknowledged_event(stack_env, clean_store
     # The same deployment: the URL and key every producer was given still work.
     assert find_api(cfg) == api
     with open_ledger(cfg, FULL) as ledger:
-        after = replay(itertools.islice(rows, AFTER_CRASH), Sender(stack_env["api_url"], stack_env["api_key"]),
-                       ledger=ledger, concurrency=2)
+        after = replay(
+            itertools.islice(rows, AFTER_CRASH),
+            Sender(stack_env["api_url"], stack_env["api_key"]),
+            ledger=ledger,
+            concurrency=2,
+        )
     assert after.accepted == AFTER_CRASH
     assert wait_for_drain({**before.high_water, **after.high_water}, cfg, timeout=300)
     recovered = time.perf_counter() - clock
@@ -75,9 +84,11 @@ def test_a_sigkilled_emulator_loses_no_acknowledged_event(stack_env, clean_store
     for stage in ("dynamodb", "warehouse"):
         assert summary["stages"][stage]["distinct_events"] == BEFORE_CRASH + AFTER_CRASH
         assert summary["stages"][stage]["rows"] == BEFORE_CRASH + AFTER_CRASH, stage
-    print(f"crash recovery: {BEFORE_CRASH} acknowledged before the kill, {recovery['records']} stream records back "
-          f"in {recovery['seconds']} s, emulator restarted in {restarted:.1f} s, stores caught up "
-          f"{recovered:.1f} s after the restart began")
+    print(
+        f"crash recovery: {BEFORE_CRASH} acknowledged before the kill, {recovery['records']} stream records back "
+        f"in {recovery['seconds']} s, emulator restarted in {restarted:.1f} s, stores caught up "
+        f"{recovered:.1f} s after the restart began"
+    )
 
 
 def test_a_checkpoint_is_refused_with_a_reason_when_asked_wrongly(stack_env):
@@ -95,14 +106,19 @@ def test_a_sigkill_in_the_middle_of_a_replay_loses_nothing_acknowledged(stack_en
     def run_replay():
         try:
             with open_ledger(cfg, FULL) as ledger:
-                outcome["result"] = replay(read_rows(FULL, 20000), Sender(stack_env["api_url"], stack_env["api_key"]),
-                                           ledger=ledger, concurrency=4, batch_size=250)
+                outcome["result"] = replay(
+                    read_rows(FULL, 20000),
+                    Sender(stack_env["api_url"], stack_env["api_key"]),
+                    ledger=ledger,
+                    concurrency=4,
+                    batch_size=250,
+                )
         except BaseException as exc:  # surfaced below
             outcome["error"] = exc
 
     thread = threading.Thread(target=run_replay)
     thread.start()
-    time.sleep(1.5)                      # mid-replay
+    time.sleep(1.5)  # mid-replay
     _kill_emulator(cfg)
     assert stack.up(cfg)
     thread.join(timeout=600)

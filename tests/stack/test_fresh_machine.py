@@ -4,6 +4,7 @@ The same commands as `make demo` (up, replay the sample, ETL, status), with ECOM
 so the system's PostgreSQL 15 is not used even where it is installed (as on CI), in a stack of its
 own (temp data dir, free ports) beside the session's.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,20 @@ def test_demo_flow_on_the_wheels_postgres(tmp_path):
     # Outside pytest's 0700 tmp tree: the cluster runs as the service user when we are root.
     data_dir = Path(tempfile.mkdtemp(prefix="ecom-wheel-"))
     os.chmod(data_dir, 0o755)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ECOM_", "AWS_ENDPOINT_URL", "WAREHOUSE_DSN"))}
-    env.update({"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(stack.free_port()),
-                "ECOM_PG_PORT": str(stack.free_port()), "ECOM_PG_BINARIES": "wheel"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "AWS_ENDPOINT_URL", "WAREHOUSE_DSN"))}
+    env.update(
+        {
+            "ECOM_DATA_DIR": str(data_dir),
+            "ECOM_AWS_PORT": str(stack.free_port()),
+            "ECOM_PG_PORT": str(stack.free_port()),
+            "ECOM_PG_BINARIES": "wheel",
+        }
+    )
 
     def ecom(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        out = subprocess.run([sys.executable, "-m", "ecom", *args], env=env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=timeout)
+        out = subprocess.run(
+            [sys.executable, "-m", "ecom", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
         assert out.returncode == 0, f"ecom {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
         return out
 

@@ -6,6 +6,7 @@ properties prove it on generated events (tests/unit/test_hostile_input.py); thes
 attack class to the running embedded stack and assert the status a client gets, where a
 quarantined record lands, and that the events behind it still arrive.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,13 @@ from warehouse.status import load_rejects, wait_for_drain
 
 def _post(stack_env, body, **kwargs) -> requests.Response:
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return requests.post(stack_env["api_url"] + "/events", data=data, timeout=60,
-                         headers={"x-api-key": stack_env["api_key"], **kwargs.pop("headers", {})}, **kwargs)
+    return requests.post(
+        stack_env["api_url"] + "/events",
+        data=data,
+        timeout=60,
+        headers={"x-api-key": stack_env["api_key"], **kwargs.pop("headers", {})},
+        **kwargs,
+    )
 
 
 def _put(kinesis, records: list[dict]) -> dict[str, str]:
@@ -79,8 +85,10 @@ def test_poison_gets_400_at_the_api_and_is_quarantined_on_the_stream(stack_env, 
     records = []
     for i, (event, _field) in enumerate(POISON_AT_THE_API.values()):
         data = json.dumps(dict(event, event_id=f"poison-{i}"), ensure_ascii=True).encode()
-        records += [{"Data": json.dumps(good[i]).encode(), "PartitionKey": "536365"},
-                    {"Data": data, "PartitionKey": "536365"}]
+        records += [
+            {"Data": json.dumps(good[i]).encode(), "PartitionKey": "536365"},
+            {"Data": data, "PartitionKey": "536365"},
+        ]
     records.append({"Data": json.dumps(good[7]).encode(), "PartitionKey": "536365"})
     assert wait_for_drain(_put(kinesis, records), stack_env["cfg"], timeout=120)
     c = counts(stack_env["cfg"])
@@ -114,23 +122,59 @@ def test_rows_the_warehouse_refuses_are_set_aside_and_the_rest_loads(stack_env, 
         return out.getvalue().encode("utf-8")
 
     def as_row(e):
-        return [e["event_id"], e["InvoiceNo"], e["StockCode"], e["Description"], str(e["Quantity"]),
-                e["InvoiceDate"], str(e["UnitPrice"]), str(e["CustomerID"]), e["Country"]]
+        return [
+            e["event_id"],
+            e["InvoiceNo"],
+            e["StockCode"],
+            e["Description"],
+            str(e["Quantity"]),
+            e["InvoiceDate"],
+            str(e["UnitPrice"]),
+            str(e["CustomerID"]),
+            e["Country"],
+        ]
 
     bad = {
         "bad-nul": ["bad-nul", "536365", "85123A", "nul\x00byte", "6", "2010-12-01T08:26:00", "2.55", "17850", "UK"],
-        "bad-amount": ["bad-amount", "536365", "85123A", "x", "999999999", "2010-12-01T08:26:00", "999999999",
-                       "17850", "UK"],
+        "bad-amount": [
+            "bad-amount",
+            "536365",
+            "85123A",
+            "x",
+            "999999999",
+            "2010-12-01T08:26:00",
+            "999999999",
+            "17850",
+            "UK",
+        ],
         "bad-date": ["bad-date", "536365", "85123A", "x", "6", "not a date", "2.55", "17850", "UK"],
         "bad-price": ["bad-price", "536365", "85123A", "x", "6", "2010-12-01T08:26:00", "2.5555", "17850", "UK"],
     }
-    s3.put_object(Bucket=r.staging_bucket, Key=f"{r.staging_prefix}other-producer/0001.csv",
-                  Body=csv_body([as_row(good[0]), bad["bad-nul"], as_row(good[1]), bad["bad-amount"],
-                                 bad["bad-date"], as_row(good[2]), bad["bad-price"]]))
-    s3.put_object(Bucket=r.staging_bucket, Key=f"{r.staging_prefix}other-producer/0002.csv",
-                  Body=csv_body([as_row(e) for e in good[3:]]))
-    s3.put_object(Bucket=r.staging_bucket, Key=f"{r.staging_prefix}other-producer/0003.csv",
-                  Body=",".join(header).encode() + b"\n\xff\xfe,not utf-8\n")
+    s3.put_object(
+        Bucket=r.staging_bucket,
+        Key=f"{r.staging_prefix}other-producer/0001.csv",
+        Body=csv_body(
+            [
+                as_row(good[0]),
+                bad["bad-nul"],
+                as_row(good[1]),
+                bad["bad-amount"],
+                bad["bad-date"],
+                as_row(good[2]),
+                bad["bad-price"],
+            ]
+        ),
+    )
+    s3.put_object(
+        Bucket=r.staging_bucket,
+        Key=f"{r.staging_prefix}other-producer/0002.csv",
+        Body=csv_body([as_row(e) for e in good[3:]]),
+    )
+    s3.put_object(
+        Bucket=r.staging_bucket,
+        Key=f"{r.staging_prefix}other-producer/0003.csv",
+        Body=",".join(header).encode() + b"\n\xff\xfe,not utf-8\n",
+    )
 
     run = run_once(stack_env["cfg"])
     assert (run.load.files_loaded, run.load.rows_inserted, run.load.rows_rejected) == (3, 6, 5)
@@ -149,10 +193,18 @@ def test_rows_the_warehouse_refuses_are_set_aside_and_the_rest_loads(stack_env, 
     # Counted, findable, and the next run is not blocked by them.
     assert counts(stack_env["cfg"])["warehouse_rejects"] == 5
     env = {**os.environ, **stack_env["env"]}
-    listing = json.loads(subprocess.run([sys.executable, "-m", "ecom", "dlq", "list", "--json"], env=env,
-                                        capture_output=True, text=True, check=True).stdout)
-    assert sorted(x["key"].rsplit("/", 1)[-1] for x in listing if x["stage"] == "warehouse") == \
-        ["0001.csv#3", "0001.csv#5", "0001.csv#6", "0001.csv#8", "0003.csv#0"]
+    listing = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "ecom", "dlq", "list", "--json"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert sorted(x["key"].rsplit("/", 1)[-1] for x in listing if x["stage"] == "warehouse") == [
+        "0001.csv#3",
+        "0001.csv#5",
+        "0001.csv#6",
+        "0001.csv#8",
+        "0003.csv#0",
+    ]
     again = run_once(stack_env["cfg"])
     assert (again.load.files_loaded, again.load.rows_rejected) == (0, 0)
     # Reconcile: a rejected row is quarantined in the warehouse stage, not missing.
@@ -184,8 +236,9 @@ def test_accepted_events_load_on_the_fast_path(stack_env, clean_stores):
     outcome = load_staged(stack_env["cfg"], [("csv/hypothesis/accepted.csv", data)])
     assert outcome == [("csv/hypothesis/accepted.csv", (rows, rows, 0, 0))]
     # The fast path: the group's COPY took every row; nothing was screened (warehouse/redshift.py).
-    screened = aws.client("s3", stack_env["cfg"]).list_objects_v2(Bucket=config.resources().staging_bucket,
-                                                                   Prefix="_etl/screened/")
+    screened = aws.client("s3", stack_env["cfg"]).list_objects_v2(
+        Bucket=config.resources().staging_bucket, Prefix="_etl/screened/"
+    )
     assert screened.get("KeyCount", 0) == 0
 
 
@@ -194,7 +247,7 @@ def test_a_post_never_changes_a_line_another_post_created(stack_env, clean_store
     owner = dict(GOOD, event_id="owned-line-1", InvoiceNo="590001", CustomerID=12346)
     first = _post(stack_env, owner)
     assert first.status_code == 200
-    again = _post(stack_env, dict(owner, CustomerID=12346.0))             # the same event, repeated
+    again = _post(stack_env, dict(owner, CustomerID=12346.0))  # the same event, repeated
     attack = _post(stack_env, dict(owner, CustomerID=14911, Quantity=1))  # the same id, other content
     assert again.status_code == attack.status_code == 200
     assert again.json()["event_ids"] == first.json()["event_ids"] != attack.json()["event_ids"]
@@ -215,8 +268,10 @@ def test_a_post_never_changes_a_line_another_post_created(stack_env, clean_store
     assert [(i["invoiceNo"], i["lineCount"], i["total"]) for i in listing["invoices"]] == [("590001", 1, 15.3)]
     run_once(stack_env["cfg"])
     with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(f'SELECT "customer_id", "quantity" FROM {db.FACT_TABLE} WHERE "event_id" = %s',
-                    (first.json()["event_ids"][0],))
+        cur.execute(
+            f'SELECT "customer_id", "quantity" FROM {db.FACT_TABLE} WHERE "event_id" = %s',
+            (first.json()["event_ids"][0],),
+        )
         assert cur.fetchall() == [(12346, 6)]
 
 
@@ -237,8 +292,11 @@ def test_hostile_credentials_get_401_never_5xx(stack_env, clean_stores):
     control = requests.get(url, headers={"Authorization": f"Bearer {mint(14911)}"}, timeout=60)
     assert control.status_code == 200
     # An invoice number with a bidi override can never have been stored: 400 (or 404), never 5xx.
-    bidi = requests.get(stack_env["api_url"] + "/invoices/%E2%80%AE536365", timeout=60,
-                        headers={"Authorization": f"Bearer {mint(14911)}"})
+    bidi = requests.get(
+        stack_env["api_url"] + "/invoices/%E2%80%AE536365",
+        timeout=60,
+        headers={"Authorization": f"Bearer {mint(14911)}"},
+    )
     assert bidi.status_code == 400
 
 
@@ -282,8 +340,12 @@ def test_secrets_live_in_secrets_manager_not_in_function_environment(stack_env):
 @pytest.mark.stack
 def test_fuzzed_bodies_and_tokens_never_5xx_and_the_pipeline_keeps_flowing(stack_env, clean_stores):
     auth = config.auth()
-    fuzz = settings(max_examples=120, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    fuzz = settings(
+        max_examples=120,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     accepted: dict[str, str] = {}
 
     @fuzz
@@ -297,20 +359,28 @@ def test_fuzzed_bodies_and_tokens_never_5xx_and_the_pipeline_keeps_flowing(stack
         else:
             assert response.json()["errors"] and "Traceback" not in response.text
 
-    json_blob = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), hostile_text),
-                             lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                     st.dictionaries(hostile_text, inner, max_size=3)),
-                             max_leaves=8)
+    json_blob = st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), hostile_text),
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(hostile_text, inner, max_size=3)),
+        max_leaves=8,
+    )
 
     @fuzz
-    @given(header=st.one_of(json_blob, st.fixed_dictionaries({"alg": json_blob})),
-           claims=st.one_of(json_blob, st.builds(lambda extra: {**token_claims(auth), **extra},
-                                                 st.dictionaries(st.sampled_from(["exp", "iat", "nbf", "sub", "aud",
-                                                                                  "iss", "role"]), json_blob))))
+    @given(
+        header=st.one_of(json_blob, st.fixed_dictionaries({"alg": json_blob})),
+        claims=st.one_of(
+            json_blob,
+            st.builds(
+                lambda extra: {**token_claims(auth), **extra},
+                st.dictionaries(st.sampled_from(["exp", "iat", "nbf", "sub", "aud", "iss", "role"]), json_blob),
+            ),
+        ),
+    )
     def read(header, claims):
         token = signed_token(header, claims, auth)
-        response = requests.get(stack_env["api_url"] + "/customers/14911/invoices", timeout=60,
-                                headers={"Authorization": f"Bearer {token}"})
+        response = requests.get(
+            stack_env["api_url"] + "/customers/14911/invoices", timeout=60, headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.status_code in (200, 400, 401, 403), (response.status_code, response.text[:300])
 
     post()

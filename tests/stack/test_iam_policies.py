@@ -3,6 +3,7 @@ function runs with its execution role's credentials and can do only what the rol
 (bootstrap/policies.py, read live per request) allows. docs/reliability.md, "Permissions checked
 locally", says what is and is not checked.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,18 +84,29 @@ def test_the_trigger_without_its_write_statement_retries_until_it_is_given_back(
         with open_ledger(cfg, SAMPLE_FILE) as ledger:
             result = replay(read_rows(SAMPLE_FILE), Sender(stack_env["api_url"], stack_env["api_key"]), ledger=ledger)
         assert (result.accepted, result.rejected) == (417, [])
-        denial = f"assumed-role/{trigger.role_name}/{trigger.name} is not authorized to perform: " \
-                 f"dynamodb:BatchWriteItem on resource: arn:aws:dynamodb:{cfg.region}:"
+        denial = (
+            f"assumed-role/{trigger.role_name}/{trigger.name} is not authorized to perform: "
+            f"dynamodb:BatchWriteItem on resource: arn:aws:dynamodb:{cfg.region}:"
+        )
         deadline = time.monotonic() + 60
         while denial not in (text := _function_log_text(cfg, trigger.name)) and time.monotonic() < deadline:
             time.sleep(1)
         assert "AccessDeniedException" in text and denial in text, text[-3000:]
-        assert f":table/{r.invoice_table} because no identity-based policy allows the dynamodb:BatchWriteItem action" \
-            in text or f":table/{r.customer_table} because no identity-based policy allows" in text
+        assert (
+            f":table/{r.invoice_table} because no identity-based policy allows the dynamodb:BatchWriteItem action"
+            in text
+            or f":table/{r.customer_table} because no identity-based policy allows" in text
+        )
         # The operator sees it: `ecom status` names the function, the action and the resource.
-        status = json.loads(subprocess.run([sys.executable, "-m", "ecom", "status", "--json", "--no-stream"],
-                                           env={**os.environ, **stack_env["env"]}, capture_output=True, text=True,
-                                           check=True).stdout)
+        status = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "ecom", "status", "--json", "--no-stream"],
+                env={**os.environ, **stack_env["env"]},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         seen = status["permission_denials"][trigger.name]
         assert seen["action"] == "dynamodb:BatchWriteItem" and seen["times"] >= 1
         assert seen["resource"].split(":table/")[1] in (r.invoice_table, r.customer_table)
@@ -108,7 +120,7 @@ def test_the_trigger_without_its_write_statement_retries_until_it_is_given_back(
     assert reconcile(cfg).exact
 
 
-_PROBE = '''
+_PROBE = """
 import boto3
 from botocore.exceptions import ClientError
 
@@ -132,7 +144,7 @@ def handler(event, context):
         except ClientError as exc:
             out[name] = [exc.response["Error"]["Code"], exc.response["Error"].get("Message", "")]
     return out
-'''
+"""
 
 
 @pytest.mark.stack
@@ -146,15 +158,28 @@ def test_a_function_is_denied_what_its_role_does_not_allow(stack_env):
     lam, dynamodb, s3 = aws.client("lambda", cfg), aws.client("dynamodb", cfg), aws.client("s3", cfg)
     role_arn = _iam(cfg).get_role(RoleName=reads.role_name)["Role"]["Arn"]
     other_table, key = "iam-probe-other", f"{r.raw_prefix}iam-probe.txt"
-    dynamodb.create_table(TableName=other_table, BillingMode="PAY_PER_REQUEST",
-                          AttributeDefinitions=[{"AttributeName": "InvoiceNo", "AttributeType": "S"}],
-                          KeySchema=[{"AttributeName": "InvoiceNo", "KeyType": "HASH"}])
+    dynamodb.create_table(
+        TableName=other_table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "InvoiceNo", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "InvoiceNo", "KeyType": "HASH"}],
+    )
     s3.put_object(Bucket=r.raw_bucket, Key=key, Body=b"not for the read API")
-    lam.create_function(FunctionName="iam-probe-reads-role", Runtime="python3.12", Role=role_arn,
-                        Handler="fn.handler", Code={"ZipFile": function_zip({"fn.py": _PROBE})}, Timeout=30)
+    lam.create_function(
+        FunctionName="iam-probe-reads-role",
+        Runtime="python3.12",
+        Role=role_arn,
+        Handler="fn.handler",
+        Code={"ZipFile": function_zip({"fn.py": _PROBE})},
+        Timeout=30,
+    )
     try:
-        answer = lam.invoke(FunctionName="iam-probe-reads-role", Payload=json.dumps(
-            {"invoice_table": r.invoice_table, "other_table": other_table, "bucket": r.raw_bucket, "key": key}))
+        answer = lam.invoke(
+            FunctionName="iam-probe-reads-role",
+            Payload=json.dumps(
+                {"invoice_table": r.invoice_table, "other_table": other_table, "bucket": r.raw_bucket, "key": key}
+            ),
+        )
         assert answer.get("FunctionError") is None
         out = json.loads(answer["Payload"].read())
     finally:
@@ -165,17 +190,24 @@ def test_a_function_is_denied_what_its_role_does_not_allow(stack_env):
     table_arn = f"arn:aws:dynamodb:{cfg.region}:{role_arn.split(':')[4]}:table"
     assert out["query_own_table"] == ["ok", ""]
     assert out["put_item_own_table"] == [
-        "AccessDeniedException", f"User: {session} is not authorized to perform: dynamodb:PutItem on resource: "
-        f"{table_arn}/{r.invoice_table} because no identity-based policy allows the dynamodb:PutItem action"]
+        "AccessDeniedException",
+        f"User: {session} is not authorized to perform: dynamodb:PutItem on resource: "
+        f"{table_arn}/{r.invoice_table} because no identity-based policy allows the dynamodb:PutItem action",
+    ]
     assert out["query_other_table"] == [
-        "AccessDeniedException", f"User: {session} is not authorized to perform: dynamodb:Query on resource: "
-        f"{table_arn}/{other_table} because no identity-based policy allows the dynamodb:Query action"]
+        "AccessDeniedException",
+        f"User: {session} is not authorized to perform: dynamodb:Query on resource: "
+        f"{table_arn}/{other_table} because no identity-based policy allows the dynamodb:Query action",
+    ]
     assert out["get_object_other_bucket"] == [
-        "AccessDenied", f'User: {session} is not authorized to perform: s3:GetObject on resource: '
-        f'"arn:aws:s3:::{r.raw_bucket}/{key}" because no identity-based policy allows the s3:GetObject action']
+        "AccessDenied",
+        f"User: {session} is not authorized to perform: s3:GetObject on resource: "
+        f'"arn:aws:s3:::{r.raw_bucket}/{key}" because no identity-based policy allows the s3:GetObject action',
+    ]
 
 
 # ---------------------------------------------------------------- least privilege, statement by statement
+
 
 def execution_session(cfg, function_name: str) -> boto3.session.Session:
     """The credentials MiniStack gives the function's workers (core/lambda_runtime.execution_credentials:
@@ -185,9 +217,11 @@ def execution_session(cfg, function_name: str) -> boto3.session.Session:
     fn = lam.get_function_configuration(FunctionName=function_name)
     digest = hashlib.sha256(f"{fn['FunctionArn']}:{fn['Role']}".encode()).hexdigest()
     session = boto3.session.Session(
-        aws_access_key_id=f"ASIA{digest[:16].upper()}", region_name=cfg.region,
+        aws_access_key_id=f"ASIA{digest[:16].upper()}",
+        region_name=cfg.region,
         aws_secret_access_key=hashlib.sha256(f"secret:{digest}".encode()).hexdigest(),
-        aws_session_token=hashlib.sha256(f"token:{digest}".encode()).hexdigest())
+        aws_session_token=hashlib.sha256(f"token:{digest}".encode()).hexdigest(),
+    )
     sts = session.client("sts", endpoint_url=cfg.endpoint_url)
     try:
         sts.get_caller_identity()
@@ -204,8 +238,9 @@ class Probe:
         self.cfg, self.session, self.r = cfg, session, config.resources()
 
     def client(self, service: str):
-        return self.session.client(service, endpoint_url=self.cfg.endpoint_for(service),
-                                   config=aws.botocore_config(parameter_validation=False))
+        return self.session.client(
+            service, endpoint_url=self.cfg.endpoint_for(service), config=aws.botocore_config(parameter_validation=False)
+        )
 
     def root(self, service: str):
         return aws.client(service, self.cfg)
@@ -217,8 +252,11 @@ class Probe:
             self.root("logs").create_log_group(logGroupName=group)
         stream = f"iam-probe-{time.time_ns()}"
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
-        logs.put_log_events(logGroupName=group, logStreamName=stream,
-                            logEvents=[{"timestamp": int(time.time() * 1000), "message": "probe"}])
+        logs.put_log_events(
+            logGroupName=group,
+            logStreamName=stream,
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": "probe"}],
+        )
 
     def put_to_stream(self):
         # handlers/ingestion.py: PutRecords (an empty one: checked, then refused, writes nothing).
@@ -229,8 +267,9 @@ class Probe:
         # iterator, records. GetRecords names only the iterator (checked on its stream).
         root = self.root("kinesis")
         shard = root.list_shards(StreamName=self.r.stream)["Shards"][0]["ShardId"]
-        iterator = root.get_shard_iterator(StreamName=self.r.stream, ShardId=shard,
-                                           ShardIteratorType="LATEST")["ShardIterator"]
+        iterator = root.get_shard_iterator(StreamName=self.r.stream, ShardId=shard, ShardIteratorType="LATEST")[
+            "ShardIterator"
+        ]
         self.client("kinesis").get_records(ShardIterator=iterator, Limit=1)
 
     def write_oltp(self):
@@ -251,17 +290,27 @@ class Probe:
         # handlers/stream_trigger.stored_invoice_lines and handlers/reads.py: Query by invoice; the
         # read API also by customer on the ByDate index.
         dynamodb = self.client("dynamodb")
-        dynamodb.query(TableName=self.r.invoice_table, KeyConditionExpression="InvoiceNo = :i",
-                       ExpressionAttributeValues={":i": {"S": "iam-probe"}})
-        dynamodb.query(TableName=self.r.customer_table, IndexName="ByDate", KeyConditionExpression="CustomerID = :c",
-                       ExpressionAttributeValues={":c": {"N": "0"}})
+        dynamodb.query(
+            TableName=self.r.invoice_table,
+            KeyConditionExpression="InvoiceNo = :i",
+            ExpressionAttributeValues={":i": {"S": "iam-probe"}},
+        )
+        dynamodb.query(
+            TableName=self.r.customer_table,
+            IndexName="ByDate",
+            KeyConditionExpression="CustomerID = :c",
+            ExpressionAttributeValues={":c": {"N": "0"}},
+        )
 
     def read_customer_entries(self):
         # handlers/stream_trigger.stored_entries and stored_owners: BatchGetItem on the customer and
         # invoice-owner tables.
-        self.client("dynamodb").batch_get_item(RequestItems={
-            self.r.customer_table: {"Keys": [{"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}]},
-            self.r.invoice_owner_table: {"Keys": [{"InvoiceNo": {"S": "iam-probe"}}]}})
+        self.client("dynamodb").batch_get_item(
+            RequestItems={
+                self.r.customer_table: {"Keys": [{"CustomerID": {"N": "0"}, "InvoiceNo": {"S": "iam-probe"}}]},
+                self.r.invoice_owner_table: {"Keys": [{"InvoiceNo": {"S": "iam-probe"}}]},
+            }
+        )
 
     def read_invoice_owners(self):
         # handlers/reads.get_invoice: GetItem of the invoice's owner, then of its customer entry.
@@ -274,8 +323,10 @@ class Probe:
     def write_raw_and_dead_letters(self):
         # handlers/stream_trigger.py: the raw JSON Lines object and a quarantined record (removed after).
         s3 = self.client("s3")
-        for bucket, key in ((self.r.raw_bucket, f"{self.r.raw_prefix}iam-probe.jsonl"),
-                            (self.r.dead_letter_bucket, f"{self.r.dead_letter_prefix}iam-probe.json")):
+        for bucket, key in (
+            (self.r.raw_bucket, f"{self.r.raw_prefix}iam-probe.jsonl"),
+            (self.r.dead_letter_bucket, f"{self.r.dead_letter_prefix}iam-probe.json"),
+        ):
             try:
                 s3.put_object(Bucket=bucket, Key=key, Body=b"{}")
             finally:
@@ -335,12 +386,18 @@ class Probe:
 # RedshiftData is left out: the stack's own Redshift Data API (bootstrap/local/redshift_data) does
 # not check IAM (docs/reliability.md).
 PROBES = {
-    "PutToStream": Probe.put_to_stream, "ReadStream": Probe.read_stream, "WriteOltp": Probe.write_oltp,
-    "ReadOltp": Probe.read_oltp, "ReadCustomerEntries": Probe.read_customer_entries,
+    "PutToStream": Probe.put_to_stream,
+    "ReadStream": Probe.read_stream,
+    "WriteOltp": Probe.write_oltp,
+    "ReadOltp": Probe.read_oltp,
+    "ReadCustomerEntries": Probe.read_customer_entries,
     "ReadInvoiceOwners": Probe.read_invoice_owners,
-    "WriteRawAndDeadLetters": Probe.write_raw_and_dead_letters, "OnFailureDestination": Probe.on_failure_destination,
-    "EtlRawObjects": Probe.etl_raw_objects, "EtlStagingObjects": Probe.etl_staging_objects,
-    "EtlListBuckets": Probe.etl_list_buckets, "EtlCatalog": Probe.etl_catalog,
+    "WriteRawAndDeadLetters": Probe.write_raw_and_dead_letters,
+    "OnFailureDestination": Probe.on_failure_destination,
+    "EtlRawObjects": Probe.etl_raw_objects,
+    "EtlStagingObjects": Probe.etl_staging_objects,
+    "EtlListBuckets": Probe.etl_list_buckets,
+    "EtlCatalog": Probe.etl_catalog,
     "ReadAuthSecrets": Probe.read_auth_secrets,
 }
 NOT_CHECKED_LOCALLY = {"RedshiftData"}
@@ -380,6 +437,7 @@ def test_every_statement_of_every_role_is_needed(stack_env):
         for sid in function.permissions:
             if sid in NOT_CHECKED_LOCALLY:
                 continue
+
             def call(probe=probe, function=function, sid=sid):  # this iteration's probe, bound now
                 return probe.logs(function.name) if sid == "Logs" else PROBES[sid](probe)
 

@@ -2,6 +2,7 @@
 holder who POSTs a line with the owner's InvoiceNo and another (or no) CustomerID cannot hide the
 invoice from its owner, and a foreign reader's 404 costs what a missing invoice's does, whatever
 the invoice's size (finding 6)."""
+
 from __future__ import annotations
 
 import json
@@ -29,15 +30,17 @@ def _post(stack_env, events: list[dict]) -> dict[str, str]:
 
 
 def _get(stack_env, path: str, customer: int) -> requests.Response:
-    return requests.get(stack_env["api_url"] + path, headers={"Authorization": f"Bearer {mint(customer)}"},
-                        timeout=60)
+    return requests.get(stack_env["api_url"] + path, headers={"Authorization": f"Bearer {mint(customer)}"}, timeout=60)
 
 
 def _dead_letters(cfg) -> list[dict]:
     s3 = aws.client("s3", cfg)
     r = config.resources()
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=r.dead_letter_bucket)
-            for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=r.dead_letter_bucket)
+        for o in page.get("Contents", [])
+    ]
     return [json.loads(s3.get_object(Bucket=r.dead_letter_bucket, Key=key)["Body"].read()) for key in keys]
 
 
@@ -56,13 +59,15 @@ def test_a_later_line_naming_another_customer_cannot_take_the_invoice(stack_env,
     # (new event ids: the API assigns them when a producer sends none).
     template = {k: v for k, v in own[0].items() if k != "event_id"}
     intruder = owner + 1
-    high_water = _post(stack_env, [{**template, "CustomerID": intruder, "Quantity": 999},
-                                   {**template, "CustomerID": None, "Quantity": 998}])
+    high_water = _post(
+        stack_env,
+        [{**template, "CustomerID": intruder, "Quantity": 999}, {**template, "CustomerID": None, "Quantity": 998}],
+    )
     assert wait_for_drain(high_water, cfg, timeout=120)
 
     after = _get(stack_env, f"/invoices/{invoice}", owner)
     assert after.status_code == 200, after.text[:300]
-    assert after.json() == before.json()                       # the owner's reads are unchanged
+    assert after.json() == before.json()  # the owner's reads are unchanged
     assert _get(stack_env, f"/invoices/{invoice}", intruder).status_code == 404
     listing = _get(stack_env, f"/customers/{owner}/invoices", owner).json()
     assert [(i["invoiceNo"], i["lineCount"]) for i in listing["invoices"]] == [(invoice, len(own))]
@@ -83,7 +88,7 @@ def test_a_foreign_readers_404_costs_what_a_missing_invoices_does(stack_env, cle
     lines = [{**template, "InvoiceNo": invoice, "CustomerID": owner, "StockCode": f"S{n:05d}"} for n in range(3000)]
     high_water: dict[str, str] = {}
     for start in range(0, len(lines), 500):
-        high_water.update(_post(stack_env, lines[start:start + 500]))
+        high_water.update(_post(stack_env, lines[start : start + 500]))
     assert wait_for_drain(high_water, cfg, timeout=300)
     page = _get(stack_env, f"/invoices/{invoice}?limit=5", owner).json()
     assert page["lineCount"] == 3000 and page["count"] == 5 and page["next"]
@@ -98,11 +103,14 @@ def test_a_foreign_readers_404_costs_what_a_missing_invoices_does(stack_env, cle
 
     missing, foreign = median_seconds("/invoices/599998"), median_seconds(f"/invoices/{invoice}")
     owners_page = statistics.median(
-        _timed(lambda: _get(stack_env, f"/invoices/{invoice}?limit=20", owner)) for _ in range(7))
-    print(f"404 medians: missing {missing * 1000:.1f} ms, foreign 3,000-line invoice {foreign * 1000:.1f} ms; "
-          f"owner's page of 20: {owners_page * 1000:.1f} ms")
+        _timed(lambda: _get(stack_env, f"/invoices/{invoice}?limit=20", owner)) for _ in range(7)
+    )
+    print(
+        f"404 medians: missing {missing * 1000:.1f} ms, foreign 3,000-line invoice {foreign * 1000:.1f} ms; "
+        f"owner's page of 20: {owners_page * 1000:.1f} ms"
+    )
     assert foreign < 2 * missing + 0.02
-    assert owners_page < 0.5   # one page and the entry's totals, not 3,000 lines
+    assert owners_page < 0.5  # one page and the entry's totals, not 3,000 lines
 
 
 def _timed(call) -> float:

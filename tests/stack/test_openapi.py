@@ -1,4 +1,5 @@
 """docs/openapi.yaml is the deployed API: same routes, same security, and real responses fit its schemas."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,9 +14,16 @@ from handlers.auth import mint
 
 pytestmark = pytest.mark.stack
 DOC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
-GOOD = {"InvoiceNo": "536365", "StockCode": "85123A", "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-        "Quantity": 6, "InvoiceDate": "12/1/2010 8:26", "UnitPrice": 2.55, "CustomerID": 17850.0,
-        "Country": "United Kingdom"}
+GOOD = {
+    "InvoiceNo": "536365",
+    "StockCode": "85123A",
+    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+    "Quantity": 6,
+    "InvoiceDate": "12/1/2010 8:26",
+    "UnitPrice": 2.55,
+    "CustomerID": 17850.0,
+    "Country": "United Kingdom",
+}
 
 
 def _validator(schema: dict) -> Draft202012Validator:
@@ -37,7 +45,8 @@ def test_document_matches_deployed_routes(stack_env):
     for resource in apigw.get_resources(restApiId=api_id, limit=500)["items"]:
         for method in resource.get("resourceMethods") or {}:
             deployed[(resource["path"], method.lower())] = apigw.get_method(
-                restApiId=api_id, resourceId=resource["id"], httpMethod=method)
+                restApiId=api_id, resourceId=resource["id"], httpMethod=method
+            )
     documented = {(path, method) for path, methods in DOC["paths"].items() for method in methods}
     assert set(deployed) == documented
     assert documented == {(r.path, r.method.lower()) for r in platform().routes}
@@ -67,8 +76,10 @@ def test_real_responses_fit_the_schemas(stack_env, clean_stores):
         assert not errors, (path, method, response.status_code, [e.message for e in errors][:3])
         samples.append((path, response.status_code))
 
-    events = [dict(GOOD, event_id="oa-1"), dict(GOOD, event_id="oa-2", StockCode="71053", Quantity=-2,
-                                                   InvoiceNo="C536366")]
+    events = [
+        dict(GOOD, event_id="oa-1"),
+        dict(GOOD, event_id="oa-2", StockCode="71053", Quantity=-2, InvoiceNo="C536366"),
+    ]
     _validator(DOC["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]).validate(events)
     posted = requests.post(base + "/events", json=events, headers=key, timeout=60)
     check("/events", "post", posted)
@@ -97,13 +108,29 @@ def test_real_responses_fit_the_schemas(stack_env, clean_stores):
     check(invoice, "get", requests.get(base + "/invoices/C536366", headers=operator, timeout=60))
     check(invoice, "get", requests.get(base + "/invoices/999", headers=customer, timeout=60))
     check(invoice, "get", requests.get(base + "/invoices/%C3%BC", headers=operator, timeout=60))
-    assert sorted(samples) == sorted([("/events", 200), ("/events", 400), ("/events", 403), (lists, 200), (lists, 200),
-                                      (lists, 401), (lists, 403), (lists, 400), (invoice, 200), (invoice, 200),
-                                      (invoice, 404), (invoice, 400)])
+    assert sorted(samples) == sorted(
+        [
+            ("/events", 200),
+            ("/events", 400),
+            ("/events", 403),
+            (lists, 200),
+            (lists, 200),
+            (lists, 401),
+            (lists, 403),
+            (lists, 400),
+            (invoice, 200),
+            (invoice, 200),
+            (invoice, 404),
+            (invoice, 400),
+        ]
+    )
     # Both invoices have the same minute: two pages of one, nothing lost or repeated at the tie.
     first = requests.get(base + "/customers/17850/invoices", headers=customer, params={"limit": 1}, timeout=60).json()
-    second = requests.get(base + "/customers/17850/invoices", headers=customer,
-                          params={"limit": 1, "next": first["next"]}, timeout=60).json()
+    second = requests.get(
+        base + "/customers/17850/invoices", headers=customer, params={"limit": 1, "next": first["next"]}, timeout=60
+    ).json()
     assert first["next"] and second["next"] is None
-    assert sorted((i["invoiceNo"], i["lineCount"], i["kind"]) for i in first["invoices"] + second["invoices"]) == \
-        [("536365", 1, "sale"), ("C536366", 1, "cancellation")]
+    assert sorted((i["invoiceNo"], i["lineCount"], i["kind"]) for i in first["invoices"] + second["invoices"]) == [
+        ("536365", 1, "sale"),
+        ("C536366", 1, "cancellation"),
+    ]

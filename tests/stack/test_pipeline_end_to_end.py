@@ -1,4 +1,5 @@
 """The whole path on the running embedded stack, with exact counts."""
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,10 @@ def test_slice_exact_counts_and_values(stack_env, clean_stores, slice_file):
     cancel = cancellations.iloc[0]
     dyn = [line for line in by_invoice[cancel.InvoiceNo] if line["StockCode"] == cancel.StockCode]
     assert dyn and all(line["Quantity"] == int(cancel.Quantity) < 0 for line in dyn)
-    wh = warehouse_rows("SELECT quantity, unit_price FROM dw.fact_sales_line WHERE invoice_no = %s AND stock_code = %s",
-                        (cancel.InvoiceNo, cancel.StockCode))
+    wh = warehouse_rows(
+        "SELECT quantity, unit_price FROM dw.fact_sales_line WHERE invoice_no = %s AND stock_code = %s",
+        (cancel.InvoiceNo, cancel.StockCode),
+    )
     assert wh and all(q == int(cancel.Quantity) and p == Decimal(cancel.UnitPrice) for q, p in wh)
 
     # A guest line: no CustomerID anywhere, and no customer entry for its invoice.
@@ -88,24 +91,36 @@ def test_slice_exact_counts_and_values(stack_env, clean_stores, slice_file):
     guest_lines = by_invoice[guest.InvoiceNo]
     assert len(guest_lines) == (df.InvoiceNo == guest.InvoiceNo).sum()
     assert all("CustomerID" not in line for line in guest_lines)
-    assert warehouse_rows("SELECT count(*) FROM dw.fact_sales_line WHERE invoice_no = %s AND customer_id IS NULL",
-                          (guest.InvoiceNo,))[0][0] == len(guest_lines)
+    assert warehouse_rows(
+        "SELECT count(*) FROM dw.fact_sales_line WHERE invoice_no = %s AND customer_id IS NULL", (guest.InvoiceNo,)
+    )[0][0] == len(guest_lines)
 
     # Both (all) lines of a repeated (InvoiceNo, StockCode) pair survive, with their own quantities.
     pair = repeated.groupby(["InvoiceNo", "StockCode"]).size().sort_values(ascending=False).index[0]
     source = sorted(int(q) for q in df[(df.InvoiceNo == pair[0]) & (df.StockCode == pair[1])].Quantity)
     stored = sorted(int(line["Quantity"]) for line in by_invoice[pair[0]] if line["StockCode"] == pair[1])
     assert len(source) >= 2 and stored == source
-    wh_pair = sorted(q for (q,) in warehouse_rows(
-        "SELECT quantity FROM dw.fact_sales_line WHERE invoice_no = %s AND stock_code = %s", pair))
+    wh_pair = sorted(
+        q
+        for (q,) in warehouse_rows(
+            "SELECT quantity FROM dw.fact_sales_line WHERE invoice_no = %s AND stock_code = %s", pair
+        )
+    )
     assert wh_pair == source
 
     # The `£` of the gift vouchers survives ISO-8859-1 -> JSON -> DynamoDB -> UTF-8 CSV -> Postgres.
     expected_vouchers = sorted(vouchers.Description)
-    assert sorted(line["Description"] for ls in by_invoice.values() for line in ls
-                  if "£" in line.get("Description", "")) == expected_vouchers
-    assert sorted(d for (d,) in warehouse_rows(
-        "SELECT description FROM dw.fact_sales_line WHERE description LIKE %s", ("%£%",))) == expected_vouchers
+    assert (
+        sorted(line["Description"] for ls in by_invoice.values() for line in ls if "£" in line.get("Description", ""))
+        == expected_vouchers
+    )
+    assert (
+        sorted(
+            d
+            for (d,) in warehouse_rows("SELECT description FROM dw.fact_sales_line WHERE description LIKE %s", ("%£%",))
+        )
+        == expected_vouchers
+    )
 
     # Totals to the cent: the warehouse equals an independent sum over the CSV.
     expected_total = sum(Decimal(q) * Decimal(p) for q, p in zip(df.Quantity, df.UnitPrice, strict=True))
@@ -118,10 +133,10 @@ def test_replaying_and_rerunning_changes_no_count(stack_env, clean_stores, slice
     first = counts(stack_env["cfg"])
     assert first["invoice_lines"] == first["warehouse_rows"] == 1500
 
-    replay_file(stack_env, slice_file, rows=1500)   # same event ids again
+    replay_file(stack_env, slice_file, rows=1500)  # same event ids again
     second_run = run_once(stack_env["cfg"])
-    assert second_run.load.rows_inserted == 0       # the new files held only known events
-    run_once(stack_env["cfg"])                       # and an ETL run with nothing new
+    assert second_run.load.rows_inserted == 0  # the new files held only known events
+    run_once(stack_env["cfg"])  # and an ETL run with nothing new
     again = counts(stack_env["cfg"])
     for key in ("invoice_lines", "customer_invoices", "warehouse_rows", "quarantined", "raw_objects_pending"):
         assert again[key] == first[key], key
@@ -136,9 +151,16 @@ def _post(stack_env, body, *, key=True, raw=None, headers=None):
     return requests.post(stack_env["api_url"] + "/events", data=data, headers=h, timeout=30)
 
 
-GOOD = {"InvoiceNo": "536365", "StockCode": "85123A", "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-        "Quantity": 6, "InvoiceDate": "12/1/2010 8:26", "UnitPrice": 2.55, "CustomerID": 17850.0,
-        "Country": "United Kingdom"}
+GOOD = {
+    "InvoiceNo": "536365",
+    "StockCode": "85123A",
+    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+    "Quantity": 6,
+    "InvoiceDate": "12/1/2010 8:26",
+    "UnitPrice": 2.55,
+    "CustomerID": 17850.0,
+    "Country": "United Kingdom",
+}
 
 
 def test_bad_requests_get_clear_4xx_and_write_nothing(stack_env, clean_stores):
@@ -152,8 +174,12 @@ def test_bad_requests_get_clear_4xx_and_write_nothing(stack_env, clean_stores):
     assert response.status_code == 400
     assert response.json()["errors"] == [{"index": 1, "field": "Country", "error": "is required"}]
 
-    wrong = [dict(GOOD, Quantity="six"), dict(GOOD, UnitPrice="2.55"), dict(GOOD, InvoiceDate="2010-13-45"),
-             dict(GOOD, CustomerID="abc")]
+    wrong = [
+        dict(GOOD, Quantity="six"),
+        dict(GOOD, UnitPrice="2.55"),
+        dict(GOOD, InvoiceDate="2010-13-45"),
+        dict(GOOD, CustomerID="abc"),
+    ]
     response = _post(stack_env, wrong)
     assert response.status_code == 400
     named = {(e["index"], e["field"]) for e in response.json()["errors"]}
@@ -203,14 +229,20 @@ def test_cli_replay_and_etl_run(stack_env, clean_stores, tmp_path):
     """The commands a user types, as subprocesses against the same stack."""
     env = {**os.environ, **stack_env["env"]}
     ecom = [sys.executable, "-m", "ecom"]
-    out = subprocess.run(ecom + ["replay", str(SAMPLE_FILE), "--rows", "100", "--no-progress"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        ecom + ["replay", str(SAMPLE_FILE), "--rows", "100", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "rows read 100, accepted 100, rejected 0" in out.stdout
     out = subprocess.run(ecom + ["etl", "run"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    status = json.loads(subprocess.run(ecom + ["status", "--json"], env=env, capture_output=True, text=True,
-                                       timeout=300).stdout)
+    status = json.loads(
+        subprocess.run(ecom + ["status", "--json"], env=env, capture_output=True, text=True, timeout=300).stdout
+    )
     assert status["invoice_lines"] == status["warehouse_rows"] == 100
 
     # A bad row is named (file, row, field) and makes the exit code non-zero; the good rows still land.
@@ -219,8 +251,9 @@ def test_cli_replay_and_etl_run(stack_env, clean_stores, tmp_path):
     fields = lines[3].split(",")
     fields[3] = "three"
     bad.write_text("\n".join([lines[0], lines[1], lines[2], ",".join(fields)]) + "\n", encoding="iso-8859-1")
-    out = subprocess.run(ecom + ["replay", str(bad), "--no-progress"], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        ecom + ["replay", str(bad), "--no-progress"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 1
     assert f"{bad}: row 3: Quantity: must be an integer" in out.stderr
     assert "accepted 2, rejected 1" in out.stdout
@@ -238,7 +271,7 @@ def test_transform_converts_many_objects_at_once_and_leaves_a_bad_one_in_place(s
     r = config.resources()
     s3 = aws.client("s3", stack_env["cfg"])
     events = list(canonical_events(SAMPLE_FILE, 417))
-    chunks = [events[start:start + 30] for start in range(0, len(events), 30)]  # 14 objects
+    chunks = [events[start : start + 30] for start in range(0, len(events), 30)]  # 14 objects
     assert len(chunks) > 2 * TRANSFORM_THREADS
     keys = [f"{r.raw_prefix}shardId-000000000000/{n:04d}.jsonl" for n in range(len(chunks))]
     for key, chunk in zip(keys, chunks, strict=True):

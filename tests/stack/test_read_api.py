@@ -1,4 +1,5 @@
 """GET /customers/{id}/invoices and GET /invoices/{no} through the real API on the embedded stack."""
+
 from __future__ import annotations
 
 import base64
@@ -35,12 +36,17 @@ pytestmark = pytest.mark.stack
 def data(stack_env, tmp_path_factory):
     """All rows of 14911 and 12626, invoice 573585 and the adjustments, replayed twice (the second
     replay redelivers every event id: counts and totals must not move)."""
-    path = write_filtered(tmp_path_factory.mktemp("readapi") / "readapi.csv",
-                          customers=(BIG_CUSTOMER, OTHER_CUSTOMER), invoices=(BIG_INVOICE, *ADJUSTMENTS))
+    path = write_filtered(
+        tmp_path_factory.mktemp("readapi") / "readapi.csv",
+        customers=(BIG_CUSTOMER, OTHER_CUSTOMER),
+        invoices=(BIG_INVOICE, *ADJUSTMENTS),
+    )
     empty_stores(stack_env["cfg"])
     first = helpers.replay_file(stack_env, path)
-    entries_once = sorted((int(i["CustomerID"]), i["InvoiceNo"], int(i["LineCount"]), i["Total"])
-                          for i in helpers.dynamo_items(stack_env["cfg"], config.resources().customer_table))
+    entries_once = sorted(
+        (int(i["CustomerID"]), i["InvoiceNo"], int(i["LineCount"]), i["Total"])
+        for i in helpers.dynamo_items(stack_env["cfg"], config.resources().customer_table)
+    )
     second = helpers.replay_file(stack_env, path)
     assert first.accepted == second.accepted == first.rows_read and not first.rejected
     return {"path": path, "expect": expectations(path), "entries_once": entries_once, "rows": first.rows_read}
@@ -79,8 +85,10 @@ def all_pages(stack_env, path: str, headers: dict, limit: int | None, key: str) 
 
 # ------------------------------------------------------------------ the routes work
 def test_redelivery_left_customer_entries_unchanged(stack_env, data):
-    again = sorted((int(i["CustomerID"]), i["InvoiceNo"], int(i["LineCount"]), i["Total"])
-                   for i in helpers.dynamo_items(stack_env["cfg"], config.resources().customer_table))
+    again = sorted(
+        (int(i["CustomerID"]), i["InvoiceNo"], int(i["LineCount"]), i["Total"])
+        for i in helpers.dynamo_items(stack_env["cfg"], config.resources().customer_table)
+    )
     assert again == data["entries_once"]
     assert len(again) == len(data["expect"]["by_customer"][BIG_CUSTOMER]) + len(
         data["expect"]["by_customer"][OTHER_CUSTOMER]
@@ -89,16 +97,17 @@ def test_redelivery_left_customer_entries_unchanged(stack_env, data):
 
 @pytest.mark.parametrize("limit,sizes", [(None, [20] * 12 + [8]), (7, [7] * 35 + [3]), (100, [100, 100, 48])])
 def test_customer_pages_add_up_to_248(stack_env, data, limit, sizes):
-    invoices, seen_sizes = all_pages(stack_env, f"/customers/{BIG_CUSTOMER}/invoices", bearer(BIG_CUSTOMER),
-                                     limit, "invoices")
+    invoices, seen_sizes = all_pages(
+        stack_env, f"/customers/{BIG_CUSTOMER}/invoices", bearer(BIG_CUSTOMER), limit, "invoices"
+    )
     assert seen_sizes == sizes
     numbers = [i["invoiceNo"] for i in invoices]
     assert len(numbers) == len(set(numbers)) == BIG_CUSTOMER_INVOICES
     assert set(numbers) == data["expect"]["by_customer"][BIG_CUSTOMER]
     dates = [i["invoiceDate"] for i in invoices]
-    assert dates == sorted(dates, reverse=True)          # newest first
+    assert dates == sorted(dates, reverse=True)  # newest first
     expected = data["expect"]["invoices"]
-    for invoice in invoices:                              # exact line counts and totals, every invoice
+    for invoice in invoices:  # exact line counts and totals, every invoice
         e = expected[invoice["invoiceNo"]]
         assert (invoice["lineCount"], Decimal(invoice["total"])) == (e["lines"], e["total"]), invoice
         assert invoice["kind"] == ("cancellation" if invoice["invoiceNo"].startswith("C") else "sale")
@@ -115,8 +124,12 @@ def test_largest_invoice_pages_and_total(stack_env, data):
     )
     assert all(Decimal(line["amount"]) == line["quantity"] * Decimal(line["unitPrice"]) for line in lines)
     head = body(get(stack_env, f"/invoices/{BIG_INVOICE}", operator()))
-    assert (head["lineCount"], Decimal(head["total"]), head["customerId"], head["kind"]) == \
-        (BIG_INVOICE_LINES, e["total"], None, "sale")
+    assert (head["lineCount"], Decimal(head["total"]), head["customerId"], head["kind"]) == (
+        BIG_INVOICE_LINES,
+        e["total"],
+        None,
+        "sale",
+    )
     assert head["count"] == len(head["lines"]) == 20 and head["next"]
 
 
@@ -124,14 +137,23 @@ def test_cancellations_and_adjustments_are_found(stack_env, data):
     cancel = sorted(n for n in data["expect"]["by_customer"][BIG_CUSTOMER] if n.startswith("C"))[0]
     page = body(get(stack_env, f"/invoices/{cancel}", bearer(BIG_CUSTOMER), {"limit": 100}))
     e = data["expect"]["invoices"][cancel]
-    assert (page["kind"], page["cancelled"], page["customerId"], page["lineCount"], Decimal(page["total"])) == \
-        ("cancellation", True, BIG_CUSTOMER, e["lines"], e["total"])
+    assert (page["kind"], page["cancelled"], page["customerId"], page["lineCount"], Decimal(page["total"])) == (
+        "cancellation",
+        True,
+        BIG_CUSTOMER,
+        e["lines"],
+        e["total"],
+    )
     assert all(line["quantity"] < 0 for line in page["lines"])
     for number in ADJUSTMENTS:
         page = body(get(stack_env, f"/invoices/{number}", operator()))
         e = data["expect"]["invoices"][number]
-        assert (page["kind"], page["cancelled"], page["lineCount"], Decimal(page["total"])) == \
-            ("adjustment", False, 1, e["total"])
+        assert (page["kind"], page["cancelled"], page["lineCount"], Decimal(page["total"])) == (
+            "adjustment",
+            False,
+            1,
+            e["total"],
+        )
 
 
 # ------------------------------------------------------------------ access rules
@@ -147,12 +169,17 @@ def test_customer_reads_only_own_data(stack_env, data):
         assert (r.status_code, body(r)) == (404, {"error": f"invoice {number} not found", "status": 404})
     # The other customer reads its own; the operator reads everything.
     assert get(stack_env, f"/invoices/{other_invoice}", bearer(OTHER_CUSTOMER)).status_code == 200
-    assert body(get(stack_env, f"/customers/{OTHER_CUSTOMER}/invoices", operator()))["count"] == \
-        len(data["expect"]["by_customer"][OTHER_CUSTOMER])
+    assert body(get(stack_env, f"/customers/{OTHER_CUSTOMER}/invoices", operator()))["count"] == len(
+        data["expect"]["by_customer"][OTHER_CUSTOMER]
+    )
     assert body(get(stack_env, f"/invoices/{other_invoice}", operator()))["customerId"] == OTHER_CUSTOMER
     # Unknown customer for the operator: an empty list, not an error.
-    assert body(get(stack_env, "/customers/99999/invoices", operator())) == \
-        {"customerId": 99999, "count": 0, "invoices": [], "next": None}
+    assert body(get(stack_env, "/customers/99999/invoices", operator())) == {
+        "customerId": 99999,
+        "count": 0,
+        "invoices": [],
+        "next": None,
+    }
 
 
 def _b64(obj) -> str:
@@ -200,8 +227,11 @@ def bad_credentials() -> dict[str, str | None]:
 def test_bad_credentials_get_4xx_json_and_no_data(stack_env, data, case, route):
     value = bad_credentials()[case]
     headers = {} if value is None else {"Authorization": value}
-    path = f"/customers/{BIG_CUSTOMER}/invoices" if route == "list" else \
-        f"/invoices/{sorted(data['expect']['by_customer'][BIG_CUSTOMER])[0]}"
+    path = (
+        f"/customers/{BIG_CUSTOMER}/invoices"
+        if route == "list"
+        else f"/invoices/{sorted(data['expect']['by_customer'][BIG_CUSTOMER])[0]}"
+    )
     r = get(stack_env, path, headers)
     assert r.status_code in (401, 403), (case, r.status_code, r.text[:200])
     payload = body(r)
@@ -241,15 +271,26 @@ def test_handler_enforces_without_the_gateway(stack_env, data):
     assert invoke_reads(stack_env, list_route, own, None)[0] == 401
     status, payload = invoke_reads(stack_env, list_route, own, bad_credentials()["alg none"])
     assert status == 401 and "algorithm" in payload["error"]
-    status, payload = invoke_reads(stack_env, list_route, own, bad_credentials()["expired"],
-                                   authorizer_context={"sub": str(BIG_CUSTOMER), "role": "customer"})
+    status, payload = invoke_reads(
+        stack_env,
+        list_route,
+        own,
+        bad_credentials()["expired"],
+        authorizer_context={"sub": str(BIG_CUSTOMER), "role": "customer"},
+    )
     assert (status, payload["error"]) == (401, "token has expired")
-    status, payload = invoke_reads(stack_env, list_route, {"customerId": str(OTHER_CUSTOMER)},
-                                   f"Bearer {mint(BIG_CUSTOMER)}")
+    status, payload = invoke_reads(
+        stack_env, list_route, {"customerId": str(OTHER_CUSTOMER)}, f"Bearer {mint(BIG_CUSTOMER)}"
+    )
     assert status == 403 and "invoices" not in payload
     # A forged gateway context that disagrees with the credential is refused.
-    status, _ = invoke_reads(stack_env, list_route, own, f"Bearer {mint(BIG_CUSTOMER)}",
-                             authorizer_context={"sub": "operator", "role": "operator"})
+    status, _ = invoke_reads(
+        stack_env,
+        list_route,
+        own,
+        f"Bearer {mint(BIG_CUSTOMER)}",
+        authorizer_context={"sub": "operator", "role": "operator"},
+    )
     assert status == 403
     status, payload = invoke_reads(stack_env, invoice_route, {"invoiceNo": BIG_INVOICE}, f"Bearer {mint(BIG_CUSTOMER)}")
     assert (status, payload["error"]) == (404, f"invoice {BIG_INVOICE} not found")
@@ -257,10 +298,28 @@ def test_handler_enforces_without_the_gateway(stack_env, data):
     assert status == 200 and payload["customerId"] == BIG_CUSTOMER and payload["count"] == 20
 
 
-MALFORMED = ["..", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2f", "..%5C..%5Cwindows", "x" * 3000, "9" * 40,
-             "%C3%BC%C3%B1%C3%AEc%C3%B8d%C3%A9", "%F0%9F%92%A9", "%00", "1%20OR%201%3D1", "%27%20OR%20%271%27%3D%271",
-             "%7B%22%24ne%22%3Anull%7D", "14911%3B%20DROP%20TABLE%20invoice", "-1", "0", "014911", "1e5",
-             "14911.0", "%24%7Bjndi%3Aldap%3A%2F%2Fx%7D", "%3Cscript%3E"]
+MALFORMED = [
+    "..",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2f",
+    "..%5C..%5Cwindows",
+    "x" * 3000,
+    "9" * 40,
+    "%C3%BC%C3%B1%C3%AEc%C3%B8d%C3%A9",
+    "%F0%9F%92%A9",
+    "%00",
+    "1%20OR%201%3D1",
+    "%27%20OR%20%271%27%3D%271",
+    "%7B%22%24ne%22%3Anull%7D",
+    "14911%3B%20DROP%20TABLE%20invoice",
+    "-1",
+    "0",
+    "014911",
+    "1e5",
+    "14911.0",
+    "%24%7Bjndi%3Aldap%3A%2F%2Fx%7D",
+    "%3Cscript%3E",
+]
 
 
 @pytest.mark.parametrize("segment", MALFORMED)
@@ -274,11 +333,17 @@ def test_malformed_ids_get_4xx_never_5xx(stack_env, data, segment):
             assert not {"invoices", "lines"} & set(payload)
 
 
-@pytest.mark.parametrize("params,message", [
-    ({"limit": "0"}, "limit must be"), ({"limit": "101"}, "limit must be"), ({"limit": "ten"}, "limit must be"),
-    ({"limit": "-5"}, "limit must be"), ({"next": "garbage!"}, "next token is not valid"),
-    ({"next": "x" * 600}, "next token is too long"),
-])
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"limit": "0"}, "limit must be"),
+        ({"limit": "101"}, "limit must be"),
+        ({"limit": "ten"}, "limit must be"),
+        ({"limit": "-5"}, "limit must be"),
+        ({"next": "garbage!"}, "next token is not valid"),
+        ({"next": "x" * 600}, "next token is too long"),
+    ],
+)
 def test_bad_paging_parameters(stack_env, data, params, message):
     r = get(stack_env, f"/customers/{BIG_CUSTOMER}/invoices", bearer(BIG_CUSTOMER), params)
     assert r.status_code == 400 and message in body(r)["error"]
@@ -295,22 +360,34 @@ def test_next_token_is_bound_to_its_listing(stack_env, data):
 def test_cli_token_and_query(stack_env, data):
     env = {**os.environ, **stack_env["env"]}
     ecom = [sys.executable, "-m", "ecom"]
-    token = subprocess.run(ecom + ["token", str(BIG_CUSTOMER), "--ttl", "120"], env=env, capture_output=True,
-                           text=True, timeout=60).stdout.strip()
+    token = subprocess.run(
+        ecom + ["token", str(BIG_CUSTOMER), "--ttl", "120"], env=env, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
     claims = pyjwt.decode(token, config.auth().jwt_secret, algorithms=["HS256"], audience=config.auth().jwt_audience)
     assert claims["sub"] == str(BIG_CUSTOMER) and claims["exp"] - claims["iat"] == 120
-    out = subprocess.run(ecom + ["query", "customer", str(BIG_CUSTOMER), "--as-customer", "--limit", "100"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ecom + ["query", "customer", str(BIG_CUSTOMER), "--as-customer", "--limit", "100"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith(f"{BIG_CUSTOMER_INVOICES} invoices for customer {BIG_CUSTOMER}")
     assert len(out.stdout.strip().splitlines()) == 2 + BIG_CUSTOMER_INVOICES + 1
     total = data["expect"]["invoices"][BIG_INVOICE]["total"]
-    out = subprocess.run(ecom + ["query", "invoice", BIG_INVOICE, "--limit", "100"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        ecom + ["query", "invoice", BIG_INVOICE, "--limit", "100"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith(f"{BIG_INVOICE_LINES} lines, total {total:.2f}")
-    out = subprocess.run(ecom + ["query", "invoice", BIG_INVOICE, "--as-customer", str(BIG_CUSTOMER)], env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ecom + ["query", "invoice", BIG_INVOICE, "--as-customer", str(BIG_CUSTOMER)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1 and f"404: invoice {BIG_INVOICE} not found" in out.stderr
 
 

@@ -4,6 +4,7 @@ Fault injection is configuration (ECOM_FAULTS, see ecom_core/faults.py): for kin
 set in the deployed function's environment; for the ETL in the environment of the ETL process.
 Every test ends with a per-event reconciliation that must be exact.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,9 @@ def trigger_faults(stack_env, spec: str, batch_size: int | None = None):
     lam = aws.client("lambda", stack_env["cfg"])
     original = lam.get_function_configuration(FunctionName=r.trigger_function)["Environment"]["Variables"]
     mapping = lam.list_event_source_mappings(FunctionName=r.trigger_function)["EventSourceMappings"][0]
-    lam.update_function_configuration(FunctionName=r.trigger_function,
-                                      Environment={"Variables": {**original, "ECOM_FAULTS": spec}})
+    lam.update_function_configuration(
+        FunctionName=r.trigger_function, Environment={"Variables": {**original, "ECOM_FAULTS": spec}}
+    )
     _wait_updated(lam, r.trigger_function)
     if batch_size:
         lam.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=batch_size)
@@ -98,9 +100,16 @@ def _put(kinesis, stream, records):
     return high
 
 
-GOOD = {"InvoiceNo": "999001", "StockCode": "85123A", "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-        "Quantity": 6, "InvoiceDate": "2010-12-01T08:26:00", "UnitPrice": 2.55, "CustomerID": 17850,
-        "Country": "United Kingdom"}
+GOOD = {
+    "InvoiceNo": "999001",
+    "StockCode": "85123A",
+    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+    "Quantity": 6,
+    "InvoiceDate": "2010-12-01T08:26:00",
+    "UnitPrice": 2.55,
+    "CustomerID": 17850,
+    "Country": "United Kingdom",
+}
 
 
 def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, clean_stores):
@@ -133,8 +142,10 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
         letters[letter.body["data"] if letter.body["data"] is not None else letter.body["data_base64"]] = letter
         assert letter.body["source"]["shard_id"].startswith("shardId-")
         assert letter.body["source"]["sequence_number"].isdigit() and letter.body["quarantined_at"]
-    reasons = {name: letters[data.decode("utf-8") if name != "not utf-8" else base64.b64encode(data).decode()].reason
-               for name, data in poison.items()}
+    reasons = {
+        name: letters[data.decode("utf-8") if name != "not utf-8" else base64.b64encode(data).decode()].reason
+        for name, data in poison.items()
+    }
     assert reasons["not json"].startswith("not JSON")
     assert reasons["not utf-8"].startswith("not UTF-8")
     assert "must be a JSON object" in reasons["array"]
@@ -147,37 +158,53 @@ def test_poison_records_are_quarantined_and_the_shard_keeps_moving(stack_env, cl
     assert letters[poison["900 KB"].decode()].body["size"] == len(poison["900 KB"])
 
     # The shard keeps moving: records after the poison are processed too.
-    high = _put(kinesis, r.stream, [{"Data": json.dumps(dict(GOOD, event_id="after-poison")).encode(),
-                                     "PartitionKey": "999001"}])
+    high = _put(
+        kinesis,
+        r.stream,
+        [{"Data": json.dumps(dict(GOOD, event_id="after-poison")).encode(), "PartitionKey": "999001"}],
+    )
     assert wait_for_drain(high, stack_env["cfg"], timeout=60)
     assert counts(stack_env["cfg"])["invoice_lines"] == 11
 
     # dlq: list, show, redrive (still invalid, so it comes back as a new letter; the old one is kept aside).
     env = {**os.environ, **stack_env["env"]}
     ecom = [sys.executable, "-m", "ecom"]
-    listing = json.loads(subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True,
-                                        text=True, check=True).stdout)
+    listing = json.loads(
+        subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True, text=True, check=True).stdout
+    )
     assert len(listing) == len(poison)
     target = next(letter for letter in listing if "Quantity: must be an integer" in letter["reason"])
-    shown = json.loads(subprocess.run(ecom + ["dlq", "show", target["sequence_number"]], env=env,
-                                      capture_output=True, text=True, check=True).stdout)
+    shown = json.loads(
+        subprocess.run(
+            ecom + ["dlq", "show", target["sequence_number"]], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert json.loads(shown["data"])["event_id"] == "poison-types"
     out = subprocess.run(ecom + ["dlq", "redrive", target["key"]], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "1 redriven" in out.stdout
     new_sequence = out.stdout.split("sequence ")[1].split()[0]
     assert wait_for_drain({target["shard_id"]: new_sequence}, stack_env["cfg"], timeout=60)
-    after = json.loads(subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True,
-                                      text=True, check=True).stdout)
+    after = json.loads(
+        subprocess.run(ecom + ["dlq", "list", "--json"], env=env, capture_output=True, text=True, check=True).stdout
+    )
     assert len(after) == len(poison)
     assert target["key"] not in {letter["key"] for letter in after}
     assert any(letter["sequence_number"] == new_sequence for letter in after)
-    status = json.loads(subprocess.run(ecom + ["status", "--json"], env=env, capture_output=True, text=True,
-                                       check=True).stdout)
+    status = json.loads(
+        subprocess.run(ecom + ["status", "--json"], env=env, capture_output=True, text=True, check=True).stdout
+    )
     assert status["quarantined"] == len(poison)
-    assert sorted(map(tuple, status["dead_letter_reasons"])) == sorted([
-        ("invalid event ((event))", 1), ("invalid event (Country, InvoiceDate, Quantity, StockCode, UnitPrice)", 1),
-        ("invalid event (Description)", 1), ("invalid event (Quantity, UnitPrice)", 1),
-        ("invalid event (event_id)", 1), ("not JSON", 1), ("not UTF-8", 1)])
+    assert sorted(map(tuple, status["dead_letter_reasons"])) == sorted(
+        [
+            ("invalid event ((event))", 1),
+            ("invalid event (Country, InvoiceDate, Quantity, StockCode, UnitPrice)", 1),
+            ("invalid event (Description)", 1),
+            ("invalid event (Quantity, UnitPrice)", 1),
+            ("invalid event (event_id)", 1),
+            ("not JSON", 1),
+            ("not UTF-8", 1),
+        ]
+    )
 
 
 def _etl(stack_env, faults: str = "") -> subprocess.CompletedProcess:
@@ -185,8 +212,9 @@ def _etl(stack_env, faults: str = "") -> subprocess.CompletedProcess:
     lease to expire, and the next run waits for that: 10 s here, not the default 120 s (nothing else
     runs the ETL meanwhile, so the short lease changes no outcome, only the wait)."""
     env = {**os.environ, **stack_env["env"], "ECOM_FAULTS": faults, "ECOM_ETL_LEASE_SECONDS": "10"}
-    return subprocess.run([sys.executable, "-m", "ecom", "etl", "run"], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ecom", "etl", "run"], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_etl_killed_between_copy_and_commit_loads_each_file_once(stack_env, clean_stores):
@@ -238,8 +266,8 @@ def test_emulator_and_postgres_restarts_lose_nothing(stack_env, clean_stores):
 
     thread = threading.Thread(target=run_replay)
     thread.start()
-    time.sleep(1.5)                      # mid-replay
-    stack.restart_ministack(cfg)         # graceful stop (state saved), start again
+    time.sleep(1.5)  # mid-replay
+    stack.restart_ministack(cfg)  # graceful stop (state saved), start again
     thread.join(timeout=600)
     assert "error" not in outcome, outcome.get("error")
     assert outcome["result"].accepted == 15000
@@ -319,8 +347,9 @@ def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clea
     kinesis = aws.client("kinesis", cfg)
     shard = sorted(result.high_water)[0]
     records = []
-    iterator = kinesis.get_shard_iterator(StreamName=r.stream, ShardId=shard,
-                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    iterator = kinesis.get_shard_iterator(StreamName=r.stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
+        "ShardIterator"
+    ]
     while True:
         page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
         records += page["Records"]
@@ -333,32 +362,63 @@ def test_batches_discarded_after_bounded_retries_can_be_redriven(stack_env, clea
     empty_stores(cfg)
     sqs = aws.client("sqs", cfg)
     url = sqs.get_queue_url(QueueName=r.dead_letter_queue)["QueueUrl"]
-    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({
-        "requestContext": {"requestId": "test", "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 51},
-        "responseContext": {"statusCode": 200, "functionError": "Unhandled"}, "version": "1.0",
-        "KinesisBatchInfo": {"shardId": shard, "startSequenceNumber": ours[0]["SequenceNumber"],
-                             "endSequenceNumber": ours[-1]["SequenceNumber"], "batchSize": len(ours),
-                             "streamArn": stack_env["stream_arn"]}}))
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody=json.dumps(
+            {
+                "requestContext": {
+                    "requestId": "test",
+                    "condition": "RetryAttemptsExhausted",
+                    "approximateInvokeCount": 51,
+                },
+                "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+                "version": "1.0",
+                "KinesisBatchInfo": {
+                    "shardId": shard,
+                    "startSequenceNumber": ours[0]["SequenceNumber"],
+                    "endSequenceNumber": ours[-1]["SequenceNumber"],
+                    "batchSize": len(ours),
+                    "streamArn": stack_env["stream_arn"],
+                },
+            }
+        ),
+    )
     env = {**os.environ, **stack_env["env"]}
-    listed = json.loads(subprocess.run([sys.executable, "-m", "ecom", "dlq", "batches", "--json"], env=env,
-                                       capture_output=True, text=True, check=True).stdout)
+    listed = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "ecom", "dlq", "batches", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert [(b["shard_id"], b["batch_size"]) for b in listed] == [(shard, len(ours))]
-    out = subprocess.run([sys.executable, "-m", "ecom", "dlq", "redrive", "--batches"], env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ecom", "dlq", "redrive", "--batches"], env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert f"1 batches redriven ({len(ours)} records re-put)" in out.stdout
     from replay.deadletters import failed_batches
 
     assert failed_batches(cfg) == []
-    tip = max((rec["SequenceNumber"] for rec in kinesis.get_records(
-        ShardIterator=kinesis.get_shard_iterator(StreamName=r.stream, ShardId=shard,
-                                                 ShardIteratorType="TRIM_HORIZON")["ShardIterator"],
-        Limit=10000)["Records"]), key=int)
+    tip = max(
+        (
+            rec["SequenceNumber"]
+            for rec in kinesis.get_records(
+                ShardIterator=kinesis.get_shard_iterator(
+                    StreamName=r.stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"],
+                Limit=10000,
+            )["Records"]
+        ),
+        key=int,
+    )
     assert wait_for_drain({shard: tip}, cfg, timeout=60)
     assert counts(cfg)["invoice_lines"] == len(ours)
 
 
-DEEP_RECORD = b'{"a":' * 100_000 + b"1" + b"}" * 100_000   # 600 KB: within a Kinesis record's 1 MiB
+DEEP_RECORD = b'{"a":' * 100_000 + b"1" + b"}" * 100_000  # 600 KB: within a Kinesis record's 1 MiB
 
 
 def test_a_deeply_nested_record_on_the_stream_breaks_no_operator_tool(stack_env, clean_stores):
@@ -367,8 +427,9 @@ def test_a_deeply_nested_record_on_the_stream_breaks_no_operator_tool(stack_env,
     RecursionError for as long as the record was retained)."""
     cfg = stack_env["cfg"]
     kinesis = aws.client("kinesis", cfg)
-    answer = kinesis.put_records(StreamName=config.resources().stream,
-                                 Records=[{"Data": DEEP_RECORD, "PartitionKey": "deep"}])
+    answer = kinesis.put_records(
+        StreamName=config.resources().stream, Records=[{"Data": DEEP_RECORD, "PartitionKey": "deep"}]
+    )
     assert not answer.get("FailedRecordCount"), answer
     record = answer["Records"][0]
     assert wait_for_drain({record["ShardId"]: record["SequenceNumber"]}, cfg, timeout=120)
@@ -376,12 +437,13 @@ def test_a_deeply_nested_record_on_the_stream_breaks_no_operator_tool(stack_env,
 
     result = reconcile(cfg, accepted=set())
     stream = next(s for s in result.stages if s.name == "stream")
-    assert stream.unreadable >= 1 and result.dead_lettered == set()     # counted, not crashed on
+    assert stream.unreadable >= 1 and result.dead_lettered == set()  # counted, not crashed on
     env = {**os.environ, **stack_env["env"]}
 
     def ecom(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ecom", *args], env=env, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "ecom", *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
     listed = ecom("dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -402,22 +464,37 @@ def test_reconcile_counts_every_accepted_event_not_just_the_replayed_ones(stack_
     from handlers.events import accept_event
 
     cfg = stack_env["cfg"]
-    replay_file(stack_env, SAMPLE_FILE, rows=40)               # a replay: its ledger holds 40 ids
-    other = [accept_event({"InvoiceNo": "581587", "StockCode": f"2272{i}", "Description": "CIRCUS PARADE",
-                           "Quantity": 4, "InvoiceDate": "12/9/2011 12:50", "UnitPrice": 2.55,
-                           "CustomerID": 12680, "Country": "France"}) for i in range(5)]
+    replay_file(stack_env, SAMPLE_FILE, rows=40)  # a replay: its ledger holds 40 ids
+    other = [
+        accept_event(
+            {
+                "InvoiceNo": "581587",
+                "StockCode": f"2272{i}",
+                "Description": "CIRCUS PARADE",
+                "Quantity": 4,
+                "InvoiceDate": "12/9/2011 12:50",
+                "UnitPrice": 2.55,
+                "CustomerID": 12680,
+                "Country": "France",
+            }
+        )
+        for i in range(5)
+    ]
     kinesis = aws.client("kinesis", cfg)
-    answer = kinesis.put_records(StreamName=config.resources().stream,
-                                 Records=[{"Data": json.dumps(e).encode(), "PartitionKey": "581587"} for e in other])
+    answer = kinesis.put_records(
+        StreamName=config.resources().stream,
+        Records=[{"Data": json.dumps(e).encode(), "PartitionKey": "581587"} for e in other],
+    )
     assert not answer.get("FailedRecordCount"), answer
     assert wait_for_drain({rec["ShardId"]: rec["SequenceNumber"] for rec in answer["Records"]}, cfg, timeout=120)
     run_once(cfg)
-    assert_exact(stack_env, 45)                                 # the other producer's 5 included
+    assert_exact(stack_env, 45)  # the other producer's 5 included
     env = {**os.environ, **stack_env["env"]}
 
     def cli_reconcile() -> dict:
-        done = subprocess.run([sys.executable, "-m", "ecom", "reconcile", "--json"], env=env, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "ecom", "reconcile", "--json"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == (0 if json.loads(done.stdout)["exact"] else 1), done.stderr
         return json.loads(done.stdout)
 

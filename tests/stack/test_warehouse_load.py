@@ -1,4 +1,5 @@
 """The warehouse load: exactly once through a crash, schema drift stops it, old warehouses upgrade."""
+
 from __future__ import annotations
 
 import csv
@@ -49,8 +50,12 @@ def _staged_rows(cfg, key: str) -> int:
 
 def _dimensions_match_facts() -> None:
     """Every dimension holds exactly the keys the committed facts use: nothing from a rolled-back file."""
-    for dim, key, fact_key in (("dim_product", "product_code", "product_code"), ("dim_date", "date_key", "date_key"),
-                               ("dim_country", "country", "country"), ("dim_customer", "customer_id", "customer_id")):
+    for dim, key, fact_key in (
+        ("dim_product", "product_code", "product_code"),
+        ("dim_date", "date_key", "date_key"),
+        ("dim_country", "country", "country"),
+        ("dim_customer", "customer_id", "customer_id"),
+    ):
         in_dim = {r[0] for r in warehouse_rows(f'SELECT "{key}" FROM dw.{dim}')}
         in_facts = {r[0] for r in warehouse_rows(f'SELECT DISTINCT "{fact_key}" FROM dw.fact_sales_line')} - {None}
         assert in_dim == in_facts, dim
@@ -66,31 +71,36 @@ def test_crash_between_copy_and_commit_then_rerun_loads_each_file_once(stack_env
     rows_per_file = {k: _staged_rows(cfg, k) for k in keys}
 
     env = {**os.environ, **stack_env["env"]}
-    crashed = subprocess.run([sys.executable, "-c", CRASH_BEFORE_THE_SECOND_COMMIT], env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert crashed.returncode == -9, crashed.stderr                     # killed, not a clean exit
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_BEFORE_THE_SECOND_COMMIT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert crashed.returncode == -9, crashed.stderr  # killed, not a clean exit
     visible = rows_per_file[keys[0]] + rows_per_file[keys[1]]
-    assert f"crashing with {visible} rows visible" in crashed.stdout    # inside the open transaction
+    assert f"crashing with {visible} rows visible" in crashed.stdout  # inside the open transaction
 
     # Only the first file committed: its rows, its manifest entry, its dimension rows.
     assert warehouse_rows('SELECT "file_key" FROM dw.load_manifest') == [(keys[0],)]
-    assert warehouse_rows('SELECT count(*), count(DISTINCT "source_file") FROM dw.fact_sales_line') == \
-        [(rows_per_file[keys[0]], 1)]
+    assert warehouse_rows('SELECT count(*), count(DISTINCT "source_file") FROM dw.fact_sales_line') == [
+        (rows_per_file[keys[0]], 1)
+    ]
     _dimensions_match_facts()
 
     rerun = load.load(cfg)  # waits for the dead job's session to expire: it holds the manifest's lock
     assert rerun.files_loaded == len(keys) - 1 and rerun.loaded_keys == keys[1:]
     assert rerun.rows_inserted == 2000 - rows_per_file[keys[0]] and rerun.rows_updated == 0
-    assert load.load(cfg).files_loaded == 0                             # and nothing is left to do
+    assert load.load(cfg).files_loaded == 0  # and nothing is left to do
 
     assert warehouse_rows('SELECT count(*), count(DISTINCT "event_id") FROM dw.fact_sales_line') == [(2000, 2000)]
-    assert sorted(warehouse_rows('SELECT "file_key", "rows_in_file", "rows_inserted" FROM dw.load_manifest')) == \
-        [(k, rows_per_file[k], rows_per_file[k]) for k in keys]
+    assert sorted(warehouse_rows('SELECT "file_key", "rows_in_file", "rows_inserted" FROM dw.load_manifest')) == [
+        (k, rows_per_file[k], rows_per_file[k]) for k in keys
+    ]
     _dimensions_match_facts()
     df = read_csv(slice_file).head(2000)
     from decimal import Decimal
-    assert warehouse_rows('SELECT sum("amount") FROM dw.fact_sales_line')[0][0] == \
-        sum(Decimal(q) * Decimal(p) for q, p in zip(df.Quantity, df.UnitPrice, strict=True))
+
+    assert warehouse_rows('SELECT sum("amount") FROM dw.fact_sales_line')[0][0] == sum(
+        Decimal(q) * Decimal(p) for q, p in zip(df.Quantity, df.UnitPrice, strict=True)
+    )
 
 
 def _put_staging(cfg, key: str, header: list[str], rows: list[list[str]]) -> None:
@@ -98,13 +108,22 @@ def _put_staging(cfg, key: str, header: list[str], rows: list[list[str]]) -> Non
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    aws.client("s3", cfg).put_object(Bucket=config.resources().staging_bucket, Key=key,
-                                     Body=out.getvalue().encode("utf-8"))
+    aws.client("s3", cfg).put_object(
+        Bucket=config.resources().staging_bucket, Key=key, Body=out.getvalue().encode("utf-8")
+    )
 
 
-LINE = {"event_id": "drift-0", "invoice_no": "536365", "stock_code": "85123A",
-        "description": "WHITE HANGING HEART T-LIGHT HOLDER", "quantity": "6", "invoice_date": "2010-12-01T08:26:00",
-        "unit_price": "2.55", "customer_id": "17850", "country": "United Kingdom"}
+LINE = {
+    "event_id": "drift-0",
+    "invoice_no": "536365",
+    "stock_code": "85123A",
+    "description": "WHITE HANGING HEART T-LIGHT HOLDER",
+    "quantity": "6",
+    "invoice_date": "2010-12-01T08:26:00",
+    "unit_price": "2.55",
+    "customer_id": "17850",
+    "country": "United Kingdom",
+}
 
 
 def test_a_new_staging_column_stops_the_load_naming_it(stack_env, clean_stores):
@@ -112,9 +131,12 @@ def test_a_new_staging_column_stops_the_load_naming_it(stack_env, clean_stores):
     prefix = config.resources().staging_prefix
     good_key, drift_key = f"{prefix}drift/0000.csv", f"{prefix}drift/0001.csv"
     _put_staging(cfg, good_key, CSV_HEADER, [[LINE[c] for c in CSV_HEADER]])
-    _put_staging(cfg, drift_key, CSV_HEADER[:4] + ["discount_code"] + CSV_HEADER[4:],
-                 [[LINE[c] for c in CSV_HEADER[:4]] + ["XMAS10"] + [dict(LINE, event_id="drift-1")[c]
-                                                                   for c in CSV_HEADER[4:]]])
+    _put_staging(
+        cfg,
+        drift_key,
+        CSV_HEADER[:4] + ["discount_code"] + CSV_HEADER[4:],
+        [[LINE[c] for c in CSV_HEADER[:4]] + ["XMAS10"] + [dict(LINE, event_id="drift-1")[c] for c in CSV_HEADER[4:]]],
+    )
     with pytest.raises(SchemaDrift) as stopped:
         run_once(cfg)
     message = str(stopped.value)
@@ -128,8 +150,9 @@ def test_a_new_staging_column_stops_the_load_naming_it(stack_env, clean_stores):
 
     # The CLI says the same and fails.
     env = {**os.environ, **stack_env["env"]}
-    cli = subprocess.run([sys.executable, "-m", "ecom", "etl", "load"], env=env, capture_output=True, text=True,
-                         timeout=300)
+    cli = subprocess.run(
+        [sys.executable, "-m", "ecom", "etl", "load"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert cli.returncode == 1 and "discount_code" in cli.stderr and drift_key in cli.stderr
 
     # Same columns in another order would load misaligned values: refused too.
@@ -153,24 +176,30 @@ def test_a_warehouse_from_before_the_star_schema_is_upgraded_in_place(stack_env,
     derived = ", ".join(f'"{c}"' for c in star.DERIVED_COLUMN_TYPES)
 
     def state():
-        return (sorted(warehouse_rows(f'SELECT "event_id", {derived} FROM dw.fact_sales_line')),
-                *(sorted(warehouse_rows(f"SELECT * FROM dw.{t}"), key=repr)
-                  for t in ("dim_product", "dim_customer", "dim_country", "dim_date")))
+        return (
+            sorted(warehouse_rows(f'SELECT "event_id", {derived} FROM dw.fact_sales_line')),
+            *(
+                sorted(warehouse_rows(f"SELECT * FROM dw.{t}"), key=repr)
+                for t in ("dim_product", "dim_customer", "dim_country", "dim_date")
+            ),
+        )
 
     fresh = state()
-    assert sum(1 for row in fresh[0] if row[-1]) > 0          # some repeated rows are flagged
+    assert sum(1 for row in fresh[0] if row[-1]) > 0  # some repeated rows are flagged
     with db.connection() as conn:
         with conn.cursor() as cur:
             for column in star.DERIVED_COLUMN_TYPES:
                 cur.execute(f'ALTER TABLE dw.fact_sales_line DROP COLUMN "{column}" CASCADE')
             cur.execute("DROP TABLE dw.dim_product, dw.dim_customer, dw.dim_country, dw.dim_date")
         conn.commit()
-    assert warehouse_rows("SELECT to_regclass('analytics.top_products')") == [(None,)]   # CASCADE took the views
+    assert warehouse_rows("SELECT to_regclass('analytics.top_products')") == [(None,)]  # CASCADE took the views
     changed = schema.ensure_schema(DataApi(cfg=stack_env["cfg"]))
-    assert changed == [f"added the star columns {', '.join(star.DERIVED_COLUMN_TYPES)} and built the dimensions",
-                       "re-created the analytics views"]
+    assert changed == [
+        f"added the star columns {', '.join(star.DERIVED_COLUMN_TYPES)} and built the dimensions",
+        "re-created the analytics views",
+    ]
     assert state() == fresh
-    assert schema.ensure_schema(DataApi(cfg=stack_env["cfg"])) == []    # and the next run changes nothing
+    assert schema.ensure_schema(DataApi(cfg=stack_env["cfg"])) == []  # and the next run changes nothing
     assert warehouse_rows("SELECT count(*) FROM analytics.sales_line") == [(1500,)]
 
 
@@ -188,11 +217,13 @@ def test_a_redelivered_event_that_changed_re_evaluates_the_group_it_left(stack_e
     cfg = stack_env["cfg"]
     first, second = dict(LINE, event_id="same-a"), dict(LINE, event_id="same-b")
     flags = 'SELECT "event_id", "stock_code", "is_duplicate_row" FROM dw.fact_sales_line ORDER BY 1'
-    assert load_staged(cfg, [("csv/redelivery/1.csv", _csv_body(first, second))]) == \
-        [("csv/redelivery/1.csv", (2, 2, 0, 0))]
+    assert load_staged(cfg, [("csv/redelivery/1.csv", _csv_body(first, second))]) == [
+        ("csv/redelivery/1.csv", (2, 2, 0, 0))
+    ]
     assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123A", True)]
-    assert load_staged(cfg, [("csv/redelivery/2.csv", _csv_body(dict(second, stock_code="85123B")))]) == \
-        [("csv/redelivery/2.csv", (1, 0, 1, 0))]
+    assert load_staged(cfg, [("csv/redelivery/2.csv", _csv_body(dict(second, stock_code="85123B")))]) == [
+        ("csv/redelivery/2.csv", (1, 0, 1, 0))
+    ]
     assert warehouse_rows(flags) == [("same-a", "85123A", False), ("same-b", "85123B", False)]
     assert warehouse_rows('SELECT "product_code" FROM dw.dim_product ORDER BY 1') == [("85123A",), ("85123B",)]
 
@@ -202,16 +233,24 @@ def test_an_event_repeated_in_and_across_the_files_of_a_group_is_one_fact_the_la
     e3, file 2 only e1. Per file the manifest counts rows, and each event as new only in the first
     file that has it (as file-by-file loads would have); the warehouse keeps the last file's copy."""
     e1, e2, e3 = (dict(LINE, event_id=f"rep-{n}", stock_code=f"2000{n}") for n in (1, 2, 3))
-    files = [("csv/repeat/0.csv", _csv_body(e1, e2, e2)),
-             ("csv/repeat/1.csv", _csv_body(dict(e2, quantity="7"), e3)),
-             ("csv/repeat/2.csv", _csv_body(e1))]
+    files = [
+        ("csv/repeat/0.csv", _csv_body(e1, e2, e2)),
+        ("csv/repeat/1.csv", _csv_body(dict(e2, quantity="7"), e3)),
+        ("csv/repeat/2.csv", _csv_body(e1)),
+    ]
     outcomes = load_staged(stack_env["cfg"], files)
     # (rows, inserted, updated, rejected): file 0: 3 rows, 2 distinct events, both new;
     # file 1: e2 counted new in file 0 (so updated here), e3 new; file 2: e1 counted in file 0.
-    assert outcomes == [("csv/repeat/0.csv", (3, 2, 0, 0)), ("csv/repeat/1.csv", (2, 1, 1, 0)),
-                        ("csv/repeat/2.csv", (1, 0, 1, 0))]
+    assert outcomes == [
+        ("csv/repeat/0.csv", (3, 2, 0, 0)),
+        ("csv/repeat/1.csv", (2, 1, 1, 0)),
+        ("csv/repeat/2.csv", (1, 0, 1, 0)),
+    ]
     assert warehouse_rows('SELECT "event_id", "quantity", "source_file" FROM dw.fact_sales_line ORDER BY 1') == [
-        ("rep-1", 6, "csv/repeat/2.csv"), ("rep-2", 7, "csv/repeat/1.csv"), ("rep-3", 6, "csv/repeat/1.csv")]
-    assert warehouse_rows('SELECT "file_key", "rows_in_file", "rows_inserted", "rows_updated" FROM dw.load_manifest '
-                          'ORDER BY 1') == [("csv/repeat/0.csv", 3, 2, 0), ("csv/repeat/1.csv", 2, 1, 1),
-                                            ("csv/repeat/2.csv", 1, 0, 1)]
+        ("rep-1", 6, "csv/repeat/2.csv"),
+        ("rep-2", 7, "csv/repeat/1.csv"),
+        ("rep-3", 6, "csv/repeat/1.csv"),
+    ]
+    assert warehouse_rows(
+        'SELECT "file_key", "rows_in_file", "rows_inserted", "rows_updated" FROM dw.load_manifest ORDER BY 1'
+    ) == [("csv/repeat/0.csv", 3, 2, 0), ("csv/repeat/1.csv", 2, 1, 1), ("csv/repeat/2.csv", 1, 0, 1)]

@@ -1,4 +1,5 @@
 """The star schema and the analytics views on a slice with every trap, against pandas, to the cent."""
+
 from __future__ import annotations
 
 import csv
@@ -61,13 +62,13 @@ def test_the_slice_holds_every_trap(trap_slice):
     assert ((df.price_milli == 0) & ~df.guest).sum() > 0 and (~df.cancel & (df.q < 0)).sum() > 0
     assert df.repeat.sum() > 30
     lower = df[df.StockCode != df.code]
-    assert len(lower) > 20 and lower.code.isin(set(df.StockCode)).any()   # same code in both cases
+    assert len(lower) > 20 and lower.code.isin(set(df.StockCode)).any()  # same code in both cases
     assert "m" in set(df.StockCode) and "M" in set(df.StockCode)
     assert df.Description.str.endswith(" ").sum() > 1000 and (df.Description == "").sum() > 0
     assert {"Unspecified", "European Community", "EIRE"} <= set(df.Country)
     per_customer = df[~df.guest].groupby("customer").Country.nunique()
-    assert (per_customer > 1).sum() >= 2                                   # customers in two countries
-    assert df.month.nunique() == 13                                         # every month, Dec 2010 - Dec 2011
+    assert (per_customer > 1).sum() >= 2  # customers in two countries
+    assert df.month.nunique() == 13  # every month, Dec 2010 - Dec 2011
     assert {"581483", "C581484", "541431", "C541433", "578841", "C556445"} <= set(df.InvoiceNo)
     # Some product's latest description is a write-off note on an unpriced line ("?", "check"):
     # "most recent description" must skip it, or the slice could not tell the rules apart.
@@ -79,25 +80,35 @@ def test_the_slice_holds_every_trap(trap_slice):
 
 def test_facts_flags_and_dimensions(loaded):
     df = loaded
-    fact = rows_as_dicts('SELECT count(*) AS lines, sum("amount") AS revenue, '
-                         'sum(CASE WHEN "is_duplicate_row" THEN 1 ELSE 0 END) AS repeats, '
-                         'sum(CASE WHEN "is_cancellation" THEN 1 ELSE 0 END) AS cancellations, '
-                         'sum(CASE WHEN "is_adjustment" THEN 1 ELSE 0 END) AS adjustments, '
-                         'sum(CASE WHEN "is_guest" THEN 1 ELSE 0 END) AS guests, '
-                         'sum(CASE WHEN "is_zero_price" THEN 1 ELSE 0 END) AS zero_price '
-                         'FROM dw.fact_sales_line')[0]
-    assert fact == {"lines": len(df), "revenue": expect.money(df.amount_milli.sum()), "repeats": df.repeat.sum(),
-                    "cancellations": df.cancel.sum(), "adjustments": df.adjust.sum(), "guests": df.guest.sum(),
-                    "zero_price": (df.price_milli == 0).sum()}
+    fact = rows_as_dicts(
+        'SELECT count(*) AS lines, sum("amount") AS revenue, '
+        'sum(CASE WHEN "is_duplicate_row" THEN 1 ELSE 0 END) AS repeats, '
+        'sum(CASE WHEN "is_cancellation" THEN 1 ELSE 0 END) AS cancellations, '
+        'sum(CASE WHEN "is_adjustment" THEN 1 ELSE 0 END) AS adjustments, '
+        'sum(CASE WHEN "is_guest" THEN 1 ELSE 0 END) AS guests, '
+        'sum(CASE WHEN "is_zero_price" THEN 1 ELSE 0 END) AS zero_price '
+        "FROM dw.fact_sales_line"
+    )[0]
+    assert fact == {
+        "lines": len(df),
+        "revenue": expect.money(df.amount_milli.sum()),
+        "repeats": df.repeat.sum(),
+        "cancellations": df.cancel.sum(),
+        "adjustments": df.adjust.sum(),
+        "guests": df.guest.sum(),
+        "zero_price": (df.price_milli == 0).sum(),
+    }
     # Within every group of identical source rows exactly one event is left unflagged.
     bad_groups = warehouse_rows(
         'SELECT count(*) FROM (SELECT count(*) AS n, sum(CASE WHEN "is_duplicate_row" THEN 1 ELSE 0 END) AS flagged '
         'FROM dw.fact_sales_line GROUP BY "invoice_no", "stock_code", "description", "quantity", "invoice_ts", '
-        '"unit_price", "customer_id", "country") AS g WHERE g.flagged <> g.n - 1')
+        '"unit_price", "customer_id", "country") AS g WHERE g.flagged <> g.n - 1'
+    )
     assert bad_groups == [(0,)]
     # Revenue excluding repeated rows, as an analyst would filter it.
-    assert warehouse_rows('SELECT sum("amount") FROM dw.fact_sales_line WHERE NOT "is_duplicate_row"')[0][0] == \
-        expect.money(df.amount_milli[~df.repeat].sum())
+    assert warehouse_rows('SELECT sum("amount") FROM dw.fact_sales_line WHERE NOT "is_duplicate_row"')[0][
+        0
+    ] == expect.money(df.amount_milli[~df.repeat].sum())
 
     products = {r["product_code"]: r for r in rows_as_dicts("SELECT * FROM dw.dim_product")}
     descriptions = expect.product_descriptions(df)
@@ -107,26 +118,27 @@ def test_facts_flags_and_dimensions(loaded):
     assert {c: p["product_type"] for c, p in products.items()} == types
     assert {c: p["is_product"] for c, p in products.items()} == {c: t == "product" for c, t in types.items()}
     first_last = df.groupby("code").ts.agg(["min", "max"])
-    assert {c: (p["first_seen_ts"], p["last_seen_ts"]) for c, p in products.items()} == \
-        {c: (r["min"].to_pydatetime(), r["max"].to_pydatetime()) for c, r in first_last.iterrows()}
+    assert {c: (p["first_seen_ts"], p["last_seen_ts"]) for c, p in products.items()} == {
+        c: (r["min"].to_pydatetime(), r["max"].to_pydatetime()) for c, r in first_last.iterrows()
+    }
 
     customers = {r["customer_id"]: r for r in rows_as_dicts("SELECT * FROM dw.dim_customer")}
     expected_customers = {r["customer_id"]: r for r in expect.customer_rfm(df)}
     assert set(customers) == set(expected_customers)
-    assert {c: r["country"] for c, r in customers.items()} == \
-        {c: r["country"] for c, r in expected_customers.items()}
+    assert {c: r["country"] for c, r in customers.items()} == {c: r["country"] for c, r in expected_customers.items()}
     assert sum(1 for c in customers.values() if c["country"] != df[df.customer == c["customer_id"]].Country.iloc[0]) > 0
 
     countries = rows_as_dicts("SELECT * FROM dw.dim_country")
-    assert {r["country"]: (r["country_name"], r["is_specific"]) for r in countries} == \
-        {c: (expect.COUNTRY_NAMES.get(c, c), c not in expect.NOT_A_COUNTRY) for c in set(df.Country)}
+    assert {r["country"]: (r["country_name"], r["is_specific"]) for r in countries} == {
+        c: (expect.COUNTRY_NAMES.get(c, c), c not in expect.NOT_A_COUNTRY) for c in set(df.Country)
+    }
     dates = rows_as_dicts(
         'SELECT "date_key", "calendar_date", "month_label", "day_name", "is_weekend" FROM dw.dim_date'
     )
     days = sorted(set(df.ts.dt.date))
-    assert sorted((r["date_key"], r["calendar_date"], r["month_label"], r["day_name"], r["is_weekend"])
-                  for r in dates) == \
-        [(int(d.strftime("%Y%m%d")), d, d.strftime("%Y-%m"), d.strftime("%a"), d.weekday() >= 5) for d in days]
+    assert sorted(
+        (r["date_key"], r["calendar_date"], r["month_label"], r["day_name"], r["is_weekend"]) for r in dates
+    ) == [(int(d.strftime("%Y%m%d")), d, d.strftime("%Y-%m"), d.strftime("%a"), d.weekday() >= 5) for d in days]
     # The star joins lose nothing: every line finds its dimension rows.
     assert warehouse_rows("SELECT count(*) FROM analytics.sales_line") == [(len(df),)]
 
@@ -157,7 +169,7 @@ def test_top_products(loaded):
     real = expect.ranked(products[products.product_type == "product"])
     got = rows_as_dicts("SELECT * FROM analytics.top_products")
     assert {r["stock_code"]: r for r in got} == _product_rows(real, with_type=False)
-    assert [r["quantity_rank"] for r in got] == list(range(1, len(got) + 1))   # the view is ordered
+    assert [r["quantity_rank"] for r in got] == list(range(1, len(got) + 1))  # the view is ordered
     assert not set(got[i]["stock_code"] for i in range(len(got))) & set(expect.SERVICE_TYPES)
 
     everything = expect.ranked(products)
@@ -175,26 +187,37 @@ def test_revenue_by_month_and_country(loaded):
     got = rows_as_dicts("SELECT * FROM analytics.revenue_by_month")
     expected = []
     for month, m in df.groupby("month"):
-        expected.append({
-            "month": month, "revenue": expect.money(m.amount_milli.sum()),
-            "product_revenue": expect.money(m.amount_milli[m.is_product].sum()),
-            "sales_revenue": expect.money(m.amount_milli[m.sale].sum()),
-            "cancelled_revenue": expect.money(m.amount_milli[m.cancel].sum()),
-            "adjustment_revenue": expect.money(m.amount_milli[m.adjust].sum()),
-            "revenue_excluding_repeated_rows": expect.money(m.amount_milli[~m.repeat].sum()),
-            "sales_invoices": m.InvoiceNo[m.sale].nunique(), "customers": m.customer.dropna().nunique(),
-            "lines": len(m)})
+        expected.append(
+            {
+                "month": month,
+                "revenue": expect.money(m.amount_milli.sum()),
+                "product_revenue": expect.money(m.amount_milli[m.is_product].sum()),
+                "sales_revenue": expect.money(m.amount_milli[m.sale].sum()),
+                "cancelled_revenue": expect.money(m.amount_milli[m.cancel].sum()),
+                "adjustment_revenue": expect.money(m.amount_milli[m.adjust].sum()),
+                "revenue_excluding_repeated_rows": expect.money(m.amount_milli[~m.repeat].sum()),
+                "sales_invoices": m.InvoiceNo[m.sale].nunique(),
+                "customers": m.customer.dropna().nunique(),
+                "lines": len(m),
+            }
+        )
     assert got == expected
     assert sum(r["revenue"] for r in got) == expect.money(df.amount_milli.sum())
 
     got = rows_as_dicts("SELECT * FROM analytics.revenue_by_country")
     expected = []
     for country, c in df.groupby("Country"):
-        expected.append({
-            "country": country, "country_name": expect.COUNTRY_NAMES.get(country, country),
-            "revenue": expect.money(c.amount_milli.sum()), "guest_revenue": expect.money(c.amount_milli[c.guest].sum()),
-            "customers": c.customer.dropna().nunique(), "sales_invoices": c.InvoiceNo[c.sale].nunique(),
-            "lines": len(c)})
+        expected.append(
+            {
+                "country": country,
+                "country_name": expect.COUNTRY_NAMES.get(country, country),
+                "revenue": expect.money(c.amount_milli.sum()),
+                "guest_revenue": expect.money(c.amount_milli[c.guest].sum()),
+                "customers": c.customer.dropna().nunique(),
+                "sales_invoices": c.InvoiceNo[c.sale].nunique(),
+                "lines": len(c),
+            }
+        )
     expected.sort(key=lambda r: (-r["revenue"], r["country"]))
     assert got == expected
 
@@ -206,36 +229,62 @@ def test_cancellation_rates(loaded):
         sales, cancels = m.InvoiceNo[m.sale].nunique(), m.InvoiceNo[m.cancel].nunique()
         sold = m.amount_milli[m.sale & (m.q > 0)].sum()
         cancelled = -m.amount_milli[m.cancel].sum()
-        expected.append({"month": month, "sales_invoices": sales, "cancellation_invoices": cancels,
-                         "invoice_cancellation_rate": expect.rate(cancels, sales),
-                         "sold_revenue": expect.money(sold), "cancelled_revenue": expect.money(cancelled),
-                         "revenue_cancellation_rate": expect.rate(cancelled, sold)})
+        expected.append(
+            {
+                "month": month,
+                "sales_invoices": sales,
+                "cancellation_invoices": cancels,
+                "invoice_cancellation_rate": expect.rate(cancels, sales),
+                "sold_revenue": expect.money(sold),
+                "cancelled_revenue": expect.money(cancelled),
+                "revenue_cancellation_rate": expect.rate(cancelled, sold),
+            }
+        )
     assert rows_as_dicts("SELECT * FROM analytics.cancellation_rate_by_month") == expected
 
     products = expect.product_sales(df)
     real = products[products.product_type == "product"]
-    expected = {r.stock_code: {"stock_code": r.stock_code, "description": r.description,
-                               "sold_quantity": r.sold_quantity, "cancelled_quantity": r.cancelled_quantity,
-                               "cancellation_rate": expect.rate(r.cancelled_quantity, r.sold_quantity),
-                               "lines": r.lines} for r in real.itertuples()}
+    expected = {
+        r.stock_code: {
+            "stock_code": r.stock_code,
+            "description": r.description,
+            "sold_quantity": r.sold_quantity,
+            "cancelled_quantity": r.cancelled_quantity,
+            "cancellation_rate": expect.rate(r.cancelled_quantity, r.sold_quantity),
+            "lines": r.lines,
+        }
+        for r in real.itertuples()
+    }
     got = rows_as_dicts("SELECT * FROM analytics.cancellation_rate_by_product")
     assert {r["stock_code"]: r for r in got} == expected
-    assert got[0]["cancelled_quantity"] == real.cancelled_quantity.max() == 80995   # C581484
+    assert got[0]["cancelled_quantity"] == real.cancelled_quantity.max() == 80995  # C581484
 
 
 def test_customer_rfm_and_segments(loaded):
     df = loaded
     expected = expect.customer_rfm(df)
     got = rows_as_dicts("SELECT * FROM analytics.customer_rfm")
-    want = [{"customer_id": r["customer_id"], "recency_days": r["recency_days"], "frequency": r["frequency"],
-             "monetary": expect.money(r["monetary_milli"]), "r_score": r["r_score"], "f_score": r["f_score"],
-             "m_score": r["m_score"], "rfm_cell": r["rfm_cell"], "segment": r["segment"],
-             "monetary_rank": r["monetary_rank"], "country": r["country"],
-             "first_purchase_ts": r["first_purchase_ts"], "last_purchase_ts": r["last_purchase_ts"],
-             "cancellation_invoices": r["cancellation_invoices"]}
-            for r in sorted(expected, key=lambda r: r["monetary_rank"])]
+    want = [
+        {
+            "customer_id": r["customer_id"],
+            "recency_days": r["recency_days"],
+            "frequency": r["frequency"],
+            "monetary": expect.money(r["monetary_milli"]),
+            "r_score": r["r_score"],
+            "f_score": r["f_score"],
+            "m_score": r["m_score"],
+            "rfm_cell": r["rfm_cell"],
+            "segment": r["segment"],
+            "monetary_rank": r["monetary_rank"],
+            "country": r["country"],
+            "first_purchase_ts": r["first_purchase_ts"],
+            "last_purchase_ts": r["last_purchase_ts"],
+            "cancellation_invoices": r["cancellation_invoices"],
+        }
+        for r in sorted(expected, key=lambda r: r["monetary_rank"])
+    ]
     assert got == want
-    assert any(r["recency_days"] is None for r in got)            # customers with only cancellations
+    assert any(r["recency_days"] is None for r in got)  # customers with only cancellations
     assert len({r["segment"] for r in got}) >= 4
 
     segments = {}
@@ -247,13 +296,22 @@ def test_customer_rfm_and_segments(loaded):
             s["recency"].append(r["recency_days"])
         s["frequency"].append(r["frequency"])
     got = {r["segment"]: r for r in rows_as_dicts("SELECT * FROM analytics.rfm_segments")}
+
     def avg(values, places):
         if not values:
             return None
         return (Decimal(sum(values)) / len(values)).quantize(Decimal(places), rounding=ROUND_HALF_UP)
-    assert got == {name: {"segment": name, "customers": s["customers"], "monetary": expect.money(s["monetary"]),
-                          "avg_recency_days": avg(s["recency"], "0.1"), "avg_frequency": avg(s["frequency"], "0.01")}
-                   for name, s in segments.items()}
+
+    assert got == {
+        name: {
+            "segment": name,
+            "customers": s["customers"],
+            "monetary": expect.money(s["monetary"]),
+            "avg_recency_days": avg(s["recency"], "0.1"),
+            "avg_frequency": avg(s["frequency"], "0.01"),
+        }
+        for name, s in segments.items()
+    }
 
 
 def _guest_lines(prefix: str, invoice_no: str, moment: str, count: int) -> bytes:
@@ -264,8 +322,19 @@ def _guest_lines(prefix: str, invoice_no: str, moment: str, count: int) -> bytes
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(contract.CSV_HEADER)
     for n in range(count):
-        writer.writerow([f"{prefix}-{n:03d}", invoice_no, "85123A",
-                         "WHITE HANGING HEART T-LIGHT HOLDER", n + 1, moment, "2.55", "", "United Kingdom"])
+        writer.writerow(
+            [
+                f"{prefix}-{n:03d}",
+                invoice_no,
+                "85123A",
+                "WHITE HANGING HEART T-LIGHT HOLDER",
+                n + 1,
+                moment,
+                "2.55",
+                "",
+                "United Kingdom",
+            ]
+        )
     return out.getvalue().encode("utf-8")
 
 
@@ -281,29 +350,37 @@ def test_rfm_reference_date_ignores_outlying_lines(stack_env, loaded):
     from warehouse import db
 
     def rfm():
-        return (rows_as_dicts("SELECT * FROM analytics.customer_rfm"),
-                rows_as_dicts("SELECT * FROM analytics.rfm_segments"))
+        return (
+            rows_as_dicts("SELECT * FROM analytics.customer_rfm"),
+            rows_as_dicts("SELECT * FROM analytics.rfm_segments"),
+        )
 
     before, segments_before = rfm()
     assert max(r["last_purchase_ts"] for r in before if r["last_purchase_ts"]).date() == date(2011, 12, 9)
     tables = ("dim_product", "dim_customer", "dim_country", "dim_date", "load_manifest")
     saved = {t: warehouse_rows(f"SELECT * FROM dw.{t}") for t in tables}
-    busiest = warehouse_rows('SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dw.fact_sales_line '
-                             'GROUP BY CAST("invoice_ts" AS DATE)) AS d')[0][0]
-    future_lines = busiest // 100 + 5           # above 1% of the busiest day: only "not after the load" stops them
-    files = [("rfm-outliers/future.csv",
-              _guest_lines("rfm-outlier-future", "990001", "2099-12-31T12:00:00", future_lines)),
-             ("rfm-outliers/next-day.csv", _guest_lines("rfm-outlier-next", "990002", "2011-12-10T09:00:00", 1))]
-    more = ("rfm-outliers/next-day-more.csv",
-            _guest_lines("rfm-outlier-more", "990003", "2011-12-10T10:00:00", future_lines))
+    busiest = warehouse_rows(
+        'SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM dw.fact_sales_line GROUP BY CAST("invoice_ts" AS DATE)) AS d'
+    )[0][0]
+    future_lines = busiest // 100 + 5  # above 1% of the busiest day: only "not after the load" stops them
+    files = [
+        ("rfm-outliers/future.csv", _guest_lines("rfm-outlier-future", "990001", "2099-12-31T12:00:00", future_lines)),
+        ("rfm-outliers/next-day.csv", _guest_lines("rfm-outlier-next", "990002", "2011-12-10T09:00:00", 1)),
+    ]
+    more = (
+        "rfm-outliers/next-day-more.csv",
+        _guest_lines("rfm-outlier-more", "990003", "2011-12-10T10:00:00", future_lines),
+    )
     try:
         outcomes = load_staged(stack_env["cfg"], files)
         assert all(outcome is not None for _, outcome in outcomes), outcomes
         # The plain last day in the data is now 2099-12-31: the old reference date.
-        assert warehouse_rows('SELECT CAST(MAX("invoice_ts") AS DATE) FROM dw.fact_sales_line') == \
-            [(date(2099, 12, 31),)]
-        assert warehouse_rows('SELECT COUNT(*) FROM dw.fact_sales_line WHERE CAST("invoice_ts" AS DATE) = %s',
-                              (date(2011, 12, 10),)) == [(1,)]
+        assert warehouse_rows('SELECT CAST(MAX("invoice_ts") AS DATE) FROM dw.fact_sales_line') == [
+            (date(2099, 12, 31),)
+        ]
+        assert warehouse_rows(
+            'SELECT COUNT(*) FROM dw.fact_sales_line WHERE CAST("invoice_ts" AS DATE) = %s', (date(2011, 12, 10),)
+        ) == [(1,)]
         after, segments_after = rfm()
         assert after == before
         assert segments_after == segments_before
@@ -311,10 +388,12 @@ def test_rfm_reference_date_ignores_outlying_lines(stack_env, loaded):
         # A real new day (more than 1% of the busiest day's lines) moves the reference date by one day.
         assert load_staged(stack_env["cfg"], [more])[0][1] is not None
         moved, _ = rfm()
-        assert [(r["customer_id"], r["recency_days"]) for r in moved] == \
-            [(r["customer_id"], None if r["recency_days"] is None else r["recency_days"] + 1) for r in before]
-        assert [(r["customer_id"], r["rfm_cell"], r["segment"]) for r in moved] == \
-            [(r["customer_id"], r["rfm_cell"], r["segment"]) for r in before]
+        assert [(r["customer_id"], r["recency_days"]) for r in moved] == [
+            (r["customer_id"], None if r["recency_days"] is None else r["recency_days"] + 1) for r in before
+        ]
+        assert [(r["customer_id"], r["rfm_cell"], r["segment"]) for r in moved] == [
+            (r["customer_id"], r["rfm_cell"], r["segment"]) for r in before
+        ]
     finally:
         # Leave the warehouse as the pipeline wrote it, for the tests that follow.
         with db.connection() as conn:
@@ -348,19 +427,34 @@ def test_any_file_order_gives_the_same_warehouse(stack_env, loaded):
 
     def snapshot():
         return {
-            "flags": sorted(warehouse_rows('SELECT "event_id", "is_duplicate_row", "amount", "product_code", '
-                                           '"date_key" FROM dw.fact_sales_line')),
-            **{t: sorted(warehouse_rows(f"SELECT * FROM dw.{t}"), key=repr)
-               for t in ("dim_product", "dim_customer", "dim_country", "dim_date")},
+            "flags": sorted(
+                warehouse_rows(
+                    'SELECT "event_id", "is_duplicate_row", "amount", "product_code", '
+                    '"date_key" FROM dw.fact_sales_line'
+                )
+            ),
+            **{
+                t: sorted(warehouse_rows(f"SELECT * FROM dw.{t}"), key=repr)
+                for t in ("dim_product", "dim_customer", "dim_country", "dim_date")
+            },
         }
 
     before = snapshot()
     manifest = warehouse_rows("SELECT * FROM dw.load_manifest")
-    columns = ["event_id", "invoice_no", "stock_code", "description", "quantity", "invoice_ts", "unit_price",
-               "customer_id", "country"]
-    events = warehouse_rows(f'SELECT {", ".join(chr(34) + c + chr(34) for c in columns)} FROM dw.fact_sales_line')
+    columns = [
+        "event_id",
+        "invoice_no",
+        "stock_code",
+        "description",
+        "quantity",
+        "invoice_ts",
+        "unit_price",
+        "customer_id",
+        "country",
+    ]
+    events = warehouse_rows(f"SELECT {', '.join(chr(34) + c + chr(34) for c in columns)} FROM dw.fact_sales_line")
     random.Random(4).shuffle(events)
-    files = [events[i:i + 97] for i in range(0, len(events), 97)]
+    files = [events[i : i + 97] for i in range(0, len(events), 97)]
     # At least one group of identical rows is split across files (else this test could not fail).
     file_of = {e[0]: n for n, chunk in enumerate(files) for e in chunk}
     groups = {}
@@ -370,8 +464,10 @@ def test_any_file_order_gives_the_same_warehouse(stack_env, loaded):
     try:
         with db.connection() as conn:
             with conn.cursor() as cur:
-                cur.execute("TRUNCATE dw.fact_sales_line, dw.load_manifest, dw.dim_product, dw.dim_customer, "
-                            "dw.dim_country, dw.dim_date")
+                cur.execute(
+                    "TRUNCATE dw.fact_sales_line, dw.load_manifest, dw.dim_product, dw.dim_customer, "
+                    "dw.dim_country, dw.dim_date"
+                )
             conn.commit()
             for n, chunk in enumerate(files):
                 out = io.StringIO()
@@ -437,12 +533,17 @@ def test_report_renders(stack_env, loaded, tmp_path):
 
     out = tmp_path / "report"
     env = {**os.environ, **stack_env["env"]}
-    done = subprocess.run([sys.executable, "-m", "ecom", "report", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "ecom", "report", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     parser = _ReportParser()
     parser.feed((out / "index.html").read_text(encoding="utf-8"))
-    assert parser.external == []                                  # opens offline: nothing to fetch
+    assert parser.external == []  # opens offline: nothing to fetch
     assert set(parser.charts) == {c.chart_id for c in CHARTS}
     assert all(c["bars"] > 0 for c in parser.charts.values()), parser.charts
     views = [v for v, *_ in VIEWS]
@@ -457,8 +558,9 @@ def test_report_renders(stack_env, loaded, tmp_path):
     # The CSV holds the same numbers as the view.
     with open(out / "revenue_by_month.csv", encoding="utf-8", newline="") as handle:
         months = list(csv.DictReader(handle))
-    assert [(r["month"], r["revenue"]) for r in months] == \
-        [(m, str(v)) for m, v in warehouse_rows("SELECT month, revenue FROM analytics.revenue_by_month")]
+    assert [(r["month"], r["revenue"]) for r in months] == [
+        (m, str(v)) for m, v in warehouse_rows("SELECT month, revenue FROM analytics.revenue_by_month")
+    ]
 
 
 def test_report_in_a_real_browser(stack_env, loaded, tmp_path):
@@ -470,19 +572,21 @@ def test_report_in_a_real_browser(stack_env, loaded, tmp_path):
 
     chromium = browser.find_browser()
     if chromium is None:
-        pytest.skip("no headless Chromium here (looked for " + ", ".join(browser.BROWSERS) + "): "
-                    "install Debian's `chromium` (apt-get install chromium), as .ci/run does")
+        pytest.skip(
+            "no headless Chromium here (looked for " + ", ".join(browser.BROWSERS) + "): "
+            "install Debian's `chromium` (apt-get install chromium), as .ci/run does"
+        )
     out = build_report(tmp_path / "report")
     page = out.html_path
     expected = _ReportParser()
     expected.feed(page.read_text(encoding="utf-8"))
 
     seen = browser.measure(chromium, page, width=1280)
-    assert seen["scroll_width"] <= seen["client_width"], seen          # nothing overflows sideways at 1280 px
+    assert seen["scroll_width"] <= seen["client_width"], seen  # nothing overflows sideways at 1280 px
     charts = {c["id"]: c for c in seen["charts"]}
     assert set(charts) == {c.chart_id for c in CHARTS} == set(out.charts)
     for chart_id, drawn in charts.items():
-        assert drawn["bars"] == expected.charts[chart_id]["bars"] > 0, drawn      # every bar drawn, none clipped
+        assert drawn["bars"] == expected.charts[chart_id]["bars"] > 0, drawn  # every bar drawn, none clipped
         assert drawn["labels"] > 0 and drawn["labels_inside"] == drawn["labels"], drawn  # no label cut off
         assert drawn["width"] <= 1100, drawn
     # Months as a time axis: one slot per calendar month, left to right, names under the slots.
@@ -493,9 +597,22 @@ def test_report_in_a_real_browser(stack_env, loaded, tmp_path):
         lefts = [x for _, x in drawn["months"]]
         assert months == sorted(months) and months[0] == "2010-12" and months[-1] == "2011-12"
         steps = {round(b - a, 1) for a, b in zip(lefts, lefts[1:], strict=False)}
-        assert len(steps) == 1 and steps.pop() > 0                                 # evenly spaced in time
-        assert drawn["month_labels"] == ["Dec", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
-                                         "Oct", "Nov", "Dec"]
+        assert len(steps) == 1 and steps.pop() > 0  # evenly spaced in time
+        assert drawn["month_labels"] == [
+            "Dec",
+            "Jan",
+            "Feb",
+            "Mar",
+            "Apr",
+            "May",
+            "Jun",
+            "Jul",
+            "Aug",
+            "Sep",
+            "Oct",
+            "Nov",
+            "Dec",
+        ]
     # Money to two decimals in the page (the CSV keeps the exact values).
     html_text = page.read_text(encoding="utf-8")
     revenue_cells = re.findall(

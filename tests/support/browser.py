@@ -4,6 +4,7 @@ No driver library: Chromium's own `--dump-dom` returns the DOM after the page ra
 script added to a copy of the page writes its findings into the DOM; `--screenshot` takes the
 picture. Found as Debian's `chromium` (.ci/run installs it when missing) or a Chrome on PATH.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,23 @@ def _run(browser: str, args: list[str], url: str, width: int, height: int) -> su
     profile = tempfile.mkdtemp(prefix="ecom-chromium-")
     try:
         return subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
-             f"--window-size={width},{height}", *args, url],
-            capture_output=True, text=True, timeout=120)
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-extensions",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                *args,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         shutil.rmtree(profile, ignore_errors=True)
 
@@ -111,8 +125,8 @@ def png_pixels(path: Path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", chunk)
         elif kind == b"IDAT":

@@ -1,4 +1,5 @@
 """Test helpers that drive the real stack (no fakes)."""
+
 from __future__ import annotations
 
 import io

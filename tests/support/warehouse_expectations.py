@@ -4,6 +4,7 @@ Nothing here reads the warehouse or imports its SQL: the definitions are re-stat
 comments (warehouse/analytics.sql) and PROFILE.md. Money is kept in integer thousandths (unit prices
 have at most 3 decimals), so every sum is exact.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,18 @@ from ecom_core.events import SOURCE_FIELDS
 
 FIELDS = list(SOURCE_FIELDS)
 # PROFILE.md's non-product codes, by type (upper-cased code).
-SERVICE_TYPES = {"POST": "postage", "DOT": "postage", "C2": "postage", "M": "manual", "D": "discount",
-                 "S": "samples", "BANK CHARGES": "fee", "AMAZONFEE": "fee", "CRUK": "fee", "B": "adjustment"}
+SERVICE_TYPES = {
+    "POST": "postage",
+    "DOT": "postage",
+    "C2": "postage",
+    "M": "manual",
+    "D": "discount",
+    "S": "samples",
+    "BANK CHARGES": "fee",
+    "AMAZONFEE": "fee",
+    "CRUK": "fee",
+    "B": "adjustment",
+}
 COUNTRY_NAMES = {"EIRE": "Ireland", "RSA": "South Africa", "USA": "United States"}
 NOT_A_COUNTRY = {"Unspecified", "European Community"}
 
@@ -30,19 +41,50 @@ NOT_A_COUNTRY = {"Unspecified", "European Community"}
 # units); DCGSSGIRL; Unspecified; PADS; European Community; C556445 (-1 at 38,970); the A
 # adjustments; CRUK + more vouchers; 578841 (12,540 at price 0); 581483/C581484 (80,995 units);
 # the last rows. Plus a window in every month.
-WINDOWS = [(1, 700), (14401, 14800), (29701, 29800), (34251, 34500), (40301, 40450), (42001, 42100),
-           (44701, 44800), (61551, 61700), (84001, 84300), (92401, 92600), (98101, 98300), (124001, 124100),
-           (124701, 124800), (152651, 153000), (157101, 157300), (168101, 168200), (171151, 171300),
-           (177851, 177950), (191301, 191450), (222601, 222750), (262351, 262450), (299901, 300050),
-           (317401, 317550), (340001, 340300), (383051, 383150), (388951, 389100), (389951, 390100),
-           (407601, 407700), (429201, 429300), (480001, 480400), (502051, 502200), (534001, 534300),
-           (540351, 540500), (541751, 541909)]
+WINDOWS = [
+    (1, 700),
+    (14401, 14800),
+    (29701, 29800),
+    (34251, 34500),
+    (40301, 40450),
+    (42001, 42100),
+    (44701, 44800),
+    (61551, 61700),
+    (84001, 84300),
+    (92401, 92600),
+    (98101, 98300),
+    (124001, 124100),
+    (124701, 124800),
+    (152651, 153000),
+    (157101, 157300),
+    (168101, 168200),
+    (171151, 171300),
+    (177851, 177950),
+    (191301, 191450),
+    (222601, 222750),
+    (262351, 262450),
+    (299901, 300050),
+    (317401, 317550),
+    (340001, 340300),
+    (383051, 383150),
+    (388951, 389100),
+    (389951, 390100),
+    (407601, 407700),
+    (429201, 429300),
+    (480001, 480400),
+    (502051, 502200),
+    (534001, 534300),
+    (540351, 540500),
+    (541751, 541909),
+]
 
 
 def write_windows(full_file: Path, windows: list[tuple[int, int]], dest: Path) -> Path:
     """The rows of `windows`, in file order, in the source's own format (ISO-8859-1, CRLF)."""
-    with gzip.open(full_file, "rt", encoding="iso-8859-1", newline="") as src, \
-            open(dest, "w", encoding="iso-8859-1", newline="") as out:
+    with (
+        gzip.open(full_file, "rt", encoding="iso-8859-1", newline="") as src,
+        open(dest, "w", encoding="iso-8859-1", newline="") as out,
+    ):
         reader = csv.reader(src)
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(next(reader))
@@ -64,8 +106,7 @@ def frame(path: Path) -> pd.DataFrame:
     df["ts"] = pd.to_datetime(df.InvoiceDate, format="%m/%d/%Y %H:%M")
     df["month"] = df.ts.dt.strftime("%Y-%m")
     df["code"] = df.StockCode.str.upper()
-    df["product_type"] = [SERVICE_TYPES.get(c, "gift_voucher" if c.startswith("GIFT_") else "product")
-                          for c in df.code]
+    df["product_type"] = [SERVICE_TYPES.get(c, "gift_voucher" if c.startswith("GIFT_") else "product") for c in df.code]
     df["is_product"] = df.product_type == "product"
     df["cancel"] = df.InvoiceNo.str.startswith("C")
     df["adjust"] = df.InvoiceNo.str.startswith("A")
@@ -100,13 +141,27 @@ def product_descriptions(df: pd.DataFrame) -> dict[str, str | None]:
 
 def product_sales(df: pd.DataFrame) -> pd.DataFrame:
     desc = product_descriptions(df)
-    g = df.assign(sold=df.q.where(~df.cancel & (df.q > 0), 0), cancelled=-df.q.where(df.cancel, 0),
-                  written_off=df.q.where(~df.cancel & (df.q < 0), 0)).groupby("code")
-    out = pd.DataFrame({
-        "net_quantity": g.q.sum(), "revenue_milli": g.amount_milli.sum(), "sold_quantity": g.sold.sum(),
-        "cancelled_quantity": g.cancelled.sum(), "written_off_quantity": g.written_off.sum(),
-        "lines": g.size(), "invoices": g.InvoiceNo.nunique(), "product_type": g.product_type.first(),
-    }).reset_index().rename(columns={"code": "stock_code"})
+    g = df.assign(
+        sold=df.q.where(~df.cancel & (df.q > 0), 0),
+        cancelled=-df.q.where(df.cancel, 0),
+        written_off=df.q.where(~df.cancel & (df.q < 0), 0),
+    ).groupby("code")
+    out = (
+        pd.DataFrame(
+            {
+                "net_quantity": g.q.sum(),
+                "revenue_milli": g.amount_milli.sum(),
+                "sold_quantity": g.sold.sum(),
+                "cancelled_quantity": g.cancelled.sum(),
+                "written_off_quantity": g.written_off.sum(),
+                "lines": g.size(),
+                "invoices": g.InvoiceNo.nunique(),
+                "product_type": g.product_type.first(),
+            }
+        )
+        .reset_index()
+        .rename(columns={"code": "stock_code"})
+    )
     out["description"] = [desc[code] for code in out.stock_code]
     return out
 
@@ -136,16 +191,18 @@ def customer_rfm(df: pd.DataFrame) -> list[dict]:
         purchases = lines[~lines.cancel]
         last = purchases.ts.max() if len(purchases) else None
         latest = lines[lines.ts == lines.ts.max()]
-        rows.append({
-            "customer_id": int(customer),
-            "recency_days": None if last is None else (snapshot - last.date()).days,
-            "frequency": purchases.InvoiceNo.nunique(),
-            "monetary_milli": int(lines.amount_milli.sum()),
-            "country": max(latest.Country),
-            "first_purchase_ts": None if last is None else purchases.ts.min().to_pydatetime(),
-            "last_purchase_ts": None if last is None else last.to_pydatetime(),
-            "cancellation_invoices": lines[lines.cancel].InvoiceNo.nunique(),
-        })
+        rows.append(
+            {
+                "customer_id": int(customer),
+                "recency_days": None if last is None else (snapshot - last.date()).days,
+                "frequency": purchases.InvoiceNo.nunique(),
+                "monetary_milli": int(lines.amount_milli.sum()),
+                "country": max(latest.Country),
+                "first_purchase_ts": None if last is None else purchases.ts.min().to_pydatetime(),
+                "last_purchase_ts": None if last is None else last.to_pydatetime(),
+                "cancellation_invoices": lines[lines.cancel].InvoiceNo.nunique(),
+            }
+        )
     n = len(rows)
 
     def score(at_or_worse: int) -> int:
@@ -162,18 +219,35 @@ def customer_rfm(df: pd.DataFrame) -> list[dict]:
         r["m_score"] = score(sum(1 for o in rows if o["monetary_milli"] <= r["monetary_milli"]))
         rs, fs, ms = r["r_score"], r["f_score"], r["m_score"]
         r["rfm_cell"] = f"{rs}{fs}{ms}"
-        r["segment"] = ("champions" if rs >= 4 and fs >= 4 and ms >= 4 else
-                        "loyal" if rs >= 3 and fs >= 4 else
-                        "new or promising" if rs >= 4 and fs <= 2 else
-                        "at risk" if rs <= 2 and fs >= 3 else
-                        "hibernating" if rs <= 2 else "needs attention")
+        r["segment"] = (
+            "champions"
+            if rs >= 4 and fs >= 4 and ms >= 4
+            else "loyal"
+            if rs >= 3 and fs >= 4
+            else "new or promising"
+            if rs >= 4 and fs <= 2
+            else "at risk"
+            if rs <= 2 and fs >= 3
+            else "hibernating"
+            if rs <= 2
+            else "needs attention"
+        )
     for rank, r in enumerate(sorted(rows, key=lambda r: (-r["monetary_milli"], r["customer_id"])), start=1):
         r["monetary_rank"] = rank
     return rows
 
 
-BUCKETS = [("1", 1, 1), ("2-5", 2, 5), ("6-10", 6, 10), ("11-20", 11, 20), ("21-50", 21, 50),
-           ("51-100", 51, 100), ("101-200", 101, 200), ("201-500", 201, 500), ("501+", 501, None)]
+BUCKETS = [
+    ("1", 1, 1),
+    ("2-5", 2, 5),
+    ("6-10", 6, 10),
+    ("11-20", 11, 20),
+    ("21-50", 21, 50),
+    ("51-100", 51, 100),
+    ("101-200", 101, 200),
+    ("201-500", 201, 500),
+    ("501+", 501, None),
+]
 
 
 def invoice_size_distribution(df: pd.DataFrame) -> list[tuple]:
@@ -203,8 +277,10 @@ def data_quality(df: pd.DataFrame) -> list[tuple]:
         ("description with leading or trailing spaces", (df.Description != "") & (trimmed != df.Description)),
         ("country Unspecified or European Community", df.Country.isin(NOT_A_COUNTRY)),
     ]
-    return [(order, name, int(mask.sum()), money(df.amount_milli[mask].sum()))
-            for order, (name, mask) in enumerate(measures, start=1)]
+    return [
+        (order, name, int(mask.sum()), money(df.amount_milli[mask].sum()))
+        for order, (name, mask) in enumerate(measures, start=1)
+    ]
 
 
 def as_datetime(value) -> datetime | None:

@@ -1,4 +1,5 @@
 """The GitHub Actions workflow a fork runs: valid for actionlint, and running what the README says."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,9 @@ def _actionlint() -> Path:
 
 
 def test_workflow_passes_actionlint():
-    out = subprocess.run([str(_actionlint()), "-no-color", str(WORKFLOW)], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    out = subprocess.run(
+        [str(_actionlint()), "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
 
 
@@ -40,8 +42,10 @@ def test_workflow_runs_the_embedded_and_the_compose_stack():
     assert "make test" in runs("embedded") and "make test" in (ROOT / ".ci" / "run").read_text()
     # The compose job brings the compose stack up, runs the demo flow and the compose tests, and always stops it.
     assert runs("compose")[:3] == ["make install", "make up STACK=compose", "make demo STACK=compose"]
-    assert any("tests/unit/bootstrap/test_compose.py" in r and "tests/stack/test_compose_localstack.py" in r
-               for r in runs("compose"))
+    assert any(
+        "tests/unit/bootstrap/test_compose.py" in r and "tests/stack/test_compose_localstack.py" in r
+        for r in runs("compose")
+    )
     [stop] = [s for s in jobs["compose"]["steps"] if s.get("run") == "make down"]
     assert stop["if"] == "always()"
     for job in jobs:

@@ -2,6 +2,7 @@
 (ecom_core/contract.py), as a property on generated events; each limit names its field; the event
 id is bound to its content; hostile tokens get 401; fault injection and local defaults are refused
 on real AWS. The same attacks against the running stack: tests/stack/test_hostile_input.py."""
+
 from __future__ import annotations
 
 import csv
@@ -42,29 +43,33 @@ def test_what_ingestion_accepts_every_stage_can_store(raw):
     assert contract.csv_row_problem(row) is None, (row, contract.csv_row_problem(row))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("UnitPrice", 1e-200, "more than 3 decimal places"),            # would underflow DynamoDB's number type
-    ("UnitPrice", 0.0001, "more than 3 decimal places"),            # the warehouse would round it away
-    ("Quantity", 10**9 + 1, "out of range"),
-    ("UnitPrice", 10**9 + 1, "out of range"),
-    ("Description", "nul\x00byte", "U+0000"),
-    ("Description", "\u202eevil", "U+202E"),                         # bidi override
-    ("StockCode", "zero\u200bwidth", "U+200B"),
-    ("Description", "\ud800", "U+D800"),                            # lone surrogate
-    ("Country", "\u00a3" * 33, "longer than 64 bytes"),
-    ("InvoiceNo", "5363\u200d65", "U+200D"),
-    ("InvoiceNo", "536 365", "letters, digits"),                    # the read API could never serve it
-    ("InvoiceDate", "0001-01-01T00:00:00+01:00", "is not M/D/YYYY H:MM or ISO 8601"),
-    ("InvoiceDate", "9999-12-31T23:59:00-01:00", "is not M/D/YYYY H:MM or ISO 8601"),
-    ("InvoiceDate", "1900-01-01T00:00:00", "out of range"),
-    ("CustomerID", 10**12, "positive integer below"),
-    ("event_id", "ok-id\n", "event_id"),                            # `$` would have matched before "\n"
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("UnitPrice", 1e-200, "more than 3 decimal places"),  # would underflow DynamoDB's number type
+        ("UnitPrice", 0.0001, "more than 3 decimal places"),  # the warehouse would round it away
+        ("Quantity", 10**9 + 1, "out of range"),
+        ("UnitPrice", 10**9 + 1, "out of range"),
+        ("Description", "nul\x00byte", "U+0000"),
+        ("Description", "\u202eevil", "U+202E"),  # bidi override
+        ("StockCode", "zero\u200bwidth", "U+200B"),
+        ("Description", "\ud800", "U+D800"),  # lone surrogate
+        ("Country", "\u00a3" * 33, "longer than 64 bytes"),
+        ("InvoiceNo", "5363\u200d65", "U+200D"),
+        ("InvoiceNo", "536 365", "letters, digits"),  # the read API could never serve it
+        ("InvoiceDate", "0001-01-01T00:00:00+01:00", "is not M/D/YYYY H:MM or ISO 8601"),
+        ("InvoiceDate", "9999-12-31T23:59:00-01:00", "is not M/D/YYYY H:MM or ISO 8601"),
+        ("InvoiceDate", "1900-01-01T00:00:00", "out of range"),
+        ("CustomerID", 10**12, "positive integer below"),
+        ("event_id", "ok-id\n", "event_id"),  # `$` would have matched before "\n"
+    ],
+)
 def test_each_limit_names_its_field(field, value, message):
     with pytest.raises(InvalidEvent) as info:
         accept_event(dict(GOOD, **{field: value}))
-    assert [(e.field, message in e.message or message == field) for e in info.value.errors] == [(field, True)], \
+    assert [(e.field, message in e.message or message == field) for e in info.value.errors] == [(field, True)], (
         info.value.errors
+    )
 
 
 def test_the_id_is_bound_to_the_content():
@@ -72,11 +77,23 @@ def test_the_id_is_bound_to_the_content():
     assert first == accept_event(dict(GOOD, event_id="known-1", CustomerID=17850, UnitPrice=2.550))  # same event
     other = accept_event(dict(GOOD, event_id="known-1", CustomerID=12346))
     assert other["event_id"] != first["event_id"] and first["event_id"] == bound_event_id(
-        normalize_event(dict(GOOD, event_id="known-1")))
+        normalize_event(dict(GOOD, event_id="known-1"))
+    )
 
 
-@pytest.mark.parametrize("case", ["alg list", "alg object", "deep header", "exp year 5000", "no iat",
-                                  "sub with newline", "sub with zero-width", "iat in the future"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "alg list",
+        "alg object",
+        "deep header",
+        "exp year 5000",
+        "no iat",
+        "sub with newline",
+        "sub with zero-width",
+        "iat in the future",
+    ],
+)
 def test_hostile_tokens_are_refused_as_401(case):
     auth = config.auth()
     header, claims = {"alg": "HS256", "typ": "JWT"}, token_claims(auth)

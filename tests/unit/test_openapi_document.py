@@ -1,5 +1,6 @@
 """docs/openapi.yaml is a valid OpenAPI 3.1 document whose operations each answer a 2xx. No stack;
 that it is the deployed API: tests/stack/test_openapi.py."""
+
 from __future__ import annotations
 
 import yaml

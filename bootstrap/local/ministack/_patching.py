@@ -1,5 +1,6 @@
 """What the patch modules share: the pinned MiniStack release, the check that what a module
 patches is there before it patches anything, and two small helpers."""
+
 from __future__ import annotations
 
 import functools
@@ -26,6 +27,7 @@ class PatchTargetMissing(RuntimeError):
 class Target:
     """A name in one of MiniStack's modules: `attribute` may be dotted (`Worker._spawn`).
     `kind` is what it must be: "function" (callable), "module", or "value" (anything)."""
+
     module: str
     attribute: str
     kind: str = "function"
@@ -61,15 +63,17 @@ def installed_version() -> str | None:
         return None
 
 
-def check(patch: str, patched: Iterable[Target], used: Iterable[Target] = (),
-          extra_problems: Iterable[str] = ()) -> None:
+def check(
+    patch: str, patched: Iterable[Target], used: Iterable[Target] = (), extra_problems: Iterable[str] = ()
+) -> None:
     """Raise PatchTargetMissing, naming every problem, unless MiniStack is the pinned release and
     every name `patch` replaces (`patched`) or relies on (`used`) is there and of its kind."""
     problems = []
     version = installed_version()
     if version != MINISTACK_VERSION:
-        problems.append(f"MiniStack {version or '(not installed)'} is installed; "
-                        f"these patches are for {MINISTACK_VERSION}")
+        problems.append(
+            f"MiniStack {version or '(not installed)'} is installed; these patches are for {MINISTACK_VERSION}"
+        )
     missing = [p for p in (t.problem() for t in patched) if p]
     if missing:
         problems.append("names it replaces: " + ", ".join(missing))
@@ -78,8 +82,10 @@ def check(patch: str, patched: Iterable[Target], used: Iterable[Target] = (),
         problems.append("names its replacements use: " + ", ".join(missing_used))
     problems.extend(extra_problems)
     if problems:
-        raise PatchTargetMissing(f"{patch}: refusing to patch MiniStack {version or '(not installed)'} "
-                                 f"(pinned {MINISTACK_VERSION}): " + "; ".join(problems))
+        raise PatchTargetMissing(
+            f"{patch}: refusing to patch MiniStack {version or '(not installed)'} "
+            f"(pinned {MINISTACK_VERSION}): " + "; ".join(problems)
+        )
 
 
 def memoized_for_text(function):

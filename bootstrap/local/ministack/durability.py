@@ -33,6 +33,7 @@ checkpoint route), `ministack.services.kinesis.get_state` (records left to the j
 bootstrap/local/ministack/kinesis.py, which replaces it). No upstream proposal yet
 (docs/emulator-notes.md, the row on durability).
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,15 +54,19 @@ RECOVERY_FILE = "recovery.json"
 # Present while the emulator runs; still there at start when the last stop was not graceful.
 RUNNING_MARKER = "running"
 
-PATCHED = (targets("ministack.app", "_load_persisted_state", "app")
-           + targets("ministack.services.kinesis", "_put_record", "get_state"))
-USED = (targets("ministack.app", "_build_persistence_save_dict")
-        + targets("ministack.core.persistence", "save_state")
-        + targets("ministack.core.persistence", "PERSIST_STATE", "STATE_DIR", kind="value")
-        + targets("ministack.services.kinesis", "_resolve_stream")
-        + targets("ministack.services.lambda_svc", "_esms", "_kinesis_positions", kind="value")
-        + targets("ministack.services.kinesis", "_streams", "_shard_iterators", "_consumers", "_resource_policies",
-                  kind="value"))
+PATCHED = targets("ministack.app", "_load_persisted_state", "app") + targets(
+    "ministack.services.kinesis", "_put_record", "get_state"
+)
+USED = (
+    targets("ministack.app", "_build_persistence_save_dict")
+    + targets("ministack.core.persistence", "save_state")
+    + targets("ministack.core.persistence", "PERSIST_STATE", "STATE_DIR", kind="value")
+    + targets("ministack.services.kinesis", "_resolve_stream")
+    + targets("ministack.services.lambda_svc", "_esms", "_kinesis_positions", kind="value")
+    + targets(
+        "ministack.services.kinesis", "_streams", "_shard_iterators", "_consumers", "_resource_policies", kind="value"
+    )
+)
 
 logger = logging.getLogger("ecom.durability")
 
@@ -108,23 +113,35 @@ class Journal:
             if self._fd is not None:
                 os.close(self._fd)
             number = self.number(existing[-1]) + 1 if existing else 1
-            self._fd = os.open(self.directory / f"segment-{number:06d}.jsonl",
-                               os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fd = os.open(
+                self.directory / f"segment-{number:06d}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
 
     def append(self, stream: dict, records: list[tuple[str, dict]]) -> None:
         """Before the answer: the records `(shard id, record)` one request appended to `stream`."""
         if not records:
             return
-        line = json.dumps({"arn": stream["StreamARN"], "created": stream.get("StreamCreationTimestamp"),
-                           "records": [[shard, r["SequenceNumber"], r["ApproximateArrivalTimestamp"], r["Data"],
-                                        r["PartitionKey"]] for shard, r in records]},
-                          separators=(",", ":"), default=_encode).encode() + b"\n"
+        line = (
+            json.dumps(
+                {
+                    "arn": stream["StreamARN"],
+                    "created": stream.get("StreamCreationTimestamp"),
+                    "records": [
+                        [shard, r["SequenceNumber"], r["ApproximateArrivalTimestamp"], r["Data"], r["PartitionKey"]]
+                        for shard, r in records
+                    ],
+                },
+                separators=(",", ":"),
+                default=_encode,
+            ).encode()
+            + b"\n"
+        )
         with self._lock:
             if self._fd is None:
                 return  # persistence is off: there is nothing to recover into either
             view = memoryview(line)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
 
 
 JOURNAL: Journal | None = None
@@ -147,8 +164,11 @@ def recover(journal: Journal, kinesis, now: float | None = None) -> dict[str, An
             for shard_id, shard in stream["shards"].items():
                 journal.append(stream, [(shard_id, record) for record in shard["records"]])
         segments = journal.segments()
-    last = {(arn, shard_id): int(shard["records"][-1]["SequenceNumber"]) if shard["records"] else -1
-            for arn, stream in streams.items() for shard_id, shard in stream["shards"].items()}
+    last = {
+        (arn, shard_id): int(shard["records"][-1]["SequenceNumber"]) if shard["records"] else -1
+        for arn, stream in streams.items()
+        for shard_id, shard in stream["shards"].items()
+    }
     recovered: dict[str, int] = {}
     expired = gone = torn = 0
     for path in segments:
@@ -176,17 +196,29 @@ def recover(journal: Journal, kinesis, now: float | None = None) -> dict[str, An
                     kept += 1
                     if int(sequence) <= last[entry["arn"], shard_id]:
                         continue  # loaded with the state already
-                    shard["records"].append({"SequenceNumber": sequence, "ApproximateArrivalTimestamp": arrival,
-                                             "Data": _decode(data), "PartitionKey": key})
+                    shard["records"].append(
+                        {
+                            "SequenceNumber": sequence,
+                            "ApproximateArrivalTimestamp": arrival,
+                            "Data": _decode(data),
+                            "PartitionKey": key,
+                        }
+                    )
                     last[entry["arn"], shard_id] = int(sequence)
                     recovered[stream["StreamName"]] = recovered.get(stream["StreamName"], 0) + 1
         if not kept:
             path.unlink(missing_ok=True)
     journal.open_next()
-    return {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "records": sum(recovered.values()), "by_stream": recovered, "expired": expired,
-            "stream_gone": gone, "torn_lines": torn, "segments": len(journal.segments()),
-            "seconds": round(time.perf_counter() - clock, 3)}
+    return {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "records": sum(recovered.values()),
+        "by_stream": recovered,
+        "expired": expired,
+        "stream_gone": gone,
+        "torn_lines": torn,
+        "segments": len(journal.segments()),
+        "seconds": round(time.perf_counter() - clock, 3),
+    }
 
 
 def state_without_records(kinesis):
@@ -198,13 +230,21 @@ def state_without_records(kinesis):
         streams = AccountRegionScopedDict()
         for key, stream in list(kinesis._streams._data.items()):
             saved = {name: copy.deepcopy(value) for name, value in stream.items() if name != "shards"}
-            saved["shards"] = {shard_id: {**{name: copy.deepcopy(value) for name, value in shard.items()
-                                              if name != "records"}, "records": []}
-                               for shard_id, shard in list(stream["shards"].items())}
+            saved["shards"] = {
+                shard_id: {
+                    **{name: copy.deepcopy(value) for name, value in shard.items() if name != "records"},
+                    "records": [],
+                }
+                for shard_id, shard in list(stream["shards"].items())
+            }
             streams._data[key] = saved
-        return {"streams": streams, "shard_iterators": copy.deepcopy(kinesis._shard_iterators),
-                "consumers": copy.deepcopy(kinesis._consumers),
-                "resource_policies": copy.deepcopy(kinesis._resource_policies)}
+        return {
+            "streams": streams,
+            "shard_iterators": copy.deepcopy(kinesis._shard_iterators),
+            "consumers": copy.deepcopy(kinesis._consumers),
+            "resource_policies": copy.deepcopy(kinesis._resource_policies),
+        }
+
     return get_state
 
 
@@ -242,6 +282,7 @@ def checkpoint() -> dict[str, Any]:
 
 def with_checkpoint_route(asgi_app):
     """MiniStack's ASGI app, plus `POST /_ecom/checkpoint` (loopback only, as the emulator is)."""
+
     async def routed(scope, receive, send):
         if scope["type"] != "http" or scope["path"] != CHECKPOINT_PATH:
             await asgi_app(scope, receive, send)
@@ -252,14 +293,21 @@ def with_checkpoint_route(asgi_app):
             answer = checkpoint()
             status = 500 if answer["failed"] else 200
         body = json.dumps(answer).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
+
     return routed
 
 
 def recovering(load_persisted_state):
     """MiniStack's start-up load, then the journal's records put back."""
+
     def load_then_recover():
         global JOURNAL
         from ministack.core import persistence
@@ -275,11 +323,19 @@ def recovering(load_persisted_state):
         (state_dir / RECOVERY_FILE).write_text(json.dumps(report) + "\n")
         # Said loudly after a crash or when records could not go back; a clean start is routine.
         level = logging.WARNING if report["unclean_stop"] or report["stream_gone"] else logging.INFO
-        logger.log(level, "Kinesis journal: %d records put back on their shards in %.2f s (%d past retention, "
-                       "%d of streams no longer there, %d torn lines); %d after the mappings' saved positions%s",
-                       report["records"], report["seconds"], report["expired"], report["stream_gone"],
-                       report["torn_lines"], report["redelivered"],
-                       "; the last stop was not graceful" if report["unclean_stop"] else "")
+        logger.log(
+            level,
+            "Kinesis journal: %d records put back on their shards in %.2f s (%d past retention, "
+            "%d of streams no longer there, %d torn lines); %d after the mappings' saved positions%s",
+            report["records"],
+            report["seconds"],
+            report["expired"],
+            report["stream_gone"],
+            report["torn_lines"],
+            report["redelivered"],
+            "; the last stop was not graceful" if report["unclean_stop"] else "",
+        )
+
     return load_then_recover
 
 
@@ -295,8 +351,9 @@ def records_after_saved_positions(kinesis) -> int:
         if stream is None:
             continue
         positions = lambda_svc._kinesis_positions._data.get(key, {})
-        pending += sum(len(shard["records"]) - positions.get(shard_id, 0)
-                       for shard_id, shard in stream["shards"].items())
+        pending += sum(
+            len(shard["records"]) - positions.get(shard_id, 0) for shard_id, shard in stream["shards"].items()
+        )
     return pending
 
 
@@ -311,6 +368,7 @@ def stopped_cleanly() -> None:
 
 def journaled_put_record(kinesis, put_record):
     """MiniStack's PutRecord, its record journaled before the answer."""
+
     def put(data):
         response = put_record(data)
         if response[0] == 200 and JOURNAL is not None:
@@ -320,6 +378,7 @@ def journaled_put_record(kinesis, put_record):
             record = next(r for r in reversed(records) if r["SequenceNumber"] == answer["SequenceNumber"])
             JOURNAL.append(stream, [(answer["ShardId"], record)])
         return response
+
     return put
 
 

@@ -19,6 +19,7 @@ MiniStack's checks, errors, answers and stored items, and only removes repeated 
 
 Checked against MiniStack's own functions in tests/unit/bootstrap/local/test_ministack.py.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,16 +37,27 @@ MODULE = "ministack.services.dynamodb"
 # under BatchWriteItem. An order file repeats few distinct numbers (prices, quantities, ids).
 NUMBER_CHECKS = ("_ddb_canonicalize_number", "_number_error", "_number_size_bytes")
 
-PATCHED = (targets(MODULE, "json", kind="module")
-           + targets(MODULE, "_batch_write_item", "_validate_item", "_resolve_table_key_values",
-                     "_values_error_response", "_accumulate_write_capacity", "_validate_index_key_values",
-                     *NUMBER_CHECKS, "_project_item", "_tokenize", "_condition_syntax_error"))
-USED = (targets(MODULE, "_parse_projection_path", "_project_one", "_merge_projection", "_compact_projection")
-        + targets(MODULE, "_DDB_KEY_MAX_BYTES", "_DDB_SORT_KEY_MAX_BYTES", "_DDB_ITEM_MAX_BYTES", kind="value"))
+PATCHED = targets(MODULE, "json", kind="module") + targets(
+    MODULE,
+    "_batch_write_item",
+    "_validate_item",
+    "_resolve_table_key_values",
+    "_values_error_response",
+    "_accumulate_write_capacity",
+    "_validate_index_key_values",
+    *NUMBER_CHECKS,
+    "_project_item",
+    "_tokenize",
+    "_condition_syntax_error",
+)
+USED = targets(MODULE, "_parse_projection_path", "_project_one", "_merge_projection", "_compact_projection") + targets(
+    MODULE, "_DDB_KEY_MAX_BYTES", "_DDB_SORT_KEY_MAX_BYTES", "_DDB_ITEM_MAX_BYTES", kind="value"
+)
 
 
 class _BatchWriteScope(threading.local):
     """What the BatchWriteItem running on this thread has already done (None outside one)."""
+
     validated: set[int] | None = None
     # (id(table), id(item)) -> the item's resolved key (pk, sk, None), from the validating pass.
     keys: dict[tuple[int, int], tuple] | None = None
@@ -178,8 +190,9 @@ def index_checks_only_with_indexes(dynamodb) -> None:
     original = dynamodb._validate_index_key_values
 
     def validate_index_key_values(table, item, *args, **kwargs):
-        if type(table) is dict and not (table.get("GlobalSecondaryIndexes") or table.get("LocalSecondaryIndexes")
-                                        or table.get("VectorIndexes")):
+        if type(table) is dict and not (
+            table.get("GlobalSecondaryIndexes") or table.get("LocalSecondaryIndexes") or table.get("VectorIndexes")
+        ):
             return None
         return original(table, item, *args, **kwargs)
 
@@ -204,8 +217,11 @@ def projection_planned_once(dynamodb) -> None:
     def planned(expression: str, names: tuple) -> list:
         attr_names = dict(names)
         original({}, expression, attr_names)
-        return [dynamodb._parse_projection_path(path, attr_names)
-                for path in (a.strip() for a in expression.split(",")) if path]
+        return [
+            dynamodb._parse_projection_path(path, attr_names)
+            for path in (a.strip() for a in expression.split(","))
+            if path
+        ]
 
     def project_item(item, proj_expr, attr_names):
         if not proj_expr or type(proj_expr) is not str:
@@ -257,6 +273,7 @@ def json_reading_with_json_codec() -> types.ModuleType:
     bodies was 7 % of the emulator's CPU on the stream's path (py-spy, 200,000 rows). A call with
     options (none in that module today) is json's. (Kinesis keeps json: its bodies are mostly
     base64 text, which json reads about as fast.)"""
+
     def loads(text, **options):
         return json.loads(text, **options) if options else json_codec.loads(text)
 

@@ -35,6 +35,7 @@ resource a request is checked against, and the message of a denial.
 No upstream proposal yet. Checked in tests/stack/test_iam_policies.py (on the running stack) and
 tests/unit/bootstrap/local/test_ministack.py (the declared names).
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -48,23 +49,27 @@ from bootstrap.local.ministack._patching import targets
 
 ACTIONS = "ministack.core.iam_actions"
 EVALUATOR = "ministack.core.iam_evaluator"
-PATCHED = (targets(ACTIONS, "extract_resource_arn", "access_denied_response", "logs_service_context")
-           + targets(EVALUATOR, "enforce") + targets("ministack.app", "pin_request_origin"))
-USED = (targets(ACTIONS, "identity_denial_message")
-        + targets("ministack.services.kinesis", "_shard_iterators", kind="value"))
+PATCHED = (
+    targets(ACTIONS, "extract_resource_arn", "access_denied_response", "logs_service_context")
+    + targets(EVALUATOR, "enforce")
+    + targets("ministack.app", "pin_request_origin")
+)
+USED = targets(ACTIONS, "identity_denial_message") + targets(
+    "ministack.services.kinesis", "_shard_iterators", kind="value"
+)
 
 # Logs calls on one stream: checked on the stream's ARN.
 LOGS_STREAM_ACTIONS = frozenset({"CreateLogStream", "DeleteLogStream", "PutLogEvents", "GetLogEvents"})
 # Logs calls AWS documents on the bare group ARN (no ":*").
-LOGS_BARE_GROUP_ACTIONS = frozenset({"TagLogGroup", "UntagLogGroup", "ListTagsLogGroup",
-                                     "TagResource", "UntagResource", "ListTagsForResource"})
+LOGS_BARE_GROUP_ACTIONS = frozenset(
+    {"TagLogGroup", "UntagLogGroup", "ListTagsLogGroup", "TagResource", "UntagResource", "ListTagsForResource"}
+)
 # Glue calls whose `Name` is a database's (the others' `Name` is a table's, next to DatabaseName).
 GLUE_DATABASE_ACTIONS = frozenset({"GetDatabase", "CreateDatabase", "UpdateDatabase", "DeleteDatabase"})
 
 # The resource a Glue check denied (the catalog or the database, not always the table the request
 # named): the denial's message names it, as AWS's does. Per request (asyncio task).
-_denied_glue_resource: contextvars.ContextVar[str | None] = contextvars.ContextVar("denied_glue_resource",
-                                                                                    default=None)
+_denied_glue_resource: contextvars.ContextVar[str | None] = contextvars.ContextVar("denied_glue_resource", default=None)
 
 
 def _json(body) -> dict:
@@ -133,8 +138,9 @@ def resource_arn_as_aws(original):
 
 def glue_parents(resource_arn: str) -> list[str]:
     """The catalog (and database) AWS also checks for a Glue database (table) ARN, in that order."""
-    head, sep, rest = resource_arn.partition(":database/") if ":database/" in resource_arn \
-        else resource_arn.partition(":table/")
+    head, sep, rest = (
+        resource_arn.partition(":database/") if ":database/" in resource_arn else resource_arn.partition(":table/")
+    )
     if not sep or not head.startswith("arn:aws:glue:"):
         return []
     parents = [f"{head}:catalog"]
@@ -148,14 +154,16 @@ def glue_checks_catalog_database_and_table(original):
         if service == "glue":
             _denied_glue_resource.set(None)
             for checked in glue_parents(resource_arn) + [resource_arn]:
-                denied = original(access_key_id, iam_action, service, region, resource_arn=checked,
-                                  service_context=service_context)
+                denied = original(
+                    access_key_id, iam_action, service, region, resource_arn=checked, service_context=service_context
+                )
                 if denied:
                     _denied_glue_resource.set(checked)
                     return denied
             return None
-        return original(access_key_id, iam_action, service, region, resource_arn=resource_arn,
-                        service_context=service_context)
+        return original(
+            access_key_id, iam_action, service, region, resource_arn=resource_arn, service_context=service_context
+        )
 
     enforce.__wrapped__ = original
     return enforce
@@ -163,6 +171,7 @@ def glue_checks_catalog_database_and_table(original):
 
 def logs_context_on_the_group(original):
     """MiniStack reads a log group's tags by its own ARN: give it the group's, not the stream's."""
+
     def logs_service_context(action, body, resource_arn, region, account_id):
         if isinstance(resource_arn, str) and ":log-stream:" in resource_arn:
             resource_arn = resource_arn.split(":log-stream:", 1)[0]
@@ -188,8 +197,19 @@ def loopback_as_tls(original):
 
 
 def denial_naming_the_resource(original, identity_denial_message):
-    def access_denied_response(service, action, principal_arn, request_id, *, error_code="", message="",
-                               headers=None, resource_arn="*", explicit_deny=False, resource_policy_arn=""):
+    def access_denied_response(
+        service,
+        action,
+        principal_arn,
+        request_id,
+        *,
+        error_code="",
+        message="",
+        headers=None,
+        resource_arn="*",
+        explicit_deny=False,
+        resource_policy_arn="",
+    ):
         if service == "glue":
             resource_arn = _denied_glue_resource.get() or resource_arn
             _denied_glue_resource.set(None)
@@ -197,9 +217,18 @@ def denial_naming_the_resource(original, identity_denial_message):
             named = f'"{resource_arn}"' if service == "s3" else resource_arn
             message = identity_denial_message(action, principal_arn, named, explicit_deny)
         record_denial(service, action, principal_arn, resource_arn)
-        return original(service, action, principal_arn, request_id, error_code=error_code, message=message,
-                        headers=headers, resource_arn=resource_arn, explicit_deny=explicit_deny,
-                        resource_policy_arn=resource_policy_arn)
+        return original(
+            service,
+            action,
+            principal_arn,
+            request_id,
+            error_code=error_code,
+            message=message,
+            headers=headers,
+            resource_arn=resource_arn,
+            explicit_deny=explicit_deny,
+            resource_policy_arn=resource_policy_arn,
+        )
 
     access_denied_response.__wrapped__ = original
     return access_denied_response
@@ -208,8 +237,15 @@ def denial_naming_the_resource(original, identity_denial_message):
 def record_denial(service: str, action: str, principal_arn: str, resource_arn: str) -> None:
     path = os.environ.get("ECOM_IAM_DENIALS_LOG")
     if path:
-        line = json.dumps({"at": round(time.time(), 3), "service": service, "action": action,
-                           "principal": principal_arn, "resource": resource_arn})
+        line = json.dumps(
+            {
+                "at": round(time.time(), 3),
+                "service": service,
+                "action": action,
+                "principal": principal_arn,
+                "resource": resource_arn,
+            }
+        )
         with open(path, "a", encoding="utf-8") as log:  # one short write: whole lines under O_APPEND
             log.write(line + "\n")
 
@@ -226,7 +262,8 @@ def apply() -> None:
 
     iam_actions.extract_resource_arn = resource_arn_as_aws(iam_actions.extract_resource_arn)
     iam_actions.logs_service_context = logs_context_on_the_group(iam_actions.logs_service_context)
-    iam_actions.access_denied_response = denial_naming_the_resource(iam_actions.access_denied_response,
-                                                                    iam_actions.identity_denial_message)
+    iam_actions.access_denied_response = denial_naming_the_resource(
+        iam_actions.access_denied_response, iam_actions.identity_denial_message
+    )
     iam_evaluator.enforce = glue_checks_catalog_database_and_table(iam_evaluator.enforce)
     app.pin_request_origin = loopback_as_tls(app.pin_request_origin)

@@ -11,6 +11,7 @@ MiniStack's answers and stored records and only removes a cost that grows with t
 
 Checked against MiniStack's own functions in tests/unit/bootstrap/local/test_ministack.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,9 +24,11 @@ from bootstrap.local.ministack._patching import memoized_for_text, strictly_base
 
 MODULE = "ministack.services.kinesis"
 PATCHED = targets(MODULE, "_expire_records", "_partition_key_to_hash", "_route_to_shard", "_put_records")
-USED = (targets(MODULE, "_resolve_stream", "error_response_json", "json_response", "_next_sequence_number")
-        + targets(MODULE, "esm_wake", "logger", kind="value")
-        + targets("ministack.services.firehose", "ingest_from_kinesis_source"))
+USED = (
+    targets(MODULE, "_resolve_stream", "error_response_json", "json_response", "_next_sequence_number")
+    + targets(MODULE, "esm_wake", "logger", kind="value")
+    + targets("ministack.services.firehose", "ingest_from_kinesis_source")
+)
 
 
 def expire_records_when_due(stream: dict) -> None:
@@ -99,35 +102,47 @@ def put_records_without_decoding(kinesis):
     length for strict base64) and once more for the Firehose fan-out (decoded only if a delivery
     stream reads this stream). The two decodings were ~8 % of the emulator's CPU on the stream's
     path (py-spy, 200,000 rows)."""
+
     def put_records(data):
         name, stream = kinesis._resolve_stream(data)
         if not stream:
             return kinesis.error_response_json("ResourceNotFoundException", f"Stream {name} not found", 400)
         if stream["StreamStatus"] != "ACTIVE":
-            return kinesis.error_response_json("ResourceInUseException", f"Stream {name} is {stream['StreamStatus']}",
-                                               400)
+            return kinesis.error_response_json(
+                "ResourceInUseException", f"Stream {name} is {stream['StreamStatus']}", 400
+            )
         kinesis._expire_records(stream)
         records = data.get("Records", [])
         if len(records) > 500:
             return kinesis.error_response_json(
-                "ValidationException", "1 validation error detected: Value at 'records' failed to satisfy constraint: "
-                "Member must have length less than or equal to 500", 400)
+                "ValidationException",
+                "1 validation error detected: Value at 'records' failed to satisfy constraint: "
+                "Member must have length less than or equal to 500",
+                400,
+            )
         total_size = 0
         for rec in records:
             pk = rec.get("PartitionKey", "")
             if len(pk) > 256:
                 return kinesis.error_response_json(
-                    "ValidationException", "1 validation error detected: Value at 'partitionKey' failed to satisfy "
-                    "constraint: Member must have length less than or equal to 256", 400)
+                    "ValidationException",
+                    "1 validation error detected: Value at 'partitionKey' failed to satisfy "
+                    "constraint: Member must have length less than or equal to 256",
+                    400,
+                )
             size = _decoded_size(rec.get("Data", ""))
             if size > 1_048_576:
                 return kinesis.error_response_json(
-                    "ValidationException", "1 validation error detected: Value at 'data' failed to satisfy constraint: "
-                    "Member must have length less than or equal to 1048576", 400)
+                    "ValidationException",
+                    "1 validation error detected: Value at 'data' failed to satisfy constraint: "
+                    "Member must have length less than or equal to 1048576",
+                    400,
+                )
             total_size += size + len(pk.encode())
         if total_size > 5_242_880:
-            return kinesis.error_response_json("ValidationException", "Records total payload size exceeds 5 MB limit",
-                                               400)
+            return kinesis.error_response_json(
+                "ValidationException", "Records total payload size exceeds 5 MB limit", 400
+            )
 
         results = []
         appended = []
@@ -137,8 +152,12 @@ def put_records_without_decoding(kinesis):
             eh = rec.get("ExplicitHashKey")
             sid = kinesis._route_to_shard(int(eh) if eh else kinesis._partition_key_to_hash(pk), stream)
             seq = kinesis._next_sequence_number()
-            record = {"SequenceNumber": seq, "ApproximateArrivalTimestamp": round(time.time(), 3),
-                      "Data": rec.get("Data", ""), "PartitionKey": pk}
+            record = {
+                "SequenceNumber": seq,
+                "ApproximateArrivalTimestamp": round(time.time(), 3),
+                "Data": rec.get("Data", ""),
+                "PartitionKey": pk,
+            }
             stream["shards"][sid]["records"].append(record)
             appended.append((sid, record))
             results.append({"SequenceNumber": seq, "ShardId": sid, "EncryptionType": encryption})
@@ -148,6 +167,7 @@ def put_records_without_decoding(kinesis):
         kinesis.esm_wake.set()
         try:
             from ministack.services import firehose
+
             firehose.ingest_from_kinesis_source(stream["StreamARN"], _DecodedOnDemand(records))
         except Exception:  # noqa: BLE001 - best effort, as in MiniStack
             kinesis.logger.exception("Firehose fan-out from Kinesis PutRecords failed")

@@ -34,6 +34,7 @@
 Checked in tests/unit/bootstrap/local/test_ministack.py, and on the running stack for 1 and 2
 in tests/stack/bootstrap/local/test_ministack.py.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -58,8 +59,9 @@ from bootstrap.local.ministack._patching import json_module_with, targets
 logger = logging.getLogger("lambda_runtime")
 
 MODULE = "ministack.core.lambda_runtime"
-PATCHED = (targets(MODULE, "json", kind="module")
-           + targets(MODULE, "_detect_runtime_binary", "Worker._spawn", "Worker.invoke"))
+PATCHED = targets(MODULE, "json", kind="module") + targets(
+    MODULE, "_detect_runtime_binary", "Worker._spawn", "Worker.invoke"
+)
 USED = targets(MODULE, "_PYTHON_WORKER_SCRIPT", kind="value")
 
 # What AWS's Python runtimes provide beside the standard library (/var/runtime): boto3 and what it
@@ -69,8 +71,9 @@ RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-
 # MiniStack's worker script reports a failed init as {"status": "error", "error": str(e)}; ours
 # reports AWS's error object (as JSON text in "error", which MiniStack puts in its RuntimeError).
 _INIT_ERROR_LINE = '_real_stdout.write(json.dumps({"status": "error", "error": str(e)}) + "\\n")'
-_AWS_INIT_ERROR_LINE = ('_real_stdout.write(json.dumps({"status": "error", '
-                        '"error": _ms_init_error(e, module_name, handler_name)}) + "\\n")')
+_AWS_INIT_ERROR_LINE = (
+    '_real_stdout.write(json.dumps({"status": "error", "error": _ms_init_error(e, module_name, handler_name)}) + "\\n")'
+)
 # A handler's exception: MiniStack's worker reports it as an error, and `Worker.invoke` then kills
 # the worker, so the next invocation cold-starts. AWS keeps the execution environment after an
 # error the runtime reports (it resets it after a crash or a timeout). The worker reports it under
@@ -78,14 +81,15 @@ _AWS_INIT_ERROR_LINE = ('_real_stdout.write(json.dumps({"status": "error", '
 # MiniStack's error answer after `invoke`, the worker alive.
 HANDLER_ERROR_KEY = "ecom_handler_error"
 _HANDLER_ERROR_ANSWER = '{"status": "error", "error": str(e), "trace": traceback.format_exc()}'
-_KEPT_HANDLER_ERROR_ANSWER = ('{"status": "ok", "' + HANDLER_ERROR_KEY
-                              + '": {"error": str(e), "trace": traceback.format_exc()}}')
+_KEPT_HANDLER_ERROR_ANSWER = (
+    '{"status": "ok", "' + HANDLER_ERROR_KEY + '": {"error": str(e), "trace": traceback.format_exc()}}'
+)
 
 # Put ahead of MiniStack's worker script: the runtime's libraries after what the script inserts
 # at sys.path[0] (the code directory, then layers), before the standard library; and the error
 # AWS's runtime reports for a failed init (awslambdaric bootstrap.py, `_get_handler` and
 # `build_fault_result`).
-_WORKER_PREAMBLE = '''import sys as _ms_sys
+_WORKER_PREAMBLE = """import sys as _ms_sys
 _ms_sys.path.insert(0, __RUNTIME_DIR__)
 del _ms_sys
 
@@ -110,7 +114,8 @@ def _ms_init_error(e, module_name, handler_name):
     return json.dumps(error)
 
 
-'''
+"""
+
 
 class KinesisBatchEvent(dict):
     """The event of one shard's batch as the poller below builds it: `{"Records": [...]}` of
@@ -146,6 +151,7 @@ def json_with_envelope_dumps() -> types.ModuleType:
 class IsolatedPython:
     """What a Python worker runs on: `interpreter` (the `sh` wrapper starting this interpreter with
     -I -S), `runtime_dir` (the runtime's libraries, nothing else) and the worker script."""
+
     directory: Path
     interpreter: str
     runtime_dir: Path
@@ -167,9 +173,9 @@ def worker_script(runtime_dir: Path) -> str:
     from ministack.core import lambda_runtime
 
     script = lambda_runtime._PYTHON_WORKER_SCRIPT
-    return (_WORKER_PREAMBLE.replace("__RUNTIME_DIR__", repr(str(runtime_dir)))
-            + script.replace(_INIT_ERROR_LINE, _AWS_INIT_ERROR_LINE)
-            .replace(_HANDLER_ERROR_ANSWER, _KEPT_HANDLER_ERROR_ANSWER))
+    return _WORKER_PREAMBLE.replace("__RUNTIME_DIR__", repr(str(runtime_dir))) + script.replace(
+        _INIT_ERROR_LINE, _AWS_INIT_ERROR_LINE
+    ).replace(_HANDLER_ERROR_ANSWER, _KEPT_HANDLER_ERROR_ANSWER)
 
 
 def script_problems() -> list[str]:
@@ -178,8 +184,11 @@ def script_problems() -> list[str]:
 
     script = getattr(lambda_runtime, "_PYTHON_WORKER_SCRIPT", "")
     wanted = {_INIT_ERROR_LINE: 1, "sys.path.insert(0, code_dir)": 1, _HANDLER_ERROR_ANSWER: 1}
-    return [f"{MODULE}._PYTHON_WORKER_SCRIPT has {script.count(text)} x {text!r}, expected {count}"
-            for text, count in wanted.items() if script.count(text) != count]
+    return [
+        f"{MODULE}._PYTHON_WORKER_SCRIPT has {script.count(text)} x {text!r}, expected {count}"
+        for text, count in wanted.items()
+        if script.count(text) != count
+    ]
 
 
 def build_isolated_python(parent: str | None = None) -> IsolatedPython:
@@ -210,6 +219,7 @@ _isolated: IsolatedPython | None = None
 
 def detect_runtime_binary(original):
     """MiniStack's `_detect_runtime_binary`, with Python runtimes on the isolated interpreter."""
+
     def detect(runtime: str) -> tuple[str, str]:
         if _isolated is not None and isinstance(runtime, str) and runtime.startswith("python"):
             return _isolated.interpreter, _isolated.worker_script
@@ -241,7 +251,7 @@ def init_error_of(exc: BaseException) -> dict | None:
     if not message.startswith(_INIT_FAILED + "{"):
         return None
     try:
-        error = json.loads(message[len(_INIT_FAILED):])
+        error = json.loads(message[len(_INIT_FAILED) :])
     except ValueError:
         return None
     if not (isinstance(error, dict) and {"errorMessage", "errorType", "stackTrace"} <= error.keys()):
@@ -259,6 +269,7 @@ def take_init_error() -> dict | None:
 def spawn_reporting_init_errors(original):
     """`Worker._spawn`, raising FunctionInitError (and recording it for this thread) when the
     worker reported an init failure; every other outcome is MiniStack's."""
+
     def _spawn(self, *args, **kwargs):
         try:
             return original(self, *args, **kwargs)
@@ -280,6 +291,7 @@ def check() -> None:
 def keeping_the_worker_after_a_handler_error(invoke):
     """`Worker.invoke`, with a handler's exception answered as MiniStack answers it (status "error",
     its message and trace) while the worker stays up for the next invocation, as on AWS."""
+
     def invoke_keeping_the_worker(self, *args, **kwargs):
         response = invoke(self, *args, **kwargs)
         if response.get("status") == "ok" and HANDLER_ERROR_KEY in response:

@@ -13,6 +13,7 @@
 Checked against MiniStack's own poller in tests/unit/bootstrap/local/test_ministack.py,
 and on the running stack in tests/stack/bootstrap/local/test_ministack.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,14 +29,32 @@ logger = logging.getLogger("lambda")
 
 MODULE = "ministack.services.lambda_svc"
 PATCHED = targets(MODULE, "_poll_kinesis", "_execute_function_warm")
-USED = (targets(MODULE, "_iter_all_esms", "get_region", "get_account_id", "_kinesis_stream_name_from_arn_spec",
-                "_get_func_record_for_qualifier", "_cross_account_read_blocked", "_apply_filter_criteria",
-                "_execute_function")
-        + targets(MODULE, "_request_account_id", "_request_region", "_esm_backoff_until", "_kinesis_positions",
-                  "_ESM_BACKOFF_SECONDS", "_esm_wake", kind="value")
-        + targets("ministack.core.arn", "parse_arn", "ArnParseError")
-        + targets("ministack.core.concurrency", "spawn_background")
-        + targets("ministack.services.kinesis", "_streams", kind="value"))
+USED = (
+    targets(
+        MODULE,
+        "_iter_all_esms",
+        "get_region",
+        "get_account_id",
+        "_kinesis_stream_name_from_arn_spec",
+        "_get_func_record_for_qualifier",
+        "_cross_account_read_blocked",
+        "_apply_filter_criteria",
+        "_execute_function",
+    )
+    + targets(
+        MODULE,
+        "_request_account_id",
+        "_request_region",
+        "_esm_backoff_until",
+        "_kinesis_positions",
+        "_ESM_BACKOFF_SECONDS",
+        "_esm_wake",
+        kind="value",
+    )
+    + targets("ministack.core.arn", "parse_arn", "ArnParseError")
+    + targets("ministack.core.concurrency", "spawn_background")
+    + targets("ministack.services.kinesis", "_streams", kind="value")
+)
 
 
 # (mapping UUID, shard id) pairs with a batch being processed: at most one per shard, so each
@@ -118,7 +137,8 @@ def poll_kinesis_shards_concurrently() -> bool:
             if not stream or stream.get("StreamARN") != source_arn or stream["StreamStatus"] != "ACTIVE":
                 continue
             if source_spec.account_id != L.get_account_id() and L._cross_account_read_blocked(
-                    source_arn, func_rec, func_name):
+                source_arn, func_rec, func_name
+            ):
                 continue
             esm_id = esm["UUID"]
             if L._esm_backoff_until.get(esm_id, 0) > time.time():
@@ -127,7 +147,8 @@ def poll_kinesis_shards_concurrently() -> bool:
                 starting = esm.get("StartingPosition", "LATEST")
                 L._kinesis_positions[esm_id] = {
                     shard_id: 0 if starting == "TRIM_HORIZON" else len(shard["records"])
-                    for shard_id, shard in stream["shards"].items()}
+                    for shard_id, shard in stream["shards"].items()
+                }
             batch_size = esm.get("BatchSize", 100)
             positions = L._kinesis_positions[esm_id]
             # The mapping's account and region (this pass's context), read once, not per record.
@@ -141,21 +162,31 @@ def poll_kinesis_shards_concurrently() -> bool:
                     if (esm_id, shard_id) in _shards_in_flight:
                         continue
                 pos = positions[shard_id]
-                raw_records = shard["records"][pos:pos + batch_size]
+                raw_records = shard["records"][pos : pos + batch_size]
                 if not raw_records:
                     continue
                 records = L._apply_filter_criteria(
-                    [kinesis_event_record(r, shard_id, source_arn, event_account, event_region)
-                     for r in raw_records], esm)
+                    [kinesis_event_record(r, shard_id, source_arn, event_account, event_region) for r in raw_records],
+                    esm,
+                )
                 if not records:
                     positions[shard_id] = pos + len(raw_records)
                     processed_any = True
                     continue
                 with _shards_in_flight_lock:
                     _shards_in_flight.add((esm_id, shard_id))
-                spawn_background(_invoke_shard_batch, esm, func_rec, _runtime_patch.KinesisBatchEvent(Records=records),
-                                 positions, shard_id, pos, len(raw_records), stream_name,
-                                 thread_name="ministack-esm-kinesis")
+                spawn_background(
+                    _invoke_shard_batch,
+                    esm,
+                    func_rec,
+                    _runtime_patch.KinesisBatchEvent(Records=records),
+                    positions,
+                    shard_id,
+                    pos,
+                    len(raw_records),
+                    stream_name,
+                    thread_name="ministack-esm-kinesis",
+                )
                 processed_any = True
         finally:
             L._request_account_id.reset(account_token)
@@ -163,8 +194,9 @@ def poll_kinesis_shards_concurrently() -> bool:
     return processed_any
 
 
-def _invoke_shard_batch(esm: dict, func_rec: dict, event: dict, positions: dict, shard_id: str,
-                        pos: int, count: int, stream_name: str) -> None:
+def _invoke_shard_batch(
+    esm: dict, func_rec: dict, event: dict, positions: dict, shard_id: str, pos: int, count: int, stream_name: str
+) -> None:
     from ministack.services import lambda_svc as L
 
     esm_id, func_name = esm["UUID"], esm["FunctionName"]
@@ -175,8 +207,13 @@ def _invoke_shard_batch(esm: dict, func_rec: dict, event: dict, positions: dict,
             esm["LastProcessingResult"] = "FAILED"
             logger.warning(
                 "ESM: Lambda %s failed processing Kinesis batch from %s/%s (errorType=%s errorMessage=%s)\n%s",
-                func_name, stream_name, shard_id, body.get("errorType") if isinstance(body, dict) else None,
-                body.get("errorMessage") if isinstance(body, dict) else None, result.get("log", ""))
+                func_name,
+                stream_name,
+                shard_id,
+                body.get("errorType") if isinstance(body, dict) else None,
+                body.get("errorMessage") if isinstance(body, dict) else None,
+                result.get("log", ""),
+            )
             L._esm_backoff_until[esm_id] = time.time() + L._ESM_BACKOFF_SECONDS
         else:
             L._esm_backoff_until.pop(esm_id, None)
@@ -184,8 +221,9 @@ def _invoke_shard_batch(esm: dict, func_rec: dict, event: dict, positions: dict,
             esm["LastProcessingResult"] = f"OK - {count} records"
             if result.get("log"):
                 logger.info("ESM: Lambda %s output:\n%s", func_name, result["log"])
-            logger.info("ESM: Lambda %s processed %d Kinesis records from %s/%s",
-                        func_name, count, stream_name, shard_id)
+            logger.info(
+                "ESM: Lambda %s processed %d Kinesis records from %s/%s", func_name, count, stream_name, shard_id
+            )
     finally:
         with _shards_in_flight_lock:
             _shards_in_flight.discard((esm_id, shard_id))
@@ -198,14 +236,19 @@ def execute_function_warm_answering_init_errors_as_aws(original):
     (Unhandled) whose payload is {"errorMessage", "errorType", "requestId", "stackTrace"} with the
     runtime's error type (Runtime.ImportModuleError, ...), and the log line AWS's runtime writes.
     MiniStack answered `{"errorMessage": "Worker init failed: ...", "errorType": "RuntimeError"}`."""
+
     def execute_function_warm(func, event, request_id):
         _runtime_patch.take_init_error()  # nothing left over from another call on this thread
         result = original(func, event, request_id)
         error = _runtime_patch.take_init_error()
         if error is None or not (isinstance(result, dict) and result.get("error")):
             return result
-        body = {"errorMessage": error["errorMessage"], "errorType": error["errorType"],
-                "requestId": request_id, "stackTrace": error["stackTrace"]}
+        body = {
+            "errorMessage": error["errorMessage"],
+            "errorType": error["errorType"],
+            "requestId": request_id,
+            "stackTrace": error["stackTrace"],
+        }
         return {**result, "body": body, "log": runtime_error_log(body)}
 
     execute_function_warm.__wrapped__ = original
@@ -231,4 +274,5 @@ def apply() -> None:
 
     lambda_svc._poll_kinesis = poll_kinesis_shards_concurrently
     lambda_svc._execute_function_warm = execute_function_warm_answering_init_errors_as_aws(
-        lambda_svc._execute_function_warm)
+        lambda_svc._execute_function_warm
+    )

@@ -2,6 +2,7 @@
 what survives a full collection frozen (ecom_core.heap). Patches nothing of MiniStack's; no
 upstream proposal (docs/emulator-notes.md, the rows on the hand-off's arenas and on full
 collections)."""
+
 from __future__ import annotations
 
 import ctypes

@@ -1,6 +1,7 @@
 """MiniStack's ASGI app served by uvicorn (httptools, uvloop) with MiniStack's own settings, or by
 MiniStack's own server (hypercorn + h11) where uvicorn cannot keep them (HTTPS) or is missing.
 Patches nothing; no upstream proposal (docs/emulator-notes.md, the row on hypercorn)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -37,13 +38,23 @@ def uvicorn_settings() -> dict | None:
 
     # uvloop has no Windows build; asyncio's own loop there (1.01 ms in the same measurement).
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    return dict(host=os.environ.get("BIND_HOST", "0.0.0.0"), port=int(_resolve_port()), loop=loop,
-                http="httptools", lifespan="on", timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, date_header=False, server_header=False,
-                # hypercorn leaves the client address and scheme as the socket gives them, and MiniStack
-                # reads X-Forwarded-Proto itself: uvicorn's rewriting from X-Forwarded-* stays off.
-                proxy_headers=False,
-                access_log=False, log_config=None, log_level=os.environ.get("LOG_LEVEL", "INFO").lower())
+    return dict(
+        host=os.environ.get("BIND_HOST", "0.0.0.0"),
+        port=int(_resolve_port()),
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        date_header=False,
+        server_header=False,
+        # hypercorn leaves the client address and scheme as the socket gives them, and MiniStack
+        # reads X-Forwarded-Proto itself: uvicorn's rewriting from X-Forwarded-* stays off.
+        proxy_headers=False,
+        access_log=False,
+        log_config=None,
+        log_level=os.environ.get("LOG_LEVEL", "INFO").lower(),
+    )
 
 
 def serve() -> None:

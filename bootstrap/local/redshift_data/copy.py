@@ -9,6 +9,7 @@ and the authorisation clauses (IAM_ROLE, CREDENTIALS, ACCESS_KEY_ID/SECRET_ACCES
 accepted, not checked). COMPUPDATE, STATUPDATE and MAXERROR 0 are accepted and change nothing;
 any other option is refused by name (docs/local-redshift-data-api.md).
 """
+
 from __future__ import annotations
 
 import bz2
@@ -23,25 +24,47 @@ from sqlglot.tokens import Token, TokenType
 
 from bootstrap.local.redshift_data.lexer import QUOTED, Unsupported, matching, word
 
-IGNORED = {"COMPUPDATE", "STATUPDATE"}            # followed by ON|OFF|TRUE|FALSE|PRESET (optional)
+IGNORED = {"COMPUPDATE", "STATUPDATE"}  # followed by ON|OFF|TRUE|FALSE|PRESET (optional)
 AUTH = {"IAM_ROLE", "CREDENTIALS", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SESSION_TOKEN", "MASTER_SYMMETRIC_KEY"}
-REFUSED = {"JSON", "AVRO", "PARQUET", "ORC", "FIXEDWIDTH", "SHAPEFILE", "BLANKSASNULL", "TRUNCATECOLUMNS",
-           "FILLRECORD", "REMOVEQUOTES", "ESCAPE", "ROUNDEC", "TRIMBLANKS", "EXPLICIT_IDS", "LZOP", "ZSTD",
-           "ENCRYPTED", "READRATIO", "SSH", "NOLOAD", "IGNOREBLANKLINES", "IGNOREALLERRORS", "SERIALIZETOJSON"}
+REFUSED = {
+    "JSON",
+    "AVRO",
+    "PARQUET",
+    "ORC",
+    "FIXEDWIDTH",
+    "SHAPEFILE",
+    "BLANKSASNULL",
+    "TRUNCATECOLUMNS",
+    "FILLRECORD",
+    "REMOVEQUOTES",
+    "ESCAPE",
+    "ROUNDEC",
+    "TRIMBLANKS",
+    "EXPLICIT_IDS",
+    "LZOP",
+    "ZSTD",
+    "ENCRYPTED",
+    "READRATIO",
+    "SSH",
+    "NOLOAD",
+    "IGNOREBLANKLINES",
+    "IGNOREALLERRORS",
+    "SERIALIZETOJSON",
+}
 
 
 @dataclass(frozen=True)
 class CopyCommand:
-    table: str                 # as written (Postgres accepts the same name)
-    table_name: str            # the bare name, for Redshift's messages
-    columns: str | None        # "(a, b)" as written, or None for every column
-    source: str                # s3://bucket/key-or-prefix
+    table: str  # as written (Postgres accepts the same name)
+    table_name: str  # the bare name, for Redshift's messages
+    columns: str | None  # "(a, b)" as written, or None for every column
+    source: str  # s3://bucket/key-or-prefix
     manifest: bool = False
     csv: bool = False
     delimiter: str | None = None
     quote: str | None = None
     ignore_header: int = 0
-    compression: str | None = None   # gzip | bz2
+    compression: str | None = None  # gzip | bz2
     empty_as_null: bool = False
     null_as: str | None = None
     accept_invchars: str | None = None
@@ -81,20 +104,21 @@ def parse_copy(sql: str, tokens: list[Token]) -> CopyCommand:
     start = i
     while i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.DOT:
         i += 2
-    table = sql[tokens[start].start:tokens[i].end + 1]
+    table = sql[tokens[start].start : tokens[i].end + 1]
     table_name = tokens[i].text
     i += 1
     columns = None
     if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
         close = matching(tokens, i)
-        columns = sql[tokens[i].start:tokens[close].end + 1]
+        columns = sql[tokens[i].start : tokens[close].end + 1]
         i = close + 1
     if i >= len(tokens) or word(tokens[i]) != "FROM":
         raise Unsupported("ERROR: syntax error in COPY: FROM expected")
     source = _string(tokens, i + 1, "FROM")
     if not source.startswith("s3://"):
-        raise Unsupported(f"ERROR: COPY from {source.split(':', 1)[0]!r} (not S3) is not supported by the local "
-                          "Redshift Data API")
+        raise Unsupported(
+            f"ERROR: COPY from {source.split(':', 1)[0]!r} (not S3) is not supported by the local Redshift Data API"
+        )
     i += 2
     spec: dict[str, Any] = {"options": []}
     n = len(tokens)
@@ -128,8 +152,10 @@ def parse_copy(sql: str, tokens: list[Token]) -> CopyCommand:
                 j += 1
             fmt = word(tokens[j]) if j < n else ""
             if fmt != "CSV":
-                raise Unsupported(f"ERROR: COPY option FORMAT AS {fmt or '?'} is not supported by the local "
-                                  "Redshift Data API (CSV and the default text format are)")
+                raise Unsupported(
+                    f"ERROR: COPY option FORMAT AS {fmt or '?'} is not supported by the local "
+                    "Redshift Data API (CSV and the default text format are)"
+                )
             spec["csv"] = True
             i = j + 1
             if i < n and word(tokens[i]) == "QUOTE":
@@ -157,8 +183,10 @@ def parse_copy(sql: str, tokens: list[Token]) -> CopyCommand:
         elif w in ("TIMEFORMAT", "DATEFORMAT"):
             fmt, i = value_after(i + 1, w)
             if fmt.lower() != "auto":
-                raise Unsupported(f"ERROR: COPY option {w} {fmt!r} is not supported by the local Redshift Data "
-                                  "API (only 'auto': Postgres reads ISO and other common forms)")
+                raise Unsupported(
+                    f"ERROR: COPY option {w} {fmt!r} is not supported by the local Redshift Data "
+                    "API (only 'auto': Postgres reads ISO and other common forms)"
+                )
         elif w == "ACCEPTINVCHARS":
             i += 1
             char = "?"
@@ -170,8 +198,9 @@ def parse_copy(sql: str, tokens: list[Token]) -> CopyCommand:
             if j < n and word(tokens[j]) == "AS":
                 j += 1
             if j >= n or word(tokens[j]) not in ("UTF8", "UTF-8"):
-                raise Unsupported("ERROR: COPY ENCODING other than UTF8 is not supported by the local Redshift "
-                                  "Data API")
+                raise Unsupported(
+                    "ERROR: COPY ENCODING other than UTF8 is not supported by the local Redshift Data API"
+                )
             i = j + 1
         elif w == "REGION":
             _, i = value_after(i + 1, "REGION")
@@ -180,8 +209,10 @@ def parse_copy(sql: str, tokens: list[Token]) -> CopyCommand:
             if j < n and word(tokens[j]) == "AS":
                 j += 1
             if j >= n or tokens[j].text != "0":
-                raise Unsupported("ERROR: COPY option MAXERROR above 0 is not supported by the local Redshift Data "
-                                  "API (every malformed row fails the COPY)")
+                raise Unsupported(
+                    "ERROR: COPY option MAXERROR above 0 is not supported by the local Redshift Data "
+                    "API (every malformed row fails the COPY)"
+                )
             i = j + 1
         elif w in IGNORED:
             i += 1
@@ -205,7 +236,7 @@ class CopyFailed(Exception):
 
 
 def _split_url(url: str) -> tuple[str, str]:
-    bucket, _, key = url[len("s3://"):].partition("/")
+    bucket, _, key = url[len("s3://") :].partition("/")
     return bucket, key
 
 
@@ -216,11 +247,14 @@ def source_files(s3, cmd: CopyCommand) -> list[str]:
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except s3.exceptions.NoSuchKey as exc:
-            raise CopyFailed(f"ERROR: Problem reading manifest file - S3ServiceException:The specified key does not "
-                             f"exist.,Status 404,Error NoSuchKey,Rid local,CanRetry 1 (manifest {cmd.source})") from exc
+            raise CopyFailed(
+                f"ERROR: Problem reading manifest file - S3ServiceException:The specified key does not "
+                f"exist.,Status 404,Error NoSuchKey,Rid local,CanRetry 1 (manifest {cmd.source})"
+            ) from exc
         except Exception as exc:
-            raise CopyFailed(f"ERROR: Problem reading manifest file - S3ServiceException:{exc} "
-                             f"(manifest {cmd.source})") from exc
+            raise CopyFailed(
+                f"ERROR: Problem reading manifest file - S3ServiceException:{exc} (manifest {cmd.source})"
+            ) from exc
         try:
             entries = json.loads(body)["entries"]
             urls = [(e["url"], bool(e.get("mandatory", False))) for e in entries]
@@ -235,9 +269,11 @@ def source_files(s3, cmd: CopyCommand) -> list[str]:
                 s3.head_object(Bucket=b, Key=k)
             except Exception as exc:
                 if mandatory:
-                    raise CopyFailed(f"ERROR: Manifest file is invalid: mandatory file not found: {url} "
-                                     f"(S3ServiceException:The specified key does not exist.,Status 404) "
-                                     f"(manifest {cmd.source})") from exc
+                    raise CopyFailed(
+                        f"ERROR: Manifest file is invalid: mandatory file not found: {url} "
+                        f"(S3ServiceException:The specified key does not exist.,Status 404) "
+                        f"(manifest {cmd.source})"
+                    ) from exc
                 continue
             files.append(url)
         return files
@@ -307,9 +343,11 @@ def _register(name: str, char: str) -> None:
 def _char_columns(cur, cmd: CopyCommand) -> list[str]:
     """The target's character columns: without EMPTYASNULL Redshift loads an empty CSV field into
     them as '' (Postgres would read NULL), so they are FORCE_NOT_NULL."""
-    cur.execute("SELECT a.attname, t.typcategory FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-                "WHERE a.attrelid = CAST(%s AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                (cmd.table,))
+    cur.execute(
+        "SELECT a.attname, t.typcategory FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = CAST(%s AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (cmd.table,),
+    )
     rows = cur.fetchall()
     wanted = None
     if cmd.columns:
@@ -347,18 +385,32 @@ def run_copy(cur, s3, cmd: CopyCommand) -> int:
         try:
             cur.copy_expert(statement, stream, size=1 << 20)
         except UnicodeDecodeError as exc:
-            raise CopyFailed(_load_failed(cmd), {"filename": url, "line_number": -1, "colname": "",
-                                                 "err_reason": f"Invalid UTF8 byte sequence ({exc.reason})",
-                                                 "raw_line": "", "err_code": 1220}) from exc
+            raise CopyFailed(
+                _load_failed(cmd),
+                {
+                    "filename": url,
+                    "line_number": -1,
+                    "colname": "",
+                    "err_reason": f"Invalid UTF8 byte sequence ({exc.reason})",
+                    "raw_line": "",
+                    "err_code": 1220,
+                },
+            ) from exc
         except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
             diag = exc.diag
             match = _CONTEXT.search(diag.context or "")
             line = int(match.group(1)) + cmd.ignore_header if match else -1
-            raise CopyFailed(_load_failed(cmd), {
-                "filename": url, "line_number": line, "colname": (match.group(2) or "") if match else "",
-                "err_reason": diag.message_primary or str(exc),
-                "raw_line": (match.group(3) or "")[:1024] if match else "",
-                "err_code": 1200 if isinstance(exc, psycopg2.DataError) else 1216}) from exc
+            raise CopyFailed(
+                _load_failed(cmd),
+                {
+                    "filename": url,
+                    "line_number": line,
+                    "colname": (match.group(2) or "") if match else "",
+                    "err_reason": diag.message_primary or str(exc),
+                    "raw_line": (match.group(3) or "")[:1024] if match else "",
+                    "err_code": 1200 if isinstance(exc, psycopg2.DataError) else 1216,
+                },
+            ) from exc
         total += max(cur.rowcount, 0)
     return total
 

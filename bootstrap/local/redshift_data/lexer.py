@@ -2,14 +2,23 @@
 tokenizer (quotes, comments and dollar strings handled), the keyword of a token, the ")" closing a
 "(", and `Unsupported`, the error both raise for what the local stand-in refuses.
 """
+
 from __future__ import annotations
 
 from sqlglot.dialects.redshift import Redshift
 from sqlglot.tokens import Token, TokenType
 
-QUOTED = {TokenType.STRING, TokenType.IDENTIFIER, TokenType.BYTE_STRING, TokenType.HEREDOC_STRING,
-          TokenType.NATIONAL_STRING, TokenType.RAW_STRING, TokenType.BIT_STRING, TokenType.HEX_STRING,
-          TokenType.UNICODE_STRING}
+QUOTED = {
+    TokenType.STRING,
+    TokenType.IDENTIFIER,
+    TokenType.BYTE_STRING,
+    TokenType.HEREDOC_STRING,
+    TokenType.NATIONAL_STRING,
+    TokenType.RAW_STRING,
+    TokenType.BIT_STRING,
+    TokenType.HEX_STRING,
+    TokenType.UNICODE_STRING,
+}
 _DIALECT = Redshift()
 
 

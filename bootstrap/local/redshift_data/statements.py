@@ -13,6 +13,7 @@ one still runs is refused, as AWS does: no queueing), autocommit unless the call
 temporary tables, SETs and an open transaction outlive each call. A session idle longer than its
 keep-alive is closed by the reaper thread: ROLLBACK of whatever is open, then the connection closed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,22 +36,33 @@ from bootstrap.local.redshift_data.translate import Unsupported, bind_parameters
 
 log = logging.getLogger("redshift_data")
 
-RESULT_TTL_SECONDS = 24 * 3600   # the Data API keeps results for 24 hours
-MAX_STATEMENTS = 20000           # and we keep at most this many statements (oldest dropped first)
+RESULT_TTL_SECONDS = 24 * 3600  # the Data API keeps results for 24 hours
+MAX_STATEMENTS = 20000  # and we keep at most this many statements (oldest dropped first)
 # Types whose text form Redshift returns as stringValue: taken from Postgres as text, unparsed.
 TEXT_OIDS = (1082, 1083, 1114, 1184, 1266, 1186, 1700, 114, 3802, 2950, 869, 650, 774)
 _AS_TEXT = psycopg2.extensions.new_type(TEXT_OIDS, "REDSHIFT_TEXT", lambda value, cur: value)
 SIGNED = {"int2", "int4", "int8", "numeric", "float4", "float8"}
 CHARACTER = {"varchar", "bpchar", "text", "char", "name"}
-PRECISION = {"int2": 5, "int4": 10, "int8": 19, "float4": 8, "float8": 17, "bool": 1, "date": 13,
-             "timestamp": 29, "timestamptz": 35, "time": 15, "timetz": 21}
+PRECISION = {
+    "int2": 5,
+    "int4": 10,
+    "int8": 19,
+    "float4": 8,
+    "float8": 17,
+    "bool": 1,
+    "date": 13,
+    "timestamp": 29,
+    "timestamptz": 35,
+    "time": 15,
+    "timetz": 21,
+}
 SCALE = {"float4": 8, "float8": 17, "timestamp": 6, "timestamptz": 6, "time": 6, "timetz": 6}
 LOAD_ERRORS = "local_redshift.stl_load_errors"
 TERMINAL = ("FINISHED", "FAILED", "ABORTED")
 SESSION_MAX_SECONDS = 24 * 3600  # AWS: a session is closed after 24 hours, a statement running in it terminated
-SESSION_REAP_SECONDS = 0.2       # how often idle sessions are checked against their keep-alive
-MAX_SESSIONS = 50                # open sessions at once (AWS: 500 per cluster/workgroup; each is a Postgres connection)
-SESSIONS_KEPT = 5000             # closed sessions remembered (ListSessions, the error for a closed SessionId)
+SESSION_REAP_SECONDS = 0.2  # how often idle sessions are checked against their keep-alive
+MAX_SESSIONS = 50  # open sessions at once (AWS: 500 per cluster/workgroup; each is a Postgres connection)
+SESSIONS_KEPT = 5000  # closed sessions remembered (ListSessions, the error for a closed SessionId)
 
 
 class ApiError(Exception):
@@ -82,10 +94,18 @@ class Sub:
     rows: list[tuple] | None = None
 
     def describe(self) -> dict[str, Any]:
-        out = {"Id": self.id, "Status": self.status, "CreatedAt": self.created,
-               "UpdatedAt": self.updated or self.created, "QueryString": self.sql, "Duration": self.duration_ns,
-               "ResultRows": self.result_rows, "ResultSize": self.result_size, "HasResultSet": self.has_result_set,
-               "RedshiftQueryId": self.query_id}
+        out = {
+            "Id": self.id,
+            "Status": self.status,
+            "CreatedAt": self.created,
+            "UpdatedAt": self.updated or self.created,
+            "QueryString": self.sql,
+            "Duration": self.duration_ns,
+            "ResultRows": self.result_rows,
+            "ResultSize": self.result_size,
+            "HasResultSet": self.has_result_set,
+            "RedshiftQueryId": self.query_id,
+        }
         if self.error:
             out["Error"] = self.error
         return out
@@ -97,7 +117,7 @@ class Statement:
     subs: list[Sub]
     is_batch: bool
     created: float
-    target: dict[str, str]                 # Database, ClusterIdentifier or WorkgroupName, DbUser, SecretArn
+    target: dict[str, str]  # Database, ClusterIdentifier or WorkgroupName, DbUser, SecretArn
     name: str | None = None
     parameters: list[dict] | None = None
     status: str = "SUBMITTED"
@@ -114,9 +134,15 @@ class Statement:
         self.status, self.updated = status, time.time()
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"Id": self.id, "Status": self.status, "CreatedAt": self.created,
-                               "UpdatedAt": self.updated or self.created, "RedshiftPid": self.pid,
-                               "ResultFormat": "JSON", **self.target}
+        out: dict[str, Any] = {
+            "Id": self.id,
+            "Status": self.status,
+            "CreatedAt": self.created,
+            "UpdatedAt": self.updated or self.created,
+            "RedshiftPid": self.pid,
+            "ResultFormat": "JSON",
+            **self.target,
+        }
         if self.error:
             out["Error"] = self.error
         if self.parameters:
@@ -139,9 +165,14 @@ class Statement:
         return out
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"Id": self.id, "Status": self.status, "CreatedAt": self.created,
-                               "UpdatedAt": self.updated or self.created, "IsBatchStatement": self.is_batch,
-                               "ResultFormat": "JSON"}
+        out: dict[str, Any] = {
+            "Id": self.id,
+            "Status": self.status,
+            "CreatedAt": self.created,
+            "UpdatedAt": self.updated or self.created,
+            "IsBatchStatement": self.is_batch,
+            "ResultFormat": "JSON",
+        }
         if self.is_batch:
             out["QueryStrings"] = [s.sql for s in self.subs]
         else:
@@ -160,16 +191,17 @@ class Statement:
 @dataclass
 class Session:
     """A Data API session: one Postgres connection kept between calls."""
+
     id: str
     target: dict[str, str]
     keep_alive: int
     created: float
     updated: float = 0.0
     conn: Any = None
-    current: Statement | None = None      # the last statement submitted (running, or ended)
-    closed: str | None = None             # why it was closed (None while open)
+    current: Statement | None = None  # the last statement submitted (running, or ended)
+    closed: str | None = None  # why it was closed (None while open)
     closed_at: float = 0.0
-    run_lock: threading.Lock = field(default_factory=threading.Lock)    # held while a statement runs on conn
+    run_lock: threading.Lock = field(default_factory=threading.Lock)  # held while a statement runs on conn
     state_lock: threading.Lock = field(default_factory=threading.Lock)  # guards current / closed / keep_alive
 
     def busy(self) -> bool:
@@ -188,15 +220,22 @@ class Session:
 
     def open_transaction(self) -> bool:
         conn = self.conn
-        return conn is not None and not conn.closed and \
-            conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        return (
+            conn is not None
+            and not conn.closed
+            and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        )
 
     def data(self) -> dict[str, Any]:
         """SessionData, as ListSessions answers it."""
-        out: dict[str, Any] = {"SessionId": self.id, "Status": self.status(), "CreatedAt": self.created,
-                               "UpdatedAt": self.closed_at or self.updated or self.created,
-                               "SessionAliveSeconds": self.keep_alive, **{k: v for k, v in self.target.items()
-                                                                          if k != "SecretArn"}}
+        out: dict[str, Any] = {
+            "SessionId": self.id,
+            "Status": self.status(),
+            "CreatedAt": self.created,
+            "UpdatedAt": self.closed_at or self.updated or self.created,
+            "SessionAliveSeconds": self.keep_alive,
+            **{k: v for k, v in self.target.items() if k != "SecretArn"},
+        }
         if not self.closed:
             out["SessionTtl"] = self.ttl()
         if self.busy():
@@ -222,8 +261,15 @@ def field_value(value: Any) -> dict[str, Any]:
 
 
 class Engine:
-    def __init__(self, dsn: str, s3_factory: Callable[[], Any], *, workers: int = 4, max_sessions: int = MAX_SESSIONS,
-                 reap_seconds: float = SESSION_REAP_SECONDS):
+    def __init__(
+        self,
+        dsn: str,
+        s3_factory: Callable[[], Any],
+        *,
+        workers: int = 4,
+        max_sessions: int = MAX_SESSIONS,
+        reap_seconds: float = SESSION_REAP_SECONDS,
+    ):
         self.dsn = dsn
         self.s3_factory = s3_factory
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="redshift-data")
@@ -241,14 +287,16 @@ class Engine:
         self.meta_conn = None
         self._load_type_names()
         self.stopping = threading.Event()
-        self.reaper = threading.Thread(target=self._reap_loop, args=(reap_seconds,), name="redshift-data-reaper",
-                                       daemon=True)
+        self.reaper = threading.Thread(
+            target=self._reap_loop, args=(reap_seconds,), name="redshift-data-reaper", daemon=True
+        )
         self.reaper.start()
 
     # -- connections
     def connect(self):
-        conn = psycopg2.connect(self.dsn, application_name="local-redshift-data",
-                                options="-c TimeZone=UTC -c DateStyle=ISO,MDY")
+        conn = psycopg2.connect(
+            self.dsn, application_name="local-redshift-data", options="-c TimeZone=UTC -c DateStyle=ISO,MDY"
+        )
         psycopg2.extensions.register_type(_AS_TEXT, conn)
         conn.autocommit = True
         return conn
@@ -272,11 +320,13 @@ class Engine:
                 cur.execute("SELECT oid, typname FROM pg_type")
                 self.type_names = {int(oid): name for oid, name in cur.fetchall()}
                 cur.execute("CREATE SCHEMA IF NOT EXISTS local_redshift")
-                cur.execute(f"CREATE TABLE IF NOT EXISTS {LOAD_ERRORS} (userid integer, slice integer, tbl integer, "
-                            "starttime timestamp, session integer, query integer, filename varchar(256), "
-                            "line_number bigint, colname varchar(127), type varchar(10), col_length varchar(10), "
-                            "position integer, raw_line varchar(1024), raw_field_value varchar(1024), "
-                            "err_code integer, err_reason varchar(100), is_partial integer, start_offset bigint)")
+                cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {LOAD_ERRORS} (userid integer, slice integer, tbl integer, "
+                    "starttime timestamp, session integer, query integer, filename varchar(256), "
+                    "line_number bigint, colname varchar(127), type varchar(10), col_length varchar(10), "
+                    "position integer, raw_line varchar(1024), raw_field_value varchar(1024), "
+                    "err_code integer, err_reason varchar(100), is_partial integer, start_offset bigint)"
+                )
         finally:
             conn.close()
 
@@ -300,9 +350,11 @@ class Engine:
         now = time.time()
         with self.lock:
             if sum(1 for s in self.sessions.values() if not s.closed) >= self.max_sessions:
-                raise ApiError("ActiveSessionsExceededException",
-                               f"The maximum number of active sessions ({self.max_sessions}) is reached: wait for "
-                               "one to expire, or run without SessionKeepAliveSeconds")
+                raise ApiError(
+                    "ActiveSessionsExceededException",
+                    f"The maximum number of active sessions ({self.max_sessions}) is reached: wait for "
+                    "one to expire, or run without SessionKeepAliveSeconds",
+                )
             while len(self.sessions) >= SESSIONS_KEPT:
                 oldest = next((s for s in self.sessions.values() if s.closed), None)
                 if oldest is None:
@@ -320,8 +372,11 @@ class Engine:
             raise ApiError("ResourceNotFoundException", f"Session {session_id} does not exist.", ResourceId=session_id)
         self._expire(session, time.time())
         if session.closed:
-            raise ApiError("ValidationException", f"Session {session_id} is closed: {session.closed}. Start a new "
-                                                  "session (SessionKeepAliveSeconds without SessionId).")
+            raise ApiError(
+                "ValidationException",
+                f"Session {session_id} is closed: {session.closed}. Start a new "
+                "session (SessionKeepAliveSeconds without SessionId).",
+            )
         return session
 
     def list_sessions(self) -> list[Session]:
@@ -340,8 +395,10 @@ class Engine:
             if now >= session.created + SESSION_MAX_SECONDS:
                 session.closed = "it reached the 24-hour limit of a session"
             elif not session.busy() and now >= session.ttl():
-                session.closed = (f"it was idle longer than its SessionKeepAliveSeconds ({session.keep_alive} s); "
-                                  "its open transaction, if any, was rolled back")
+                session.closed = (
+                    f"it was idle longer than its SessionKeepAliveSeconds ({session.keep_alive} s); "
+                    "its open transaction, if any, was rolled back"
+                )
             else:
                 return
             session.closed_at = now
@@ -374,28 +431,43 @@ class Engine:
                 log.exception("session reaper")
 
     # -- the store
-    def submit(self, sqls: list[str], *, is_batch: bool, target: dict[str, str], name: str | None,
-               parameters: list[dict] | None, session: Session | None = None,
-               keep_alive: int | None = None) -> Statement:
+    def submit(
+        self,
+        sqls: list[str],
+        *,
+        is_batch: bool,
+        target: dict[str, str],
+        name: str | None,
+        parameters: list[dict] | None,
+        session: Session | None = None,
+        keep_alive: int | None = None,
+    ) -> Statement:
         now = time.time()
         sid = str(uuid.uuid4())
-        subs = [Sub(f"{sid}:{n}" if is_batch else sid, sql, next(self.query_ids), now)
-                for n, sql in enumerate(sqls, start=1)]
-        st = Statement(sid, subs, is_batch, now, target, name, parameters or None,
-                       session_id=session.id if session else None)
+        subs = [
+            Sub(f"{sid}:{n}" if is_batch else sid, sql, next(self.query_ids), now)
+            for n, sql in enumerate(sqls, start=1)
+        ]
+        st = Statement(
+            sid, subs, is_batch, now, target, name, parameters or None, session_id=session.id if session else None
+        )
         if session is not None:
             with session.state_lock:
                 if session.closed:
                     raise ApiError("ValidationException", f"Session {session.id} is closed: {session.closed}.")
                 if session.busy():
-                    raise ApiError("ValidationException",
-                                   f"Session {session.id} is busy: statement {session.current.id} is still running "
-                                   "(a session runs one statement at a time; wait for it with DescribeStatement)")
+                    raise ApiError(
+                        "ValidationException",
+                        f"Session {session.id} is busy: statement {session.current.id} is still running "
+                        "(a session runs one statement at a time; wait for it with DescribeStatement)",
+                    )
                 if is_batch and session.open_transaction():
-                    raise ApiError("ValidationException",
-                                   f"Session {session.id} has an open transaction (BEGIN without COMMIT or ROLLBACK): "
-                                   "BatchExecuteStatement runs as a transaction of its own. End the transaction "
-                                   "first, or send the statements with ExecuteStatement.")
+                    raise ApiError(
+                        "ValidationException",
+                        f"Session {session.id} has an open transaction (BEGIN without COMMIT or ROLLBACK): "
+                        "BatchExecuteStatement runs as a transaction of its own. End the transaction "
+                        "first, or send the statements with ExecuteStatement.",
+                    )
                 if keep_alive is not None:
                     session.keep_alive = keep_alive
                 session.current, session.updated = st, now
@@ -436,8 +508,9 @@ class Engine:
 
     def cancel(self, st: Statement) -> bool:
         if st.status in ("FINISHED", "FAILED", "ABORTED"):
-            raise ApiError("ValidationException", f"Could not cancel a query that is already in {st.status} state "
-                                                  f"with ID: {st.id}")
+            raise ApiError(
+                "ValidationException", f"Could not cancel a query that is already in {st.status} state with ID: {st.id}"
+            )
         st.cancel_requested = True
         conn = st.conn
         if conn is not None:
@@ -548,8 +621,10 @@ class Engine:
                     sub.rows = None
                     if not conn.autocommit:
                         conn.rollback()
-                    elif not conn.closed and \
-                            conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS:
+                    elif (
+                        not conn.closed
+                        and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+                    ):
                         _abort_transaction(cur)  # in a session's BEGIN block: any error aborts it, as on Redshift
                     if load_error:
                         self._record_load_error(st, sub, load_error)
@@ -598,9 +673,12 @@ class Engine:
         info: dict[tuple[int, int], tuple[str, str, bool]] = {}
         if tables:
             oids = sorted({t for t, _ in tables})
-            cur.execute("SELECT a.attrelid, a.attnum, n.nspname, c.relname, a.attnotnull FROM pg_attribute a "
-                        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE a.attrelid = ANY(%s) AND a.attnum > 0", (oids,))
+            cur.execute(
+                "SELECT a.attrelid, a.attnum, n.nspname, c.relname, a.attnotnull FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE a.attrelid = ANY(%s) AND a.attnum > 0",
+                (oids,),
+            )
             info = {(int(r[0]), int(r[1])): (r[2], r[3], r[4]) for r in cur.fetchall()}
         out = []
         for c in description:
@@ -612,10 +690,22 @@ class Engine:
                 precision, scale = (c.internal_size if c.internal_size and c.internal_size > 0 else 65535), 0
             else:
                 precision, scale = PRECISION.get(typ, 0), SCALE.get(typ, 0)
-            out.append({"name": c.name, "label": c.name, "typeName": typ, "nullable": 0 if not_null else 1,
-                        "precision": precision, "scale": scale, "isCaseSensitive": typ in CHARACTER,
-                        "isCurrency": False, "isSigned": typ in SIGNED, "schemaName": schema, "tableName": table,
-                        "length": 0})
+            out.append(
+                {
+                    "name": c.name,
+                    "label": c.name,
+                    "typeName": typ,
+                    "nullable": 0 if not_null else 1,
+                    "precision": precision,
+                    "scale": scale,
+                    "isCaseSensitive": typ in CHARACTER,
+                    "isCurrency": False,
+                    "isSigned": typ in SIGNED,
+                    "schemaName": schema,
+                    "tableName": table,
+                    "length": 0,
+                }
+            )
         return out
 
     def _reset(self, conn) -> None:
@@ -643,8 +733,18 @@ class Engine:
                 f"INSERT INTO {LOAD_ERRORS} (userid, slice, tbl, starttime, session, query, filename, line_number, "
                 "colname, type, col_length, position, raw_line, raw_field_value, err_code, err_reason, is_partial, "
                 "start_offset) VALUES (100, 0, 0, LOCALTIMESTAMP, %s, %s, %s, %s, %s, '', '', 0, %s, '', %s, %s, 0, 0)",
-                (st.pid, sub.query_id, error["filename"][:256], error["line_number"], error["colname"][:127],
-                 error["raw_line"][:1024], error["err_code"], error["err_reason"][:100]), fetch=False)
+                (
+                    st.pid,
+                    sub.query_id,
+                    error["filename"][:256],
+                    error["line_number"],
+                    error["colname"][:127],
+                    error["raw_line"][:1024],
+                    error["err_code"],
+                    error["err_reason"][:100],
+                ),
+                fetch=False,
+            )
         except (psycopg2.Error, ApiError):
             log.exception("could not record the load error of %s", sub.id)
 

@@ -11,6 +11,7 @@ narrow rewrites below are the default (docs/local-redshift-data-api.md lists eac
 `translate(sql)` returns a `Translation` (cached by the SQL text: the same statements repeat on
 every load) or raises `Unsupported` with Redshift-like text naming what is not supported.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,11 +28,11 @@ from bootstrap.local.redshift_data.lexer import QUOTED, Unsupported, matching, t
 
 @dataclass(frozen=True)
 class Translation:
-    kind: str                     # "sql" (run `sql` on Postgres), "copy" (see copy.py), "noop"
-    sql: str                      # the Postgres text ("" for copy and noop)
-    source: str                   # the Redshift text as received
+    kind: str  # "sql" (run `sql` on Postgres), "copy" (see copy.py), "noop"
+    sql: str  # the Postgres text ("" for copy and noop)
+    source: str  # the Redshift text as received
     changes: tuple[str, ...] = ()  # what was rewritten, for logs and docs
-    copy: object | None = None    # copy.CopyCommand for kind == "copy"
+    copy: object | None = None  # copy.CopyCommand for kind == "copy"
     returns_rows: bool = field(default=False)
 
     @property
@@ -122,7 +123,7 @@ def translate(sql: str) -> Translation:
     except Exception:  # sqlglot could not tokenize: let Postgres report the syntax error
         return Translation("sql", text, sql)
     while tokens and tokens[-1].token_type == TokenType.SEMICOLON:
-        text = text[:tokens[-1].start].rstrip()
+        text = text[: tokens[-1].start].rstrip()
         tokens.pop()
     if not tokens:
         raise Unsupported("ERROR: empty statement")
@@ -138,8 +139,9 @@ def translate(sql: str) -> Translation:
     if first == "COPY":
         return Translation("copy", "", sql, ("COPY from S3 -> COPY FROM STDIN",), copy=parse_copy(text, tokens))
     if first == "ALTER" and second == "TABLE" and _alter_is_layout_only(tokens):
-        return Translation("noop", "", sql,
-                           ("ALTER TABLE of a physical layout (DISTKEY/SORTKEY/ENCODE): nothing to do",))
+        return Translation(
+            "noop", "", sql, ("ALTER TABLE of a physical layout (DISTKEY/SORTKEY/ENCODE): nothing to do",)
+        )
     editor = _Editor(text, tokens)
     if first == "VACUUM":
         _vacuum(editor)
@@ -156,23 +158,52 @@ def translate(sql: str) -> Translation:
     if editor.indexes:  # one query string: Postgres runs it as one transaction (or in the batch's)
         out = ";\n".join([out] + editor.indexes)
     changes = list(editor.changes)
-    if any(word(t) == "TOP" and i > 0 and word(tokens[i - 1]) in ("SELECT", "DISTINCT", "ALL")
-           for i, t in enumerate(tokens)):
+    if any(
+        word(t) == "TOP" and i > 0 and word(tokens[i - 1]) in ("SELECT", "DISTINCT", "ALL")
+        for i, t in enumerate(tokens)
+    ):
         out = sqlglot.transpile(out, read="redshift", write="postgres")[0]
         changes.append("SELECT TOP n -> LIMIT n (sqlglot round trip)")
     return Translation("sql", out, sql, tuple(changes), returns_rows=first in ("SELECT", "WITH", "SHOW", "VALUES"))
 
 
 # ------------------------------------------------------------------ expressions (any statement)
-DATEPARTS = {"SECOND": ("second", 1), "SECONDS": ("second", 1), "SEC": ("second", 1), "SECS": ("second", 1),
-             "S": ("second", 1), "MINUTE": ("minute", 60), "MINUTES": ("minute", 60), "MIN": ("minute", 60),
-             "MINS": ("minute", 60), "M": ("minute", 60), "HOUR": ("hour", 3600), "HOURS": ("hour", 3600),
-             "H": ("hour", 3600), "HR": ("hour", 3600), "HRS": ("hour", 3600), "DAY": ("day", 86400),
-             "DAYS": ("day", 86400), "D": ("day", 86400), "WEEK": ("week", 604800), "WEEKS": ("week", 604800),
-             "W": ("week", 604800), "MONTH": ("month", 0), "MONTHS": ("month", 0), "MON": ("month", 0),
-             "MONS": ("month", 0), "QUARTER": ("quarter", 0), "QUARTERS": ("quarter", 0), "QTR": ("quarter", 0),
-             "QTRS": ("quarter", 0), "YEAR": ("year", 0), "YEARS": ("year", 0), "Y": ("year", 0), "YR": ("year", 0),
-             "YRS": ("year", 0)}
+DATEPARTS = {
+    "SECOND": ("second", 1),
+    "SECONDS": ("second", 1),
+    "SEC": ("second", 1),
+    "SECS": ("second", 1),
+    "S": ("second", 1),
+    "MINUTE": ("minute", 60),
+    "MINUTES": ("minute", 60),
+    "MIN": ("minute", 60),
+    "MINS": ("minute", 60),
+    "M": ("minute", 60),
+    "HOUR": ("hour", 3600),
+    "HOURS": ("hour", 3600),
+    "H": ("hour", 3600),
+    "HR": ("hour", 3600),
+    "HRS": ("hour", 3600),
+    "DAY": ("day", 86400),
+    "DAYS": ("day", 86400),
+    "D": ("day", 86400),
+    "WEEK": ("week", 604800),
+    "WEEKS": ("week", 604800),
+    "W": ("week", 604800),
+    "MONTH": ("month", 0),
+    "MONTHS": ("month", 0),
+    "MON": ("month", 0),
+    "MONS": ("month", 0),
+    "QUARTER": ("quarter", 0),
+    "QUARTERS": ("quarter", 0),
+    "QTR": ("quarter", 0),
+    "QTRS": ("quarter", 0),
+    "YEAR": ("year", 0),
+    "YEARS": ("year", 0),
+    "Y": ("year", 0),
+    "YR": ("year", 0),
+    "YRS": ("year", 0),
+}
 
 
 def _datepart(editor: _Editor, first: int, last: int) -> tuple[str, int]:
@@ -197,8 +228,12 @@ def _expressions(editor: _Editor) -> None:
         elif w == "SYSDATE" and not called:
             editor.replace(i, i, "LOCALTIMESTAMP", "SYSDATE -> LOCALTIMESTAMP (transaction start, UTC)")
         elif w == "GETDATE" and called and tokens[i + 2].token_type == TokenType.R_PAREN:
-            editor.replace(i, i + 2, "CAST(DATE_TRUNC('second', STATEMENT_TIMESTAMP()) AS TIMESTAMP)",
-                           "GETDATE() -> statement start, whole seconds, UTC")
+            editor.replace(
+                i,
+                i + 2,
+                "CAST(DATE_TRUNC('second', STATEMENT_TIMESTAMP()) AS TIMESTAMP)",
+                "GETDATE() -> statement start, whole seconds, UTC",
+            )
         elif w == "NVL" and called:
             editor.replace(i, i, "COALESCE", "NVL -> COALESCE")
         elif w == "LEN" and called:
@@ -209,8 +244,7 @@ def _expressions(editor: _Editor) -> None:
             if len(args) != 3:
                 raise Unsupported("ERROR: function nvl2 requires 3 arguments")
             a, b, c = (editor.text(*arg) for arg in args)
-            editor.replace(i, close, f"(CASE WHEN ({a}) IS NOT NULL THEN ({b}) ELSE ({c}) END)",
-                           "NVL2 -> CASE")
+            editor.replace(i, close, f"(CASE WHEN ({a}) IS NOT NULL THEN ({b}) ELSE ({c}) END)", "NVL2 -> CASE")
         elif w in ("DATEADD", "DATEDIFF") and called:
             close = matching(tokens, i + 1)
             args = _split_args(tokens, i + 1, close)
@@ -219,24 +253,33 @@ def _expressions(editor: _Editor) -> None:
             part, seconds = _datepart(editor, *args[0])
             x, y = editor.text(*args[1]), editor.text(*args[2])
             if w == "DATEADD":
-                editor.replace(i, close, f"(CAST({y} AS TIMESTAMP) + ({x}) * INTERVAL '1 {part}')",
-                               "DATEADD -> timestamp + n * interval")
+                editor.replace(
+                    i,
+                    close,
+                    f"(CAST({y} AS TIMESTAMP) + ({x}) * INTERVAL '1 {part}')",
+                    "DATEADD -> timestamp + n * interval",
+                )
             else:
-                editor.replace(i, close, _datediff(part, seconds, x, y),
-                               "DATEDIFF -> boundaries crossed, as Redshift counts")
+                editor.replace(
+                    i, close, _datediff(part, seconds, x, y), "DATEDIFF -> boundaries crossed, as Redshift counts"
+                )
 
 
 def _datediff(part: str, seconds: int, a: str, b: str) -> str:
     """Redshift's DATEDIFF counts the `part` boundaries crossed between a and b."""
     ta, tb = f"CAST({a} AS TIMESTAMP)", f"CAST({b} AS TIMESTAMP)"
     if seconds:
-        return (f"CAST((EXTRACT(EPOCH FROM DATE_TRUNC('{part}', {tb})) - "
-                f"EXTRACT(EPOCH FROM DATE_TRUNC('{part}', {ta}))) / {seconds} AS BIGINT)")
+        return (
+            f"CAST((EXTRACT(EPOCH FROM DATE_TRUNC('{part}', {tb})) - "
+            f"EXTRACT(EPOCH FROM DATE_TRUNC('{part}', {ta}))) / {seconds} AS BIGINT)"
+        )
     per_year = {"year": "", "quarter": "4", "month": "12"}[part]
     if not per_year:
         return f"CAST(EXTRACT(YEAR FROM {tb}) - EXTRACT(YEAR FROM {ta}) AS BIGINT)"
-    return (f"CAST((EXTRACT(YEAR FROM {tb}) * {per_year} + EXTRACT({part.upper()} FROM {tb})) - "
-            f"(EXTRACT(YEAR FROM {ta}) * {per_year} + EXTRACT({part.upper()} FROM {ta})) AS BIGINT)")
+    return (
+        f"CAST((EXTRACT(YEAR FROM {tb}) * {per_year} + EXTRACT({part.upper()} FROM {tb})) - "
+        f"(EXTRACT(YEAR FROM {ta}) * {per_year} + EXTRACT({part.upper()} FROM {ta})) AS BIGINT)"
+    )
 
 
 # ------------------------------------------------------------------ DDL
@@ -252,7 +295,7 @@ def _create(editor: _Editor) -> None:
             _strip_mv_attributes(editor, words)
         return
     i += 1
-    if words[i:i + 3] == ["IF", "NOT", "EXISTS"]:
+    if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
         i += 3
     name_first = i
     while i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.DOT:  # schema.table
@@ -303,10 +346,10 @@ def _key_indexes(editor: _Editor, name_first: int, name_last: int, keys: list[li
     """`CREATE INDEX IF NOT EXISTS <table>_<cols>_key ON <table> (<cols>)` for each dropped key: not
     unique (duplicates are stored, as on Redshift), only so that lookups on the key stay fast."""
     tokens, sql = editor.tokens, editor.sql
-    table = sql[tokens[name_first].start:tokens[name_last].end + 1]
+    table = sql[tokens[name_first].start : tokens[name_last].end + 1]
     out, seen = [], set()
     for key in keys:
-        columns = tuple(sql[tokens[c].start:tokens[c].end + 1] for c in key)
+        columns = tuple(sql[tokens[c].start : tokens[c].end + 1] for c in key)
         if columns in seen:
             continue
         seen.add(columns)
@@ -319,9 +362,9 @@ def _key_indexes(editor: _Editor, name_first: int, name_last: int, keys: list[li
 
 
 def _table_constraint(words: list[str], a: int) -> bool:
-    w = words[a:a + 4]
+    w = words[a : a + 4]
     if w[:1] == ["CONSTRAINT"]:
-        w = words[a + 2:a + 4]
+        w = words[a + 2 : a + 4]
     return w[:1] in (["PRIMARY KEY"], ["FOREIGN KEY"], ["UNIQUE"]) or w[:2] in (["PRIMARY", "KEY"], ["FOREIGN", "KEY"])
 
 
@@ -339,8 +382,9 @@ def _table_attributes(editor: _Editor, words: list[str], i: int) -> list[list[in
         else:
             start = i
         w = words[i]
-        if w in ("DISTSTYLE", "BACKUP") \
-                or (w in ("ENCODE", "SORTKEY") and i + 1 < len(tokens) and words[i + 1] == "AUTO"):
+        if w in ("DISTSTYLE", "BACKUP") or (
+            w in ("ENCODE", "SORTKEY") and i + 1 < len(tokens) and words[i + 1] == "AUTO"
+        ):
             editor.remove(start, i + 1, "DISTSTYLE/DISTKEY/SORTKEY/ENCODE/BACKUP dropped (physical layout)")
             i += 2
         elif w in ("DISTKEY", "SORTKEY") and i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN:
@@ -359,8 +403,13 @@ def _strip_mv_attributes(editor: _Editor, words: list[str]) -> None:
     for i, w in enumerate(words):
         if w == "AS":
             break
-        if w == "AUTO" and i > 0 and words[i - 1] == "REFRESH" \
-                and i + 1 < len(tokens) and words[i + 1] in ("YES", "NO"):
+        if (
+            w == "AUTO"
+            and i > 0
+            and words[i - 1] == "REFRESH"
+            and i + 1 < len(tokens)
+            and words[i + 1] in ("YES", "NO")
+        ):
             editor.remove(i - 1, i + 1, "AUTO REFRESH dropped")
         elif w == "BACKUP" and i + 1 < len(tokens):
             editor.remove(i, i + 1, "BACKUP dropped")
@@ -376,10 +425,29 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> bool:
     i = a + 1  # after the name
     # the type: one or more words, optional (params)
     t0 = i
-    while i <= b and words[i] and words[i] not in ("ENCODE", "DISTKEY", "SORTKEY", "PRIMARY", "PRIMARY KEY", "UNIQUE",
-                                                   "NOT", "NULL", "DEFAULT", "IDENTITY", "GENERATED", "REFERENCES",
-                                                   "COLLATE", "CONSTRAINT", "CHECK") \
-            and tokens[i].token_type != TokenType.L_PAREN:
+    while (
+        i <= b
+        and words[i]
+        and words[i]
+        not in (
+            "ENCODE",
+            "DISTKEY",
+            "SORTKEY",
+            "PRIMARY",
+            "PRIMARY KEY",
+            "UNIQUE",
+            "NOT",
+            "NULL",
+            "DEFAULT",
+            "IDENTITY",
+            "GENERATED",
+            "REFERENCES",
+            "COLLATE",
+            "CONSTRAINT",
+            "CHECK",
+        )
+        and tokens[i].token_type != TokenType.L_PAREN
+    ):
         i += 1
     type_words = words[t0:i]
     params = None
@@ -436,15 +504,27 @@ def _column(editor: _Editor, words: list[str], a: int, b: int) -> bool:
         elif w == "IDENTITY" and i + 1 <= b and tokens[i + 1].token_type == TokenType.L_PAREN:
             close = matching(tokens, i + 1)
             seed, step = (editor.text(*x) for x in _split_args(tokens, i + 1, close))
-            editor.replace(i, close, f"GENERATED BY DEFAULT AS IDENTITY (START WITH {seed} INCREMENT BY {step})",
-                           "IDENTITY(seed, step) -> GENERATED BY DEFAULT AS IDENTITY")
+            editor.replace(
+                i,
+                close,
+                f"GENERATED BY DEFAULT AS IDENTITY (START WITH {seed} INCREMENT BY {step})",
+                "IDENTITY(seed, step) -> GENERATED BY DEFAULT AS IDENTITY",
+            )
             i = close + 1
-        elif w == "GENERATED" and words[i + 1:i + 5] == ["BY", "DEFAULT", "AS", "IDENTITY"] \
-                and i + 5 <= b and tokens[i + 5].token_type == TokenType.L_PAREN:
+        elif (
+            w == "GENERATED"
+            and words[i + 1 : i + 5] == ["BY", "DEFAULT", "AS", "IDENTITY"]
+            and i + 5 <= b
+            and tokens[i + 5].token_type == TokenType.L_PAREN
+        ):
             close = matching(tokens, i + 5)
             seed, step = (editor.text(*x) for x in _split_args(tokens, i + 5, close))
-            editor.replace(i + 5, close, f"(START WITH {seed} INCREMENT BY {step})",
-                           "IDENTITY(seed, step) -> GENERATED BY DEFAULT AS IDENTITY")
+            editor.replace(
+                i + 5,
+                close,
+                f"(START WITH {seed} INCREMENT BY {step})",
+                "IDENTITY(seed, step) -> GENERATED BY DEFAULT AS IDENTITY",
+            )
             i = close + 1
         elif w == "COLLATE" and i + 1 <= b:
             if words[i + 1] == "CASE_INSENSITIVE":
@@ -468,7 +548,7 @@ def _alter_is_layout_only(tokens: list[Token]) -> bool:
             nxt = words[i + 1]
             if nxt in ("SORTKEY", "DISTKEY", "DISTSTYLE", "ENCODE", "COMPOUND", "INTERLEAVED"):
                 return True
-            if nxt == "COLUMN" and "ENCODE" in words[i + 2:i + 4]:
+            if nxt == "COLUMN" and "ENCODE" in words[i + 2 : i + 4]:
                 return True
         if w == "ADD" and i + 1 < len(words):
             return _table_constraint(words, i + 1)
@@ -488,8 +568,11 @@ def _alter_table(editor: _Editor) -> None:
             return
 
 
-_VACUUM = re.compile(r"VACUUM(?:\s+(?:FULL|SORT\s+ONLY|DELETE\s+ONLY|REINDEX|RECLUSTER))?"
-                     r"(?:\s+(?P<table>[\w.\"$]+))?(?:\s+TO\s+\d+\s+PERCENT)?(?:\s+BOOST)?", re.I)
+_VACUUM = re.compile(
+    r"VACUUM(?:\s+(?:FULL|SORT\s+ONLY|DELETE\s+ONLY|REINDEX|RECLUSTER))?"
+    r"(?:\s+(?P<table>[\w.\"$]+))?(?:\s+TO\s+\d+\s+PERCENT)?(?:\s+BOOST)?",
+    re.I,
+)
 
 
 def _vacuum(editor: _Editor) -> None:
@@ -498,8 +581,12 @@ def _vacuum(editor: _Editor) -> None:
     match = _VACUUM.fullmatch(editor.sql)
     if not match:
         raise Unsupported("ERROR: syntax error in VACUUM")
-    editor.replace(0, len(editor.tokens) - 1, f"VACUUM {match.group('table') or ''}".strip(),
-                   "VACUUM options dropped (Postgres VACUUM)")
+    editor.replace(
+        0,
+        len(editor.tokens) - 1,
+        f"VACUUM {match.group('table') or ''}".strip(),
+        "VACUUM options dropped (Postgres VACUUM)",
+    )
 
 
 def _analyze(editor: _Editor) -> None:
@@ -521,9 +608,13 @@ def bind_parameters(sql: str, parameters: dict[str, str], quote) -> str:
     editor = _Editor(sql, tokens)
     for i, tok in enumerate(tokens[:-1]):
         nxt = tokens[i + 1]
-        if tok.token_type == TokenType.COLON and nxt.start == tok.end + 1 and nxt.token_type not in QUOTED \
-                and _PARAM_NAME.fullmatch(nxt.text) and not (i > 0 and tokens[i - 1].end == tok.start - 1
-                                                              and tokens[i - 1].token_type == TokenType.COLON):
+        if (
+            tok.token_type == TokenType.COLON
+            and nxt.start == tok.end + 1
+            and nxt.token_type not in QUOTED
+            and _PARAM_NAME.fullmatch(nxt.text)
+            and not (i > 0 and tokens[i - 1].end == tok.start - 1 and tokens[i - 1].token_type == TokenType.COLON)
+        ):
             if nxt.text not in parameters:
                 raise KeyError(nxt.text)
             editor.replace(i, i + 1, quote(parameters[nxt.text]), "parameter")

@@ -1,4 +1,5 @@
 """`ecom bench` on a small slice: it runs on its own fresh stack and reconciles exactly."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,19 @@ from ecom_core.config import PROJECT_ROOT as ROOT
 
 
 def test_bench_small_slice_reconciles_exactly(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ECOM_DATA_DIR", "ECOM_AWS_PORT", "ECOM_PG_PORT", "AWS_ENDPOINT_URL", "WAREHOUSE_DSN")}
-    out = subprocess.run([sys.executable, "-m", "ecom", "bench", "--rows", "2000", "--original-rows", "100",
-                          "--json", "--no-save"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ECOM_DATA_DIR", "ECOM_AWS_PORT", "ECOM_PG_PORT", "AWS_ENDPOINT_URL", "WAREHOUSE_DSN")
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "ecom", "bench", "--rows", "2000", "--original-rows", "100", "--json", "--no-save"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert result["rows"] == 2000
@@ -39,14 +49,22 @@ def test_bench_small_slice_reconciles_exactly(tmp_path):
     # rounds' key-only COPY is measured beside it.
     assert result["ceiling"]["copy_rows"] == 2000 and result["ceiling"]["copy_key_only_seconds"] > 0
     assert len(result["ceiling"]["copy_indexes"]) == 2
-    for key in ("speedup_vs_original", "ours_vs_ceiling", "load_vs_bare_copy", "load_alone_vs_bare_copy",
-                "load_alone_vs_key_only_copy"):
+    for key in (
+        "speedup_vs_original",
+        "ours_vs_ceiling",
+        "load_vs_bare_copy",
+        "load_alone_vs_bare_copy",
+        "load_alone_vs_key_only_copy",
+    ):
         assert summary[key] > 0
     assert result["ours"]["peak_memory_mib"]["emulator"] > 0
     # Ours phase by phase: the replay, the drain, the batch half after it; their CPU is part of the run's.
     phases = result["ours"]["phases"]
-    assert list(phases) == ["replay (first to last POST)", "drain (last POST to consumer caught up)",
-                            "batch half after the drain"]
+    assert list(phases) == [
+        "replay (first to last POST)",
+        "drain (last POST to consumer caught up)",
+        "batch half after the drain",
+    ]
     assert (
         abs(phases["batch half after the drain"]["seconds"] - result["ours"]["batch_half_after_drain_seconds"]) < 0.01
     )
@@ -105,8 +123,10 @@ def test_the_copy_yardstick_has_the_fact_tables_indexes(stack_env):
             fact = index_shapes(cur, db.FACT_TABLE)
             assert index_shapes(cur, "dw.test_copy_target") == fact
             # The local Data API's: a non-unique index for the dropped primary key, one for the sort key.
-            assert fact == [(False, False, "USING btree (event_id)"),
-                            (False, False, "USING btree (invoice_no, stock_code, invoice_ts)")]
+            assert fact == [
+                (False, False, "USING btree (event_id)"),
+                (False, False, "USING btree (invoice_no, stock_code, invoice_ts)"),
+            ]
             create_copy_target(cur, "dw.test_copy_target", all_indexes=False)
             assert index_shapes(cur, "dw.test_copy_target") == [(True, True, "USING btree (event_id)")]
         finally:
@@ -129,9 +149,11 @@ def test_the_bench_waits_for_the_run_that_loaded_the_rows_to_be_on_record(stack_
     def record_late():
         time.sleep(0.5)
         with db.connection() as conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO dw.etl_run (run_id, started_at, finished_at, outcome, rows_inserted) "
-                        "VALUES (%s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', 'succeeded', 2000)",
-                        (run_id,))
+            cur.execute(
+                "INSERT INTO dw.etl_run (run_id, started_at, finished_at, outcome, rows_inserted) "
+                "VALUES (%s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', 'succeeded', 2000)",
+                (run_id,),
+            )
             conn.commit()
 
     schema.ensure_schema(DataApi(cfg=stack_env["cfg"]))

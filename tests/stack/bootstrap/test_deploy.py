@@ -5,6 +5,7 @@ owns every resource the spec names, a second deployment changes nothing, and a c
 code updates that function and nothing else, and the deployed resources are as designed. Without a
 stack, what a deployment to real AWS refuses before its first call: tests/unit/bootstrap/test_deploy.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -53,10 +54,12 @@ def test_one_stack_owns_every_resource_the_platform_uses(stack_env):
     for name, _ in p.secrets:  # AWS names a secret by its ARN here, MiniStack by its name
         assert any(ident == name or f":secret:{name}-" in ident for ident in secrets), (name, secrets)
     assert physical("AWS::Glue::Database") == {r.glue_database}
-    assert {res["LogicalResourceId"] for res in owned["AWS::Lambda::EventSourceMapping"]} == \
-        {template.logical_id("EventSourceMapping", r.trigger_function)}
-    assert physical("AWS::IAM::Role") >= {fn.role_name for fn in p.functions} | {s.role_name for s in p.schedules} \
-        | {config.etl().redshift_copy_role_name}
+    assert {res["LogicalResourceId"] for res in owned["AWS::Lambda::EventSourceMapping"]} == {
+        template.logical_id("EventSourceMapping", r.trigger_function)
+    }
+    assert physical("AWS::IAM::Role") >= {fn.role_name for fn in p.functions} | {s.role_name for s in p.schedules} | {
+        config.etl().redshift_copy_role_name
+    }
     assert len(owned["AWS::CloudWatch::Alarm"]) == 4 and len(owned["AWS::Logs::MetricFilter"]) == 1
 
     # Each function as the spec says, with this target's environment, logging to a group the stack
@@ -66,11 +69,14 @@ def test_one_stack_owns_every_resource_the_platform_uses(stack_env):
         conf = lam.get_function_configuration(FunctionName=fn.name)
         assert (conf["Handler"], conf["MemorySize"], conf["Timeout"]) == (fn.handler, fn.memory, fn.timeout)
         assert conf["Environment"]["Variables"] == function_environment(r, fn, target=cfg.target)
-    groups = {g["logGroupName"]: g for g in aws.client("logs", cfg).describe_log_groups(
-        logGroupNamePrefix="/aws/lambda/")["logGroups"]}
+    groups = {
+        g["logGroupName"]: g
+        for g in aws.client("logs", cfg).describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
+    }
     assert physical("AWS::Logs::LogGroup") == {f"/aws/lambda/{fn.name}" for fn in p.functions}
-    assert all(groups[f"/aws/lambda/{fn.name}"].get("retentionInDays") == template.LOG_RETENTION_DAYS
-               for fn in p.functions)
+    assert all(
+        groups[f"/aws/lambda/{fn.name}"].get("retentionInDays") == template.LOG_RETENTION_DAYS for fn in p.functions
+    )
     sm = aws.client("secretsmanager", cfg)
     assert sm.get_secret_value(SecretId=r.operator_secret_name)["SecretString"] == config.auth().operator_key
     assert stack_env["api_key"] == r.api_key_value
@@ -119,8 +125,9 @@ def test_a_changed_handler_updates_that_function_only(stack_env, monkeypatch):
     cfg = stack_env["cfg"]
     r = config.resources()
     lam = aws.client("lambda", cfg)
-    before = {fn.name: lam.get_function_configuration(FunctionName=fn.name)["CodeSha256"]
-              for fn in platform().functions}
+    before = {
+        fn.name: lam.get_function_configuration(FunctionName=fn.name)["CodeSha256"] for fn in platform().functions
+    }
     original = template.function_code
 
     def changed(fn):
@@ -130,11 +137,13 @@ def test_a_changed_handler_updates_that_function_only(stack_env, monkeypatch):
     monkeypatch.setattr(template, "function_code", changed)
     # What a deployment would do, asked first: the change set is shown, then deleted.
     planned = Deployment(cfg).plan()
-    assert [(res, action) for res, action, _ in planned if action != "may update"] == \
-        [(f"lambda {r.reads_function}", "updated")]
+    assert [(res, action) for res, action, _ in planned if action != "may update"] == [
+        (f"lambda {r.reads_function}", "updated")
+    ]
     # Routes that name the function's ARN are evaluated at execution (as on AWS); it does not change.
     assert {res for res, action, _ in planned if action == "may update"} <= {
-        f"route {rt.method} {rt.path}" for rt in platform().routes if rt.function == r.reads_function}
+        f"route {rt.method} {rt.path}" for rt in platform().routes if rt.function == r.reads_function
+    }
     assert _pending_change_sets(cfg) == []
     try:
         report = deploy(cfg)
@@ -151,8 +160,9 @@ def test_a_changed_handler_updates_that_function_only(stack_env, monkeypatch):
 @pytest.mark.stack
 def test_cli_plan_on_the_running_stack_shows_no_changes(stack_env):
     env = {**__import__("os").environ, **stack_env["env"]}
-    out = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--plan"], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "ecom", "bootstrap", "--plan"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert "no changes" in out.stdout and "not executed" in out.stdout
 
@@ -168,18 +178,27 @@ def test_a_failed_deployment_raises_with_the_failed_resources_reasons(stack_env,
 
     cfg = stack_env["cfg"]
     r = config.resources()
-    names = {f.name: "fail-" + getattr(r, f.name) for f in dataclasses.fields(r)
-             if isinstance(getattr(r, f.name), str) and not f.name.endswith("_prefix")
-             and f.name not in ("api_key_value", "api_stage")}
+    names = {
+        f.name: "fail-" + getattr(r, f.name)
+        for f in dataclasses.fields(r)
+        if isinstance(getattr(r, f.name), str)
+        and not f.name.endswith("_prefix")
+        and f.name not in ("api_key_value", "api_stage")
+    }
     p = platform(dataclasses.replace(r, **names))
     original = deployment.build
 
     def broken(*args, **kwargs):
         doc, labels = original(*args, **kwargs)
-        doc["Resources"]["Broken"] = {"Type": "Custom::Broken", "DependsOn": [
-            template.logical_id("Bucket", p.buckets[0])], "Properties": {
-            "ServiceToken": {"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}"
-                                        ":function:no-such-function"}}}
+        doc["Resources"]["Broken"] = {
+            "Type": "Custom::Broken",
+            "DependsOn": [template.logical_id("Bucket", p.buckets[0])],
+            "Properties": {
+                "ServiceToken": {
+                    "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:no-such-function"
+                }
+            },
+        }
         return doc, labels
 
     monkeypatch.setattr(deployment, "build", broken)
@@ -202,10 +221,19 @@ def test_second_bootstrap_changes_nothing(stack_env):
     assert report.changed == []
     assert report.outputs["api_url"] == stack_env["api_url"]
     names = {resource for resource, _ in report.actions}
-    for expected in ("s3 bucket batch-process-ecom", "s3 bucket staging-bucket-ecom", "kinesis stream event-ingest",
-                     "dynamodb table invoice", "dynamodb table customer", "glue database ecom",
-                     "lambda data-ingestion", "lambda kinesis-trigger", "route POST /events", "stage test",
-                     "event source mapping event-ingest -> kinesis-trigger"):
+    for expected in (
+        "s3 bucket batch-process-ecom",
+        "s3 bucket staging-bucket-ecom",
+        "kinesis stream event-ingest",
+        "dynamodb table invoice",
+        "dynamodb table customer",
+        "glue database ecom",
+        "lambda data-ingestion",
+        "lambda kinesis-trigger",
+        "route POST /events",
+        "stage test",
+        "event source mapping event-ingest -> kinesis-trigger",
+    ):
         assert expected in names
 
 
@@ -223,8 +251,12 @@ def test_resources_are_as_designed(stack_env):
         ("CustomerID", "HASH"),
         ("InvoiceNo", "RANGE"),
     ]
-    assert aws.client("kinesis", cfg).describe_stream_summary(StreamName="event-ingest")[
-        "StreamDescriptionSummary"]["OpenShardCount"] == 2
+    assert (
+        aws.client("kinesis", cfg).describe_stream_summary(StreamName="event-ingest")["StreamDescriptionSummary"][
+            "OpenShardCount"
+        ]
+        == 2
+    )
     mapping = aws.client("lambda", cfg).list_event_source_mappings(FunctionName="kinesis-trigger")[
         "EventSourceMappings"
     ]
@@ -235,16 +267,20 @@ def test_resources_are_as_designed(stack_env):
     from bootstrap.spec import invoke_permissions, platform
 
     lam = aws.client("lambda", cfg)
-    api_id = next(a["id"] for a in aws.client("apigateway", cfg).get_rest_apis()["items"]
-                  if a["name"] == config.resources().api_name)
-    granted: dict[str, list[str]] = {}   # function -> what part of the API may invoke it
+    api_id = next(
+        a["id"]
+        for a in aws.client("apigateway", cfg).get_rest_apis()["items"]
+        if a["name"] == config.resources().api_name
+    )
+    granted: dict[str, list[str]] = {}  # function -> what part of the API may invoke it
     for function in lam.list_functions()["Functions"]:
         try:
             statements = json.loads(lam.get_policy(FunctionName=function["FunctionName"])["Policy"])["Statement"]
         except ClientError:
             continue
         granted[function["FunctionName"]] = sorted(
-            s["Condition"]["ArnLike"]["AWS:SourceArn"].split(f":{api_id}/", 1)[1].split("/")[0] for s in statements)
+            s["Condition"]["ArnLike"]["AWS:SourceArn"].split(f":{api_id}/", 1)[1].split("/")[0] for s in statements
+        )
     expected: dict[str, list[str]] = {}
     for function, source in invoke_permissions(platform()):
         expected.setdefault(function, []).append("*" if source == "routes" else "authorizers")

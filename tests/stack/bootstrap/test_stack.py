@@ -1,6 +1,7 @@
 """The embedded stack (bootstrap/stack.py) running: Postgres with the load's settings, and `ecom up`
 bringing back a Postgres killed uncleanly (on a stack of its own). Without a stack (binaries,
 stopping the emulator): tests/unit/bootstrap/test_stack.py."""
+
 from __future__ import annotations
 
 import os
@@ -68,9 +69,13 @@ def test_up_recovers_a_postgres_killed_uncleanly(monkeypatch):
 
     data_dir = Path(tempfile.mkdtemp(prefix="ecom-test-crash-"))
     os.chmod(data_dir, 0o755)  # Postgres runs as an unprivileged user when we are root
-    for name, value in {"ECOM_DATA_DIR": str(data_dir), "ECOM_AWS_PORT": str(stack.free_port()),
-                        "ECOM_PG_PORT": str(stack.free_port()), "ECOM_REDSHIFT_DATA_PORT": str(stack.free_port()),
-                        "ECOM_TARGET": "embedded"}.items():
+    for name, value in {
+        "ECOM_DATA_DIR": str(data_dir),
+        "ECOM_AWS_PORT": str(stack.free_port()),
+        "ECOM_PG_PORT": str(stack.free_port()),
+        "ECOM_REDSHIFT_DATA_PORT": str(stack.free_port()),
+        "ECOM_TARGET": "embedded",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("WAREHOUSE_DSN", raising=False)

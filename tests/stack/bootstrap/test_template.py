@@ -2,6 +2,7 @@
 CloudFormation beside the running stack, and used end to end. The template's own checks (lint,
 no secret, no wildcard grant, the same resources as the plan) need no stack:
 tests/unit/bootstrap/test_template.py; the deployment path itself: tests/stack/bootstrap/test_deploy.py."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,13 @@ PREFIX = "cfn-"
 
 
 def _prefixed(resources: config.Resources) -> config.Resources:
-    names = {f.name: PREFIX + getattr(resources, f.name) for f in dataclasses.fields(resources)
-             if isinstance(getattr(resources, f.name), str)
-             and not f.name.endswith("_prefix") and f.name not in ("api_key_value", "api_stage")}
+    names = {
+        f.name: PREFIX + getattr(resources, f.name)
+        for f in dataclasses.fields(resources)
+        if isinstance(getattr(resources, f.name), str)
+        and not f.name.endswith("_prefix")
+        and f.name not in ("api_key_value", "api_stage")
+    }
     return dataclasses.replace(resources, **names)
 
 
@@ -52,19 +57,25 @@ def test_template_deploys_to_the_emulators_cloudformation(stack_env):
     r = p.resources
     s3 = aws.client("s3", cfg)
     artifact_bucket = f"{PREFIX}artifacts-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=artifact_bucket, **({} if cfg.region == "us-east-1" else
-                                                 {"CreateBucketConfiguration": {"LocationConstraint": cfg.region}}))
+    s3.create_bucket(
+        Bucket=artifact_bucket,
+        **({} if cfg.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": cfg.region}}),
+    )
     keys = upload(s3, artifact_bucket, p)
     assert upload(s3, artifact_bucket, p) == keys  # content-addressed: a second upload is a no-op
     doc = template(p, artifact_bucket=artifact_bucket)
     cfn = aws.client("cloudformation", cfg)
     stack_name = f"ecom-pipeline-{uuid.uuid4().hex[:6]}"
-    cfn.create_stack(StackName=stack_name, TemplateBody=render(doc, Path("t.yaml")),
-                     Capabilities=["CAPABILITY_NAMED_IAM"])
+    cfn.create_stack(
+        StackName=stack_name, TemplateBody=render(doc, Path("t.yaml")), Capabilities=["CAPABILITY_NAMED_IAM"]
+    )
     try:
         stack = _wait_stack(cfn, stack_name)
-        events = [e for e in cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
-                  if e.get("ResourceStatus", "").endswith("FAILED")]
+        events = [
+            e
+            for e in cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
+            if e.get("ResourceStatus", "").endswith("FAILED")
+        ]
         assert stack["StackStatus"] == "CREATE_COMPLETE", events[:5]
         created = {
             x["LogicalResourceId"]: x for x in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
@@ -80,17 +91,26 @@ def test_template_deploys_to_the_emulators_cloudformation(stack_env):
         lam = aws.client("lambda", cfg)
         for fn in p.functions:
             conf = lam.get_function_configuration(FunctionName=fn.name)
-            assert (conf["Handler"], conf["Runtime"], conf["MemorySize"], conf["Timeout"]) == \
-                (fn.handler, p.runtime, fn.memory, fn.timeout)
+            assert (conf["Handler"], conf["Runtime"], conf["MemorySize"], conf["Timeout"]) == (
+                fn.handler,
+                p.runtime,
+                fn.memory,
+                fn.timeout,
+            )
             assert conf["Environment"]["Variables"] == function_environment(r, fn, target="aws")
             assert conf["Role"].endswith(f":role/{fn.role_name}")
-        assert aws.client("kinesis", cfg).describe_stream_summary(
-            StreamName=r.stream)["StreamDescriptionSummary"]["OpenShardCount"] == r.stream_shards
+        assert (
+            aws.client("kinesis", cfg).describe_stream_summary(StreamName=r.stream)["StreamDescriptionSummary"][
+                "OpenShardCount"
+            ]
+            == r.stream_shards
+        )
         ddb = aws.client("dynamodb", cfg)
         for table in p.tables:
             described = ddb.describe_table(TableName=table.name)["Table"]
-            assert [(k["AttributeName"], k["KeyType"]) for k in described["KeySchema"]] == \
-                [(a, k) for a, _, k in table.key]
+            assert [(k["AttributeName"], k["KeyType"]) for k in described["KeySchema"]] == [
+                (a, k) for a, _, k in table.key
+            ]
         schedule = aws.client("scheduler", cfg).get_schedule(Name=r.etl_schedule_name)
         assert (schedule["ScheduleExpression"], schedule["State"]) == (p.schedules[0].expression, p.schedules[0].state)
         assert schedule["Target"]["Arn"].endswith(f":function:{r.etl_function}")
@@ -103,19 +123,30 @@ def test_template_deploys_to_the_emulators_cloudformation(stack_env):
         # concurrency: docs/emulator-notes.md.)
         assert all(s3.get_bucket_versioning(Bucket=b).get("Status") == "Enabled" for b in p.buckets)
         access_logs = f"/aws/apigateway/{r.api_name}/{r.api_stage}"
-        assert [g["logGroupName"] for g in aws.client("logs", cfg).describe_log_groups(
-            logGroupNamePrefix=access_logs)["logGroups"]] == [access_logs]
+        assert [
+            g["logGroupName"]
+            for g in aws.client("logs", cfg).describe_log_groups(logGroupNamePrefix=access_logs)["logGroups"]
+        ] == [access_logs]
         mappings = lam.list_event_source_mappings(FunctionName=r.trigger_function)["EventSourceMappings"]
-        assert [(m["BatchSize"], m["EventSourceArn"].endswith(f"/{r.stream}")) for m in mappings] == \
-            [(p.mapping.batch_size, True)]
+        assert [(m["BatchSize"], m["EventSourceArn"].endswith(f"/{r.stream}")) for m in mappings] == [
+            (p.mapping.batch_size, True)
+        ]
 
         # It works: one sample event through the stack's API, stream, mapping and trigger.
         apigw = aws.client("apigateway", cfg)
         key = apigw.get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)["value"]
         assert key and key != config.DEV_API_KEY
-        event = {"InvoiceNo": "536365", "StockCode": "85123A", "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-                 "Quantity": 6, "InvoiceDate": "12/1/2010 8:26", "UnitPrice": 2.55, "CustomerID": 17850,
-                 "Country": "United Kingdom", "event_id": f"cfn-smoke-{uuid.uuid4().hex}"}
+        event = {
+            "InvoiceNo": "536365",
+            "StockCode": "85123A",
+            "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+            "Quantity": 6,
+            "InvoiceDate": "12/1/2010 8:26",
+            "UnitPrice": 2.55,
+            "CustomerID": 17850,
+            "Country": "United Kingdom",
+            "event_id": f"cfn-smoke-{uuid.uuid4().hex}",
+        }
         assert outputs["ApiStage"] == r.api_stage == "v1"
         url = aws.api_url(outputs["ApiId"], cfg, stage=outputs["ApiStage"]) + "/events"
         assert requests.post(url, json=event, timeout=30).status_code == 403  # no key: refused by the gateway
@@ -124,14 +155,20 @@ def test_template_deploys_to_the_emulators_cloudformation(stack_env):
         deadline = time.monotonic() + 120
         items: list = []
         while not items and time.monotonic() < deadline:
-            items = ddb.query(TableName=r.invoice_table, KeyConditionExpression="InvoiceNo = :i",
-                              ExpressionAttributeValues={":i": {"S": "536365"}})["Items"]
+            items = ddb.query(
+                TableName=r.invoice_table,
+                KeyConditionExpression="InvoiceNo = :i",
+                ExpressionAttributeValues={":i": {"S": "536365"}},
+            )["Items"]
             time.sleep(1)
         assert [(i["StockCode"]["S"], i["Quantity"]["N"]) for i in items] == [("85123A", "6")]
     finally:
-        retained_roles = [x["PhysicalResourceId"] for x in cfn.describe_stack_resources(
-            StackName=stack_name)["StackResources"] if x["ResourceType"] == "AWS::IAM::Role"
-            and doc["Resources"][x["LogicalResourceId"]].get("DeletionPolicy") == "Retain"]
+        retained_roles = [
+            x["PhysicalResourceId"]
+            for x in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+            if x["ResourceType"] == "AWS::IAM::Role"
+            and doc["Resources"][x["LogicalResourceId"]].get("DeletionPolicy") == "Retain"
+        ]
         cfn.delete_stack(StackName=stack_name)
         assert _wait_stack(cfn, stack_name)["StackStatus"] == "DELETE_COMPLETE"
         # Kept on AWS (API Gateway's account setting names it); here the test's own leftover.

@@ -1,5 +1,6 @@
 """The crawl (etl/catalog.py) records the staging CSV's schema in Glue on the running stack; the
 type inference alone: tests/unit/etl/test_catalog.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,16 @@ def test_catalog_records_the_staging_schema_in_glue(stack_env, clean_stores):
     table = aws.client("glue", stack_env["cfg"]).get_table(DatabaseName="ecom", Name="staging_events")["Table"]
     columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
     # The sample's stock codes are all digits in these rows: the crawler must still say string.
-    assert columns == {"event_id": "string", "invoice_no": "string", "stock_code": "string",
-                       "description": "string", "quantity": "bigint", "invoice_date": "timestamp",
-                       "unit_price": "decimal(14,3)", "customer_id": "bigint", "country": "string"}
+    assert columns == {
+        "event_id": "string",
+        "invoice_no": "string",
+        "stock_code": "string",
+        "description": "string",
+        "quantity": "bigint",
+        "invoice_date": "timestamp",
+        "unit_price": "decimal(14,3)",
+        "customer_id": "bigint",
+        "country": "string",
+    }
     assert table["StorageDescriptor"]["Location"] == "s3://staging-bucket-ecom/csv/"
     assert crawl(stack_env["cfg"]).action == "unchanged"

@@ -4,6 +4,7 @@ The shared test stack keeps the schedule DISABLED (the other tests run the ETL b
 what each run loads); each test here switches it on through bootstrap, as a user's `make up` has it,
 and off again afterwards.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ def _wait_for_free_lease(timeout: float) -> None:
     """A tick releases the lease when it stops lingering; a killed one's lease expires."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _warehouse("SELECT count(*) FROM dw.etl_lease WHERE holder IS NOT NULL "
-                      "AND expires_at > (now() AT TIME ZONE 'UTC')") == [(0,)]:
+        if _warehouse(
+            "SELECT count(*) FROM dw.etl_lease WHERE holder IS NOT NULL AND expires_at > (now() AT TIME ZONE 'UTC')"
+        ) == [(0,)]:
             return
         time.sleep(0.5)
     raise AssertionError(f"an ETL tick still held the lease after {timeout} s")
@@ -81,15 +83,22 @@ def test_the_schedule_fills_the_warehouse_without_an_etl_command(stack_env, clea
         schedule = scheduler.get_schedule(Name=config.resources().etl_schedule_name)
         assert (schedule["ScheduleExpression"], schedule["State"]) == ("rate(1 minute)", "ENABLED")
         assert schedule["Target"]["Arn"].endswith(":function:etl-job")
-        replay_file(stack_env, SAMPLE_FILE)           # the user's `make replay`; no ETL command follows
+        replay_file(stack_env, SAMPLE_FILE)  # the user's `make replay`; no ETL command follows
         waited = _wait_for_rows(417, timeout=interval + 45)
         print(f"\nwarehouse held the 417-row sample {waited:.1f} s after the last POST was consumed")
         assert reconcile(stack_env["cfg"]).exact
         env = {**os.environ, **stack_env["env"]}
         # The tick records itself right after the commit that made the rows visible: a moment later.
         for _ in range(40):
-            status = json.loads(subprocess.run([sys.executable, "-m", "ecom", "status", "--json"], env=env,
-                                               capture_output=True, text=True, check=True).stdout)
+            status = json.loads(
+                subprocess.run(
+                    [sys.executable, "-m", "ecom", "status", "--json"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
             job = status["etl_job"]
             if job.get("last_tick"):
                 break
@@ -158,8 +167,12 @@ def test_a_run_killed_mid_load_is_finished_by_the_next_tick_exactly_once(stack_e
     original = lam.get_function_configuration(FunctionName=r.etl_function)["Environment"]["Variables"]
     # The job dies between COPY/MERGE and COMMIT (SIGKILL of the function's process), holding a
     # short lease it will never release.
-    lam.update_function_configuration(FunctionName=r.etl_function, Environment={"Variables": {
-        **original, "ECOM_FAULTS": "load.after_copy=1:kill", "ECOM_ETL_LEASE_SECONDS": "10"}})
+    lam.update_function_configuration(
+        FunctionName=r.etl_function,
+        Environment={
+            "Variables": {**original, "ECOM_FAULTS": "load.after_copy=1:kill", "ECOM_ETL_LEASE_SECONDS": "10"}
+        },
+    )
     try:
         answer = lam.invoke(FunctionName=r.etl_function, Payload=json.dumps({"trigger": "schedule"}))
         assert "FunctionError" in answer  # the process was killed
@@ -188,8 +201,8 @@ def test_a_tick_keeps_loading_while_data_keeps_arriving(stack_env, clean_stores,
     ticking = threading.Thread(target=lambda: outcome.update(job.tick("test")))
     ticking.start()
     _wait_for_rows(100, timeout=60)
-    replay_file(stack_env, SAMPLE_FILE)              # waits until the stream consumer has caught up
-    behind = _wait_for_rows(417, timeout=30)         # no new tick: the schedule is off here
+    replay_file(stack_env, SAMPLE_FILE)  # waits until the stream consumer has caught up
+    behind = _wait_for_rows(417, timeout=30)  # no new tick: the schedule is off here
     ticking.join(timeout=120)
     assert not ticking.is_alive()
     print(f"\nthe lingering tick loaded the second replay {behind:.1f} s after it was consumed")

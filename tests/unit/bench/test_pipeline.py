@@ -1,5 +1,6 @@
 """The bench's arithmetic (bench/pipeline.py) without a stack: CPU by phase from cumulative samples.
 The bench on a stack: tests/stack/bench/test_pipeline.py."""
+
 from __future__ import annotations
 
 

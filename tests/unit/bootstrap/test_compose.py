@@ -2,6 +2,7 @@
 loopback ports, health checks, the environment the platform needs, and the choice of stack. The
 sample through LocalStack where Docker is: tests/stack/test_compose_localstack.py.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,9 @@ def test_postgres_matches_the_dsn_the_platform_uses(monkeypatch):
         monkeypatch.delenv(name, raising=False)  # the defaults are what compose must match
     env = SERVICES["postgres"]["environment"]
     cfg = config.Stack(target="compose")
-    assert cfg.warehouse_dsn == (f"postgresql://{env['POSTGRES_USER']}:ecom-local-dev@127.0.0.1:5433/"
-                                 f"{env['POSTGRES_DB']}")
+    assert cfg.warehouse_dsn == (
+        f"postgresql://{env['POSTGRES_USER']}:ecom-local-dev@127.0.0.1:5433/{env['POSTGRES_DB']}"
+    )
     assert env["POSTGRES_PASSWORD"] == "${ECOM_PG_PASSWORD:-ecom-local-dev}"
     assert any(v.endswith(":/var/lib/postgresql/data") for v in SERVICES["postgres"]["volumes"])
     assert cfg.endpoint_url == "http://127.0.0.1:4566"

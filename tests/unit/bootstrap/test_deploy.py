@@ -1,5 +1,6 @@
 """What a deployment to real AWS (bootstrap/deploy.py) refuses before its first call: weak secrets.
 No stack; the deployment path on the running stack: tests/stack/bootstrap/test_deploy.py."""
+
 from __future__ import annotations
 
 import os
@@ -18,6 +19,7 @@ class ReachedAws(Exception):
 @pytest.fixture
 def aws_cfg(monkeypatch):
     """The aws target with no secret, DSN or fault injection set, and no AWS call possible."""
+
     def first_call(*args, **kwargs):
         raise ReachedAws()
 
@@ -32,10 +34,13 @@ def test_aws_deploy_refuses_a_weak_secret_before_any_call(aws_cfg, monkeypatch, 
     """A secret given for AWS has at least 32 bytes and is not trivially weak; the refusal names
     the variable and the rule, never the value."""
     strong = secrets.token_urlsafe(30)
-    for value, rule in [("a", "shorter than 32 bytes"), (strong[:31], "shorter than 32 bytes"),
-                        ("a" * 40, "fewer than 8 distinct characters"),
-                        ("0123456789abcdef" * 3, "repetition of a shorter string"),
-                        ("".join(map(chr, range(ord("A"), ord("A") + 40))), "run of consecutive characters")]:
+    for value, rule in [
+        ("a", "shorter than 32 bytes"),
+        (strong[:31], "shorter than 32 bytes"),
+        ("a" * 40, "fewer than 8 distinct characters"),
+        ("0123456789abcdef" * 3, "repetition of a shorter string"),
+        ("".join(map(chr, range(ord("A"), ord("A") + 40))), "run of consecutive characters"),
+    ]:
         monkeypatch.setenv(variable, value)
         with pytest.raises(RefusedForAws, match=f"{variable} [^;]*{rule}") as info:
             deploy(aws_cfg)

@@ -1,5 +1,6 @@
 """The Lambda zips (bootstrap/package.py): reproducible, self-contained, and importable where only
 the standard library exists, as on the Lambda runtime. No stack needed."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -26,9 +27,17 @@ def bare_python(tmp_path_factory) -> Path:
     where = tmp_path_factory.mktemp("bare-venv")
     venv.EnvBuilder(with_pip=False, system_site_packages=False, symlinks=True).create(where)
     python = where / "bin" / "python"
-    probe = subprocess.run([python, "-c", "import importlib.util as u; print([m for m in ('boto3', 'psycopg2', "
-                                          "'typer', 'pandas') if u.find_spec(m)])"],
-                           capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.util as u; print([m for m in ('boto3', 'psycopg2', "
+            "'typer', 'pandas') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "[]", probe.stdout  # really bare
     return python
 
@@ -77,8 +86,11 @@ def test_every_module_of_every_zip_imports_in_a_bare_interpreter(fn, bare_python
     module of ours it holds imports, the handler the template names is a callable, and boto3 is
     the bundled one at the pinned version (so the code runs on the botocore it was tested with)."""
     names = _unpack(package.function_zip(fn), tmp_path)
-    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names
-                     if n.endswith(".py") and n.split("/")[0] in package.SHIPPED)
+    modules = sorted(
+        n[:-3].replace("/", ".").removesuffix(".__init__")
+        for n in names
+        if n.endswith(".py") and n.split("/")[0] in package.SHIPPED
+    )
     module, attribute = fn.handler.rsplit(".", 1)
     code = f"""
 import importlib, json, sys
@@ -92,12 +104,21 @@ outside = sorted(n for n, m in sys.modules.items() if getattr(m, "__file__", Non
 print(json.dumps({{"callable": callable(handler), "boto3": boto3.__version__, "botocore": botocore.__version__,
                    "outside": outside}}))
 """
-    out = subprocess.run([bare_python, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [bare_python, "-I", "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     answer = json.loads(out.stdout.strip().splitlines()[-1])
-    assert answer == {"callable": True, "boto3": importlib.metadata.version("boto3"),
-                      "botocore": importlib.metadata.version("botocore"), "outside": []}
+    assert answer == {
+        "callable": True,
+        "boto3": importlib.metadata.version("boto3"),
+        "botocore": importlib.metadata.version("botocore"),
+        "outside": [],
+    }
 
 
 def test_a_shipped_module_importing_a_local_only_library_fails_the_build(tmp_path):
@@ -109,13 +130,18 @@ def test_a_shipped_module_importing_a_local_only_library_fails_the_build(tmp_pat
     (tmp_path / "ecom_core" / "util.py").write_text("import json\nimport psycopg2\n")
     (tmp_path / "handlers" / "bad.py").write_text(
         "from ecom_core import util\ntry:\n    import orjson\nexcept ImportError:\n    orjson = None\n"
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas\n")
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas\n"
+    )
     with pytest.raises(package.ZipContractError, match=r"ecom_core\.util imports psycopg2"):
         package.function_zip("handlers.bad.handler", root=tmp_path)
     # Guarded and type-checking-only imports are not dependencies.
     (tmp_path / "ecom_core" / "util.py").write_text("import json\n")
-    assert package.check_contract("handlers.bad", root=tmp_path) == ["ecom_core", "ecom_core.util", "handlers",
-                                                                     "handlers.bad"]
+    assert package.check_contract("handlers.bad", root=tmp_path) == [
+        "ecom_core",
+        "ecom_core.util",
+        "handlers",
+        "handlers.bad",
+    ]
 
 
 def test_a_changed_module_changes_only_the_zips_that_hold_it(tmp_path):

@@ -1,6 +1,7 @@
 """The embedded stack's launcher (bootstrap/stack.py) without a stack: which PostgreSQL binaries it
 takes and what it says when there are none, and stopping the emulator's whole process group. On
 a running stack: tests/stack/bootstrap/test_stack.py."""
+
 from __future__ import annotations
 
 import subprocess
@@ -56,10 +57,12 @@ def test_stopping_the_emulator_also_ends_what_it_left_running_in_its_process_gro
     # A stand-in for the emulator, started as the stack starts it (a session and process group of
     # its own): it starts a child that outlives it, as a Lambda worker busy in an invocation does.
     child_pid_file = tmp_path / "child.pid"
-    script = ("import subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-              f"open({str(child_pid_file)!r}, 'w').write(str(child.pid))\n"
-              "time.sleep(120)\n")
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(child_pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(120)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.monotonic() + 30
     while not (child_pid_file.exists() and child_pid_file.read_text()):

@@ -1,6 +1,7 @@
 """The platform as a CloudFormation template: lint-clean, no secret, no wildcard grant, the same
 resources as the plan. Deployed to the emulator beside the running stack:
 tests/stack/bootstrap/test_template.py; the deployment path itself: tests/stack/bootstrap/test_deploy.py."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ def test_template_passes_cfn_lint(tmp_path, monkeypatch, create_redshift):
     # The zips sit beside it under the keys the functions name.
     keys = {f["Properties"]["Code"]["S3Key"] for f in doc["Resources"].values() if f["Type"] == "AWS::Lambda::Function"}
     assert {z.relative_to(tmp_path).as_posix() for z in zips} == keys and len(keys) == len(platform().functions)
-    assert ("AWS::RedshiftServerless::Workgroup" in {r["Type"] for r in doc["Resources"].values()}) == \
-        (create_redshift == "1")
+    assert ("AWS::RedshiftServerless::Workgroup" in {r["Type"] for r in doc["Resources"].values()}) == (
+        create_redshift == "1"
+    )
     # JSON too, same content.
     assert json.loads(render(doc, tmp_path / "ecom.json")) == yaml.safe_load(path.read_text())
 
@@ -71,6 +73,7 @@ def _statements(doc: dict) -> list[dict]:
         elif isinstance(value, list):
             for v in value:
                 walk(v)
+
     walk(doc)
     return found
 
@@ -82,13 +85,21 @@ def test_template_holds_no_secret_and_grants_no_wildcard_action(tmp_path, monkey
     monkeypatch.setenv("ECOM_API_KEY", "configured-api-key-" + uuid.uuid4().hex)
     doc, _ = write(tmp_path / "ecom.yaml")
     text = (tmp_path / "ecom.yaml").read_text()
-    for value in [*config.DEV_DEFAULTS.values(), os.environ["ECOM_JWT_SECRET"], os.environ["ECOM_OPERATOR_KEY"],
-                  os.environ["ECOM_API_KEY"], config.DEV_PG_PASSWORD]:
+    for value in [
+        *config.DEV_DEFAULTS.values(),
+        os.environ["ECOM_JWT_SECRET"],
+        os.environ["ECOM_OPERATOR_KEY"],
+        os.environ["ECOM_API_KEY"],
+        config.DEV_PG_PASSWORD,
+    ]:
         assert value not in text
     # Values come only from NoEcho parameters (the emulators'); left empty (AWS), they are generated.
     no_value = {"Ref": "AWS::NoValue"}
-    secrets = {r["Properties"]["Name"]: r["Properties"] for r in doc["Resources"].values()
-               if r["Type"] == "AWS::SecretsManager::Secret"}
+    secrets = {
+        r["Properties"]["Name"]: r["Properties"]
+        for r in doc["Resources"].values()
+        if r["Type"] == "AWS::SecretsManager::Secret"
+    }
     for name, parameter in (("ecom/jwt-signing-key", "JwtSecret"), ("ecom/operator-key", "OperatorKey")):
         condition = "Has" + parameter
         assert secrets[name]["SecretString"] == {"Fn::If": [condition, {"Ref": parameter}, no_value]}
@@ -109,8 +120,9 @@ def test_template_holds_no_secret_and_grants_no_wildcard_action(tmp_path, monkey
         assert "*" not in (resources if isinstance(resources, list) else [resources]), statement
     # The only Deny is each bucket's TLS-only policy: it must cover every action to mean anything.
     denies = [s for s in statements if s["Effect"] == "Deny"]
-    assert [(s["Sid"], s["Action"], s["Condition"]) for s in denies] == \
-        [("TlsOnly", "s3:*", {"Bool": {"aws:SecureTransport": "false"}})] * 3
+    assert [(s["Sid"], s["Action"], s["Condition"]) for s in denies] == [
+        ("TlsOnly", "s3:*", {"Bool": {"aws:SecureTransport": "false"}})
+    ] * 3
 
 
 # ------------------------------------------------------------------ the AWS form's hardening
@@ -131,8 +143,10 @@ def test_aws_template_is_hardened():
         assert props["VersioningConfiguration"] == {"Status": "Enabled"}
         [rule] = props["LifecycleConfiguration"]["Rules"]
         assert rule["Status"] == "Enabled" and "Prefix" not in rule and "Filter" not in rule  # the whole bucket
-        assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": NONCURRENT_VERSION_DAYS} and \
-            rule["ExpiredObjectDeleteMarker"] is True
+        assert (
+            rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": NONCURRENT_VERSION_DAYS}
+            and rule["ExpiredObjectDeleteMarker"] is True
+        )
     # Access logs: one JSON object per request, into a log group of the stack with a retention, written
     # with the account's API Gateway logs role, which the stage waits for.
     [(stage_id, stage)] = _of_type(doc, "AWS::ApiGateway::Stage").items()
@@ -147,13 +161,15 @@ def test_aws_template_is_hardened():
     assert stage["DependsOn"] == [account_id]
     logs_role = doc["Resources"][account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]]
     assert logs_role["DeletionPolicy"] == "Retain" and "RoleName" not in logs_role["Properties"]
-    assert logs_role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == \
-        {"Service": "apigateway.amazonaws.com"}
+    assert logs_role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "apigateway.amazonaws.com"
+    }
     # Reserved concurrency for the functions behind the public API, none for the others.
     public = {rt.function for rt in p.routes} | {a.function for a in p.authorizers}
     assert public == {r.ingestion_function, r.reads_function, r.authorizer_function}
-    functions = {f["Properties"]["FunctionName"]: f["Properties"]
-                 for f in _of_type(doc, "AWS::Lambda::Function").values()}
+    functions = {
+        f["Properties"]["FunctionName"]: f["Properties"] for f in _of_type(doc, "AWS::Lambda::Function").values()
+    }
     reserved = {name: f.get("ReservedConcurrentExecutions") for name, f in functions.items()}
     assert reserved == {fn.name: fn.reserved_concurrency for fn in p.functions}
     assert {name for name, value in reserved.items() if value} == public
@@ -179,8 +195,9 @@ def test_emulator_template_keeps_the_development_names_and_leaves_out_what_the_e
     assert stage["Properties"]["StageName"] == r.api_stage == "test" and "AccessLogSetting" not in stage["Properties"]
     [key] = _of_type(doc, "AWS::ApiGateway::ApiKey").values()
     assert key["Properties"]["Name"] == r.api_key_name == "ecom-local-key"
-    functions = {f["Properties"]["FunctionName"]: f["Properties"]
-                 for f in _of_type(doc, "AWS::Lambda::Function").values()}
+    functions = {
+        f["Properties"]["FunctionName"]: f["Properties"] for f in _of_type(doc, "AWS::Lambda::Function").values()
+    }
     assert functions[r.reads_function]["Environment"]["Variables"]["ECOM_JWT_ISSUER"] == config.auth().jwt_issuer
     assert not any("ReservedConcurrentExecutions" in f for f in functions.values())
     [stream] = _of_type(doc, "AWS::Kinesis::Stream").values()
@@ -196,8 +213,9 @@ def test_emulator_template_keeps_the_development_names_and_leaves_out_what_the_e
 def test_a_configured_token_issuer_is_kept_on_aws(monkeypatch):
     monkeypatch.setenv("ECOM_JWT_ISSUER", "https://auth.example.com")
     reads = next(fn for fn in platform().functions if fn.auth_env)
-    assert function_environment(config.resources(), reads, target="aws")["ECOM_JWT_ISSUER"] == \
-        "https://auth.example.com"
+    assert (
+        function_environment(config.resources(), reads, target="aws")["ECOM_JWT_ISSUER"] == "https://auth.example.com"
+    )
 
 
 def test_every_checkov_skip_says_why():
@@ -222,8 +240,12 @@ def test_aws_template_passes_checkov(tmp_path, monkeypatch, create_redshift):
     monkeypatch.setenv("ECOM_CREATE_REDSHIFT", create_redshift)
     path = tmp_path / "ecom.json"
     path.write_text(render(template(), path))
-    out = subprocess.run([checkov, "-f", str(path), "--framework", "cloudformation", "--output", "json",
-                          "--skip-download"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [checkov, "-f", str(path), "--framework", "cloudformation", "--output", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(out.stdout)
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert (out.returncode, failed) == (0, [])
@@ -249,8 +271,10 @@ def _plan_inventory(doc: dict) -> set[tuple[str, str]]:
     out |= {("AWS::IAM::Role", s["role"]) for s in doc["schedules"]}
     out.add(("AWS::IAM::Role", doc["warehouse"]["copy_role"]["name"]))
     if doc["warehouse"]["created_by_bootstrap"]:
-        out |= {("AWS::RedshiftServerless::Namespace", doc["warehouse"]["workgroup"]),
-                ("AWS::RedshiftServerless::Workgroup", doc["warehouse"]["workgroup"])}
+        out |= {
+            ("AWS::RedshiftServerless::Namespace", doc["warehouse"]["workgroup"]),
+            ("AWS::RedshiftServerless::Workgroup", doc["warehouse"]["workgroup"]),
+        }
     out |= {("AWS::Lambda::Function", f["name"]) for f in doc["lambda_functions"]}
     out |= {("AWS::Scheduler::Schedule", s["name"]) for s in doc["schedules"]}
     m = doc["event_source_mapping"]
@@ -266,10 +290,13 @@ def _plan_inventory(doc: dict) -> set[tuple[str, str]]:
     out |= {("AWS::ApiGateway::Authorizer", a["name"]) for a in api["authorizers"]}
     out |= {("AWS::ApiGateway::GatewayResponse", g["type"]) for g in api["gateway_responses"]}
     out |= {("AWS::Lambda::Permission", f"{p['function']} ({p['source']})") for p in api["invoke_permissions"]}
-    out |= {("AWS::ApiGateway::Deployment", api["stage"]), ("AWS::ApiGateway::Stage", api["stage"]),
-            ("AWS::ApiGateway::ApiKey", api["api_key"]["name"]),
-            ("AWS::ApiGateway::UsagePlan", api["usage_plan"]["name"]),
-            ("AWS::ApiGateway::UsagePlanKey", api["usage_plan"]["name"])}
+    out |= {
+        ("AWS::ApiGateway::Deployment", api["stage"]),
+        ("AWS::ApiGateway::Stage", api["stage"]),
+        ("AWS::ApiGateway::ApiKey", api["api_key"]["name"]),
+        ("AWS::ApiGateway::UsagePlan", api["usage_plan"]["name"]),
+        ("AWS::ApiGateway::UsagePlanKey", api["usage_plan"]["name"]),
+    }
     return out
 
 
@@ -349,15 +376,21 @@ def _as_planned(value, region: str):
     if isinstance(value, list):
         return [_as_planned(v, region) for v in value]
     if isinstance(value, str):
-        return (value.replace("${AWS::Partition}", "aws").replace("${AWS::AccountId}", "<account-id>")
-                .replace("${AWS::Region}", region))
+        return (
+            value.replace("${AWS::Partition}", "aws")
+            .replace("${AWS::AccountId}", "<account-id>")
+            .replace("${AWS::Region}", region)
+        )
     return value
 
 
 # In the AWS template but not in bootstrap/plan.py's listing yet: the API's access log group, and API
 # Gateway's account-wide logs role and the account setting naming it.
-NOT_PLANNED = {("AWS::Logs::LogGroup", f"/aws/apigateway/ecom-api/{spec.AWS_NAMES['api_stage']}"),
-               ("AWS::IAM::Role", "RoleApiGatewayCloudWatch"), ("AWS::ApiGateway::Account", "ApiGatewayAccount")}
+NOT_PLANNED = {
+    ("AWS::Logs::LogGroup", f"/aws/apigateway/ecom-api/{spec.AWS_NAMES['api_stage']}"),
+    ("AWS::IAM::Role", "RoleApiGatewayCloudWatch"),
+    ("AWS::ApiGateway::Account", "ApiGatewayAccount"),
+}
 
 
 @pytest.mark.parametrize("create_redshift", ["0", "1"])
@@ -371,16 +404,27 @@ def test_plan_and_template_list_the_same_resources(monkeypatch, create_redshift)
     assert len(template_set) == len(tpl["Resources"])  # one thing per template resource
     # ... and the same settings: every function's code package, handler, size and environment, and
     # every role's policy, statement for statement.
-    functions = {r["Properties"]["FunctionName"]: r["Properties"] for r in tpl["Resources"].values()
-                 if r["Type"] == "AWS::Lambda::Function"}
+    functions = {
+        r["Properties"]["FunctionName"]: r["Properties"]
+        for r in tpl["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    }
     code = artifacts(platform())
     for f in planned["lambda_functions"]:
         t = functions[f["name"]]
-        assert (t["Handler"], t["Runtime"], t["MemorySize"], t["Timeout"], t["Code"]["S3Key"]) == \
-            (f["handler"], f["runtime"], f["memory_mb"], f["timeout_s"], code[f["name"]].key)
+        assert (t["Handler"], t["Runtime"], t["MemorySize"], t["Timeout"], t["Code"]["S3Key"]) == (
+            f["handler"],
+            f["runtime"],
+            f["memory_mb"],
+            f["timeout_s"],
+            code[f["name"]].key,
+        )
         assert t["Environment"]["Variables"] == f["environment"]
-    roles = {r["Properties"]["RoleName"]: r["Properties"] for r in tpl["Resources"].values()
-             if r["Type"] == "AWS::IAM::Role" and "RoleName" in r["Properties"]}
+    roles = {
+        r["Properties"]["RoleName"]: r["Properties"]
+        for r in tpl["Resources"].values()
+        if r["Type"] == "AWS::IAM::Role" and "RoleName" in r["Properties"]
+    }
     planned_policies = {r["name"]: r["inline_policies"]["ecom-pipeline"] for r in planned["iam_roles"]}
     planned_policies.update({s["role"]: s["role_policy"] for s in planned["schedules"]})
     planned_policies[planned["warehouse"]["copy_role"]["name"]] = planned["warehouse"]["copy_role"]["policy"]
@@ -388,24 +432,45 @@ def test_plan_and_template_list_the_same_resources(monkeypatch, create_redshift)
         assert _as_planned(roles[name]["Policies"][0]["PolicyDocument"], REGION) == policy, name
     [schedule] = [r["Properties"] for r in tpl["Resources"].values() if r["Type"] == "AWS::Scheduler::Schedule"]
     [sched] = planned["schedules"]
-    assert (schedule["ScheduleExpression"], schedule["State"], schedule["Target"]["Input"],
-            schedule["Target"]["RetryPolicy"]["MaximumRetryAttempts"]) == \
-        (sched["expression"], sched["state"], sched["input"], sched["retry_attempts"])
+    assert (
+        schedule["ScheduleExpression"],
+        schedule["State"],
+        schedule["Target"]["Input"],
+        schedule["Target"]["RetryPolicy"]["MaximumRetryAttempts"],
+    ) == (sched["expression"], sched["state"], sched["input"], sched["retry_attempts"])
 
 
 def test_template_cli_writes_template_and_zips(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-                "ECOM_DATA_DIR": str(tmp_path)})
+    env.update(
+        {
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "ECOM_DATA_DIR": str(tmp_path),
+        }
+    )
     path = tmp_path / "out" / "ecom.yaml"
-    out = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--target", "aws", "--template", str(path)],
-                         env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "ecom", "bootstrap", "--target", "aws", "--template", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     doc = yaml.safe_load(path.read_text())
     assert "aws cloudformation deploy" in out.stdout and f"{len(doc['Resources'])} resources" in out.stdout
-    assert sorted(p.name.rsplit("-", 1)[0] for p in (path.parent / "lambda").iterdir()) == \
-        sorted(f.name for f in platform().functions)  # one zip per function
-    refused = subprocess.run([sys.executable, "-m", "ecom", "bootstrap", "--target", "embedded", "--template",
-                              str(tmp_path / "x.yaml")], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (path.parent / "lambda").iterdir()) == sorted(
+        f.name for f in platform().functions
+    )  # one zip per function
+    refused = subprocess.run(
+        [sys.executable, "-m", "ecom", "bootstrap", "--target", "embedded", "--template", str(tmp_path / "x.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert refused.returncode != 0 and "--target aws" in refused.stdout + refused.stderr
     assert not (tmp_path / "x.yaml").exists()

@@ -1,5 +1,6 @@
 """Unit tests of the ground package's AWS helpers (local stand-in servers; on the running emulator:
 tests/stack/ecom_core/test_aws.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,24 +11,31 @@ from ecom_core import aws, config
 
 def test_pages_follow_last_evaluated_key():
     calls = []
-    answers = [{"Items": [1, 2], "LastEvaluatedKey": {"k": 2}}, {"Items": [3], "LastEvaluatedKey": {"k": 3}},
-               {"Items": []}]
+    answers = [
+        {"Items": [1, 2], "LastEvaluatedKey": {"k": 2}},
+        {"Items": [3], "LastEvaluatedKey": {"k": 3}},
+        {"Items": []},
+    ]
 
     def query(**kwargs):
         calls.append(dict(kwargs))
         return answers[len(calls) - 1]
 
     assert list(aws.items(query, TableName="t")) == [1, 2, 3]
-    assert calls == [{"TableName": "t"}, {"TableName": "t", "ExclusiveStartKey": {"k": 2}},
-                     {"TableName": "t", "ExclusiveStartKey": {"k": 3}}]
+    assert calls == [
+        {"TableName": "t"},
+        {"TableName": "t", "ExclusiveStartKey": {"k": 2}},
+        {"TableName": "t", "ExclusiveStartKey": {"k": 3}},
+    ]
 
 
 def test_service_missing_and_error_code():
     missing = ClientError(
         {"Error": {"Code": "InternalFailure"}, "ResponseMetadata": {"HTTPStatusCode": 501}}, "GetTable"
     )
-    absent = ClientError({"Error": {"Code": "EntityNotFoundException"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
-                         "GetTable")
+    absent = ClientError(
+        {"Error": {"Code": "EntityNotFoundException"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetTable"
+    )
     assert aws.service_missing(missing) and not aws.service_missing(absent)
     assert aws.error_code(absent) == "EntityNotFoundException"
 
@@ -62,11 +70,26 @@ def test_wire_json_sends_what_the_model_serializer_would():
 
     def new_client():
         return boto3.session.Session(region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y").client(
-            "dynamodb", endpoint_url="http://127.0.0.1:9", config=Config(parameter_validation=False))
+            "dynamodb", endpoint_url="http://127.0.0.1:9", config=Config(parameter_validation=False)
+        )
 
-    params = {"RequestItems": {"invoice": [{"PutRequest": {"Item": {
-        "InvoiceNo": {"S": "536365"}, "LineId": {"S": "e-1"}, "Quantity": {"N": "6"},
-        "UnitPrice": {"N": "2.55"}, "Description": {"S": "CAFÉ “CRÈME” ☕"}}}}]}}
+    params = {
+        "RequestItems": {
+            "invoice": [
+                {
+                    "PutRequest": {
+                        "Item": {
+                            "InvoiceNo": {"S": "536365"},
+                            "LineId": {"S": "e-1"},
+                            "Quantity": {"N": "6"},
+                            "UnitPrice": {"N": "2.55"},
+                            "Description": {"S": "CAFÉ “CRÈME” ☕"},
+                        }
+                    }
+                }
+            ]
+        }
+    }
     plain, wired = new_client(), aws.wire_json(new_client(), "BatchWriteItem")
     model = plain.meta.service_model.operation_model("BatchWriteItem")
     expected = plain._serializer.serialize_to_request(params, model)
@@ -74,10 +97,14 @@ def test_wire_json_sends_what_the_model_serializer_would():
     assert json.loads(got["body"]) == json.loads(expected["body"]) == params
     assert {k: v for k, v in got.items() if k != "body"} == {k: v for k, v in expected.items() if k != "body"}
     query = plain.meta.service_model.operation_model("Query")
-    query_params = {"TableName": "invoice", "KeyConditionExpression": "InvoiceNo = :n",
-                    "ExpressionAttributeValues": {":n": {"S": "536365"}}}
-    assert wired._serializer.serialize_to_request(query_params, query) == \
-        plain._serializer.serialize_to_request(query_params, query)
+    query_params = {
+        "TableName": "invoice",
+        "KeyConditionExpression": "InvoiceNo = :n",
+        "ExpressionAttributeValues": {":n": {"S": "536365"}},
+    }
+    assert wired._serializer.serialize_to_request(query_params, query) == plain._serializer.serialize_to_request(
+        query_params, query
+    )
 
 
 class _Recorder:
@@ -127,12 +154,18 @@ def _signature_checks(credentials, url: str, headers, body: bytes) -> bool:
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    again = AWSRequest("POST", url + "/", data=body, headers={
-        name: headers[name] for name in ("Content-Type", "X-Amz-Target", "X-Amz-Date")})
+    again = AWSRequest(
+        "POST",
+        url + "/",
+        data=body,
+        headers={name: headers[name] for name in ("Content-Type", "X-Amz-Target", "X-Amz-Date")},
+    )
     signer = SigV4Auth(credentials, "dynamodb", "eu-west-1")
     again.context["timestamp"] = headers["X-Amz-Date"]
-    return signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again) == \
-        headers["Authorization"].rsplit("Signature=", 1)[1]
+    return (
+        signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again)
+        == headers["Authorization"].rsplit("Signature=", 1)[1]
+    )
 
 
 class _FallbackClient:
@@ -160,19 +193,38 @@ def test_signed_post_first_sends_one_signed_post_and_leaves_everything_else_to_b
     from botocore.credentials import Credentials
 
     ok = b'{"UnprocessedItems":{}}'
-    server = _Recorder([(200, ok, zlib.crc32(ok)), (200, ok, None), (500, b'{"__type":"InternalFailure"}', None),
-                        (200, ok, zlib.crc32(ok) ^ 1)])
+    server = _Recorder(
+        [
+            (200, ok, zlib.crc32(ok)),
+            (200, ok, None),
+            (500, b'{"__type":"InternalFailure"}', None),
+            (200, ok, zlib.crc32(ok) ^ 1),
+        ]
+    )
     fallback = _FallbackClient(_dynamodb_client(server.url))
     credentials = Credentials("AKIDEXAMPLE", "secret")
     fast = aws.SignedPostFirst(fallback, frozenset({"BatchWriteItem"}), credentials, read_timeout=5)
-    params = {"RequestItems": {"invoice": [{"PutRequest": {"Item": {
-        "InvoiceNo": {"S": "536365"}, "LineId": {"S": "e-1"}, "Description": {"S": "CAFÉ “CRÈME” ☕"}}}}]}}
+    params = {
+        "RequestItems": {
+            "invoice": [
+                {
+                    "PutRequest": {
+                        "Item": {
+                            "InvoiceNo": {"S": "536365"},
+                            "LineId": {"S": "e-1"},
+                            "Description": {"S": "CAFÉ “CRÈME” ☕"},
+                        }
+                    }
+                }
+            ]
+        }
+    }
 
-    assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}      # checksum right
-    assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}      # no checksum sent
+    assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}  # checksum right
+    assert fast.batch_write_item(**params) == {"UnprocessedItems": {}}  # no checksum sent
     assert fallback.calls == []
-    assert fast.batch_write_item(**params)["from"] == "botocore"            # 500
-    assert fast.batch_write_item(**params)["from"] == "botocore"            # checksum wrong
+    assert fast.batch_write_item(**params)["from"] == "botocore"  # 500
+    assert fast.batch_write_item(**params)["from"] == "botocore"  # checksum wrong
     assert fallback.calls == [params, params]
     assert fast.describe_table(TableName="invoice") == {"Table": "invoice"}
     assert len(server.requests) == 4
@@ -182,19 +234,21 @@ def test_signed_post_first_sends_one_signed_post_and_leaves_everything_else_to_b
     assert headers["X-Amz-Target"] == "DynamoDB_20120810.BatchWriteItem"
     assert headers["Content-Type"] == "application/x-amz-json-1.0"
     scope = f"AKIDEXAMPLE/{headers['X-Amz-Date'][:8]}/eu-west-1/dynamodb/aws4_request"
-    assert headers["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={scope}, "
-                                               "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=")
+    assert headers["Authorization"].startswith(
+        f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature="
+    )
     assert _signature_checks(credentials, server.url, headers, body)
 
     server.close()
-    assert fast.batch_write_item(**params)["from"] == "botocore"            # nobody listening
+    assert fast.batch_write_item(**params)["from"] == "botocore"  # nobody listening
 
 
 def _dynamodb_client(url: str):
     import boto3
 
-    return boto3.session.Session(region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
-                                 aws_secret_access_key="secret").client("dynamodb", endpoint_url=url)
+    return boto3.session.Session(
+        region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret"
+    ).client("dynamodb", endpoint_url=url)
 
 
 def test_signed_post_first_over_https_verifies_the_server(tmp_path, monkeypatch):
@@ -289,10 +343,19 @@ def test_sigv4_signer_signs_as_botocore_does():
     for credentials in (Credentials("AKIDEXAMPLE", "secret"), Credentials("ASIAEXAMPLE", "secret2", "token/+=")):
         signer = aws.SigV4Signer(credentials, "kinesis", "eu-west-1")
         for now in (datetime.datetime(2026, 12, 2, 23, 59, 59), datetime.datetime(2026, 12, 3, 0, 0, 1)):
-            ours = signer.headers("kinesis.eu-west-1.amazonaws.com", "/", json_body, {
-                "content-type": "application/x-amz-json-1.1", "x-amz-target": "Kinesis_20131202.PutRecords"}, now)
-            request = AWSRequest("POST", "https://kinesis.eu-west-1.amazonaws.com/", data=body, headers={
-                "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Kinesis_20131202.PutRecords"})
+            ours = signer.headers(
+                "kinesis.eu-west-1.amazonaws.com",
+                "/",
+                json_body,
+                {"content-type": "application/x-amz-json-1.1", "x-amz-target": "Kinesis_20131202.PutRecords"},
+                now,
+            )
+            request = AWSRequest(
+                "POST",
+                "https://kinesis.eu-west-1.amazonaws.com/",
+                data=body,
+                headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Kinesis_20131202.PutRecords"},
+            )
             with mock.patch("botocore.auth.get_current_datetime", return_value=now):
                 SigV4Auth(credentials, "kinesis", "eu-west-1").add_auth(request)
             assert ours["authorization"] == request.headers["Authorization"]

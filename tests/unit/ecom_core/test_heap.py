@@ -1,5 +1,6 @@
 """ecom_core.heap: what survives a full collection is frozen, so the next one walks only what came
 since; garbage is still collected. Each check runs in a fresh interpreter (the callback is global)."""
+
 from __future__ import annotations
 
 import subprocess

@@ -4,6 +4,7 @@ Every answer is compared with json's own: the same bytes from `dumps`, the same 
 float bits included) or the same exception from `loads`, on the file's events, a sweep of every
 price form ingestion accepts, generated values and texts, and hostile corner cases.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,11 +101,18 @@ def test_every_price_form_ingestion_accepts_encodes_as_repr():
 
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**70, 2**70),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f == 0 or abs(f) >= 1e-4),
-    st.text(), st.sampled_from(["\x00\x1f\x7f\u2028\u2029\"\\/\b\f\n\r\t", "\ud800", "a\udfffb", "😀é£"]))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)), max_leaves=25)
+    st.text(),
+    st.sampled_from(['\x00\x1f\x7f\u2028\u2029"\\/\b\f\n\r\t', "\ud800", "a\udfffb", "😀é£"]),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)),
+    max_leaves=25,
+)
 
 
 @PROPERTY
@@ -121,12 +129,17 @@ def test_dumps_tiny_floats_differ_in_form_only(value):
 
 
 texts_from_values = st.builds(
-    lambda value, ascii_only, spaced: json.dumps(value, ensure_ascii=ascii_only,
-                                                 separators=(", ", ": ") if spaced else (",", ":")),
-    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**80, 2**80), st.floats(), st.text()),
-                 lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                         st.dictionaries(st.text(max_size=8), inner, max_size=5)), max_leaves=25),
-    st.booleans(), st.booleans())
+    lambda value, ascii_only, spaced: json.dumps(
+        value, ensure_ascii=ascii_only, separators=(", ", ": ") if spaced else (",", ":")
+    ),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(-(2**80), 2**80), st.floats(), st.text()),
+        lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)),
+        max_leaves=25,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
 damaged_texts = st.builds(
     lambda text, cut, junk: text[:cut] + junk + text[cut:],
     texts_from_values,
@@ -147,15 +160,54 @@ def test_loads_answers_what_json_answers(text):
 
 
 HOSTILE_TEXTS = [
-    "123456789012345678901234567890", "18446744073709551615", "18446744073709551616", "9223372036854775807",
-    "-9223372036854775808", "-9223372036854775809", '{"Quantity": 99999999999999999999}', "1e400", "-1e400",
-    "1.7976931348623159e308", "NaN", "-Infinity", '[NaN]', '"\\ud800"', '{"\\udc00": 1}', "\ufeff{}", "-0",
-    "-0.0", "0.1e-400", "5e-324", '{"a":1,"a":2}', '{"b":1,"a":2,"b":3}', "[" * 1100 + "]" * 1100,
-    "[" * 600 + "]" * 600, '"\x1f"', "01", "1.", ".5", "+1", "'a'", "[1,]", "1 2", "", "  ", '"\\u0000"',
-    '{"UnitPrice": 2.55, "event_id": "x"}', "3.141592653589793238462643383279",
+    "123456789012345678901234567890",
+    "18446744073709551615",
+    "18446744073709551616",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "-9223372036854775809",
+    '{"Quantity": 99999999999999999999}',
+    "1e400",
+    "-1e400",
+    "1.7976931348623159e308",
+    "NaN",
+    "-Infinity",
+    "[NaN]",
+    '"\\ud800"',
+    '{"\\udc00": 1}',
+    "\ufeff{}",
+    "-0",
+    "-0.0",
+    "0.1e-400",
+    "5e-324",
+    '{"a":1,"a":2}',
+    '{"b":1,"a":2,"b":3}',
+    "[" * 1100 + "]" * 1100,
+    "[" * 600 + "]" * 600,
+    '"\x1f"',
+    "01",
+    "1.",
+    ".5",
+    "+1",
+    "'a'",
+    "[1,]",
+    "1 2",
+    "",
+    "  ",
+    '"\\u0000"',
+    '{"UnitPrice": 2.55, "event_id": "x"}',
+    "3.141592653589793238462643383279",
 ]
-HOSTILE_BYTES = [b'\xef\xbb\xbf{"a":1}', '{"a":"é"}'.encode("utf-16"), '[1]'.encode("utf-32-le"), b"\xff\xfe[1]",
-                 b'{"a":"\xc3"}', b"\x00[1]", b"[1]\x00", b'"\xed\xa0\x80"']
+HOSTILE_BYTES = [
+    b'\xef\xbb\xbf{"a":1}',
+    '{"a":"é"}'.encode("utf-16"),
+    "[1]".encode("utf-32-le"),
+    b"\xff\xfe[1]",
+    b'{"a":"\xc3"}',
+    b"\x00[1]",
+    b"[1]\x00",
+    b'"\xed\xa0\x80"',
+]
 
 
 @pytest.mark.parametrize("text", HOSTILE_TEXTS + HOSTILE_BYTES)
@@ -173,9 +225,11 @@ def test_without_orjson_the_standard_library_answers():
         "event = {'event_id': 'e', 'InvoiceNo': '536365', 'Description': 'caf\\u00e9', 'UnitPrice': 2.55}\n"
         "assert events.event_json(event) == json.dumps(event, separators=(',', ':'), ensure_ascii=False).encode()\n"
         "assert json_codec.loads(b'[1, 2.5, \"x\"]') == [1, 2.5, 'x']\n"
-        "print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT,
-                            timeout=60)
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
@@ -186,19 +240,26 @@ def _as_sent(literal: str, value) -> bool:
     from decimal import Decimal
 
     json_float = float(literal)
-    held = math.isfinite(json_float) and (Decimal(repr(json_float)) == Decimal(literal)
-                                          or (json_float == 0 and Decimal(literal) == 0))
+    held = math.isfinite(json_float) and (
+        Decimal(repr(json_float)) == Decimal(literal) or (json_float == 0 and Decimal(literal) == 0)
+    )
     if type(value) is float:
         return held and repr(value) == repr(json_float)
-    return (not held and isinstance(value, json_codec.InexactNumber) and value.literal == literal
-            and repr(float(value)) == repr(json_float))
+    return (
+        not held
+        and isinstance(value, json_codec.InexactNumber)
+        and value.literal == literal
+        and repr(float(value)) == repr(json_float)
+    )
 
 
 number_literals = st.builds(
     lambda sign, whole, fraction, exponent: sign + whole + (("." + fraction) if fraction else "") + exponent,
-    st.sampled_from(["", "-"]), st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,20}", fullmatch=True)),
+    st.sampled_from(["", "-"]),
+    st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,20}", fullmatch=True)),
     st.from_regex(r"[0-9]{0,22}", fullmatch=True),
-    st.one_of(st.just(""), st.from_regex(r"[eE][-+]?[0-9]{1,4}", fullmatch=True)))
+    st.one_of(st.just(""), st.from_regex(r"[eE][-+]?[0-9]{1,4}", fullmatch=True)),
+)
 
 
 @PROPERTY
@@ -218,7 +279,7 @@ def test_loads_request_answers_what_json_answers_on_what_json_writes(text):
     Infinity (json writes them; they are not JSON) come back marked."""
     try:
         body = text.encode("utf-8")
-    except UnicodeEncodeError:                     # a lone surrogate in the text: read the str
+    except UnicodeEncodeError:  # a lone surrogate in the text: read the str
         body = text
     ours, theirs = json_codec.loads_request(body), json.loads(text)
     pending = [(ours, theirs)]
@@ -239,7 +300,7 @@ def test_loads_request_answers_what_json_answers_on_what_json_writes(text):
 def test_loads_request_reads_every_price_and_the_files_events_as_json_does():
     prices = [k / 1000 for k in range(-1_000_000, 1_000_001)]
     generator = random.Random(16)
-    prices += [generator.randrange(-10**12, 10**12 + 1) / 1000 for _ in range(300_000)]
+    prices += [generator.randrange(-(10**12), 10**12 + 1) / 1000 for _ in range(300_000)]
     text = json.dumps(prices)
     assert same(json_codec.loads_request(text.encode()), json.loads(text))
     rows = [row.event for row in read_rows(FULL_FILE, limit=60_000)]

@@ -1,5 +1,6 @@
 """The ETL run's lingering loop (etl/run.py) on a simulated clock: no stack. The scheduled job on
 the running stack: tests/stack/etl/test_job.py."""
+
 from __future__ import annotations
 
 
@@ -14,10 +15,17 @@ def test_lingering_runs_start_an_interval_apart_and_pick_up_a_quiet_arrival_at_o
     started: list[float] = []
 
     class Warehouse:
-        def ensure_schema(self): pass
-        def renew(self, holder, ttl): pass
-        def release(self, holder): pass
-        def close(self): pass
+        def ensure_schema(self):
+            pass
+
+        def renew(self, holder, ttl):
+            pass
+
+        def release(self, holder):
+            pass
+
+        def close(self):
+            pass
 
     def one_run(*args):
         started.append(clock["now"])

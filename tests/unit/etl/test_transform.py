@@ -1,4 +1,5 @@
 """Unit tests of the raw JSON Lines -> staging CSV conversion and the load's header check."""
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,7 @@ def test_jsonl_to_csv_round_trips_real_rows_with_quotes_commas_and_blanks():
     picked += [e for e in rows if e["CustomerID"] is None][:5] + [e for e in rows if e["Description"] is None][:2]
     chosen = list({e["event_id"]: e for e in picked}.values())
     assert any('"' in (e["Description"] or "") for e in chosen) and any(e["Description"] is None for e in chosen)
-    body = write_jsonl(chosen + chosen[:3])               # a redelivered copy inside one object
+    body = write_jsonl(chosen + chosen[:3])  # a redelivered copy inside one object
     data, count = jsonl_to_csv(body)
     assert count == len(chosen)
     parsed = list(csv.reader(io.StringIO(data.decode("utf-8"))))
@@ -44,8 +45,10 @@ def test_jsonl_to_csv_names_the_bad_line():
 
 
 def test_staging_key_follows_the_raw_key():
-    assert staging_key_for("raw/shardId-000000000001/10-20.jsonl", config.resources()) == \
-        "csv/shardId-000000000001/10-20.csv"
+    assert (
+        staging_key_for("raw/shardId-000000000001/10-20.jsonl", config.resources())
+        == "csv/shardId-000000000001/10-20.csv"
+    )
 
 
 def test_check_header_accepts_the_contract_and_names_drift():

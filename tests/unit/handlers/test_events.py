@@ -1,13 +1,21 @@
 """Validation and normalisation of events: pure logic, no stack."""
+
 from __future__ import annotations
 
 import pytest
 
 from handlers.events import InvalidEvent, normalize_batch, normalize_event
 
-ROW = {"InvoiceNo": "536365", "StockCode": "85123A", "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-       "Quantity": 6, "InvoiceDate": "12/1/2010 8:26", "UnitPrice": 2.55, "CustomerID": 17850.0,
-       "Country": "United Kingdom"}
+ROW = {
+    "InvoiceNo": "536365",
+    "StockCode": "85123A",
+    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+    "Quantity": 6,
+    "InvoiceDate": "12/1/2010 8:26",
+    "UnitPrice": 2.55,
+    "CustomerID": 17850.0,
+    "Country": "United Kingdom",
+}
 
 
 def errors_of(raw, **kwargs):
@@ -18,10 +26,17 @@ def errors_of(raw, **kwargs):
 
 def test_pandas_shaped_row_is_normalised():
     event = normalize_event(dict(ROW, event_id="e-1"))
-    assert event == {"event_id": "e-1", "InvoiceNo": "536365", "StockCode": "85123A",
-                     "Description": "WHITE HANGING HEART T-LIGHT HOLDER", "Quantity": 6,
-                     "InvoiceDate": "2010-12-01T08:26:00", "UnitPrice": 2.55, "CustomerID": 17850,
-                     "Country": "United Kingdom"}
+    assert event == {
+        "event_id": "e-1",
+        "InvoiceNo": "536365",
+        "StockCode": "85123A",
+        "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+        "Quantity": 6,
+        "InvoiceDate": "2010-12-01T08:26:00",
+        "UnitPrice": 2.55,
+        "CustomerID": 17850,
+        "Country": "United Kingdom",
+    }
 
 
 def test_numbers_from_an_all_digit_slice_become_codes():
@@ -29,14 +44,17 @@ def test_numbers_from_an_all_digit_slice_become_codes():
     assert (event["InvoiceNo"], event["StockCode"]) == ("541258", "22423")
 
 
-@pytest.mark.parametrize("text,iso", [
-    ("12/1/2010 8:26", "2010-12-01T08:26:00"),     # month first, no padding
-    ("1/16/2011 15:30", "2011-01-16T15:30:00"),
-    ("12/9/2011 12:50", "2011-12-09T12:50:00"),
-    ("2011-06-05T10:07:00", "2011-06-05T10:07:00"),
-    ("2011-06-05T10:07:00+01:00", "2011-06-05T09:07:00"),
-    ("2011-06-05T09:07:00Z", "2011-06-05T09:07:00"),
-])
+@pytest.mark.parametrize(
+    "text,iso",
+    [
+        ("12/1/2010 8:26", "2010-12-01T08:26:00"),  # month first, no padding
+        ("1/16/2011 15:30", "2011-01-16T15:30:00"),
+        ("12/9/2011 12:50", "2011-12-09T12:50:00"),
+        ("2011-06-05T10:07:00", "2011-06-05T10:07:00"),
+        ("2011-06-05T10:07:00+01:00", "2011-06-05T09:07:00"),
+        ("2011-06-05T09:07:00Z", "2011-06-05T09:07:00"),
+    ],
+)
 def test_dates(text, iso):
     assert normalize_event(dict(ROW, InvoiceDate=text))["InvoiceDate"] == iso
 
@@ -81,11 +99,17 @@ def test_trailing_spaces_and_pound_sign_are_kept():
 
 
 def test_every_bad_field_is_named():
-    bad = dict(ROW, Quantity=1.5, UnitPrice="2.55", CustomerID=-3, Country="", InvoiceDate="13/45/2010 8:26",
-               Extra=1)
+    bad = dict(ROW, Quantity=1.5, UnitPrice="2.55", CustomerID=-3, Country="", InvoiceDate="13/45/2010 8:26", Extra=1)
     del bad["StockCode"]
-    assert {f for f, _ in errors_of(bad)} == {"Quantity", "UnitPrice", "CustomerID", "Country", "InvoiceDate",
-                                               "Extra", "StockCode"}
+    assert {f for f, _ in errors_of(bad)} == {
+        "Quantity",
+        "UnitPrice",
+        "CustomerID",
+        "Country",
+        "InvoiceDate",
+        "Extra",
+        "StockCode",
+    }
 
 
 def test_booleans_are_not_numbers():
@@ -165,7 +189,7 @@ def test_invalid_utf8_in_a_text_body_is_a_400_naming_the_field():
         read_events(request)
     [error] = info.value.errors
     assert error.field == "Description" and "U+FFFD" in error.message and "UTF-8" in error.message
-    answer = ingest(request)                        # refused before anything is put on the stream
+    answer = ingest(request)  # refused before anything is put on the stream
     assert answer["statusCode"] == 400
     assert [e["field"] for e in json.loads(answer["body"])["errors"]] == ["Description"]
     # Every text field: the replacement character is never stored.
@@ -196,29 +220,39 @@ def test_invalid_utf8_in_a_binary_body_is_a_400_naming_the_byte():
 def test_loads_request_names_the_first_byte_that_is_not_utf8():
     from ecom_core.json_codec import NotUTF8, loads_request
 
-    for raw, position in [(b'{"a":"x\xff"}', 7), (b'{"a":"\xc3"}', 6), (b'"\xed\xa0\x80"', 1),   # a surrogate
-                          ('{"a":"é"}'.encode("utf-16"), 0), (b"[1]\xa3", 3)]:
+    for raw, position in [
+        (b'{"a":"x\xff"}', 7),
+        (b'{"a":"\xc3"}', 6),
+        (b'"\xed\xa0\x80"', 1),  # a surrogate
+        ('{"a":"é"}'.encode("utf-16"), 0),
+        (b"[1]\xa3", 3),
+    ]:
         with pytest.raises(NotUTF8, match=f"is not valid UTF-8 at byte {position} ") as info:
             loads_request(raw)
         assert info.value.position == position and isinstance(info.value, ValueError)
-    assert loads_request(b'\xef\xbb\xbf{"a":"\xc2\xa3"}') == {"a": "£"}     # a UTF-8 byte order mark is ignored
+    assert loads_request(b'\xef\xbb\xbf{"a":"\xc2\xa3"}') == {"a": "£"}  # a UTF-8 byte order mark is ignored
     assert loads_request(_row_bytes()) == dict(ROW)
 
 
-@pytest.mark.parametrize("literal, message", [
-    ("1e-400", "1e-400 is out of range"),              # 0.0 as a float
-    ("-1e-400", "-1e-400 is out of range"),            # -0.0
-    ("0.1e-400", "0.1e-400 is out of range"),
-    ("1.2345e-320", "1.2345e-320 is out of range"),    # a subnormal float that lost digits (1.2347e-320)
-    ("1e400", "1e400 is out of range"),                # inf
-    ("-1e400", "-1e400 is out of range"),
-    ("1.7976931348623159e308", "out of range"),        # just beyond the largest float
-    ("NaN", "NaN is not a number"),                    # not JSON, but json reads them
-    ("Infinity", "Infinity is out of range"),
-    ("-Infinity", "-Infinity is out of range"),
-    ("2.55000000000000001", "2.55000000000000001 has more digits than can be stored exactly (it would be read "
-                            "as 2.55)"),                                                # accepted as 2.55 before
-])
+@pytest.mark.parametrize(
+    "literal, message",
+    [
+        ("1e-400", "1e-400 is out of range"),  # 0.0 as a float
+        ("-1e-400", "-1e-400 is out of range"),  # -0.0
+        ("0.1e-400", "0.1e-400 is out of range"),
+        ("1.2345e-320", "1.2345e-320 is out of range"),  # a subnormal float that lost digits (1.2347e-320)
+        ("1e400", "1e400 is out of range"),  # inf
+        ("-1e400", "-1e400 is out of range"),
+        ("1.7976931348623159e308", "out of range"),  # just beyond the largest float
+        ("NaN", "NaN is not a number"),  # not JSON, but json reads them
+        ("Infinity", "Infinity is out of range"),
+        ("-Infinity", "-Infinity is out of range"),
+        (
+            "2.55000000000000001",
+            "2.55000000000000001 has more digits than can be stored exactly (it would be read as 2.55)",
+        ),  # accepted as 2.55 before
+    ],
+)
 def test_numbers_a_float_cannot_hold_are_refused_naming_the_field(literal, message):
     from ecom_core.json_codec import loads_request
 
@@ -236,11 +270,24 @@ def test_numbers_a_float_cannot_hold_are_refused_naming_the_field(literal, messa
         assert [e.field for e in info.value.errors] == [field], (field, info.value.errors)
 
 
-@pytest.mark.parametrize("literal, value", [
-    ("2.55", 2.55), ("2.550", 2.55), ("0.001", 0.001), ("-11062.06", -11062.06), ("38970", 38970),
-    ("38970.0", 38970.0), ("0", 0), ("0.0", 0.0), ("0e-400", 0.0), ("0.000e999", 0.0), ("1E2", 100.0),
-    ("999999999.999", 999_999_999.999), ("2.550000000000000000000", 2.55),
-])
+@pytest.mark.parametrize(
+    "literal, value",
+    [
+        ("2.55", 2.55),
+        ("2.550", 2.55),
+        ("0.001", 0.001),
+        ("-11062.06", -11062.06),
+        ("38970", 38970),
+        ("38970.0", 38970.0),
+        ("0", 0),
+        ("0.0", 0.0),
+        ("0e-400", 0.0),
+        ("0.000e999", 0.0),
+        ("1E2", 100.0),
+        ("999999999.999", 999_999_999.999),
+        ("2.550000000000000000000", 2.55),
+    ],
+)
 def test_numbers_as_sent_are_still_accepted(literal, value):
     """The file's prices (up to 3 decimals, -11,062.06 to 38,970) and quantities (|q| <= 80,995), in
     any spelling whose value a float holds exactly, zeros included."""

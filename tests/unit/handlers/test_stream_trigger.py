@@ -1,4 +1,5 @@
 """Unit tests of the stream trigger's pure logic: batch decoding, DynamoDB items, customer totals."""
+
 from __future__ import annotations
 
 import base64
@@ -31,17 +32,22 @@ def _record(seq: int, data: bytes) -> StreamRecord:
 
 def test_decode_batch_splits_events_duplicates_and_dead_letters():
     events = _sample_events(3)
-    records = [_record(1, json.dumps(events[0]).encode()),
-               _record(2, b"\xff\xfe not utf-8"),
-               _record(3, b"{not json"),
-               _record(4, json.dumps(events[1]).encode()),
-               _record(5, json.dumps(events[0]).encode()),          # a producer retry: same event id
-               _record(6, json.dumps({**events[2], "Quantity": "six"}).encode())]
+    records = [
+        _record(1, json.dumps(events[0]).encode()),
+        _record(2, b"\xff\xfe not utf-8"),
+        _record(3, b"{not json"),
+        _record(4, json.dumps(events[1]).encode()),
+        _record(5, json.dumps(events[0]).encode()),  # a producer retry: same event id
+        _record(6, json.dumps({**events[2], "Quantity": "six"}).encode()),
+    ]
     batch = decode_batch(records)
     assert [e["event_id"] for e in batch.events] == [events[0]["event_id"], events[1]["event_id"]]
     assert batch.duplicates == 1
     assert [(d.record.sequence_number, d.kind) for d in batch.dead_letters] == [
-        ("2", "not UTF-8"), ("3", "not JSON"), ("6", "invalid event (Quantity)")]
+        ("2", "not UTF-8"),
+        ("3", "not JSON"),
+        ("6", "invalid event (Quantity)"),
+    ]
     assert batch.raw_key() == "raw/shardId-000000000000/1-6.jsonl"
     body = json.loads(batch.dead_letters[0].body())
     assert body["data"] is None and base64.b64decode(body["data_base64"]) == b"\xff\xfe not utf-8"
@@ -54,9 +60,17 @@ def test_decode_batch_requires_event_ids_on_the_stream():
 
 
 def test_invoice_item_keeps_exact_numbers_and_omits_nulls():
-    event = {"event_id": "e1", "InvoiceNo": "536365", "StockCode": "85123A", "Description": None,
-             "Quantity": 6, "InvoiceDate": "2010-12-01T08:26:00", "UnitPrice": 2.55, "CustomerID": None,
-             "Country": "United Kingdom"}
+    event = {
+        "event_id": "e1",
+        "InvoiceNo": "536365",
+        "StockCode": "85123A",
+        "Description": None,
+        "Quantity": 6,
+        "InvoiceDate": "2010-12-01T08:26:00",
+        "UnitPrice": 2.55,
+        "CustomerID": None,
+        "Country": "United Kingdom",
+    }
     item = invoice_item(event)
     assert item["UnitPrice"] == Decimal("2.55") and item["Quantity"] == Decimal(6)
     assert "Description" not in item and "CustomerID" not in item and item["LineId"] == "e1"
@@ -82,14 +96,28 @@ def test_customer_totals_of_the_sample_match_the_file():
 
 
 def test_customer_totals_take_the_earliest_minute_and_skip_guests():
-    base = {"InvoiceNo": "536591", "CustomerID": Decimal(14606), "Country": "United Kingdom",
-            "Quantity": Decimal(2), "UnitPrice": Decimal("1.25")}
-    lines = [{**base, "LineId": "b", "InvoiceDate": "2010-12-01T16:58:00"},
-             {**base, "LineId": "a", "InvoiceDate": "2010-12-01T16:57:00", "Country": "EIRE"},
-             {**base, "LineId": "c", "InvoiceDate": "2010-12-01T16:57:00", "CustomerID": None}]
+    base = {
+        "InvoiceNo": "536591",
+        "CustomerID": Decimal(14606),
+        "Country": "United Kingdom",
+        "Quantity": Decimal(2),
+        "UnitPrice": Decimal("1.25"),
+    }
+    lines = [
+        {**base, "LineId": "b", "InvoiceDate": "2010-12-01T16:58:00"},
+        {**base, "LineId": "a", "InvoiceDate": "2010-12-01T16:57:00", "Country": "EIRE"},
+        {**base, "LineId": "c", "InvoiceDate": "2010-12-01T16:57:00", "CustomerID": None},
+    ]
     [entry] = customer_totals(lines)
-    assert entry == {"CustomerID": 14606, "InvoiceNo": "536591", "InvoiceDate": "2010-12-01T16:57:00",
-                     "Country": "EIRE", "LineCount": 2, "Total": Decimal("5.00"), "LineDigest": line_digest(["a", "b"])}
+    assert entry == {
+        "CustomerID": 14606,
+        "InvoiceNo": "536591",
+        "InvoiceDate": "2010-12-01T16:57:00",
+        "Country": "EIRE",
+        "LineCount": 2,
+        "Total": Decimal("5.00"),
+        "LineDigest": line_digest(["a", "b"]),
+    }
     assert customer_totals([lines[2]]) == []
     assert line_digest(["a", "b"]) == line_digest(["b", "a"]) != line_digest(["a"])
 
@@ -99,8 +127,8 @@ def test_whole_in_batch_is_an_unbroken_run_inside_the_batch():
         return [{"InvoiceNo": i} for i in invoices]
 
     assert whole_in_batch(events("A", "A", "B", "B", "C", "D", "D")) == {"B", "C"}
-    assert whole_in_batch(events("A", "B", "A", "C")) == {"B"}          # A is cut in two, and opens the batch
-    assert whole_in_batch(events("A", "B", "C", "B", "D")) == {"C"}     # B comes twice
+    assert whole_in_batch(events("A", "B", "A", "C")) == {"B"}  # A is cut in two, and opens the batch
+    assert whole_in_batch(events("A", "B", "C", "B", "D")) == {"C"}  # B comes twice
     assert whole_in_batch(events("A", "B")) == set() == whole_in_batch(events("A", "A", "A"))
 
 
@@ -182,8 +210,10 @@ def test_price_text_is_the_exact_decimal_text_of_every_accepted_price():
     from handlers.events import accept_event, exact_decimal
     from handlers.stream_trigger import _price_text
 
-    prices = {accept_event(dict(row.event))["UnitPrice"]
-              for row in islice(read_rows(PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"), 60000)}
+    prices = {
+        accept_event(dict(row.event))["UnitPrice"]
+        for row in islice(read_rows(PROJECT_ROOT / "data" / "ecommerce-data.csv.gz"), 60000)
+    }
     prices |= {0.0, -0.0, 0.001, -0.001, 0.01, 0.1, 1e9, -1e9, 999999999.999, 123456.789, 2, -11062.06}
     assert len(prices) > 400
     for price in prices:
@@ -198,8 +228,11 @@ def test_an_invoice_belongs_to_the_customer_its_first_line_names():
     first, second, third = _sample_events(3)
     invoice, owner = first["InvoiceNo"], first["CustomerID"]
     assert owner is not None
-    lines = [first, {**second, "InvoiceNo": invoice, "CustomerID": owner + 1},
-             {**third, "InvoiceNo": invoice, "CustomerID": None}]
+    lines = [
+        first,
+        {**second, "InvoiceNo": invoice, "CustomerID": owner + 1},
+        {**third, "InvoiceNo": invoice, "CustomerID": None},
+    ]
     batch = decode_batch([_record(n, json.dumps(line).encode()) for n, line in enumerate(lines, start=1)])
     owners: dict = {}
     assert keep_owned_lines(batch, 0, owners) == {invoice: owner}

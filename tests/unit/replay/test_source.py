@@ -1,4 +1,5 @@
 """replay.source: how the file's number columns are read (pure; no stack)."""
+
 from __future__ import annotations
 
 import math
@@ -22,9 +23,39 @@ def _reference(text: str):
 
 
 def test_numbers_parse_as_int_then_float_then_text():
-    texts = ["6", "-12", " 2.55 ", "2.", ".5", "17850", "17850.0", "1_000", "1_000.5", "", "  ", "abc", "1e3",
-             "1E-2", "nan", "inf", "-0", "0.0", "1.5.5", "١٢", "١٢.٥", "12\u00a0", "+7", "0x10", "9" * 40,
-             "-inf", "Infinity", "NaN", "1e999", "-1e999", "1e308"]
+    texts = [
+        "6",
+        "-12",
+        " 2.55 ",
+        "2.",
+        ".5",
+        "17850",
+        "17850.0",
+        "1_000",
+        "1_000.5",
+        "",
+        "  ",
+        "abc",
+        "1e3",
+        "1E-2",
+        "nan",
+        "inf",
+        "-0",
+        "0.0",
+        "1.5.5",
+        "١٢",
+        "١٢.٥",
+        "12\u00a0",
+        "+7",
+        "0x10",
+        "9" * 40,
+        "-inf",
+        "Infinity",
+        "NaN",
+        "1e999",
+        "-1e999",
+        "1e308",
+    ]
     for text in texts:
         got, expected = _number(text), _reference(text)
         assert type(got) is type(expected) and got == expected, (text, got, expected)

@@ -3,6 +3,7 @@ the schema, the load and the lease emit parses as Redshift SQL (sqlglot) and car
 syntax; the Data API client (warehouse/redshift_data.py) against a stub. The same statements run on
 the stack's local Data API in tests/stack/bootstrap/local/test_redshift_data.py and every pipeline
 test."""
+
 from __future__ import annotations
 
 import re
@@ -23,9 +24,11 @@ ROLE = "arn:aws:iam::123456789012:role/ecom-redshift-copy-role"
 
 
 def redshift_load() -> list[str]:
-    return group_statements([(key, etag, f"s3://staging-bucket-ecom/_etl/manifests/g/{n}.manifest")
-                             for n, (key, etag) in enumerate(FILES)], ROLE,
-                            rejects_manifest="s3://staging-bucket-ecom/_etl/manifests/g/-1.manifest")
+    return group_statements(
+        [(key, etag, f"s3://staging-bucket-ecom/_etl/manifests/g/{n}.manifest") for n, (key, etag) in enumerate(FILES)],
+        ROLE,
+        rejects_manifest="s3://staging-bucket-ecom/_etl/manifests/g/-1.manifest",
+    )
 
 
 def lease_statements() -> list[str]:
@@ -81,8 +84,20 @@ def test_every_redshift_statement_parses():
         assert not isinstance(tree, exp.Command), sql[:120]
     text = "\n".join(statements).replace(ROLE, "<role>")
     # Postgres-only syntax the warehouse SQL must not carry.
-    for forbidden in ("ON CONFLICT", "::", "FROM STDIN", "set_config", "current_setting", "SERIAL", "ANY(",
-                      "CURRENT_TIMESTAMP", "VALUES (1, '1'", "pg_backend_pid", "pg_stat_activity", "IN EXCLUSIVE MODE"):
+    for forbidden in (
+        "ON CONFLICT",
+        "::",
+        "FROM STDIN",
+        "set_config",
+        "current_setting",
+        "SERIAL",
+        "ANY(",
+        "CURRENT_TIMESTAMP",
+        "VALUES (1, '1'",
+        "pg_backend_pid",
+        "pg_stat_activity",
+        "IN EXCLUSIVE MODE",
+    ):
         assert forbidden not in text, forbidden
 
 
@@ -93,16 +108,28 @@ def test_the_schema_creates_every_table_the_pipeline_uses():
             tree = parse(sql, "redshift")
             table = tree.find(exp.Table)
             created[f"{table.db}.{table.name}"] = {c.name for c in tree.find_all(exp.ColumnDef)}
-    assert {"dw.fact_sales_line", "dw.load_manifest", "dw.load_rejects", "dw.etl_lease", "dw.etl_run",
-            "dw.dim_product", "dw.dim_customer", "dw.dim_date", "dw.dim_country", "dw.schema_version"} == set(created)
+    assert {
+        "dw.fact_sales_line",
+        "dw.load_manifest",
+        "dw.load_rejects",
+        "dw.etl_lease",
+        "dw.etl_run",
+        "dw.dim_product",
+        "dw.dim_customer",
+        "dw.dim_date",
+        "dw.dim_country",
+        "dw.schema_version",
+    } == set(created)
     assert set(WAREHOUSE_COLUMNS) <= created["dw.fact_sales_line"]
     fact = next(s for s in schema_statements() if s.startswith("CREATE TABLE IF NOT EXISTS dw.fact_sales_line"))
     assert fact.endswith('DISTKEY("invoice_no") COMPOUND SORTKEY("invoice_no", "stock_code", "invoice_ts")')
 
 
 def test_parameters_travel_as_named_parameters_and_only_safe_values_inline():
-    assert bind('SELECT 1 WHERE "a" = %s AND "b" = %s AND "c" = %s AND "d" LIKE \'x%%\'', ("o'k", None, 7)) == \
-        ('SELECT 1 WHERE "a" = :p1 AND "b" = NULL AND "c" = 7 AND "d" LIKE \'x%\'', [{"name": "p1", "value": "o'k"}])
+    assert bind('SELECT 1 WHERE "a" = %s AND "b" = %s AND "c" = %s AND "d" LIKE \'x%%\'', ("o'k", None, 7)) == (
+        'SELECT 1 WHERE "a" = :p1 AND "b" = NULL AND "c" = 7 AND "d" LIKE \'x%\'',
+        [{"name": "p1", "value": "o'k"}],
+    )
     assert bind("SELECT %s", (datetime(2011, 12, 9, 12, 50),)) == (
         "SELECT :p1",
         [{"name": "p1", "value": "2011-12-09T12:50:00"}],
@@ -210,11 +237,19 @@ def test_a_transaction_beyond_one_batch_runs_in_a_session_of_its_own():
     statements = [f"SELECT {n}" for n in range(MAX_BATCH_STATEMENTS + 1)]
     stub = StubDataApi([{"Status": "FINISHED"}] * (len(statements) + 2))
     DataApi(etl, stub, sleep=lambda s: None).run(statements)
-    assert stub.calls[0] == ("execute", {"Sql": "BEGIN", "SessionKeepAliveSeconds": SESSION_KEEP_ALIVE_SECONDS,
-                                         "WorkgroupName": "wg", "Database": "dev"})
+    assert stub.calls[0] == (
+        "execute",
+        {
+            "Sql": "BEGIN",
+            "SessionKeepAliveSeconds": SESSION_KEEP_ALIVE_SECONDS,
+            "WorkgroupName": "wg",
+            "Database": "dev",
+        },
+    )
     assert stub.calls[1:] == [("execute", {"Sql": sql, "SessionId": "session-1"}) for sql in [*statements, "COMMIT"]]
-    failing = StubDataApi([{"Status": "FINISHED"}] * 3 + [{"Status": "FAILED", "Error": "ERROR: boom"},
-                                                          {"Status": "FINISHED"}])
+    failing = StubDataApi(
+        [{"Status": "FINISHED"}] * 3 + [{"Status": "FAILED", "Error": "ERROR: boom"}, {"Status": "FINISHED"}]
+    )
     with pytest.raises(RedshiftError, match="boom"):
         DataApi(etl, failing, sleep=lambda s: None).run(statements)
     assert [kwargs["Sql"] for _, kwargs in failing.calls] == ["BEGIN", "SELECT 0", "SELECT 1", "SELECT 2", "ROLLBACK"]

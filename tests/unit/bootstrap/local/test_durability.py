@@ -1,5 +1,6 @@
 """The emulator's journal and recovery (bootstrap/local/ministack/durability.py), without a stack:
 what a crash leaves on disk is put back exactly, in order, and nothing else is."""
+
 from __future__ import annotations
 
 import types
@@ -15,8 +16,13 @@ NOW = 1_800_000_000.0
 def _kinesis(created: float = 1.0, shards=("shardId-000000000000", "shardId-000000000001")):
     streams = AccountRegionScopedDict()
     streams._data[("000000000000", "us-east-1", "events")] = {
-        "StreamName": "events", "StreamARN": ARN, "StreamCreationTimestamp": created, "RetentionPeriodHours": 24,
-        "StreamStatus": "ACTIVE", "shards": {s: {"starting_hash_key": "0", "records": []} for s in shards}}
+        "StreamName": "events",
+        "StreamARN": ARN,
+        "StreamCreationTimestamp": created,
+        "RetentionPeriodHours": 24,
+        "StreamStatus": "ACTIVE",
+        "shards": {s: {"starting_hash_key": "0", "records": []} for s in shards},
+    }
     return types.SimpleNamespace(_streams=streams, _shard_iterators={}, _consumers={}, _resource_policies={})
 
 
@@ -25,8 +31,12 @@ def _stream(kinesis) -> dict:
 
 
 def _record(n: int, arrival: float = NOW - 60) -> dict:
-    return {"SequenceNumber": f"{n:030d}", "ApproximateArrivalTimestamp": arrival, "Data": f"ZGF0YS0{n}",
-            "PartitionKey": f"key-{n}"}
+    return {
+        "SequenceNumber": f"{n:030d}",
+        "ApproximateArrivalTimestamp": arrival,
+        "Data": f"ZGF0YS0{n}",
+        "PartitionKey": f"key-{n}",
+    }
 
 
 def test_recovery_puts_back_every_journaled_record_in_order_and_skips_a_torn_write(tmp_path):
@@ -41,7 +51,7 @@ def test_recovery_puts_back_every_journaled_record_in_order_and_skips_a_torn_wri
     with open(journal.segments()[-1], "ab") as segment:
         segment.write(b'{"arn":"' + ARN.encode() + b'","created":1.0,"records":[["shardId-0000')
 
-    after = _kinesis()                 # the state saved at the last checkpoint: no records
+    after = _kinesis()  # the state saved at the last checkpoint: no records
     report = durability.recover(durability.Journal(tmp_path / "journal"), after, now=NOW)
 
     assert {s: shard["records"] for s, shard in _stream(after)["shards"].items()} == written
@@ -93,4 +103,4 @@ def test_the_saved_kinesis_state_keeps_streams_and_shards_but_not_records():
     assert saved["StreamARN"] == ARN and set(saved["shards"]) == set(_stream(kinesis)["shards"])
     assert all(s["records"] == [] for s in saved["shards"].values())
     assert saved["shards"][shard]["starting_hash_key"] == "0"
-    assert _stream(kinesis)["shards"][shard]["records"] == [_record(1)]   # the live stream untouched
+    assert _stream(kinesis)["shards"][shard]["records"] == [_record(1)]  # the live stream untouched

@@ -2,6 +2,7 @@
 bootstrap/ministack_launcher.py): each patch checked against MiniStack's own code, the refusal to
 patch another release, and the runtime libraries Python functions see. No stack; the same on the
 running stack (functions that see only their zip): tests/stack/bootstrap/local/test_ministack.py."""
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,15 @@ def test_the_launchers_kinesis_expiry_keeps_ministacks_behaviour():
     now = time.time()
 
     def stream(ages: list[float]) -> dict:
-        return {"RetentionPeriodHours": 24, "shards": {
-            "shardId-000000000000": {"records": [{"ApproximateArrivalTimestamp": now - age, "n": i}
-                                                 for i, age in enumerate(ages)]},
-            "shardId-000000000001": {"records": []}}}
+        return {
+            "RetentionPeriodHours": 24,
+            "shards": {
+                "shardId-000000000000": {
+                    "records": [{"ApproximateArrivalTimestamp": now - age, "n": i} for i, age in enumerate(ages)]
+                },
+                "shardId-000000000001": {"records": []},
+            },
+        }
 
     day = 24 * 3600
     for ages in ([], [10, 5, 1], [day + 60, day + 1, 100, 1], [day + 5, day + 2], [day + 3, 10]):
@@ -73,8 +79,15 @@ class _RecordingFunction:
         time.sleep(self.seconds)
         first = event["Records"][0]["eventID"]
         with self.lock:
-            self.calls.append((first.split(":")[0], [r["kinesis"]["sequenceNumber"] for r in event["Records"]],
-                               started, time.monotonic(), event))
+            self.calls.append(
+                (
+                    first.split(":")[0],
+                    [r["kinesis"]["sequenceNumber"] for r in event["Records"]],
+                    started,
+                    time.monotonic(),
+                    event,
+                )
+            )
             if first in self.fail_once:
                 self.fail_once.discard(first)
                 return {"error": True, "body": {"errorType": "Boom", "errorMessage": "injected"}}
@@ -86,12 +99,32 @@ def _fake_mapping(monkeypatch, records_per_shard: int, batch_size: int, function
     from ministack.services import kinesis, lambda_svc
 
     arn = "arn:aws:kinesis:us-east-1:000000000000:stream/poller-test"
-    stream = {"StreamARN": arn, "StreamStatus": "ACTIVE", "shards": {
-        f"shardId-00000000000{s}": {"records": [
-            {"Data": f"{s}-{n}".encode(), "PartitionKey": f"p{s}", "SequenceNumber": f"{s}{n:04d}",
-             "ApproximateArrivalTimestamp": 1.0} for n in range(records_per_shard)]} for s in (0, 1)}}
-    esm = {"UUID": "esm-poller-test", "EventSourceArn": arn, "FunctionName": "f", "BatchSize": batch_size,
-           "StartingPosition": "TRIM_HORIZON", "Enabled": True}
+    stream = {
+        "StreamARN": arn,
+        "StreamStatus": "ACTIVE",
+        "shards": {
+            f"shardId-00000000000{s}": {
+                "records": [
+                    {
+                        "Data": f"{s}-{n}".encode(),
+                        "PartitionKey": f"p{s}",
+                        "SequenceNumber": f"{s}{n:04d}",
+                        "ApproximateArrivalTimestamp": 1.0,
+                    }
+                    for n in range(records_per_shard)
+                ]
+            }
+            for s in (0, 1)
+        },
+    }
+    esm = {
+        "UUID": "esm-poller-test",
+        "EventSourceArn": arn,
+        "FunctionName": "f",
+        "BatchSize": batch_size,
+        "StartingPosition": "TRIM_HORIZON",
+        "Enabled": True,
+    }
     monkeypatch.setattr(lambda_svc, "_iter_all_esms", lambda: iter([("000000000000", "us-east-1", esm)]))
     monkeypatch.setattr(lambda_svc, "_get_func_record_for_qualifier", lambda name, qualifier: ({"name": name}, {}))
     monkeypatch.setattr(kinesis, "_streams", type("Streams", (), {"get_scoped": lambda self, a, r, n: stream})())
@@ -124,8 +157,8 @@ def test_the_launchers_kinesis_poller_runs_shards_side_by_side_in_order(monkeypa
 
     ours = _RecordingFunction(seconds=0.3, fail_once=("shardId-000000000001:10003",))
     _fake_mapping(monkeypatch, records_per_shard=7, batch_size=3, function=ours)
-    assert svc_patch.poll_kinesis_shards_concurrently() is True           # both shards dispatched at once
-    assert svc_patch.poll_kinesis_shards_concurrently() is False          # each shard has its batch in flight
+    assert svc_patch.poll_kinesis_shards_concurrently() is True  # both shards dispatched at once
+    assert svc_patch.poll_kinesis_shards_concurrently() is False  # each shard has its batch in flight
     _drain(svc_patch.poll_kinesis_shards_concurrently, ours, expected_calls=7)
 
     for shard in ("shardId-000000000000", "shardId-000000000001"):
@@ -165,30 +198,50 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
     table = "launcher-batch-write-test"
 
     def line(invoice: str, line_id: str, **extra) -> dict:
-        return {"PutRequest": {"Item": {"InvoiceNo": {"S": invoice}, "LineId": {"S": line_id},
-                                        "Quantity": {"N": "06"}, "UnitPrice": {"N": "2.550"}, **extra}}}
+        return {
+            "PutRequest": {
+                "Item": {
+                    "InvoiceNo": {"S": invoice},
+                    "LineId": {"S": line_id},
+                    "Quantity": {"N": "06"},
+                    "UnitPrice": {"N": "2.550"},
+                    **extra,
+                }
+            }
+        }
 
     requests = [
         [line("536365", "a"), line("536365", "b", Description={"S": "WHITE HANGING HEART"})],
-        [line("536365", "a", Quantity={"N": "-12"})],                                   # overwrite
-        [line("536366", "c"), line("536366", "d", Quantity={"N": "1e999"})],            # bad number
-        [line("536367", "e"), line("", "f")],                                           # empty key
-        [line("536368", "g"), line("536368", "g")],                                     # duplicate keys
-        [line("536369", "h"), line("536369", "i", Description={"S": "x" * 410_000})],   # over 400 KB
-        [line("536370", "j" * 1025)],                                                   # sort key too long
+        [line("536365", "a", Quantity={"N": "-12"})],  # overwrite
+        [line("536366", "c"), line("536366", "d", Quantity={"N": "1e999"})],  # bad number
+        [line("536367", "e"), line("", "f")],  # empty key
+        [line("536368", "g"), line("536368", "g")],  # duplicate keys
+        [line("536369", "h"), line("536369", "i", Description={"S": "x" * 410_000})],  # over 400 KB
+        [line("536370", "j" * 1025)],  # sort key too long
         [line("536371", "k"), {"DeleteRequest": {"Key": {"InvoiceNo": {"S": "536365"}, "LineId": {"S": "b"}}}}],
         [line("536373", "m", Description={"S": ""}, Gift={"BOOL": True}), line("536373", "n", Quantity={"N": "+7"})],
     ]
     calls = [{"RequestItems": {table: batch}} for batch in requests]
-    calls += [{"RequestItems": {table: [line("536372", "l")]}, "ReturnConsumedCapacity": mode}
-              for mode in ("TOTAL", "INDEXES")]
+    calls += [
+        {"RequestItems": {table: [line("536372", "l")]}, "ReturnConsumedCapacity": mode}
+        for mode in ("TOTAL", "INDEXES")
+    ]
 
     def run() -> tuple[list, dict]:
-        dynamodb._create_table({"TableName": table, "BillingMode": "PAY_PER_REQUEST",
-                                "KeySchema": [{"AttributeName": "InvoiceNo", "KeyType": "HASH"},
-                                              {"AttributeName": "LineId", "KeyType": "RANGE"}],
-                                "AttributeDefinitions": [{"AttributeName": "InvoiceNo", "AttributeType": "S"},
-                                                         {"AttributeName": "LineId", "AttributeType": "S"}]})
+        dynamodb._create_table(
+            {
+                "TableName": table,
+                "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [
+                    {"AttributeName": "InvoiceNo", "KeyType": "HASH"},
+                    {"AttributeName": "LineId", "KeyType": "RANGE"},
+                ],
+                "AttributeDefinitions": [
+                    {"AttributeName": "InvoiceNo", "AttributeType": "S"},
+                    {"AttributeName": "LineId", "AttributeType": "S"},
+                ],
+            }
+        )
         try:
             responses = []
             for call in calls:
@@ -202,15 +255,23 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
         finally:
             dynamodb._delete_table({"TableName": table})
 
-    validations: list[list[int]] = []   # per call, the id of each item validated
-    resolutions: list[list[int]] = []   # per call, the id of each item whose key MiniStack resolved
+    validations: list[list[int]] = []  # per call, the id of each item validated
+    resolutions: list[list[int]] = []  # per call, the id of each item whose key MiniStack resolved
     theirs = run()
     original_validate = dynamodb._validate_item
-    monkeypatch.setattr(dynamodb, "_validate_item",
-                        lambda item, *a, **k: validations[-1].append(id(item)) or original_validate(item, *a, **k))
+    monkeypatch.setattr(
+        dynamodb,
+        "_validate_item",
+        lambda item, *a, **k: validations[-1].append(id(item)) or original_validate(item, *a, **k),
+    )
     original_resolve = dynamodb._resolve_table_key_values
-    monkeypatch.setattr(dynamodb, "_resolve_table_key_values", lambda table, attrs, allow_extra: (
-        allow_extra and resolutions[-1].append(id(attrs))) or original_resolve(table, attrs, allow_extra))
+    monkeypatch.setattr(
+        dynamodb,
+        "_resolve_table_key_values",
+        lambda table, attrs, allow_extra: (
+            (allow_extra and resolutions[-1].append(id(attrs))) or original_resolve(table, attrs, allow_extra)
+        ),
+    )
     for name in ("_batch_write_item", "_accumulate_write_capacity", "_values_error_response"):
         monkeypatch.setattr(dynamodb, name, getattr(dynamodb, name))  # undone after the test
     dynamodb_patch.batch_write_item_doing_each_check_once(dynamodb)
@@ -238,12 +299,19 @@ def test_the_launchers_index_key_checks_answer_as_ministacks(monkeypatch):
     gets MiniStack's own check: the same answers for good, wrong-typed, empty and odd items."""
     from ministack.services import dynamodb
 
-    definitions = [{"AttributeName": "CustomerID", "AttributeType": "N"},
-                   {"AttributeName": "InvoiceNo", "AttributeType": "S"},
-                   {"AttributeName": "InvoiceDate", "AttributeType": "S"}]
-    index = {"IndexName": "ByDate", "Projection": {"ProjectionType": "ALL"},
-             "KeySchema": [{"AttributeName": "CustomerID", "KeyType": "HASH"},
-                           {"AttributeName": "InvoiceDate", "KeyType": "RANGE"}]}
+    definitions = [
+        {"AttributeName": "CustomerID", "AttributeType": "N"},
+        {"AttributeName": "InvoiceNo", "AttributeType": "S"},
+        {"AttributeName": "InvoiceDate", "AttributeType": "S"},
+    ]
+    index = {
+        "IndexName": "ByDate",
+        "Projection": {"ProjectionType": "ALL"},
+        "KeySchema": [
+            {"AttributeName": "CustomerID", "KeyType": "HASH"},
+            {"AttributeName": "InvoiceDate", "KeyType": "RANGE"},
+        ],
+    }
     tables = [
         {"AttributeDefinitions": definitions},
         {"AttributeDefinitions": definitions, "GlobalSecondaryIndexes": []},
@@ -272,7 +340,7 @@ def test_the_launchers_index_key_checks_answer_as_ministacks(monkeypatch):
             for update in (False, True):
                 answers.append(ours(table, item, update_expr=update))
                 assert answers[-1] == theirs(table, item, update_expr=update), (table, item, update)
-    assert sum(answer is not None for answer in answers) >= 6   # the indexed tables refused the bad items
+    assert sum(answer is not None for answer in answers) >= 6  # the indexed tables refused the bad items
 
 
 def test_the_launchers_remembered_number_checks_answer_as_ministacks(monkeypatch):
@@ -280,9 +348,38 @@ def test_the_launchers_remembered_number_checks_answer_as_ministacks(monkeypatch
     for valid, refused and odd inputs, the second time from memory."""
     from ministack.services import dynamodb
 
-    texts = ["6", "06", "-12", "2.55", "2.550", "0.00001", "1e-05", "1E+3", "+7", "-0", "0.0", "1e125", "1e126",
-             "9.9999E+125", "1e-130", "1e-131", "1" * 38, "1" * 39, "12345678901234567890123456789012345678.5",
-             "", " 5", "5 ", "1_000", "abc", "NaN", "Infinity", "--1", ".5", "5.", "1e99999999999999999999"]
+    texts = [
+        "6",
+        "06",
+        "-12",
+        "2.55",
+        "2.550",
+        "0.00001",
+        "1e-05",
+        "1E+3",
+        "+7",
+        "-0",
+        "0.0",
+        "1e125",
+        "1e126",
+        "9.9999E+125",
+        "1e-130",
+        "1e-131",
+        "1" * 38,
+        "1" * 39,
+        "12345678901234567890123456789012345678.5",
+        "",
+        " 5",
+        "5 ",
+        "1_000",
+        "abc",
+        "NaN",
+        "Infinity",
+        "--1",
+        ".5",
+        "5.",
+        "1e99999999999999999999",
+    ]
     odd = [None, 5, 2.5, ["1"]]
     originals = {name: getattr(dynamodb, name) for name in dynamodb_patch.NUMBER_CHECKS}
     for name in dynamodb_patch.NUMBER_CHECKS:
@@ -300,7 +397,7 @@ def test_the_launchers_remembered_number_checks_answer_as_ministacks(monkeypatch
         assert remembered is not original
         for value in texts + texts + odd:
             assert answer(remembered, value) == answer(original, value), (name, value)
-        info = remembered.cache_info()   # each text worked out once (the canonical form asks for the error too)
+        info = remembered.cache_info()  # each text worked out once (the canonical form asks for the error too)
         assert info.misses == len(texts) and info.hits >= len(texts), (name, info)
 
 
@@ -314,7 +411,7 @@ def test_the_launchers_kinesis_shortcuts_answer_as_ministack():
 
     from ministack.services import kinesis
 
-    top = 2 ** 128 - 1
+    top = 2**128 - 1
     for count in (1, 2, 3, 4):
         step = (top + 1) // count
         stream = {
@@ -327,8 +424,9 @@ def test_the_launchers_kinesis_shortcuts_answer_as_ministack():
             }
         }
         keys = [0, top, step - 1, step, step + 1] + [random.randrange(top + 1) for _ in range(500)]
-        assert [kinesis_patch.route_to_shard(k, stream) for k in keys] == \
-            [kinesis._route_to_shard(k, stream) for k in keys]
+        assert [kinesis_patch.route_to_shard(k, stream) for k in keys] == [
+            kinesis._route_to_shard(k, stream) for k in keys
+        ]
     remembered = _patching.memoized_for_text(kinesis._partition_key_to_hash)
     for key in ["536365", "C536379", "", "CAFÉ ☕", "536365"]:
         assert remembered(key) == kinesis._partition_key_to_hash(key)
@@ -341,7 +439,7 @@ def test_the_launchers_kinesis_shortcuts_answer_as_ministack():
             return False
 
     texts = [base64.b64encode(os.urandom(n)).decode() for n in range(40)]
-    texts += ["", "abc", "A===", "AA=A", "====", "AB==", "AAA=", "AAAA\n", "AA AA", "AA-_", "QUJD\u00e9", "{\"a\":1}"]
+    texts += ["", "abc", "A===", "AA=A", "====", "AB==", "AAA=", "AAAA\n", "AA AA", "AA-_", "QUJD\u00e9", '{"a":1}']
     for text in texts:
         record = {"Data": text, "PartitionKey": "536365", "SequenceNumber": "1", "ApproximateArrivalTimestamp": 1.0}
         event = svc_patch.kinesis_event_record(record, "shardId-000000000000", "arn", "000000000000", "us-east-1")
@@ -363,36 +461,65 @@ def test_the_launchers_put_records_answers_and_stores_as_ministack(monkeypatch):
     from handlers.ingestion import wire_record
 
     real = [wire_record(e) for e in canonical_events(PROJECT_ROOT / "data" / "sample-data.csv", 120)]
-    odd = [{"Data": d, "PartitionKey": "536365"} for d in
-           ["abc", "AA AA", "QUJD\u00e9", "", None, "A===", "AB==", "AAA=", "AAAA\n", "AA-_", "Zm9v\n", "=AAA"]]
+    odd = [
+        {"Data": d, "PartitionKey": "536365"}
+        for d in ["abc", "AA AA", "QUJD\u00e9", "", None, "A===", "AB==", "AAA=", "AAAA\n", "AA-_", "Zm9v\n", "=AAA"]
+    ]
     megabyte = base64.b64encode(b"x" * 1_048_576).decode()
-    batches = [real[:100], real, odd, real[:3] + odd + real[3:6],
-               [{"Data": "AAAA", "PartitionKey": "k", "ExplicitHashKey": str(2 ** 127 + 5)}],
-               [{"Data": "AAAA", "PartitionKey": "p" * 257}], [{"Data": "AAAA", "PartitionKey": "k"}] * 501,
-               [{"Data": megabyte, "PartitionKey": "k"}], [{"Data": base64.b64encode(b"x" * 1_048_577).decode(),
-                                                            "PartitionKey": "k"}],
-               [{"Data": megabyte, "PartitionKey": "k"}] * 5, [{"Data": megabyte, "PartitionKey": "k"}] * 6, []]
+    batches = [
+        real[:100],
+        real,
+        odd,
+        real[:3] + odd + real[3:6],
+        [{"Data": "AAAA", "PartitionKey": "k", "ExplicitHashKey": str(2**127 + 5)}],
+        [{"Data": "AAAA", "PartitionKey": "p" * 257}],
+        [{"Data": "AAAA", "PartitionKey": "k"}] * 501,
+        [{"Data": megabyte, "PartitionKey": "k"}],
+        [{"Data": base64.b64encode(b"x" * 1_048_577).decode(), "PartitionKey": "k"}],
+        [{"Data": megabyte, "PartitionKey": "k"}] * 5,
+        [{"Data": megabyte, "PartitionKey": "k"}] * 6,
+        [],
+    ]
+
     # The 5 MB total to the byte, with no, one and two "=" of padding (sizes 0, 2 and 1 modulo 3).
     def sized(n: int, key: str = "k") -> dict:
         return {"Data": base64.b64encode(b"y" * n).decode(), "PartitionKey": key}
-    batches += [[sized(1_048_575)] * 5, [sized(1_048_575)] * 4 + [sized(1_048_575, "kk")],
-                [sized(1_048_575)] * 4 + [sized(1_048_574, "kk")], [sized(1_048_575)] * 4 + [sized(1_048_574, "kkk")],
-                [sized(1_048_575)] * 4 + [sized(1_048_573, "kkk")], [sized(1_048_575)] * 4 + [sized(1_048_573, "kkkk")]]
-    top = 2 ** 128 - 1
+
+    batches += [
+        [sized(1_048_575)] * 5,
+        [sized(1_048_575)] * 4 + [sized(1_048_575, "kk")],
+        [sized(1_048_575)] * 4 + [sized(1_048_574, "kk")],
+        [sized(1_048_575)] * 4 + [sized(1_048_574, "kkk")],
+        [sized(1_048_575)] * 4 + [sized(1_048_573, "kkk")],
+        [sized(1_048_575)] * 4 + [sized(1_048_573, "kkkk")],
+    ]
+    top = 2**128 - 1
 
     def run(put_records, batch, status="ACTIVE", exists=True):
-        stream = {"StreamName": "s", "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
-                  "StreamStatus": status, "RetentionPeriodHours": 24, "shards": {
-                      f"shardId-{n:012d}": {"starting_hash_key": str(n * (top + 1) // 2),
-                                            "ending_hash_key": str(top if n else (top + 1) // 2 - 1), "records": []}
-                      for n in range(2)}}
+        stream = {
+            "StreamName": "s",
+            "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+            "StreamStatus": status,
+            "RetentionPeriodHours": 24,
+            "shards": {
+                f"shardId-{n:012d}": {
+                    "starting_hash_key": str(n * (top + 1) // 2),
+                    "ending_hash_key": str(top if n else (top + 1) // 2 - 1),
+                    "records": [],
+                }
+                for n in range(2)
+            },
+        }
         counter = itertools.count(1)
         fanned: list = []
         monkeypatch.setattr(kinesis, "_resolve_stream", lambda data: ("s", stream if exists else None))
         monkeypatch.setattr(kinesis, "_next_sequence_number", lambda: f"{next(counter):030d}")
         monkeypatch.setattr(kinesis.time, "time", lambda: 1764770000.1234)
-        monkeypatch.setattr(firehose, "ingest_from_kinesis_source",
-                            lambda arn, records: fanned.append((arn, len(records), [tuple(r) for r in records])))
+        monkeypatch.setattr(
+            firehose,
+            "ingest_from_kinesis_source",
+            lambda arn, records: fanned.append((arn, len(records), [tuple(r) for r in records])),
+        )
         try:
             answer = put_records({"StreamName": "s", "Records": [dict(r) for r in batch]})
         except Exception as exc:  # noqa: BLE001 - compared below: MiniStack's own failures
@@ -428,15 +555,30 @@ def test_the_launchers_kinesis_event_hand_off_writes_json_values():
         records = []
         for n, event in enumerate(canonical_events(PROJECT_ROOT / "data" / "sample-data.csv", 300)):
             record = wire_record(event)
-            records.append({"Data": record["Data"], "PartitionKey": partition_key or record["PartitionKey"],
-                            "SequenceNumber": f"4960{n:052d}", "ApproximateArrivalTimestamp": 1764770000.123 + n})
+            records.append(
+                {
+                    "Data": record["Data"],
+                    "PartitionKey": partition_key or record["PartitionKey"],
+                    "SequenceNumber": f"4960{n:052d}",
+                    "ApproximateArrivalTimestamp": 1764770000.123 + n,
+                }
+            )
         arn = "arn:aws:kinesis:us-east-1:000000000000:stream/ecom-events"
-        return runtime_patch.KinesisBatchEvent(Records=[
-            svc_patch.kinesis_event_record(r, "shardId-000000000000", arn, "000000000000", "us-east-1")
-            for r in records])
+        return runtime_patch.KinesisBatchEvent(
+            Records=[
+                svc_patch.kinesis_event_record(r, "shardId-000000000000", arn, "000000000000", "us-east-1")
+                for r in records
+            ]
+        )
 
-    ctx = {"request_id": "r-1", "invoked_function_arn": "arn:aws:lambda:us-east-1:000000000000:function:f",
-           "timeout_ms": 60000, "trace_id": None, "depth": 0, "durable": {}}
+    ctx = {
+        "request_id": "r-1",
+        "invoked_function_arn": "arn:aws:lambda:us-east-1:000000000000:function:f",
+        "timeout_ms": 60000,
+        "trace_id": None,
+        "depth": 0,
+        "durable": {},
+    }
     ascii_batch = batch()
     text = runtime_patch.envelope_dumps({"event": ascii_batch, "ctx": ctx})
     assert json.loads(text) == json.loads(json.dumps({"event": ascii_batch, "ctx": ctx}))
@@ -491,8 +633,9 @@ with mock.patch.object(json_codec, "loads", side_effect=AssertionError("json_cod
     except AssertionError:
         print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=config.PROJECT_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=config.PROJECT_ROOT
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
@@ -505,10 +648,17 @@ def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(
     from ministack.services import dynamodb
 
     table = "launcher-projection-test"
-    items = [{"InvoiceNo": {"S": "536365"}, "LineId": {"S": f"l{n}"}, "Quantity": {"N": str(n - 2)},
-              "Description": {"S": "WHITE HANGING HEART"} if n % 2 else {"NULL": True},
-              "Info": {"M": {"a": {"S": "x"}, "b": {"L": [{"N": "1"}, {"S": "two"}, {"M": {"c": {"N": "3"}}}]}}},
-              "Tags": {"L": [{"S": "t0"}, {"S": "t1"}]}} for n in range(6)]
+    items = [
+        {
+            "InvoiceNo": {"S": "536365"},
+            "LineId": {"S": f"l{n}"},
+            "Quantity": {"N": str(n - 2)},
+            "Description": {"S": "WHITE HANGING HEART"} if n % 2 else {"NULL": True},
+            "Info": {"M": {"a": {"S": "x"}, "b": {"L": [{"N": "1"}, {"S": "two"}, {"M": {"c": {"N": "3"}}}]}}},
+            "Tags": {"L": [{"S": "t0"}, {"S": "t1"}]},
+        }
+        for n in range(6)
+    ]
     items.append({"InvoiceNo": {"S": "C536379"}, "LineId": {"S": "only"}, "Quantity": {"N": "-1"}})
     key = {"TableName": table}
     requests = []
@@ -526,8 +676,17 @@ def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(
         ("", None),
     ]:
         extra = {"ProjectionExpression": projection, **({"ExpressionAttributeNames": names} if names else {})}
-        requests.append(("query", {**key, "KeyConditionExpression": "InvoiceNo = :n",
-                                   "ExpressionAttributeValues": {":n": {"S": "536365"}}, **extra}))
+        requests.append(
+            (
+                "query",
+                {
+                    **key,
+                    "KeyConditionExpression": "InvoiceNo = :n",
+                    "ExpressionAttributeValues": {":n": {"S": "536365"}},
+                    **extra,
+                },
+            )
+        )
         requests.append(("scan", {**key, **extra}))
         requests.append(("get", {**key, "Key": {"InvoiceNo": {"S": "536365"}, "LineId": {"S": "l1"}}, **extra}))
     for condition, values in [
@@ -539,8 +698,14 @@ def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(
         ("InvoiceNo = :missing", {":n": {"S": "536365"}}),
     ]:
         requests.append(("query", {**key, "KeyConditionExpression": condition, "ExpressionAttributeValues": values}))
-    for condition in ["Quantity > :z", "Quantity > :z AND attribute_exists(Description)", "size(Tags) = :two",
-                      "Quantity >", "(Quantity > :z) OR NOT contains(Description, :w)", "Name = :z"]:
+    for condition in [
+        "Quantity > :z",
+        "Quantity > :z AND attribute_exists(Description)",
+        "size(Tags) = :two",
+        "Quantity >",
+        "(Quantity > :z) OR NOT contains(Description, :w)",
+        "Name = :z",
+    ]:
         requests.append(
             (
                 "scan",
@@ -551,15 +716,27 @@ def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(
                 },
             )
         )
-    handlers = {"query": lambda r: dynamodb._query(r), "scan": lambda r: dynamodb._scan(r),
-                "get": lambda r: dynamodb._get_item(r)}
+    handlers = {
+        "query": lambda r: dynamodb._query(r),
+        "scan": lambda r: dynamodb._scan(r),
+        "get": lambda r: dynamodb._get_item(r),
+    }
 
     def run() -> list:
-        dynamodb._create_table({"TableName": table, "BillingMode": "PAY_PER_REQUEST",
-                                "KeySchema": [{"AttributeName": "InvoiceNo", "KeyType": "HASH"},
-                                              {"AttributeName": "LineId", "KeyType": "RANGE"}],
-                                "AttributeDefinitions": [{"AttributeName": "InvoiceNo", "AttributeType": "S"},
-                                                         {"AttributeName": "LineId", "AttributeType": "S"}]})
+        dynamodb._create_table(
+            {
+                "TableName": table,
+                "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [
+                    {"AttributeName": "InvoiceNo", "KeyType": "HASH"},
+                    {"AttributeName": "LineId", "KeyType": "RANGE"},
+                ],
+                "AttributeDefinitions": [
+                    {"AttributeName": "InvoiceNo", "AttributeType": "S"},
+                    {"AttributeName": "LineId", "AttributeType": "S"},
+                ],
+            }
+        )
         try:
             dynamodb._batch_write_item({"RequestItems": {table: [{"PutRequest": {"Item": i}} for i in items]}})
             answers = []
@@ -586,6 +763,7 @@ def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(
 
 
 # ---------------------------------------------------------------- refusing another MiniStack
+
 
 def test_the_pinned_release_is_pyprojects():
     with open(os.path.join(config.PROJECT_ROOT, "pyproject.toml"), encoding="utf-8") as handle:
@@ -637,13 +815,15 @@ def test_a_patch_module_refuses_another_release(monkeypatch):
     import importlib.metadata
 
     real_version = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version",
-                        lambda name: "1.6.0" if name == "ministack" else real_version(name))
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "1.6.0" if name == "ministack" else real_version(name)
+    )
     from ministack.services import kinesis
 
     expire_before = kinesis._expire_records
-    with pytest.raises(_patching.PatchTargetMissing,
-                       match=r"MiniStack 1\.6\.0 is installed; these patches are for 1\.5\.33"):
+    with pytest.raises(
+        _patching.PatchTargetMissing, match=r"MiniStack 1\.6\.0 is installed; these patches are for 1\.5\.33"
+    ):
         kinesis_patch.apply()
     assert kinesis._expire_records is expire_before
 
@@ -670,18 +850,32 @@ finally:
 """
 
 
-@pytest.mark.parametrize("stand_in, named", [
-    ("from ministack.services import lambda_svc\ndel lambda_svc._execute_function_warm",
-     "ministack.services.lambda_svc._execute_function_warm (missing)"),
-    ("from ministack.core import lambda_runtime\ndel lambda_runtime.Worker._spawn",
-     "ministack.core.lambda_runtime.Worker._spawn (missing)"),
-    ("real = importlib.metadata.version\n"
-     "importlib.metadata.version = lambda n: '1.5.34' if n == 'ministack' else real(n)",
-     "MiniStack 1.5.34 is installed; these patches are for 1.5.33"),
-])
+@pytest.mark.parametrize(
+    "stand_in, named",
+    [
+        (
+            "from ministack.services import lambda_svc\ndel lambda_svc._execute_function_warm",
+            "ministack.services.lambda_svc._execute_function_warm (missing)",
+        ),
+        (
+            "from ministack.core import lambda_runtime\ndel lambda_runtime.Worker._spawn",
+            "ministack.core.lambda_runtime.Worker._spawn (missing)",
+        ),
+        (
+            "real = importlib.metadata.version\n"
+            "importlib.metadata.version = lambda n: '1.5.34' if n == 'ministack' else real(n)",
+            "MiniStack 1.5.34 is installed; these patches are for 1.5.33",
+        ),
+    ],
+)
 def test_the_launcher_refuses_to_start_against_another_ministack(stand_in, named):
-    done = subprocess.run([sys.executable, "-c", _LAUNCHER_AGAINST.replace("STAND_IN", stand_in)],
-                          capture_output=True, text=True, timeout=60, cwd=config.PROJECT_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER_AGAINST.replace("STAND_IN", stand_in)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=config.PROJECT_ROOT,
+    )
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "not starting MiniStack" in done.stderr and named in done.stderr, done.stderr
     assert "changed: [] gc callbacks changed: False" in done.stdout, done.stdout  # nothing patched, no server
@@ -712,12 +906,14 @@ print(changed == declared or (changed, declared))
 """
     # As the embedded stack starts it: with saved state (durability.py patches nothing without).
     env = {**os.environ, "PERSIST_STATE": "1", "STATE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=config.PROJECT_ROOT, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=config.PROJECT_ROOT, env=env
+    )
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", (done.stdout, done.stderr)
 
 
 # ---------------------------------------------------------------- functions see only their zip
+
 
 def test_the_runtime_directory_holds_exactly_the_runtime_libraries(tmp_path):
     """build_isolated_python: boto3 and its dependencies (closed under their requirements), and an
@@ -733,8 +929,10 @@ def test_the_runtime_directory_holds_exactly_the_runtime_libraries(tmp_path):
     isolated = runtime_patch.build_isolated_python(str(tmp_path))
     entries = sorted(os.listdir(isolated.runtime_dir))
     assert {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3"} <= set(entries)
-    assert all(e.endswith(".dist-info") for e in set(entries) - {"boto3", "botocore", "s3transfer", "jmespath",
-                                                                   "dateutil", "six.py", "urllib3"}), entries
+    assert all(
+        e.endswith(".dist-info")
+        for e in set(entries) - {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3"}
+    ), entries
     probe = f"""
 import importlib, sys
 sys.path.insert(0, {str(isolated.runtime_dir)!r})
@@ -747,7 +945,13 @@ for name in ("psycopg2", "typer", "pandas", "orjson", "ministack", "ecom_core", 
         missing.append(name)
 print(len(missing), [p for p in sys.path if "site-packages" in p], importlib.metadata.version("boto3"))
 """
-    done = subprocess.run([isolated.interpreter, "-c", probe], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": config.PROJECT_ROOT})
+    done = subprocess.run(
+        [isolated.interpreter, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": config.PROJECT_ROOT},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["8", "[]", importlib.metadata.version("boto3")]
