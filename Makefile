@@ -44,13 +44,14 @@ demo: install
 	$(ECOM) status
 	@echo "The stack is still up. Try: $(ECOM) endpoints | $(ECOM) status | make down (to stop it)"
 
-# The import contracts (pyproject.toml [tool.importlinter]), ruff and mypy, then the whole suite.
+# The import contracts (pyproject.toml [tool.importlinter]), ruff (lint and format) and mypy, then the whole suite.
 test: lint
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check $(PACKAGES) tests
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # The fast tests alone: tests/unit, no stack (about a minute on 2 cores). `unit` is the same target.
