@@ -49,21 +49,28 @@ def test_the_embedded_emulator_answers_over_uvicorn_as_over_ministacks_server(st
     connection.close()
 
 
+def _test_role(cfg) -> str:
+    """Under AUTH=true (bootstrap/stack.py) a function's role must exist, as on AWS: one that may do
+    nothing, made once per stack."""
+    from ecom_core import aws
+
+    iam = aws.client("iam", cfg)
+    try:
+        return iam.get_role(RoleName="isolation-test-role")["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        from bootstrap.policies import LAMBDA_TRUST_POLICY
+
+        return iam.create_role(
+            RoleName="isolation-test-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY)
+        )["Role"]["Arn"]
+
+
 def _invoke_new_function(cfg, name: str, files: dict[str, str], handler: str = "fn.handler") -> tuple:
     """Create `name` from `files`, invoke it once, delete it: (FunctionError or None, payload)."""
     from ecom_core import aws
 
     lam = aws.client("lambda", cfg)
-    # Under AUTH=true (bootstrap/stack.py) the role must exist, as on AWS: a role that may do nothing.
-    iam = aws.client("iam", cfg)
-    try:
-        role = iam.get_role(RoleName="isolation-test-role")["Role"]["Arn"]
-    except iam.exceptions.NoSuchEntityException:
-        from bootstrap.policies import LAMBDA_TRUST_POLICY
-
-        role = iam.create_role(
-            RoleName="isolation-test-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY)
-        )["Role"]["Arn"]
+    role = _test_role(cfg)
     lam.create_function(
         FunctionName=name,
         Runtime="python3.12",
@@ -135,15 +142,7 @@ def test_a_function_that_raised_keeps_its_worker_as_on_aws(stack_env):
         "    CALLS.append(1)\n    if event.get('fail'):\n        raise ValueError('refused')\n"
         "    return {'pid': STARTED, 'calls': len(CALLS)}\n"
     )
-    iam = aws.client("iam", cfg)
-    try:
-        role = iam.get_role(RoleName="isolation-test-role")["Role"]["Arn"]
-    except iam.exceptions.NoSuchEntityException:
-        from bootstrap.policies import LAMBDA_TRUST_POLICY
-
-        role = iam.create_role(
-            RoleName="isolation-test-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY)
-        )["Role"]["Arn"]
+    role = _test_role(cfg)
     lam.create_function(
         FunctionName="keeps-worker",
         Runtime="python3.12",
