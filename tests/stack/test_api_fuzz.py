@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ecom_core import config
 from handlers.auth import mint
 from tests.support.helpers import counts
+from tests.support.hostile import GOOD
 from warehouse.status import wait_for_drain
 
 pytestmark = pytest.mark.stack
@@ -42,16 +43,6 @@ json_values = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
     max_leaves=12,
 )
-GOOD = {
-    "InvoiceNo": "536365",
-    "StockCode": "85123A",
-    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-    "Quantity": 6,
-    "InvoiceDate": "12/1/2010 8:26",
-    "UnitPrice": 2.55,
-    "CustomerID": 17850.0,
-    "Country": "United Kingdom",
-}
 # Event-shaped objects with some fields replaced or dropped: close enough to pass some checks.
 event_like = st.builds(
     lambda replaced, dropped: {k: v for k, v in {**GOOD, **replaced}.items() if k not in dropped},

@@ -13,9 +13,10 @@ from itertools import islice
 import pytest
 import requests
 
-from ecom_core import aws, config
+from ecom_core import config
 from handlers.auth import mint
 from handlers.stream_trigger import FOREIGN_LINE
+from replay import deadletters
 from replay.client import Sender
 from replay.source import read_rows
 from warehouse.status import wait_for_drain
@@ -31,17 +32,6 @@ def _post(stack_env, events: list[dict]) -> dict[str, str]:
 
 def _get(stack_env, path: str, customer: int) -> requests.Response:
     return requests.get(stack_env["api_url"] + path, headers={"Authorization": f"Bearer {mint(customer)}"}, timeout=60)
-
-
-def _dead_letters(cfg) -> list[dict]:
-    s3 = aws.client("s3", cfg)
-    r = config.resources()
-    keys = [
-        o["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=r.dead_letter_bucket)
-        for o in page.get("Contents", [])
-    ]
-    return [json.loads(s3.get_object(Bucket=r.dead_letter_bucket, Key=key)["Body"].read()) for key in keys]
 
 
 def test_a_later_line_naming_another_customer_cannot_take_the_invoice(stack_env, clean_stores):
@@ -73,9 +63,9 @@ def test_a_later_line_naming_another_customer_cannot_take_the_invoice(stack_env,
     assert [(i["invoiceNo"], i["lineCount"]) for i in listing["invoices"]] == [(invoice, len(own))]
     assert _get(stack_env, f"/customers/{intruder}/invoices", intruder).json()["invoices"] == []
     # Both foreign lines quarantined with the reason, findable and counted.
-    foreign = [d for d in _dead_letters(cfg) if d["kind"] == FOREIGN_LINE]
-    assert sorted(json.loads(d["data"])["Quantity"] for d in foreign) == [998, 999]
-    assert all(f"invoice {invoice} belongs to another customer" in d["reason"] for d in foreign)
+    foreign = [letter for letter in deadletters.letters(cfg) if letter.kind == FOREIGN_LINE]
+    assert sorted(json.loads(letter.data)["Quantity"] for letter in foreign) == [998, 999]
+    assert all(f"invoice {invoice} belongs to another customer" in letter.reason for letter in foreign)
 
 
 def test_a_foreign_readers_404_costs_what_a_missing_invoices_does(stack_env, clean_stores):

@@ -11,19 +11,10 @@ from bootstrap.spec import platform
 from ecom_core import aws, config
 from ecom_core.config import PROJECT_ROOT as ROOT
 from handlers.auth import mint
+from tests.support.hostile import GOOD
 
 pytestmark = pytest.mark.stack
 DOC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
-GOOD = {
-    "InvoiceNo": "536365",
-    "StockCode": "85123A",
-    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-    "Quantity": 6,
-    "InvoiceDate": "12/1/2010 8:26",
-    "UnitPrice": 2.55,
-    "CustomerID": 17850.0,
-    "Country": "United Kingdom",
-}
 
 
 def _validator(schema: dict) -> Draft202012Validator:

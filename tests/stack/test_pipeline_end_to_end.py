@@ -15,6 +15,7 @@ from ecom_core import config
 from ecom_core.config import SAMPLE_FILE
 from etl.run import run_once
 from tests.support.helpers import counts, dynamo_items, read_csv, replay_file, warehouse_rows
+from tests.support.hostile import GOOD
 
 pytestmark = pytest.mark.stack
 
@@ -149,18 +150,6 @@ def _post(stack_env, body, *, key=True, raw=None, headers=None):
         h["x-api-key"] = stack_env["api_key"]
     data = raw if raw is not None else json.dumps(body)
     return requests.post(stack_env["api_url"] + "/events", data=data, headers=h, timeout=30)
-
-
-GOOD = {
-    "InvoiceNo": "536365",
-    "StockCode": "85123A",
-    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-    "Quantity": 6,
-    "InvoiceDate": "12/1/2010 8:26",
-    "UnitPrice": 2.55,
-    "CustomerID": 17850.0,
-    "Country": "United Kingdom",
-}
 
 
 def test_bad_requests_get_clear_4xx_and_write_nothing(stack_env, clean_stores):

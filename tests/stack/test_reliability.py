@@ -23,7 +23,7 @@ from ecom_core import aws, config
 from ecom_core.faults import FaultInjected
 from etl.run import run_once
 from etl.transform import TRANSFORM_THREADS
-from tests.support.helpers import InFaultWindow, counts, replay_file
+from tests.support.helpers import InFaultWindow, assert_exact, counts, replay_file
 from warehouse.reconcile import open_ledger, read_ledgers, reconcile
 from warehouse.status import wait_for_drain
 
@@ -65,17 +65,6 @@ def injected_faults(stack_env, point: str) -> int:
     """How often the emulator saw kinesis-trigger fail at `point` (its log names each failed batch)."""
     log = stack_env["data_dir"] / "logs" / "ministack.log"
     return log.read_text(errors="replace").count(f"errorMessage=injected fault at {point}")
-
-
-def assert_exact(stack_env, accepted: int):
-    result = reconcile(stack_env["cfg"])
-    summary = result.as_dict(limit=5)
-    assert result.exact, summary
-    assert len(result.accepted) == accepted
-    for stage in ("dynamodb", "warehouse"):
-        assert summary["stages"][stage]["distinct_events"] == accepted
-        assert summary["stages"][stage]["rows"] == accepted, stage  # one row each, none twice
-    return summary
 
 
 @pytest.mark.parametrize("point", ["trigger.before_dynamodb", "trigger.mid_dynamodb", "trigger.after_dynamodb"])

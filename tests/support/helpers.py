@@ -13,7 +13,7 @@ from ecom_core import aws, config
 from replay.client import Sender, replay
 from replay.source import read_rows
 from warehouse import db
-from warehouse.reconcile import open_ledger
+from warehouse.reconcile import open_ledger, reconcile
 from warehouse.status import store_counts, wait_for_drain
 
 
@@ -108,3 +108,15 @@ def function_zip(files: dict[str, str]) -> bytes:
         for name, text in files.items():
             archive.writestr(name, text)
     return buffer.getvalue()
+
+
+def assert_exact(stack_env: dict, accepted: int) -> dict:
+    """Reconcile exact: `accepted` events, each in every stage, one row each in DynamoDB and the warehouse."""
+    result = reconcile(stack_env["cfg"])
+    summary = result.as_dict(limit=5)
+    assert result.exact, summary
+    assert len(result.accepted) == accepted
+    for stage in ("dynamodb", "warehouse"):
+        assert summary["stages"][stage]["distinct_events"] == accepted
+        assert summary["stages"][stage]["rows"] == accepted, stage  # one row each, none twice
+    return summary

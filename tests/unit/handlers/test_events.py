@@ -5,17 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.events import InvalidEvent, normalize_batch, normalize_event
-
-ROW = {
-    "InvoiceNo": "536365",
-    "StockCode": "85123A",
-    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-    "Quantity": 6,
-    "InvoiceDate": "12/1/2010 8:26",
-    "UnitPrice": 2.55,
-    "CustomerID": 17850.0,
-    "Country": "United Kingdom",
-}
+from tests.support.hostile import GOOD as ROW
 
 
 def errors_of(raw, **kwargs):
