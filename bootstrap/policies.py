@@ -154,7 +154,7 @@ def lambda_policy(p: Platform, account: str, region: str, function: Function | N
         },
         # The stream trigger checks the stored customer entries of the invoices its batch holds
         # whole (handlers/stream_trigger.customer_entries) and the owners of its invoices
-        # (handlers/stream_trigger.invoice_owners), one BatchGetItem per 100.
+        # (handlers/stream_trigger.stored_owners), one BatchGetItem per 100.
         {
             "Sid": "ReadCustomerEntries",
             "Effect": "Allow",

@@ -31,6 +31,9 @@ _KAGGLE_DATE_ASCII = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4}) ([0-9]{1,
 _EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 # What the read API's route accepts, so every stored invoice can be looked up again.
 INVOICE_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+# The owner recorded for an invoice whose first line named no customer (table invoice-owner): the
+# stream trigger writes it, the read API reads it.
+GUEST = "guest"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecom_core import aws, config
 from handlers.auth import CUSTOMER_ID, OPERATOR, AuthError, Principal, authenticate, b64url_decode, b64url_encode
-from handlers.events import INVOICE_NO
+from handlers.events import GUEST, INVOICE_NO
 from handlers.http import Request, parse_request, response
 
 RESOURCES = config.resources()
@@ -186,10 +186,6 @@ def invoice_owner(lines: list[dict[str, Any]]) -> int | None:
         return None
     owner = owners.pop()
     return None if owner is None else int(owner)
-
-
-# An invoice's owner as the stream trigger records it (handlers/stream_trigger.GUEST: the same word).
-GUEST = "guest"
 
 
 def recorded_owner(invoice_no: str, client: aws.Client) -> int | str | None:

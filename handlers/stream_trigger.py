@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from ecom_core import aws, config, heap, json_codec
 from ecom_core.events import OrderLine, event_json, id_digest
 from ecom_core.faults import armed, maybe_fail
-from handlers.events import InvalidEvent, exact_decimal, normalize_event
+from handlers.events import GUEST, InvalidEvent, exact_decimal, normalize_event
 
 RESOURCES = config.resources()
 BATCH_WRITE_LIMIT = 25
@@ -337,8 +337,7 @@ def stored_entries(
     }
 
 
-# An invoice's owner as stored: its customer id, or GUEST for an invoice whose first line named none.
-GUEST = "guest"
+# The dead-letter kind of a line naming someone other than its invoice's owner (keep_owned_lines).
 FOREIGN_LINE = "not the invoice's customer"
 
 

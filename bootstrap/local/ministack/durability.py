@@ -147,6 +147,10 @@ class Journal:
 JOURNAL: Journal | None = None
 
 
+def _streams_by_arn(kinesis) -> dict[str, dict]:
+    return {stream["StreamARN"]: stream for stream in kinesis._streams._data.values()}
+
+
 def recover(journal: Journal, kinesis, now: float | None = None) -> dict[str, Any]:
     """Put the journal's records back on the loaded streams' shards, in the journal's order.
 
@@ -156,7 +160,7 @@ def recover(journal: Journal, kinesis, now: float | None = None) -> dict[str, An
     holds its records: they are journaled first, so the journal has every record from then on."""
     clock = time.perf_counter()
     now = time.time() if now is None else now
-    streams = {stream["StreamARN"]: stream for stream in kinesis._streams._data.values()}
+    streams = _streams_by_arn(kinesis)
     segments = journal.segments()
     if not segments:
         journal.open_next()
@@ -344,7 +348,7 @@ def records_after_saved_positions(kinesis) -> int:
     crash, what the trigger writes again since the last checkpoint."""
     from ministack.services import lambda_svc
 
-    streams = {stream["StreamARN"]: stream for stream in kinesis._streams._data.values()}
+    streams = _streams_by_arn(kinesis)
     pending = 0
     for key, esm in list(lambda_svc._esms._data.items()):
         stream = streams.get(esm.get("EventSourceArn", ""))
