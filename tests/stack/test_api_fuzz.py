@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from ecom_core import config
 from handlers.auth import mint
+from handlers.stream_trigger import FOREIGN_LINE
+from replay import deadletters
 from tests.support.helpers import counts
 from tests.support.hostile import GOOD
 from warehouse.status import wait_for_drain
@@ -69,6 +71,7 @@ def _json_error(response: requests.Response) -> None:
 def test_random_posts_never_5xx_and_rejected_write_nothing(stack_env, clean_stores):
     url = stack_env["api_url"] + "/events"
     accepted = {"events": 0, "requests": 0, "rejected": 0}
+    accepted_ids: set[str] = set()
     high_water: dict[str, str] = {}
 
     @FUZZ
@@ -95,6 +98,7 @@ def test_random_posts_never_5xx_and_rejected_write_nothing(stack_env, clean_stor
             payload = response.json()
             accepted["events"] += payload["accepted"]
             accepted["requests"] += 1
+            accepted_ids.update(payload["event_ids"])
             for shard, seq in payload["shards"].items():
                 high_water[shard] = max(high_water.get(shard, "0"), seq, key=int)
         else:
@@ -105,9 +109,16 @@ def test_random_posts_never_5xx_and_rejected_write_nothing(stack_env, clean_stor
     if high_water:
         assert wait_for_drain(high_water, stack_env["cfg"], timeout=120)
     c = counts(stack_env["cfg"])
-    # Exactly the accepted events reached the stream and the invoice table; rejected requests nothing.
+    # Exactly the accepted events reached the stream; rejected requests nothing.
     assert c["stream_records"] - clean_stores["stream_records"] == accepted["events"]
-    assert c["invoice_lines"] == accepted["events"]
+    assert len(accepted_ids) == accepted["events"]
+    # Most bodies keep GOOD's invoice number: a line naming another customer than the invoice's first
+    # one is quarantined, not stored. Every accepted event is one or the other, nothing else failed.
+    letters = list(deadletters.letters(stack_env["cfg"]))
+    assert {letter.kind for letter in letters} <= {FOREIGN_LINE}
+    foreign_ids = {json.loads(letter.data)["event_id"] for letter in letters}
+    assert len(foreign_ids) == len(letters) and foreign_ids <= accepted_ids
+    assert c["invoice_lines"] == accepted["events"] - len(foreign_ids)
 
 
 def test_random_reads_never_5xx_and_never_leak(stack_env, clean_stores):
