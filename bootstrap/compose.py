@@ -1,5 +1,6 @@
-"""The docker-compose stack (LocalStack + Postgres 15): chosen by `ecom up --stack compose`, or by
-default when a Docker engine answers. Same endpoints as the embedded stack (4566, 5433)."""
+"""The docker-compose stack (LocalStack + Postgres 15 + the local Redshift Data API): chosen by
+`ecom up --stack compose`, or by default when a Docker engine answers. Same endpoints as the
+embedded stack (4566, 5433, 4569)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 from ecom_core import config
 
 COMPOSE_FILE = config.PROJECT_ROOT / "docker-compose.yml"
+# What `ecom up --stack compose` starts (the file's `ministack` profile is the opt-in alternative).
+SERVICES = ("localstack", "postgres", "redshift-data")
 
 
 class ComposeError(RuntimeError):
@@ -56,7 +59,9 @@ def _compose(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def up() -> None:
-    out = _compose("up", "-d", "--wait", "localstack", "postgres")
+    # --build: the Data API's image is built from this checkout (bootstrap/local/redshift_data), so
+    # a changed server is rebuilt rather than an old image reused.
+    out = _compose("up", "-d", "--build", "--wait", *SERVICES)
     if out.returncode != 0:
         raise ComposeError(f"docker compose up failed:\n{out.stdout}{out.stderr}")
 
