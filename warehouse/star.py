@@ -220,7 +220,15 @@ def write_facts(cur: Cursor) -> tuple[int, int]:
     An UPDATE of the few present events and a plain INSERT of the new ones instead of one MERGE:
     stage_facts already knows which is which, and the INSERT skips MERGE's join of every staged
     event against the fact table (the same two statements run on Redshift).
-    is_duplicate_row is left to refresh_duplicate_flags (its default covers the insert)."""
+    is_duplicate_row is left to refresh_duplicate_flags (its default covers the insert).
+
+    Then the fact table is analysed on the columns the load joins it by, in the transaction that
+    wrote the rows, so the next statements and the next group plan with its real size. On Postgres
+    (the local stack) an automatic ANALYZE that ran while a group's rows were uncommitted recorded
+    0 rows for all of the table's pages; the duplicate flags and the next group's invoice look-up
+    then nested-looped every fact row over every key (26-188 s instead of 0.1 s in load-alone runs,
+    docs/performance.md). Redshift skips the ANALYZE of a table less than 10 % of which changed
+    (analyze_threshold_percent), and recommends one after a load."""
     updates = ", ".join(f'"{c}" = s."{c}"' for c in FACT_WRITE_COLUMNS if c != "event_id")
     cur.execute(f"""
         UPDATE {FACT} SET {updates}
@@ -230,7 +238,9 @@ def write_facts(cur: Cursor) -> tuple[int, int]:
     cur.execute(f"""
         INSERT INTO {FACT} ({_q(FACT_WRITE_COLUMNS)})
         SELECT {_q(FACT_WRITE_COLUMNS)} FROM {STAGE_FACT} WHERE "is_new\"""")
-    return cur.rowcount, updated
+    inserted = cur.rowcount
+    cur.execute(f"ANALYZE {FACT} ({_q(['event_id', *ROW_GROUP_KEY])})")
+    return inserted, updated
 
 
 def refresh_duplicate_flags(cur: Cursor) -> int:
