@@ -42,6 +42,10 @@ MAX_BATCH_STATEMENTS = 40
 # trip); short, because a transaction left open by a caller that died holds its locks (the load
 # manifest's, which the next run waits for) until the session expires.
 SESSION_KEEP_ALIVE_SECONDS = 30
+# How long `run` asks the API to hold each answer until its statements end (the API's
+# WaitTimeSeconds, 1-30): a statement that ends by then needs no DescribeStatement, one round trip
+# instead of two; a longer one is then polled as before.
+WAIT_SECONDS = 20
 
 
 class DataApi:
@@ -85,48 +89,92 @@ class DataApi:
                 raise RedshiftError(f"statement {statement_id} did not finish within {self.timeout} s")
             self.sleep(min(self.poll_seconds, max(FIRST_POLL_SECONDS, (time.monotonic() - started) / 10)))
 
-    def run(self, statements: list[str], before_commit: Callable[[], None] | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        statements: list[str],
+        before_commit: Callable[[], None] | None = None,
+        *,
+        prepare: Sequence[str] = (),
+    ) -> dict[str, Any]:
         """All statements in one transaction. Raises RedshiftError. `before_commit` runs with the
         transaction's work done and not committed (a batch: before it is sent, the server runs it
-        whole) - the load's fault point."""
+        whole) - the load's fault point.
+
+        `prepare`: statements run first, in the same Data API session, as batches of up to
+        MAX_BATCH_STATEMENTS (each a transaction of its own): work on the session's temporary
+        tables that needs no lock (the load's COPYs into its staging tables). The transaction then
+        runs in that session too: one BatchExecuteStatement when it fits one, else BEGIN, each
+        statement, COMMIT."""
+        if not prepare and len(statements) <= MAX_BATCH_STATEMENTS:
+            if before_commit is not None:
+                before_commit()
+            answer = self.client.batch_execute_statement(
+                Sqls=statements, WaitTimeSeconds=WAIT_SECONDS, **self._target()
+            )
+            return self._ended(answer)
+        first = True
+        for start in range(0, len(prepare), max(MAX_BATCH_STATEMENTS, 1)):
+            self._ended(self._in_session(list(prepare[start : start + max(MAX_BATCH_STATEMENTS, 1)]), first))
+            first = False
         if len(statements) <= MAX_BATCH_STATEMENTS:
             if before_commit is not None:
                 before_commit()
-            answer = self.client.batch_execute_statement(Sqls=statements, **self._target())
-            return self._wait(answer["Id"])
-        session = self._begin()
+            return self._ended(self._in_session(statements, first))
+        session = self._begin(first)
         try:
             for sql in statements:
-                self._wait(self.client.execute_statement(Sql=sql, SessionId=session)["Id"])
+                self._ended(self._in_session([sql], False))
             if before_commit is not None:
                 before_commit()
         except BaseException:
             with contextlib.suppress(Exception):  # the session's expiry rolls it back anyway
-                self._wait(self.client.execute_statement(Sql="ROLLBACK", SessionId=session)["Id"])
+                self._ended(self._in_session(["ROLLBACK"], False))
             raise
         return self._commit(session)
 
-    def _begin(self) -> str:
-        """BEGIN in this client's session: the one its last long transaction used while it lives
-        (a session is a server connection: one per transaction would pile up to the API's limit
-        of active sessions), else a new one."""
+    def _in_session(self, sqls: list[str], first: bool) -> dict[str, Any]:
+        """`sqls` in this client's session (one statement, or a batch: a transaction of its own),
+        answered once they end or WAIT_SECONDS pass. `first` (the first call of a `run`): the session
+        its last `run` used while it lives (a session is a server connection: one per transaction
+        would pile up to the API's limit of active sessions), else a new one. Later calls need the
+        same session: its end (expiry, a lost connection) fails the transaction."""
+        if len(sqls) == 1:
+            call, kwargs = self.client.execute_statement, {"Sql": sqls[0]}
+        else:
+            call, kwargs = self.client.batch_execute_statement, {"Sqls": sqls}
         if self.session:
             try:
-                self._wait(self.client.execute_statement(Sql="BEGIN", SessionId=self.session)["Id"])
-                return self.session
+                return call(**kwargs, SessionId=self.session, WaitTimeSeconds=WAIT_SECONDS)
             except ClientError as exc:
                 if aws.error_code(exc) not in ("ValidationException", "ResourceNotFoundException"):
                     raise
+                if not first:
+                    raise RedshiftError(f"the Data API session ended: {exc}") from exc
                 self.session = None  # expired (or closed): open another
-        first = self.client.execute_statement(
-            Sql="BEGIN", SessionKeepAliveSeconds=SESSION_KEEP_ALIVE_SECONDS, **self._target()
+        answer = call(
+            **kwargs,
+            SessionKeepAliveSeconds=SESSION_KEEP_ALIVE_SECONDS,
+            WaitTimeSeconds=WAIT_SECONDS,
+            **self._target(),
         )
-        self._wait(first["Id"])
-        self.session = first["SessionId"]
+        self.session = answer["SessionId"]
+        return answer
+
+    def _ended(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The answer of a call sent with WaitTimeSeconds: FINISHED as it is, else waited for
+        (DescribeStatement: a statement still running, or the error of one that failed)."""
+        if answer.get("Status") == "FINISHED":
+            return answer
+        return self._wait(answer["Id"])
+
+    def _begin(self, first: bool = True) -> str:
+        """BEGIN in this client's session (see _in_session)."""
+        self._ended(self._in_session(["BEGIN"], first))
+        assert self.session is not None
         return self.session
 
     def _commit(self, session: str) -> dict[str, Any]:
-        return self._wait(self.client.execute_statement(Sql="COMMIT", SessionId=session)["Id"])
+        return self._ended(self.client.execute_statement(Sql="COMMIT", SessionId=session, WaitTimeSeconds=WAIT_SECONDS))
 
     def query(self, sql: str) -> list[list[Any]]:
         return [list(row) for row in self.statement(sql).rows]

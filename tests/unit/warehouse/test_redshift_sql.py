@@ -16,7 +16,7 @@ from sqlglot import exp
 
 from ecom_core.contract import WAREHOUSE_COLUMNS
 from warehouse.redshift import group_statements, star_statements
-from warehouse.redshift_data import DataApi, RedshiftError, bind, literal
+from warehouse.redshift_data import WAIT_SECONDS, DataApi, RedshiftError, bind, literal
 from warehouse.schema import schema_statements, star_upgrade_statements
 
 FILES = [("csv/shardId-000000000000/1-9.csv", "etag-1"), ("csv/shardId-000000000001/2-8.csv", "etag-2")]
@@ -191,7 +191,7 @@ class StubDataApi:
 
     def batch_execute_statement(self, **kwargs):
         self.calls.append(("batch", kwargs))
-        return {"Id": "s-1"}
+        return {"Id": "s-1", **({"SessionId": "session-1"} if "SessionKeepAliveSeconds" in kwargs else {})}
 
     def execute_statement(self, **kwargs):
         self.calls.append(("execute", kwargs))
@@ -215,7 +215,21 @@ def test_data_api_runs_a_batch_as_one_transaction_and_reads_results():
     etl = config.Etl(redshift_workgroup="wg", redshift_database="dev", redshift_cluster="")
     stub = StubDataApi([{"Status": "STARTED"}, {"Status": "FINISHED"}])
     DataApi(etl, stub, sleep=lambda s: None).run(["SELECT 1", "SELECT 2"])
-    assert stub.calls == [("batch", {"Sqls": ["SELECT 1", "SELECT 2"], "WorkgroupName": "wg", "Database": "dev"})]
+    assert stub.calls == [
+        (
+            "batch",
+            {
+                "Sqls": ["SELECT 1", "SELECT 2"],
+                "WaitTimeSeconds": WAIT_SECONDS,
+                "WorkgroupName": "wg",
+                "Database": "dev",
+            },
+        )
+    ]
+    # An answer that says FINISHED (WaitTimeSeconds) needs no DescribeStatement.
+    stub = StubDataApi([])
+    stub.batch_execute_statement = lambda **kwargs: {"Id": "s-1", "Status": "FINISHED"}
+    DataApi(etl, stub, sleep=lambda s: None).run(["SELECT 1", "SELECT 2"])
     stub = StubDataApi([{"Status": "FINISHED", "HasResultSet": True}])
     assert DataApi(etl, stub, sleep=lambda s: None).query("SELECT x") == [["a", 1], [None, True]]
     failing = StubDataApi([{"Status": "FAILED", "Error": "ERROR: Load into table 'stage_sales_line' failed"}])
@@ -242,19 +256,65 @@ def test_a_transaction_beyond_one_batch_runs_in_a_session_of_its_own():
         {
             "Sql": "BEGIN",
             "SessionKeepAliveSeconds": SESSION_KEEP_ALIVE_SECONDS,
+            "WaitTimeSeconds": WAIT_SECONDS,
             "WorkgroupName": "wg",
             "Database": "dev",
         },
     )
-    assert stub.calls[1:] == [("execute", {"Sql": sql, "SessionId": "session-1"}) for sql in [*statements, "COMMIT"]]
+    assert stub.calls[1:] == [
+        ("execute", {"Sql": sql, "SessionId": "session-1", "WaitTimeSeconds": WAIT_SECONDS})
+        for sql in [*statements, "COMMIT"]
+    ]
     failing = StubDataApi(
         [{"Status": "FINISHED"}] * 3 + [{"Status": "FAILED", "Error": "ERROR: boom"}, {"Status": "FINISHED"}]
     )
     with pytest.raises(RedshiftError, match="boom"):
         DataApi(etl, failing, sleep=lambda s: None).run(statements)
     assert [kwargs["Sql"] for _, kwargs in failing.calls] == ["BEGIN", "SELECT 0", "SELECT 1", "SELECT 2", "ROLLBACK"]
-    # A group of files is more than one batch holds: this is the path every group load takes.
-    assert len(group_statements([("k", "e", "s3://b/m")], "arn")) > MAX_BATCH_STATEMENTS
+
+
+def test_a_group_load_prepares_in_batches_then_runs_one_transaction_in_the_same_session():
+    """A group's load: the staging tables filled in batches of up to 40 statements in a Data API
+    session (temporary tables: no lock, no shared state), then the lock, the warehouse writes and
+    the manifest rows as one batch in that session. A session that ends before the transaction
+    fails the run (its staging tables went with it)."""
+    from ecom_core import config
+    from warehouse.redshift import group_load
+    from warehouse.redshift_data import MAX_BATCH_STATEMENTS, SESSION_KEEP_ALIVE_SECONDS
+
+    files = [(f"csv/{n}.csv", "e", f"s3://b/{n}.manifest") for n in range(30)]
+    prepare, transaction = group_load(files, "arn")
+    assert len(prepare) > MAX_BATCH_STATEMENTS >= len(transaction)
+    assert all(not s.startswith(("LOCK", "INSERT INTO dw.", "DELETE")) for s in prepare)
+    assert transaction[0] == "LOCK dw.load_manifest"
+    etl = config.Etl(redshift_workgroup="wg", redshift_database="dev", redshift_cluster="")
+    stub = StubDataApi([{"Status": "FINISHED"}] * 3)
+    stub.execute_statement = None  # every call a batch
+    committed = []
+    DataApi(etl, stub, sleep=lambda s: None).run(
+        transaction, before_commit=lambda: committed.append(len(stub.calls)), prepare=prepare
+    )
+    chunks = [prepare[i : i + MAX_BATCH_STATEMENTS] for i in range(0, len(prepare), MAX_BATCH_STATEMENTS)]
+    assert [kwargs["Sqls"] for _, kwargs in stub.calls] == [*chunks, transaction]
+    assert stub.calls[0][1]["SessionKeepAliveSeconds"] == SESSION_KEEP_ALIVE_SECONDS
+    assert all(kwargs.get("SessionId") == "session-1" for _, kwargs in stub.calls[1:])
+    assert committed == [len(chunks)]  # the fault point: after the COPYs, before the transaction is sent
+
+    # The session ended between the COPYs and the transaction: RedshiftError (the load retries).
+    from botocore.exceptions import ClientError
+
+    stub = StubDataApi([{"Status": "FINISHED"}] * 3)
+    sent = []
+
+    def batch(**kwargs):
+        sent.append(kwargs)
+        if len(sent) > len(chunks):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "closed"}}, "Batch")
+        return {"Id": "s-1", "SessionId": "session-1", "Status": "FINISHED"}
+
+    stub.batch_execute_statement = batch
+    with pytest.raises(RedshiftError, match="session ended"):
+        DataApi(etl, stub, sleep=lambda s: None).run(transaction, prepare=prepare)
 
 
 def test_literals_refuse_what_they_cannot_quote_safely():
