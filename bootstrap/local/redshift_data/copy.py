@@ -240,8 +240,28 @@ def _split_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def source_files(s3, cmd: CopyCommand) -> list[str]:
-    """The s3:// URLs to load, in order. Raises CopyFailed as Redshift would."""
+@dataclass(frozen=True)
+class Source:
+    url: str
+    mandatory: bool = False  # a manifest entry's "mandatory"
+    checked: bool = True  # known to exist; else the GET that loads it is the check (see source_files)
+
+
+def _mandatory_missing(url: str, cmd: CopyCommand) -> str:
+    return (
+        f"ERROR: Manifest file is invalid: mandatory file not found: {url} "
+        f"(S3ServiceException:The specified key does not exist.,Status 404) (manifest {cmd.source})"
+    )
+
+
+def source_files(s3, cmd: CopyCommand) -> list[Source]:
+    """The files to load, in order. Raises CopyFailed as Redshift would.
+
+    A manifest's entries are checked (HEAD) before anything is loaded, as Redshift checks them
+    first, except a manifest of one entry (every COPY of the load): nothing is loaded before its
+    file, so the GET that loads it is the check, with the same outcome (missing: mandatory fails
+    the COPY with Redshift's message, optional loads nothing) and a round trip fewer
+    (0.25 s of the full file's 111 COPYs)."""
     bucket, key = _split_url(cmd.source)
     if cmd.manifest:
         try:
@@ -260,22 +280,21 @@ def source_files(s3, cmd: CopyCommand) -> list[str]:
             urls = [(e["url"], bool(e.get("mandatory", False))) for e in entries]
         except (ValueError, KeyError, TypeError) as exc:
             raise CopyFailed(f"ERROR: Manifest file is not in correct json format (manifest {cmd.source})") from exc
-        files = []
-        for url, mandatory in urls:
+        for url, _ in urls:
             if not url.startswith("s3://"):
                 raise CopyFailed(f"ERROR: Manifest file is invalid: entry {url!r} is not an s3:// URL")
+        if len(urls) == 1:
+            return [Source(urls[0][0], urls[0][1], checked=False)]
+        files = []
+        for url, mandatory in urls:
             b, k = _split_url(url)
             try:
                 s3.head_object(Bucket=b, Key=k)
             except Exception as exc:
                 if mandatory:
-                    raise CopyFailed(
-                        f"ERROR: Manifest file is invalid: mandatory file not found: {url} "
-                        f"(S3ServiceException:The specified key does not exist.,Status 404) "
-                        f"(manifest {cmd.source})"
-                    ) from exc
+                    raise CopyFailed(_mandatory_missing(url, cmd)) from exc
                 continue
-            files.append(url)
+            files.append(Source(url, mandatory))
         return files
     files = []
     paginator = s3.get_paginator("list_objects_v2")
@@ -286,7 +305,7 @@ def source_files(s3, cmd: CopyCommand) -> list[str]:
         raise CopyFailed(f"ERROR: S3ServiceException:{exc} (COPY from {cmd.source})") from exc
     if not files:
         raise CopyFailed(f"ERROR: The specified S3 prefix '{key}' does not exist (bucket {bucket})")
-    return sorted(files)
+    return [Source(url) for url in sorted(files)]
 
 
 class _Stream:
@@ -375,12 +394,17 @@ def run_copy(cur, s3, cmd: CopyCommand) -> int:
     force = [] if cmd.empty_as_null or not cmd.csv else _char_columns(cur, cmd)
     statement = cmd.postgres_copy(force)
     total = 0
-    for url in files:
+    for source in files:
+        url = source.url
         bucket, key = _split_url(url)
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"]
         except Exception as exc:
-            raise CopyFailed(f"ERROR: S3ServiceException:{exc} (COPY of {url})") from exc
+            if source.checked:
+                raise CopyFailed(f"ERROR: S3ServiceException:{exc} (COPY of {url})") from exc
+            if source.mandatory:  # what the HEAD of source_files would have found
+                raise CopyFailed(_mandatory_missing(url, cmd)) from exc
+            continue
         stream = _Stream(body, cmd)
         try:
             cur.copy_expert(statement, stream, size=1 << 20)
