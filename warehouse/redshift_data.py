@@ -138,6 +138,7 @@ class DataApi:
         its last `run` used while it lives (a session is a server connection: one per transaction
         would pile up to the API's limit of active sessions), else a new one. Later calls need the
         same session: its end (expiry, a lost connection) fails the transaction."""
+        kwargs: dict[str, Any]
         if len(sqls) == 1:
             call, kwargs = self.client.execute_statement, {"Sql": sqls[0]}
         else:
