@@ -105,7 +105,7 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
         assert response.status_code == 200, (url, response.status_code, response.text[:200])
 
     def bare_customer(c):
-        dynamodb.query(
+        return dynamodb.query(
             TableName=r.customer_table,
             IndexName="ByDate",
             ScanIndexForward=False,
@@ -126,14 +126,7 @@ def run(rows: int, requests_per_route: int, seed: int) -> dict:
     pool = ThreadPoolExecutor(max_workers=8)
 
     def read_time_aggregation(c):
-        page = dynamodb.query(
-            TableName=r.customer_table,
-            IndexName="ByDate",
-            ScanIndexForward=False,
-            Limit=21,
-            KeyConditionExpression="CustomerID = :c",
-            ExpressionAttributeValues={":c": c},
-        )["Items"]
+        page = bare_customer(c)["Items"]
         list(pool.map(lambda item: bare_invoice(item["InvoiceNo"]), page[:20]))
 
     bad_event = json.dumps(

@@ -20,6 +20,7 @@ from ecom_core.config import FULL_FILE
 from etl.run import run_once
 from tests.support import warehouse_expectations as expect
 from tests.support.helpers import load_staged, replay_file, warehouse_rows
+from warehouse.star import ROW_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -441,17 +442,7 @@ def test_any_file_order_gives_the_same_warehouse(stack_env, loaded):
 
     before = snapshot()
     manifest = warehouse_rows("SELECT * FROM dw.load_manifest")
-    columns = [
-        "event_id",
-        "invoice_no",
-        "stock_code",
-        "description",
-        "quantity",
-        "invoice_ts",
-        "unit_price",
-        "customer_id",
-        "country",
-    ]
+    columns = ["event_id", *ROW_FIELDS]
     events = warehouse_rows(f"SELECT {', '.join(chr(34) + c + chr(34) for c in columns)} FROM dw.fact_sales_line")
     random.Random(4).shuffle(events)
     files = [events[i : i + 97] for i in range(0, len(events), 97)]

@@ -184,6 +184,24 @@ def test_the_launchers_kinesis_poller_runs_shards_side_by_side_in_order(monkeypa
     assert esm["LastProcessingResult"] == "OK - 1 records"
 
 
+def _create_invoice_table(dynamodb, table: str) -> None:
+    """The invoice table's shape (InvoiceNo, LineId), created through MiniStack's own handler."""
+    dynamodb._create_table(
+        {
+            "TableName": table,
+            "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [
+                {"AttributeName": "InvoiceNo", "KeyType": "HASH"},
+                {"AttributeName": "LineId", "KeyType": "RANGE"},
+            ],
+            "AttributeDefinitions": [
+                {"AttributeName": "InvoiceNo", "AttributeType": "S"},
+                {"AttributeName": "LineId", "AttributeType": "S"},
+            ],
+        }
+    )
+
+
 def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results(monkeypatch):
     """bootstrap/local/ministack/dynamodb.py makes MiniStack's BatchWriteItem validate each item once (flat
     string/number items in one pass of its own), resolve each item's key once, and skip
@@ -228,20 +246,7 @@ def test_the_launchers_batch_write_checks_each_item_once_with_ministacks_results
     ]
 
     def run() -> tuple[list, dict]:
-        dynamodb._create_table(
-            {
-                "TableName": table,
-                "BillingMode": "PAY_PER_REQUEST",
-                "KeySchema": [
-                    {"AttributeName": "InvoiceNo", "KeyType": "HASH"},
-                    {"AttributeName": "LineId", "KeyType": "RANGE"},
-                ],
-                "AttributeDefinitions": [
-                    {"AttributeName": "InvoiceNo", "AttributeType": "S"},
-                    {"AttributeName": "LineId", "AttributeType": "S"},
-                ],
-            }
-        )
+        _create_invoice_table(dynamodb, table)
         try:
             responses = []
             for call in calls:
@@ -723,20 +728,7 @@ def test_the_launchers_remembered_projection_and_conditions_answer_as_ministack(
     }
 
     def run() -> list:
-        dynamodb._create_table(
-            {
-                "TableName": table,
-                "BillingMode": "PAY_PER_REQUEST",
-                "KeySchema": [
-                    {"AttributeName": "InvoiceNo", "KeyType": "HASH"},
-                    {"AttributeName": "LineId", "KeyType": "RANGE"},
-                ],
-                "AttributeDefinitions": [
-                    {"AttributeName": "InvoiceNo", "AttributeType": "S"},
-                    {"AttributeName": "LineId", "AttributeType": "S"},
-                ],
-            }
-        )
+        _create_invoice_table(dynamodb, table)
         try:
             dynamodb._batch_write_item({"RequestItems": {table: [{"PutRequest": {"Item": i}} for i in items]}})
             answers = []
