@@ -130,14 +130,6 @@ def group_load(
     return prepare, transaction
 
 
-def group_statements(
-    files: list[tuple[str, str, str]], iam_role: str, rejects_manifest: str | None = None
-) -> list[str]:
-    """Every statement loading a group, in the order they run (group_load's two lists)."""
-    prepare, transaction = group_load(files, iam_role, rejects_manifest)
-    return prepare + transaction
-
-
 def manifest_document(bucket: str, key: str) -> bytes:
     return json.dumps({"entries": [{"url": f"s3://{bucket}/{key}", "mandatory": True}]}).encode()
 
@@ -201,8 +193,9 @@ class RedshiftWarehouse:
         )
         try:
             try:
-                # The fault point: the group's COPY, facts, dimensions and manifest rows done inside
-                # its open transaction, not committed.
+                # The fault point (before_commit): every file COPYed into the session's staging
+                # tables, nothing of the group's transaction committed (on the BEGIN path: its
+                # facts, dimensions and manifest rows done inside the open transaction).
                 self.api.run(transaction, before_commit=lambda: maybe_fail("load.after_copy"), prepare=prepare)
             except RedshiftError:
                 # Once more as it is: a transaction lost to a restart or a dropped connection is not

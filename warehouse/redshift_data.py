@@ -113,8 +113,9 @@ class DataApi:
             )
             return self._ended(answer)
         first = True
-        for start in range(0, len(prepare), max(MAX_BATCH_STATEMENTS, 1)):
-            self._ended(self._in_session(list(prepare[start : start + max(MAX_BATCH_STATEMENTS, 1)]), first))
+        batch = max(MAX_BATCH_STATEMENTS, 1)  # a test sets the limit to 0 to force the BEGIN path
+        for start in range(0, len(prepare), batch):
+            self._ended(self._in_session(list(prepare[start : start + batch]), first))
             first = False
         if len(statements) <= MAX_BATCH_STATEMENTS:
             if before_commit is not None:

@@ -15,7 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from ecom_core.contract import WAREHOUSE_COLUMNS
-from warehouse.redshift import group_statements, star_statements
+from warehouse.redshift import group_load, star_statements
 from warehouse.redshift_data import WAIT_SECONDS, DataApi, RedshiftError, bind, literal
 from warehouse.schema import schema_statements, star_upgrade_statements
 
@@ -24,11 +24,13 @@ ROLE = "arn:aws:iam::123456789012:role/ecom-redshift-copy-role"
 
 
 def redshift_load() -> list[str]:
-    return group_statements(
+    """Every statement of a group's load, in the order they run."""
+    prepare, transaction = group_load(
         [(key, etag, f"s3://staging-bucket-ecom/_etl/manifests/g/{n}.manifest") for n, (key, etag) in enumerate(FILES)],
         ROLE,
         rejects_manifest="s3://staging-bucket-ecom/_etl/manifests/g/-1.manifest",
     )
+    return prepare + transaction
 
 
 def lease_statements() -> list[str]:
@@ -279,7 +281,6 @@ def test_a_group_load_prepares_in_batches_then_runs_one_transaction_in_the_same_
     the manifest rows as one batch in that session. A session that ends before the transaction
     fails the run (its staging tables went with it)."""
     from ecom_core import config
-    from warehouse.redshift import group_load
     from warehouse.redshift_data import MAX_BATCH_STATEMENTS, SESSION_KEEP_ALIVE_SECONDS
 
     files = [(f"csv/{n}.csv", "e", f"s3://b/{n}.manifest") for n in range(30)]

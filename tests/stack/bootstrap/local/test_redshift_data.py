@@ -563,9 +563,10 @@ def test_redshift_warehouse_loads_the_stack_postgres(client, server, clean_store
     r = config.resources()
     s3 = aws.client("s3", cfg)
     warehouse = RedshiftWarehouse(cfg, api=DataApi(client=client, poll_seconds=0.05))
-    # AWS takes at most 40 statements per BatchExecuteStatement; a group load is 43 + 3 per file
-    # (warehouse/redshift.group_statements), so the client sends it in a session: BEGIN, each statement,
-    # COMMIT. This server keeps AWS's limit of 40 (server["app"].max_batch_statements).
+    # AWS takes at most 40 statements per BatchExecuteStatement; a group load is more
+    # (warehouse/redshift.group_load), so the client sends it in a session: the COPYs into the
+    # session's staging tables in batches of 40, then the transaction as one batch. This server
+    # keeps AWS's limit of 40 (server["app"].max_batch_statements).
     assert server["app"].max_batch_statements == 40
     _round_trip(warehouse, cfg, r, s3, pg)
 

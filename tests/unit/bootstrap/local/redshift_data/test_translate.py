@@ -14,16 +14,15 @@ ROLE = "arn:aws:iam::000000000000:role/ecom-redshift-copy-role"
 
 
 def project_statements() -> list[str]:
-    from warehouse.redshift import group_statements
+    from warehouse.redshift import group_load
     from warehouse.schema import schema_statements
 
     files = [
         ("csv/a.csv", "e1", "s3://staging-bucket-ecom/_etl/manifests/g/0.manifest"),
         ("csv/b.csv", "e2", "s3://staging-bucket-ecom/_etl/manifests/g/1.manifest"),
     ]
-    return schema_statements() + group_statements(
-        files, ROLE, rejects_manifest="s3://staging-bucket-ecom/m/-1.manifest"
-    )
+    prepare, transaction = group_load(files, ROLE, rejects_manifest="s3://staging-bucket-ecom/m/-1.manifest")
+    return schema_statements() + prepare + transaction
 
 
 def test_project_statements_pass_through_except_what_redshift_only():
