@@ -31,7 +31,7 @@ import requests
 import yaml
 from packaging.requirements import Requirement
 
-from bootstrap.local.ministack.lambda_runtime import top_level_entries
+from bootstrap.local.ministack.lambda_runtime import link_distributions
 from ecom_core import aws, config
 
 pytestmark = pytest.mark.stack
@@ -79,13 +79,7 @@ def image_layout(root: Path) -> tuple[Path, Path]:
         (package / module.name).write_bytes(module.read_bytes())
     site = root / "site"
     site.mkdir()
-    for name in sorted(requirement_closure()):
-        dist = metadata.distribution(name)
-        for entry in top_level_entries(dist):
-            source = Path(dist.locate_file(entry))
-            target = site / entry
-            if not target.exists():
-                target.symlink_to(source, target_is_directory=source.is_dir())
+    link_distributions(sorted(requirement_closure()), site)
     return app, site
 
 

@@ -48,6 +48,7 @@ import sys
 import tempfile
 import threading
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -167,6 +168,18 @@ def top_level_entries(dist: importlib.metadata.Distribution) -> list[str]:
     return sorted(n for n in names if n not in ("..", "__pycache__") and not n.endswith(".pth"))
 
 
+def link_distributions(names: Iterable[str], directory: Path) -> None:
+    """`directory` as a site-packages holding exactly these installed distributions: symlinks to
+    their top-level entries (the same files, so the same versions the project pins and tests)."""
+    for name in names:
+        dist = importlib.metadata.distribution(name)
+        for entry in top_level_entries(dist):
+            source = Path(dist.locate_file(entry))
+            if not source.exists():
+                raise RuntimeError(f"{name}: {source} is listed in its RECORD but not installed")
+            os.symlink(source, directory / entry, target_is_directory=source.is_dir())
+
+
 def worker_script(runtime_dir: Path) -> str:
     """MiniStack's Python worker script, with the runtime's libraries on its path and AWS's init
     errors (see the module's docstring)."""
@@ -200,13 +213,7 @@ def build_isolated_python(parent: str | None = None) -> IsolatedPython:
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     runtime_dir = directory / "runtime"
     runtime_dir.mkdir()
-    for name in RUNTIME_DISTRIBUTIONS:
-        dist = importlib.metadata.distribution(name)
-        for entry in top_level_entries(dist):
-            source = Path(dist.locate_file(entry))
-            if not source.exists():
-                raise RuntimeError(f"{name}: {source} is listed in its RECORD but not installed")
-            os.symlink(source, runtime_dir / entry, target_is_directory=source.is_dir())
+    link_distributions(RUNTIME_DISTRIBUTIONS, runtime_dir)
     interpreter = directory / "python"
     # -I: no PYTHON* variables, no user site, no script directory on sys.path; -S: no site-packages.
     interpreter.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "$@"\n')
